@@ -1,0 +1,447 @@
+//! Configuration: one [`Config`] from a TOML file, `GRASP_*` environment variables and CLI
+//! flags, with precedence CLI > environment > file > defaults.
+//!
+//! The environment names of ngit-grasp (`NGIT_*`) are accepted as aliases with the same
+//! meaning, so existing deployments and client test harnesses switch over unchanged. A
+//! `GRASP_*` variable wins over its `NGIT_*` alias.
+//!
+//! Every option has the same name in all three places: `max_limit` in the file,
+//! `--max-limit` on the command line, `GRASP_MAX_LIMIT` in the environment.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::builder::BoolishValueParser;
+use clap::{Args, Command};
+use serde::{Deserialize, Serialize};
+
+use crate::origin::ServiceOrigin;
+use crate::store::StoreBackend;
+
+/// A secret that never appears in logs or `Debug` output.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// The whole server configuration. See `docs/reference/configuration.md`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP/websocket listener binds to.
+    pub bind_address: SocketAddr,
+    /// Public `host[:port]` that announcements must list; defaults to the bound address.
+    pub domain: Option<String>,
+    /// Directory of the bare repositories (`<git_data_path>/<npub>/<identifier>.git`).
+    pub git_data_path: PathBuf,
+    /// Directory of the LMDB event store.
+    pub relay_data_path: PathBuf,
+    /// `lmdb` (persistent) or `memory`.
+    pub database_backend: StoreBackend,
+    /// NIP-11 `name`.
+    pub relay_name: String,
+    /// NIP-11 `description`.
+    pub relay_description: String,
+    /// Operator key (nsec or hex); its public key is NIP-11 `pubkey`.
+    pub relay_owner_nsec: Option<Secret>,
+    /// NIP-11 `contact`.
+    pub relay_contact: Option<String>,
+    /// Log filter: `error`, `warn`, `info`, `debug`, `trace` or a tracing directive list.
+    pub log_level: String,
+    /// Shorten every timer so tests run fast.
+    pub test_mode: bool,
+    /// Largest websocket message accepted, in bytes.
+    pub max_message_size: usize,
+    /// Open subscriptions per connection.
+    pub max_subscriptions: usize,
+    /// Filters per REQ.
+    pub max_filters: usize,
+    /// Largest `limit` honoured; also applied to filters without a limit.
+    pub max_limit: usize,
+    /// EVENT messages per minute per client IP (0 = unlimited).
+    pub events_per_minute: u32,
+    /// Live events buffered per connection before a slow subscriber is cut off.
+    pub subscriber_queue: usize,
+    /// Most records one negentropy (NIP-77) session may cover.
+    pub max_negentropy_items: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            bind_address: SocketAddr::from(([127, 0, 0, 1], 7334)),
+            domain: None,
+            git_data_path: PathBuf::from("./data/repos"),
+            relay_data_path: PathBuf::from("./data/relay"),
+            database_backend: StoreBackend::Lmdb,
+            relay_name: "grasp-server".to_owned(),
+            relay_description: "A GRASP server: git repositories authorized by signed Nostr events"
+                .to_owned(),
+            relay_owner_nsec: None,
+            relay_contact: None,
+            log_level: "info".to_owned(),
+            test_mode: false,
+            max_message_size: 512 * 1024,
+            max_subscriptions: 32,
+            max_filters: 16,
+            max_limit: 500,
+            events_per_minute: 600,
+            subscriber_queue: 4096,
+            max_negentropy_items: 500_000,
+        }
+    }
+}
+
+/// Why a configuration cannot be used. `Display` is one line naming the option.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file or a merged value does not fit the schema.
+    #[error("bad configuration{}: {message}", .path.as_ref().map(|p| format!(" in {}", p.display())).unwrap_or_default())]
+    Parse {
+        /// The file, when it came from one.
+        path: Option<PathBuf>,
+        /// What toml/serde said, on one line.
+        message: String,
+    },
+    /// A value parses but is not usable.
+    #[error("bad configuration: {option}: {reason}")]
+    Invalid {
+        /// The option name.
+        option: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Config {
+    /// Checks values that parse but cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |option, reason: String| Err(ConfigError::Invalid { option, reason });
+        if let Some(domain) = &self.domain {
+            if let Err(e) = ServiceOrigin::parse(domain) {
+                return invalid("domain", e.to_string());
+            }
+        }
+        if let Some(secret) = &self.relay_owner_nsec {
+            if owner_keys(secret).is_none() {
+                return invalid("relay_owner_nsec", "not a valid nsec or hex secret key".to_owned());
+            }
+        }
+        if self.max_message_size < 1024 {
+            return invalid("max_message_size", "must be at least 1024 bytes".to_owned());
+        }
+        for (option, value) in [
+            ("max_subscriptions", self.max_subscriptions),
+            ("max_filters", self.max_filters),
+            ("max_limit", self.max_limit),
+            ("max_negentropy_items", self.max_negentropy_items),
+        ] {
+            if value == 0 {
+                return invalid(option, "must be at least 1".to_owned());
+            }
+        }
+        if self.subscriber_queue < 16 {
+            return invalid("subscriber_queue", "must be at least 16".to_owned());
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
+            return invalid("log_level", e.to_string());
+        }
+        Ok(())
+    }
+
+    /// The relay operator's keys, when an owner key is configured.
+    pub fn owner_keys(&self) -> Option<nostr::Keys> {
+        self.relay_owner_nsec.as_ref().and_then(owner_keys)
+    }
+
+    /// Loads the file (if any) and overlays the command line / environment values.
+    pub fn load(args: &ConfigArgs) -> Result<Self, ConfigError> {
+        let mut table = match &args.config {
+            Some(path) => read_table(path)?,
+            None => toml::Table::new(),
+        };
+        let overlay = toml::Table::try_from(args).map_err(|e| parse_error(None, e))?;
+        table.extend(overlay);
+        let config: Config = Config::deserialize(toml::Value::Table(table))
+            .map_err(|e| parse_error(args.config.as_deref(), e))?;
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+fn owner_keys(secret: &Secret) -> Option<nostr::Keys> {
+    nostr::Keys::parse(secret.0.trim()).ok()
+}
+
+fn parse_error(path: Option<&Path>, e: impl fmt::Display) -> ConfigError {
+    let message = e.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+    ConfigError::Parse { path: path.map(Path::to_path_buf), message }
+}
+
+fn read_table(path: &Path) -> Result<toml::Table, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    text.parse::<toml::Table>().map_err(|e| parse_error(Some(path), e))
+}
+
+/// Command-line flags and `GRASP_*` variables; `None` means "not given here".
+///
+/// Frontends flatten this into their own `clap` parser and then call [`Config::load`].
+#[derive(Debug, Clone, Default, Args, Serialize)]
+pub struct ConfigArgs {
+    /// TOML configuration file (same option names as below, snake_case)
+    #[arg(long, env = "GRASP_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on for the relay, NIP-11, git and /metrics
+    #[arg(long, env = "GRASP_BIND_ADDRESS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bind_address: Option<SocketAddr>,
+    /// Public host[:port] announcements must list in 'clone' and 'relays' (default: the bound address)
+    #[arg(long, env = "GRASP_DOMAIN")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    /// Directory of the bare repositories
+    #[arg(long, env = "GRASP_GIT_DATA_PATH")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub git_data_path: Option<PathBuf>,
+    /// Directory of the LMDB event store
+    #[arg(long, env = "GRASP_RELAY_DATA_PATH")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relay_data_path: Option<PathBuf>,
+    /// Event store backend: lmdb or memory
+    #[arg(long, env = "GRASP_DATABASE_BACKEND", value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_backend: Option<StoreBackend>,
+    /// Relay name in NIP-11
+    #[arg(long, env = "GRASP_RELAY_NAME")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relay_name: Option<String>,
+    /// Relay description in NIP-11
+    #[arg(long, env = "GRASP_RELAY_DESCRIPTION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relay_description: Option<String>,
+    /// Operator secret key (nsec or hex); its public key is published in NIP-11
+    #[arg(long, env = "GRASP_RELAY_OWNER_NSEC", hide_env_values = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relay_owner_nsec: Option<String>,
+    /// Operator contact in NIP-11
+    #[arg(long, env = "GRASP_RELAY_CONTACT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relay_contact: Option<String>,
+    /// Log filter (error, warn, info, debug, trace, or tracing directives)
+    #[arg(long, env = "GRASP_LOG_LEVEL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<String>,
+    /// Shorten every timer so tests run fast
+    #[arg(long = "test-mode", env = "GRASP_TEST", value_parser = BoolishValueParser::new(),
+          num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_mode: Option<bool>,
+    /// Largest websocket message accepted, in bytes
+    #[arg(long, env = "GRASP_MAX_MESSAGE_SIZE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_message_size: Option<usize>,
+    /// Open subscriptions allowed per connection
+    #[arg(long, env = "GRASP_MAX_SUBSCRIPTIONS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_subscriptions: Option<usize>,
+    /// Filters allowed per REQ
+    #[arg(long, env = "GRASP_MAX_FILTERS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_filters: Option<usize>,
+    /// Largest filter limit honoured (also used when a filter has none)
+    #[arg(long, env = "GRASP_MAX_LIMIT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_limit: Option<usize>,
+    /// EVENT messages per minute per client IP (0 = unlimited)
+    #[arg(long, env = "GRASP_EVENTS_PER_MINUTE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events_per_minute: Option<u32>,
+    /// Live events buffered per connection before a slow subscriber is cut off
+    #[arg(long, env = "GRASP_SUBSCRIBER_QUEUE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subscriber_queue: Option<usize>,
+    /// Most records one negentropy (NIP-77) session may cover
+    #[arg(long, env = "GRASP_MAX_NEGENTROPY_ITEMS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_negentropy_items: Option<usize>,
+}
+
+/// ngit-grasp environment names accepted as aliases: (option, alias).
+pub const NGIT_ENV_ALIASES: &[(&str, &str)] = &[
+    ("bind_address", "NGIT_BIND_ADDRESS"),
+    ("domain", "NGIT_DOMAIN"),
+    ("git_data_path", "NGIT_GIT_DATA_PATH"),
+    ("relay_data_path", "NGIT_RELAY_DATA_PATH"),
+    ("database_backend", "NGIT_DATABASE_BACKEND"),
+    ("relay_name", "NGIT_RELAY_NAME"),
+    ("relay_description", "NGIT_RELAY_DESCRIPTION"),
+    ("relay_owner_nsec", "NGIT_RELAY_OWNER_NSEC"),
+    ("relay_contact", "NGIT_RELAY_CONTACT"),
+    ("log_level", "NGIT_LOG_LEVEL"),
+    ("test_mode", "NGIT_TEST"),
+];
+
+fn primary_env(option: &str) -> String {
+    match option {
+        "test_mode" => "GRASP_TEST".to_owned(),
+        other => format!("GRASP_{}", other.to_ascii_uppercase()),
+    }
+}
+
+/// Turns set `NGIT_*` aliases into leading `--flag=value` arguments (only when the
+/// `GRASP_*` name is unset), so clap gives them the same parsing and error messages. Flags
+/// given by the user come later and win, because the command overrides repeated flags.
+pub fn with_env_aliases<I>(argv: I, env: impl Fn(&str) -> Option<String>) -> Vec<OsString>
+where
+    I: IntoIterator<Item = OsString>,
+{
+    let mut argv = argv.into_iter();
+    let mut out: Vec<OsString> = argv.next().into_iter().collect();
+    for (option, alias) in NGIT_ENV_ALIASES {
+        if env(&primary_env(option)).is_some() {
+            continue;
+        }
+        if let Some(value) = env(alias) {
+            let flag = if *option == "test_mode" { "test-mode".to_owned() } else { option.replace('_', "-") };
+            out.push(format!("--{flag}={value}").into());
+        }
+    }
+    out.extend(argv);
+    out
+}
+
+/// Adds each option's default and `NGIT_*` alias to its `--help` line, from
+/// [`Config::default`] and [`NGIT_ENV_ALIASES`], so the help never drifts from the code.
+pub fn annotate_help(cmd: Command) -> Command {
+    let defaults = toml::Table::try_from(Config::default()).unwrap_or_default();
+    let options: Vec<String> = ConfigArgs::augment_args(Command::new("options"))
+        .get_arguments()
+        .map(|a| a.get_id().to_string())
+        .filter(|id| id != "config")
+        .collect();
+    cmd.args_override_self(true).mut_args(move |arg| {
+        let id = arg.get_id().as_str().to_owned();
+        if !options.contains(&id) {
+            return arg;
+        }
+        let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+        let mut text = match defaults.get(&id) {
+            Some(toml::Value::String(s)) => format!("{help} [default: {s}]"),
+            Some(v) => format!("{help} [default: {v}]"),
+            None => help,
+        };
+        if let Some((_, alias)) = NGIT_ENV_ALIASES.iter().find(|(o, _)| *o == id) {
+            text.push_str(&format!(" [alias env: {alias}]"));
+        }
+        arg.help(text)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, FromArgMatches, Parser};
+
+    use super::*;
+
+    #[derive(Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        config: ConfigArgs,
+    }
+
+    fn parse(argv: &[&str], env: &[(&str, &str)]) -> Result<ConfigArgs, clap::Error> {
+        let env_fn = |k: &str| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string());
+        let argv = with_env_aliases(argv.iter().map(OsString::from), env_fn);
+        let cmd = annotate_help(Cli::command());
+        let m = cmd.try_get_matches_from(argv)?;
+        Ok(Cli::from_arg_matches(&m)?.config)
+    }
+
+    #[test]
+    fn ngit_alias_applies_and_cli_wins() {
+        let a = parse(&["x"], &[("NGIT_DOMAIN", "a.example")]).unwrap();
+        assert_eq!(a.domain.as_deref(), Some("a.example"));
+        let a = parse(&["x", "--domain", "b.example"], &[("NGIT_DOMAIN", "a.example")]).unwrap();
+        assert_eq!(a.domain.as_deref(), Some("b.example"));
+        let a = parse(&["x"], &[("NGIT_TEST", "1"), ("NGIT_DATABASE_BACKEND", "memory")]).unwrap();
+        assert_eq!(a.test_mode, Some(true));
+        assert_eq!(a.database_backend, Some(StoreBackend::Memory));
+        // the native name wins over the alias
+        let a = parse(&["x"], &[("NGIT_DOMAIN", "a.example"), ("GRASP_DOMAIN", "c.example")]);
+        // (GRASP_DOMAIN is read by clap from the real environment, so here only the alias is skipped)
+        assert_eq!(a.unwrap().domain, None);
+    }
+
+    #[test]
+    fn file_is_overridden_by_args_and_defaults_fill_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("grasp.toml");
+        std::fs::write(&path, "max_limit = 7\nrelay_name = \"from-file\"\n").unwrap();
+        let args =
+            ConfigArgs { config: Some(path.clone()), relay_name: Some("cli".into()), ..Default::default() };
+        let c = Config::load(&args).unwrap();
+        assert_eq!(c.max_limit, 7);
+        assert_eq!(c.relay_name, "cli");
+        assert_eq!(c.max_filters, Config::default().max_filters);
+
+        std::fs::write(&path, "max_limt = 7\n").unwrap();
+        let err =
+            Config::load(&ConfigArgs { config: Some(path), ..Default::default() }).unwrap_err().to_string();
+        assert!(err.contains("max_limt") && !err.contains('\n'), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_name_the_option() {
+        let bad = ConfigArgs { domain: Some("https://x/y".into()), ..Default::default() };
+        assert!(Config::load(&bad).unwrap_err().to_string().contains("domain"));
+        let bad = ConfigArgs { relay_owner_nsec: Some("nope".into()), ..Default::default() };
+        assert!(Config::load(&bad).unwrap_err().to_string().contains("relay_owner_nsec"));
+        let bad = ConfigArgs { max_limit: Some(0), ..Default::default() };
+        assert!(Config::load(&bad).unwrap_err().to_string().contains("max_limit"));
+    }
+
+    #[test]
+    fn help_lists_defaults_and_aliases() {
+        let help = annotate_help(Cli::command()).render_long_help().to_string();
+        assert!(help.contains("GRASP_BIND_ADDRESS"));
+        assert!(help.contains("[default: 127.0.0.1:7334]"));
+        assert!(help.contains("NGIT_BIND_ADDRESS"));
+        assert!(help.contains("[default: lmdb]"));
+    }
+
+    #[test]
+    fn configuration_reference_documents_every_option() {
+        let doc = include_str!("../../docs/reference/configuration.md");
+        for arg in ConfigArgs::augment_args(Command::new("x")).get_arguments() {
+            let id = arg.get_id().as_str();
+            let long = arg.get_long().unwrap();
+            assert!(doc.contains(&format!("`--{long}`")), "docs/reference/configuration.md lacks --{long}");
+            if id != "config" {
+                assert!(doc.contains(&format!("| `{id}` |")), "docs/reference/configuration.md lacks {id}");
+            }
+            if let Some(env) = arg.get_env() {
+                assert!(doc.contains(env.to_str().unwrap()), "docs lack {env:?}");
+            }
+        }
+        for (_, alias) in NGIT_ENV_ALIASES {
+            assert!(doc.contains(alias), "docs/reference/configuration.md lacks {alias}");
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! # grasp-lib
+//!
+//! The protocol core of a GRASP server (Git Relays Authorized via Signed-Nostr Proofs).
+//! A GRASP server is one origin that serves a Nostr relay at `/` and git smart-HTTP at
+//! `/<npub>/<identifier>.git`; write permission comes from signed Nostr events.
+//!
+//! Frontends (the inline warp server, a proxy, git hooks) stay thin: they turn their input
+//! into calls on a [`Grasp`] handle, which owns the configuration, the event store, the
+//! relay engine and the metrics.
+//!
+//! | Module | What it holds |
+//! |---|---|
+//! | [`nip34`] | the event model: announcements, states, coordinates, identifiers |
+//! | [`policy`] | which events are accepted, held or rejected (GRASP-01) |
+//! | [`maintainers`] | the recursive maintainer set |
+//! | [`origin`] | this server's public origin and URL matching |
+//! | [`store`] | the event store (LMDB or memory) |
+//! | [`relay`] | the transport-agnostic Nostr relay engine (NIP-01/45/77) |
+//! | [`nip11`] | the relay information document |
+//! | [`config`] | configuration from file, environment and CLI |
+//! | [`metrics`] | Prometheus metrics |
+//!
+//! ```
+//! # tokio_test::block_on(async {
+//! use grasp_lib::{config::Config, store::StoreBackend, Grasp};
+//!
+//! let config = Config {
+//!     domain: Some("git.example.com".into()),
+//!     database_backend: StoreBackend::Memory,
+//!     ..Config::default()
+//! };
+//! let grasp = Grasp::open(config).await.unwrap();
+//! let mut session = grasp.relay().session("127.0.0.1".parse().unwrap());
+//! let replies = session.handle(r#"["REQ","sub",{"kinds":[30617]}]"#).await;
+//! assert_eq!(replies, vec![r#"["EOSE","sub"]"#.to_string()]);
+//! # });
+//! ```
+
+#![deny(missing_docs, unsafe_code)]
+
+pub mod config;
+pub mod logging;
+pub mod maintainers;
+pub mod metrics;
+pub mod nip11;
+pub mod nip34;
+pub mod origin;
+pub mod policy;
+pub mod relay;
+pub mod store;
+
+use std::sync::Arc;
+
+use config::Config;
+use metrics::Metrics;
+use origin::ServiceOrigin;
+use policy::GraspPolicy;
+use relay::{Relay, RelayLimits};
+use store::{EventStore, StoreError};
+
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// `domain` was not set (frontends that bind a socket default it to the bound address).
+    #[error("bad configuration: domain: must be set to the public host[:port] of this server")]
+    MissingDomain,
+    /// The event store could not be opened.
+    #[error("cannot open the event store at {path}: {source}")]
+    Store {
+        /// Where the store lives.
+        path: std::path::PathBuf,
+        /// The store error.
+        source: StoreError,
+    },
+}
+
+/// The shared service handle: everything a frontend needs, cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Grasp {
+    config: Arc<Config>,
+    origin: ServiceOrigin,
+    store: EventStore,
+    relay: Arc<Relay>,
+    metrics: Metrics,
+}
+
+impl Grasp {
+    /// Validates `config`, opens the store and builds the relay.
+    pub async fn open(config: Config) -> Result<Self, OpenError> {
+        config.validate()?;
+        let domain = config.domain.as_deref().ok_or(OpenError::MissingDomain)?;
+        let origin = ServiceOrigin::parse(domain)
+            .map_err(|e| config::ConfigError::Invalid { option: "domain", reason: e.to_string() })?;
+        let store = EventStore::open(config.database_backend, &config.relay_data_path)
+            .map_err(|source| OpenError::Store { path: config.relay_data_path.clone(), source })?;
+        let metrics = Metrics::new();
+        let policy = Arc::new(GraspPolicy::new(store.clone(), origin.clone()));
+        let relay =
+            Arc::new(Relay::new(store.clone(), policy, RelayLimits::from_config(&config), metrics.clone()));
+        Ok(Self { config: Arc::new(config), origin, store, relay, metrics })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// This server's public origin.
+    pub fn origin(&self) -> &ServiceOrigin {
+        &self.origin
+    }
+
+    /// The event store.
+    pub fn store(&self) -> &EventStore {
+        &self.store
+    }
+
+    /// The relay engine.
+    pub fn relay(&self) -> &Arc<Relay> {
+        &self.relay
+    }
+
+    /// The metrics registry.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The NIP-11 document.
+    pub fn nip11(&self) -> serde_json::Value {
+        nip11::document(&self.config, &self.origin)
+    }
+}

@@ -1,0 +1,241 @@
+//! The NIP-34 event model: repository announcements (30617), repository states (30618),
+//! and the references every other event uses to point at them.
+//!
+//! Everything here is pure parsing of already-verified events; nothing touches storage.
+
+mod identifier;
+mod references;
+
+pub use identifier::{IdentifierError, RepoIdentifier, MAX_IDENTIFIER_BYTES};
+pub use references::{EventReferences, RepoCoordinate, MAX_REFERENCES};
+
+use std::collections::BTreeMap;
+
+use nostr::{Event, Kind, PublicKey};
+
+/// Kind numbers GRASP gives meaning to.
+pub mod kinds {
+    /// NIP-09 deletion request.
+    pub const DELETION: u16 = 5;
+    /// NIP-34 patch.
+    pub const PATCH: u16 = 1617;
+    /// NIP-34 pull request.
+    pub const PULL_REQUEST: u16 = 1618;
+    /// NIP-34 pull request update.
+    pub const PULL_REQUEST_UPDATE: u16 = 1619;
+    /// NIP-34 issue.
+    pub const ISSUE: u16 = 1621;
+    /// NIP-22 comment.
+    pub const COMMENT: u16 = 1111;
+    /// User grasp server list (replaceable).
+    pub const USER_GRASP_LIST: u16 = 10317;
+    /// Repository announcement (addressable).
+    pub const REPO_ANNOUNCEMENT: u16 = 30617;
+    /// Repository state (addressable).
+    pub const REPO_STATE: u16 = 30618;
+}
+
+/// Why an event is not a usable NIP-34 repository event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Nip34Error {
+    /// The event has a different kind.
+    #[error("expected kind {expected}, got {actual}")]
+    WrongKind {
+        /// The kind the parser wanted.
+        expected: u16,
+        /// The kind the event has.
+        actual: u16,
+    },
+    /// No `d` tag.
+    #[error("missing 'd' tag (the repository identifier)")]
+    MissingIdentifier,
+    /// The `d` tag is not a hostable identifier.
+    #[error(transparent)]
+    Identifier(#[from] IdentifierError),
+}
+
+fn identifier_of(event: &Event) -> Result<RepoIdentifier, Nip34Error> {
+    let raw = event.tags.identifier().ok_or(Nip34Error::MissingIdentifier)?;
+    Ok(RepoIdentifier::new(raw)?)
+}
+
+fn expect_kind(event: &Event, expected: u16) -> Result<(), Nip34Error> {
+    let actual = event.kind.as_u16();
+    if actual == expected {
+        Ok(())
+    } else {
+        Err(Nip34Error::WrongKind { expected, actual })
+    }
+}
+
+/// Values of every tag named `name`, flattened (NIP-34 wants one tag with many values; we
+/// tolerate several tags and take their union).
+fn tag_values<'a>(event: &'a Event, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    event
+        .tags
+        .iter()
+        .filter_map(move |tag| {
+            let slice = tag.as_slice();
+            (slice.first().map(String::as_str) == Some(name)).then(|| slice[1..].iter().map(String::as_str))
+        })
+        .flatten()
+}
+
+/// A kind-30617 repository announcement.
+#[derive(Debug, Clone)]
+pub struct RepoAnnouncement {
+    /// The announcement author: the owner of the repository at `/<npub>/<identifier>.git`.
+    pub owner: PublicKey,
+    /// The `d` tag.
+    pub identifier: RepoIdentifier,
+    /// Union of all `clone` tag values.
+    pub clone_urls: Vec<String>,
+    /// Union of all `relays` tag values.
+    pub relays: Vec<String>,
+    /// Valid public keys from the `maintainers` tags (invalid entries are skipped).
+    pub maintainers: Vec<PublicKey>,
+    /// When the announcement was signed.
+    pub created_at: nostr::Timestamp,
+}
+
+impl RepoAnnouncement {
+    /// Parses an announcement; fails when the kind or the `d` tag is wrong.
+    pub fn parse(event: &Event) -> Result<Self, Nip34Error> {
+        expect_kind(event, kinds::REPO_ANNOUNCEMENT)?;
+        let identifier = identifier_of(event)?;
+        let maintainers = tag_values(event, "maintainers")
+            .filter_map(|v| PublicKey::from_hex(v.trim()).ok())
+            .filter(|pk| *pk != event.pubkey)
+            .collect();
+        Ok(Self {
+            owner: event.pubkey,
+            identifier,
+            clone_urls: tag_values(event, "clone").map(str::to_owned).collect(),
+            relays: tag_values(event, "relays").map(str::to_owned).collect(),
+            maintainers,
+            created_at: event.created_at,
+        })
+    }
+
+    /// The `30617:<owner>:<d>` coordinate other events use to tag this repository.
+    pub fn coordinate(&self) -> RepoCoordinate {
+        RepoCoordinate::announcement(self.owner, self.identifier.as_str())
+    }
+}
+
+/// A kind-30618 repository state: the refs the maintainers say the repo has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepoState {
+    /// The state author (must be a maintainer to matter).
+    pub author: PublicKey,
+    /// The `d` tag.
+    pub identifier: RepoIdentifier,
+    /// `refs/heads/*` and `refs/tags/*` to object id (lowercase hex), peeled `^{}` entries
+    /// dropped.
+    pub refs: BTreeMap<String, String>,
+    /// The branch `HEAD` points at (`refs/heads/x`), if the event names one.
+    pub head: Option<String>,
+    /// When the state was signed.
+    pub created_at: nostr::Timestamp,
+}
+
+impl RepoState {
+    /// Parses a state event, tolerating extra tag elements, peeled entries and `HEAD`
+    /// without the `ref: ` prefix.
+    pub fn parse(event: &Event) -> Result<Self, Nip34Error> {
+        expect_kind(event, kinds::REPO_STATE)?;
+        let identifier = identifier_of(event)?;
+        let mut refs = BTreeMap::new();
+        let mut head = None;
+        for tag in event.tags.iter() {
+            let slice = tag.as_slice();
+            let (Some(name), Some(value)) = (slice.first(), slice.get(1)) else {
+                continue;
+            };
+            if name == "HEAD" {
+                let target = value.strip_prefix("ref:").map(str::trim).unwrap_or(value.trim());
+                if target.starts_with("refs/heads/") {
+                    head = Some(target.to_owned());
+                }
+            } else if (name.starts_with("refs/heads/") || name.starts_with("refs/tags/"))
+                && !name.ends_with("^{}")
+                && is_object_id(value)
+            {
+                refs.insert(name.clone(), value.to_ascii_lowercase());
+            }
+        }
+        Ok(Self { author: event.pubkey, identifier, refs, head, created_at: event.created_at })
+    }
+}
+
+/// True for a 40-hex (SHA-1) or 64-hex (SHA-256) git object id.
+pub fn is_object_id(value: &str) -> bool {
+    (value.len() == 40 || value.len() == 64) && value.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// True when `kind` is one of the repository anchor kinds (30617 / 30618).
+pub fn is_repo_kind(kind: Kind) -> bool {
+    matches!(kind.as_u16(), kinds::REPO_ANNOUNCEMENT | kinds::REPO_STATE)
+}
+
+#[cfg(test)]
+mod tests {
+    use nostr::{EventBuilder, Keys, Tag};
+
+    use super::*;
+
+    fn sign(kind: u16, tags: Vec<Vec<&str>>) -> Event {
+        let tags = tags.into_iter().map(|t| Tag::parse(t).unwrap());
+        EventBuilder::new(Kind::Custom(kind), "").tags(tags).sign_with_keys(&Keys::generate()).unwrap()
+    }
+
+    #[test]
+    fn announcement_unions_clone_and_relays_and_skips_bad_maintainers() {
+        let m = Keys::generate().public_key().to_hex();
+        let ev = sign(
+            30617,
+            vec![
+                vec!["d", "repo"],
+                vec!["clone", "https://a/x.git", "https://b/x.git"],
+                vec!["clone", "https://c/x.git"],
+                vec!["relays", "wss://a"],
+                vec!["maintainers", &m, "not-a-key"],
+            ],
+        );
+        let ann = RepoAnnouncement::parse(&ev).unwrap();
+        assert_eq!(ann.clone_urls.len(), 3);
+        assert_eq!(ann.relays, vec!["wss://a"]);
+        assert_eq!(ann.maintainers.len(), 1);
+        assert_eq!(ann.coordinate().to_string(), format!("30617:{}:repo", ev.pubkey));
+    }
+
+    #[test]
+    fn announcement_needs_valid_identifier() {
+        assert_eq!(RepoAnnouncement::parse(&sign(30617, vec![])).unwrap_err(), Nip34Error::MissingIdentifier);
+        assert!(RepoAnnouncement::parse(&sign(30617, vec![vec!["d", ".."]])).is_err());
+        assert!(RepoAnnouncement::parse(&sign(1, vec![vec!["d", "x"]])).is_err());
+    }
+
+    #[test]
+    fn state_parses_refs_head_variants_and_ignores_peeled() {
+        let c = "a".repeat(40);
+        let ev = sign(
+            30618,
+            vec![
+                vec!["d", "repo"],
+                vec!["refs/heads/main", &c, "extra"],
+                vec!["refs/tags/v1", &c],
+                vec!["refs/tags/v1^{}", &c],
+                vec!["refs/notes/x", &c],
+                vec!["refs/heads/bad", "zz"],
+                vec!["HEAD", "ref: refs/heads/main"],
+            ],
+        );
+        let st = RepoState::parse(&ev).unwrap();
+        assert_eq!(st.refs.keys().collect::<Vec<_>>(), vec!["refs/heads/main", "refs/tags/v1"]);
+        assert_eq!(st.head.as_deref(), Some("refs/heads/main"));
+
+        let bare = sign(30618, vec![vec!["d", "repo"], vec!["HEAD", "refs/heads/dev"]]);
+        assert_eq!(RepoState::parse(&bare).unwrap().head.as_deref(), Some("refs/heads/dev"));
+    }
+}

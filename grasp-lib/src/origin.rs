@@ -1,0 +1,169 @@
+//! The public origin of this server (`domain` in the configuration) and whether a URL in an
+//! announcement points at it.
+//!
+//! URLs are parsed, never substring-matched: `https://evil.example/?x=our.domain` does not
+//! list us. The host compares case-insensitively; a domain without a port matches only the
+//! scheme's default port (80 for http/ws, 443 for https/wss).
+
+use nostr::PublicKey;
+use url::Url;
+
+use crate::nip34::RepoIdentifier;
+
+/// Where this server is reachable, as written in announcements.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceOrigin {
+    host: String,
+    port: Option<u16>,
+}
+
+/// Why a configured domain is unusable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("domain '{0}' must be a host name with an optional port, like 'git.example.com' or '127.0.0.1:7334'")]
+pub struct InvalidDomain(pub String);
+
+impl ServiceOrigin {
+    /// Parses `host[:port]`. A scheme, path or credentials are refused.
+    pub fn parse(domain: &str) -> Result<Self, InvalidDomain> {
+        let bad = || InvalidDomain(domain.to_owned());
+        if domain.is_empty() || domain.contains("://") || domain.contains(['/', '@', '?', '#']) {
+            return Err(bad());
+        }
+        let url = Url::parse(&format!("http://{domain}")).map_err(|_| bad())?;
+        let host = url.host_str().ok_or_else(bad)?.to_owned();
+        // `Url` forgets an explicit default port; remember it if the operator wrote one.
+        let explicit_port = domain.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok());
+        let port = url.port().or(explicit_port.filter(|_| !domain.ends_with(']')));
+        Ok(Self { host, port })
+    }
+
+    /// `host[:port]` as configured.
+    pub fn authority(&self) -> String {
+        match self.port {
+            Some(port) => format!("{}:{port}", self.host),
+            None => self.host.clone(),
+        }
+    }
+
+    /// The http URL of the relay and git service, for pages and NIP-11.
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.authority())
+    }
+
+    fn matches_authority(&self, url: &Url) -> bool {
+        let Some(host) = url.host_str() else { return false };
+        if !host.eq_ignore_ascii_case(&self.host) {
+            return false;
+        }
+        match self.port {
+            Some(port) => url.port_or_known_default() == Some(port),
+            None => url.port().is_none(),
+        }
+    }
+
+    /// True when `value` is an http(s) git URL on this server:
+    /// `/<valid npub>/<percent-encoded identifier>.git`, an optional trailing slash allowed.
+    pub fn is_clone_url(&self, value: &str) -> bool {
+        let Ok(url) = Url::parse(value.trim()) else { return false };
+        if !matches!(url.scheme(), "http" | "https")
+            || url.query().is_some()
+            || url.fragment().is_some()
+            || !self.matches_authority(&url)
+        {
+            return false;
+        }
+        parse_repo_path(url.path().trim_end_matches('/')).is_some()
+    }
+
+    /// True when `value` is a ws(s) URL of the relay on this server (path `/` or empty).
+    pub fn is_relay_url(&self, value: &str) -> bool {
+        let Ok(url) = Url::parse(value.trim()) else { return false };
+        matches!(url.scheme(), "ws" | "wss")
+            && url.query().is_none()
+            && url.fragment().is_none()
+            && matches!(url.path(), "" | "/")
+            && self.matches_authority(&url)
+    }
+}
+
+/// Splits a URL path `/<npub>/<pct-identifier>.git` into its owner and identifier.
+pub fn parse_repo_path(path: &str) -> Option<(PublicKey, RepoIdentifier)> {
+    let rest = path.strip_prefix('/')?;
+    let (npub, repo) = rest.split_once('/')?;
+    let owner = parse_npub(npub)?;
+    let identifier = RepoIdentifier::from_url_segment(repo.strip_suffix(".git")?).ok()?;
+    Some((owner, identifier))
+}
+
+/// Decodes an `npub1…` path segment.
+pub fn parse_npub(segment: &str) -> Option<PublicKey> {
+    use nostr::nips::nip19::FromBech32;
+    if !segment.starts_with("npub1") {
+        return None;
+    }
+    PublicKey::from_bech32(segment).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use nostr::nips::nip19::ToBech32;
+    use nostr::Keys;
+
+    use super::*;
+
+    fn npub() -> String {
+        Keys::generate().public_key().to_bech32().unwrap()
+    }
+
+    #[test]
+    fn domain_parsing() {
+        assert_eq!(ServiceOrigin::parse("Git.Example.com").unwrap().authority(), "git.example.com");
+        assert_eq!(ServiceOrigin::parse("127.0.0.1:7334").unwrap().authority(), "127.0.0.1:7334");
+        assert_eq!(ServiceOrigin::parse("example.com:80").unwrap().authority(), "example.com:80");
+        for bad in ["", "https://x", "x/y", "a@b", "x:notaport"] {
+            assert!(ServiceOrigin::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn clone_urls_match_host_port_and_path_shape() {
+        let o = ServiceOrigin::parse("git.example.com").unwrap();
+        let n = npub();
+        assert!(o.is_clone_url(&format!("https://git.example.com/{n}/repo.git")));
+        assert!(o.is_clone_url(&format!("http://GIT.example.com/{n}/my%20repo.git/")));
+        assert!(o.is_clone_url(&format!("https://git.example.com:443/{n}/repo.git")));
+        assert!(!o.is_clone_url(&format!("https://git.example.com:8443/{n}/repo.git")));
+        assert!(!o.is_clone_url(&format!("https://evil.example/?x=git.example.com/{n}/repo.git")));
+        assert!(!o.is_clone_url(&format!("https://git.example.com.evil/{n}/repo.git")));
+        assert!(!o.is_clone_url(&format!("https://git.example.com/{n}/repo")));
+        assert!(!o.is_clone_url("https://git.example.com/npub1bad/repo.git"));
+        assert!(!o.is_clone_url(&format!("https://git.example.com/{n}/a/b.git")));
+        assert!(!o.is_clone_url(&format!("ssh://git.example.com/{n}/repo.git")));
+        assert!(!o.is_clone_url(&format!("https://git.example.com/{n}/%2e%2e.git")));
+    }
+
+    #[test]
+    fn explicit_port_must_match() {
+        let o = ServiceOrigin::parse("127.0.0.1:7334").unwrap();
+        let n = npub();
+        assert!(o.is_clone_url(&format!("http://127.0.0.1:7334/{n}/r.git")));
+        assert!(!o.is_clone_url(&format!("http://127.0.0.1/{n}/r.git")));
+        assert!(o.is_relay_url("ws://127.0.0.1:7334"));
+        assert!(o.is_relay_url("wss://127.0.0.1:7334/"));
+        assert!(!o.is_relay_url("ws://127.0.0.1:7335"));
+        assert!(!o.is_relay_url("ws://127.0.0.1:7334/other"));
+        assert!(!o.is_relay_url("http://127.0.0.1:7334"));
+    }
+
+    #[test]
+    fn repo_path_parsing() {
+        let keys = Keys::generate();
+        let n = keys.public_key().to_bech32().unwrap();
+        let (pk, id) = parse_repo_path(&format!("/{n}/a%20b.git")).unwrap();
+        assert_eq!(pk, keys.public_key());
+        assert_eq!(id.as_str(), "a b");
+        assert!(parse_repo_path(&format!("/{n}/..git")).is_none()); // identifier "."
+        assert!(parse_repo_path(&format!("/{n}/.git")).is_none());
+        assert!(parse_repo_path("/nsec1xyz/a.git").is_none());
+    }
+}

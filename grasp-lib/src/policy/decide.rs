@@ -1,0 +1,342 @@
+//! GRASP-01 acceptance rules as pure functions: facts in, [`Verdict`] out. No I/O here, so
+//! every rule is unit-tested directly.
+
+use nostr::{Event, PublicKey, Timestamp};
+
+use super::{Prefix, Verdict};
+use crate::maintainers::MaintainerSet;
+use crate::nip34::{RepoAnnouncement, RepoCoordinate, RepoState};
+use crate::origin::ServiceOrigin;
+
+/// How far in the future `created_at` may be (clock skew allowance).
+pub const MAX_FUTURE_SECS: u64 = 15 * 60;
+
+/// Checks every event gets before its kind-specific rule: protected events (NIP-70) need
+/// authentication we do not offer, and far-future timestamps would pin replaceable events.
+pub fn preliminary(event: &Event, now: Timestamp) -> Option<Verdict> {
+    if event.tags.iter().any(|t| t.as_slice().len() == 1 && t.as_slice()[0] == "-") {
+        return Some(Verdict::reject(
+            Prefix::Restricted,
+            "protected",
+            "protected events (NIP-70 '-' tag) need NIP-42 authentication, which this relay does not offer",
+        ));
+    }
+    if event.created_at.as_secs() > now.as_secs() + MAX_FUTURE_SECS {
+        return Some(Verdict::reject(
+            Prefix::Invalid,
+            "future",
+            format!(
+                "created_at is more than {} minutes in the future; check your clock",
+                MAX_FUTURE_SECS / 60
+            ),
+        ));
+    }
+    None
+}
+
+/// Which of the two tags of an announcement point at this server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListsService {
+    /// Some `clone` value is `http(s)://<us>/<npub>/<id>.git`.
+    pub clone: bool,
+    /// Some `relays` value is `ws(s)://<us>`.
+    pub relays: bool,
+}
+
+impl ListsService {
+    /// Checks an announcement against our origin.
+    pub fn of(ann: &RepoAnnouncement, origin: &ServiceOrigin) -> Self {
+        Self {
+            clone: ann.clone_urls.iter().any(|u| origin.is_clone_url(u)),
+            relays: ann.relays.iter().any(|u| origin.is_relay_url(u)),
+        }
+    }
+
+    /// Both tags list us: we host this repository.
+    pub fn both(self) -> bool {
+        self.clone && self.relays
+    }
+}
+
+/// True when `pubkey` belongs to the recursive maintainer set of any of `announcements`
+/// (all with the same identifier), each taken as a root.
+pub fn is_maintainer_of_any(pubkey: &PublicKey, announcements: &[RepoAnnouncement]) -> bool {
+    announcements
+        .iter()
+        .any(|root| MaintainerSet::from_announcements(root.owner, announcements).contains(pubkey))
+}
+
+/// The rule for kind 30617. `stored` are the stored announcements with the same identifier.
+///
+/// Accepted when it lists this server in both `clone` and `relays`, or when its author is in
+/// the recursive maintainer set of another stored announcement with that identifier (a
+/// "maintainer companion", needed to walk maintainer chains; no repository is created).
+pub fn announcement(new: &RepoAnnouncement, origin: &ServiceOrigin, stored: &[RepoAnnouncement]) -> Verdict {
+    let lists = ListsService::of(new, origin);
+    if lists.both() {
+        return Verdict::Accept;
+    }
+    // The author's own older announcement does not vouch for the new one.
+    let mut others: Vec<RepoAnnouncement> = stored.iter().filter(|a| a.owner != new.owner).cloned().collect();
+    let roots = others.len();
+    others.push(new.clone());
+    let companion = others[..roots]
+        .iter()
+        .any(|root| MaintainerSet::from_announcements(root.owner, &others).contains(&new.owner));
+    if companion {
+        return Verdict::Accept;
+    }
+    let missing = match (lists.clone, lists.relays) {
+        (false, false) => "'clone' and 'relays' tags do",
+        (false, true) => "'clone' tag does",
+        _ => "'relays' tag does",
+    };
+    let authority = origin.authority();
+    Verdict::reject(
+        Prefix::Blocked,
+        "not_listing_service",
+        format!(
+            "announcement not hosted: its {missing} not list this server; add \
+             'http(s)://{authority}/<npub>/<identifier>.git' to 'clone' and 'ws(s)://{authority}' to 'relays'"
+        ),
+    )
+}
+
+/// The rule for kind 30618. `stored` are the stored announcements with the state's
+/// identifier; `latest_own` is when the author's newest stored state for it was signed.
+pub fn state(state: &RepoState, stored: &[RepoAnnouncement], latest_own: Option<Timestamp>) -> Verdict {
+    let d = state.identifier.as_str();
+    if stored.is_empty() {
+        return Verdict::reject(
+            Prefix::Invalid,
+            "no_announcement",
+            format!("no announcement exists for repository '{d}'; publish the kind 30617 announcement first"),
+        );
+    }
+    if !is_maintainer_of_any(&state.author, stored) {
+        return Verdict::reject(
+            Prefix::Invalid,
+            "unauthorized_state",
+            format!(
+                "author not authorized for repository '{d}': not in the maintainer set of any announcement \
+                 with this identifier; ask the owner to add you to 'maintainers'"
+            ),
+        );
+    }
+    if latest_own.is_some_and(|t| t > state.created_at) {
+        return Verdict::reject(
+            Prefix::Invalid,
+            "stale_state",
+            format!("a newer state for '{d}' from this author is already stored"),
+        );
+    }
+    Verdict::Accept
+}
+
+/// What the store knows about the references of an event (and references to it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RelationFacts {
+    /// Some `a`/`A`/`q` coordinate names a stored repository or other stored event.
+    pub tags_stored_coordinate: bool,
+    /// Some `e`/`E`/`q` id names a stored event.
+    pub tags_stored_event: bool,
+    /// A stored event tags this event (by id, or by coordinate for addressable kinds).
+    pub tagged_by_stored: bool,
+}
+
+/// The rule for every kind without a rule of its own: it must relate to what we host.
+pub fn related(facts: RelationFacts) -> Verdict {
+    if facts.tags_stored_coordinate || facts.tags_stored_event || facts.tagged_by_stored {
+        Verdict::Accept
+    } else {
+        Verdict::reject(
+            Prefix::Blocked,
+            "unrelated",
+            "event must reference a repository hosted here ('a'/'A'/'q' tag 30617:<owner>:<identifier>) \
+             or an event stored here ('e'/'E'/'q' tag)",
+        )
+    }
+}
+
+/// What a kind-5 deletion request points at.
+#[derive(Debug, Clone, Default)]
+pub struct DeletionFacts {
+    /// Authors of the stored events named by `e` tags.
+    pub stored_target_authors: Vec<PublicKey>,
+    /// Coordinates named by `a` tags, and whether an event is stored there.
+    pub coordinates: Vec<(RepoCoordinate, bool)>,
+}
+
+/// NIP-09: a deletion may only name the author's own events, and must name something here.
+pub fn deletion(author: &PublicKey, facts: &DeletionFacts) -> Verdict {
+    let foreign = facts.stored_target_authors.iter().any(|a| a != author)
+        || facts.coordinates.iter().any(|(c, _)| c.pubkey != *author);
+    if foreign {
+        return Verdict::reject(
+            Prefix::Invalid,
+            "foreign_deletion",
+            "a deletion request may only name events signed by its own author (NIP-09)",
+        );
+    }
+    if facts.stored_target_authors.is_empty() && !facts.coordinates.iter().any(|(_, stored)| *stored) {
+        return Verdict::reject(
+            Prefix::Blocked,
+            "unrelated",
+            "deletion request names no event stored on this relay",
+        );
+    }
+    Verdict::Accept
+}
+
+#[cfg(test)]
+mod tests {
+    use nostr::nips::nip19::ToBech32;
+    use nostr::{EventBuilder, Keys, Kind, Tag};
+
+    use super::*;
+    use crate::policy::Rejection;
+
+    const DOMAIN: &str = "127.0.0.1:7334";
+
+    fn origin() -> ServiceOrigin {
+        ServiceOrigin::parse(DOMAIN).unwrap()
+    }
+
+    fn ann(keys: &Keys, d: &str, listing: bool, maintainers: &[PublicKey]) -> RepoAnnouncement {
+        let npub = keys.public_key().to_bech32().unwrap();
+        let mut tags = vec![Tag::parse(["d", d]).unwrap()];
+        if listing {
+            tags.push(Tag::parse(["clone", &format!("http://{DOMAIN}/{npub}/{d}.git")]).unwrap());
+            tags.push(Tag::parse(["relays", &format!("ws://{DOMAIN}")]).unwrap());
+        }
+        let mut m = vec!["maintainers".to_owned()];
+        m.extend(maintainers.iter().map(|pk| pk.to_hex()));
+        tags.push(Tag::parse(m).unwrap());
+        let ev = EventBuilder::new(Kind::Custom(30617), "").tags(tags).sign_with_keys(keys).unwrap();
+        RepoAnnouncement::parse(&ev).unwrap()
+    }
+
+    fn st(keys: &Keys, d: &str) -> RepoState {
+        let ev =
+            EventBuilder::new(Kind::Custom(30618), "").tag(Tag::identifier(d)).sign_with_keys(keys).unwrap();
+        RepoState::parse(&ev).unwrap()
+    }
+
+    fn code(v: Verdict) -> &'static str {
+        match v {
+            Verdict::Reject(Rejection { code, .. }) => code,
+            other => panic!("expected rejection, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn announcement_listing_us_is_accepted() {
+        let a = Keys::generate();
+        assert_eq!(announcement(&ann(&a, "r", true, &[]), &origin(), &[]), Verdict::Accept);
+    }
+
+    #[test]
+    fn announcement_listing_only_one_tag_is_rejected_with_what_is_missing() {
+        let a = Keys::generate();
+        let mut only_clone = ann(&a, "r", true, &[]);
+        only_clone.relays.clear();
+        match announcement(&only_clone, &origin(), &[]) {
+            Verdict::Reject(r) => {
+                assert_eq!(r.prefix, Prefix::Blocked);
+                assert!(r.message.contains("'relays' tag does not list"), "{}", r.message);
+            }
+            v => panic!("{v:?}"),
+        }
+    }
+
+    #[test]
+    fn companion_announcement_needs_membership_through_another_root() {
+        let (owner, m1, m2, stranger) =
+            (Keys::generate(), Keys::generate(), Keys::generate(), Keys::generate());
+        let owner_ann = ann(&owner, "r", true, &[m1.public_key()]);
+        let m1_ann = ann(&m1, "r", false, &[m2.public_key()]);
+        // direct maintainer
+        assert_eq!(announcement(&m1_ann, &origin(), &[owner_ann.clone()]), Verdict::Accept);
+        // recursive maintainer, via m1's stored announcement
+        let m2_ann = ann(&m2, "r", false, &[]);
+        assert_eq!(announcement(&m2_ann, &origin(), &[owner_ann.clone(), m1_ann.clone()]), Verdict::Accept);
+        // not recursive without m1's announcement
+        assert_eq!(code(announcement(&m2_ann, &origin(), &[owner_ann.clone()])), "not_listing_service");
+        // stranger
+        assert_eq!(
+            code(announcement(&ann(&stranger, "r", false, &[]), &origin(), &[owner_ann.clone()])),
+            "not_listing_service"
+        );
+        // other identifier does not count (caller passes only same-d announcements, none here)
+        assert_eq!(code(announcement(&ann(&m1, "other", false, &[]), &origin(), &[])), "not_listing_service");
+    }
+
+    #[test]
+    fn owner_dropping_us_is_not_its_own_companion() {
+        let owner = Keys::generate();
+        let old = ann(&owner, "r", true, &[]);
+        let new = ann(&owner, "r", false, &[]);
+        assert_eq!(code(announcement(&new, &origin(), &[old])), "not_listing_service");
+    }
+
+    #[test]
+    fn state_rules() {
+        let (owner, m1, m2, stranger) =
+            (Keys::generate(), Keys::generate(), Keys::generate(), Keys::generate());
+        let anns = vec![ann(&owner, "r", true, &[m1.public_key()]), ann(&m1, "r", false, &[m2.public_key()])];
+        assert_eq!(state(&st(&owner, "r"), &anns, None), Verdict::Accept);
+        assert_eq!(state(&st(&m1, "r"), &anns, None), Verdict::Accept);
+        assert_eq!(state(&st(&m2, "r"), &anns, None), Verdict::Accept);
+        assert_eq!(code(state(&st(&stranger, "r"), &anns, None)), "unauthorized_state");
+        assert_eq!(code(state(&st(&owner, "r"), &[], None)), "no_announcement");
+        let s = st(&owner, "r");
+        let later = Timestamp::from(s.created_at.as_secs() + 10);
+        assert_eq!(code(state(&s, &anns, Some(later))), "stale_state");
+        assert_eq!(state(&s, &anns, Some(s.created_at)), Verdict::Accept);
+    }
+
+    #[test]
+    fn related_needs_any_relation() {
+        assert_eq!(code(related(RelationFacts::default())), "unrelated");
+        for facts in [
+            RelationFacts { tags_stored_coordinate: true, ..Default::default() },
+            RelationFacts { tags_stored_event: true, ..Default::default() },
+            RelationFacts { tagged_by_stored: true, ..Default::default() },
+        ] {
+            assert_eq!(related(facts), Verdict::Accept);
+        }
+    }
+
+    #[test]
+    fn deletion_rules() {
+        let (a, b) = (Keys::generate().public_key(), Keys::generate().public_key());
+        let own = DeletionFacts { stored_target_authors: vec![a], coordinates: vec![] };
+        assert_eq!(deletion(&a, &own), Verdict::Accept);
+        assert_eq!(code(deletion(&b, &own)), "foreign_deletion");
+        let coord = RepoCoordinate::announcement(a, "r");
+        let by_coord =
+            DeletionFacts { stored_target_authors: vec![], coordinates: vec![(coord.clone(), true)] };
+        assert_eq!(deletion(&a, &by_coord), Verdict::Accept);
+        assert_eq!(code(deletion(&b, &by_coord)), "foreign_deletion");
+        let unknown = DeletionFacts { stored_target_authors: vec![], coordinates: vec![(coord, false)] };
+        assert_eq!(code(deletion(&a, &unknown)), "unrelated");
+    }
+
+    #[test]
+    fn preliminary_checks() {
+        let keys = Keys::generate();
+        let now = Timestamp::now();
+        let protected = EventBuilder::new(Kind::Custom(1), "")
+            .tag(Tag::parse(["-"]).unwrap())
+            .sign_with_keys(&keys)
+            .unwrap();
+        assert_eq!(code(preliminary(&protected, now).unwrap()), "protected");
+        let future = EventBuilder::new(Kind::Custom(1), "")
+            .custom_created_at(Timestamp::from(now.as_secs() + 3600))
+            .sign_with_keys(&keys)
+            .unwrap();
+        assert_eq!(code(preliminary(&future, now).unwrap()), "future");
+        let ok = EventBuilder::new(Kind::Custom(1), "").sign_with_keys(&keys).unwrap();
+        assert!(preliminary(&ok, now).is_none());
+    }
+}

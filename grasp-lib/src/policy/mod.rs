@@ -1,0 +1,112 @@
+//! Event acceptance: which events this relay takes, holds or refuses, and why.
+//!
+//! [`decide`] holds the GRASP-01 rules as pure functions over facts; [`GraspPolicy`] gathers
+//! those facts from the store and applies them. The relay engine only sees the
+//! [`EventPolicy`] trait, so other policies (or none, for benchmarks) plug in the same way.
+
+pub mod decide;
+mod grasp;
+
+pub use grasp::GraspPolicy;
+
+use futures::future::BoxFuture;
+use nostr::Event;
+
+/// NIP-01 machine-readable prefix of an `OK false` / `CLOSED` message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prefix {
+    /// The event is malformed or breaks a protocol rule.
+    Invalid,
+    /// The relay will not take this event (policy).
+    Blocked,
+    /// Only certain users may do this.
+    Restricted,
+    /// Slow down.
+    RateLimited,
+    /// The relay failed.
+    Error,
+}
+
+impl Prefix {
+    /// The wire form, without the colon.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Prefix::Invalid => "invalid",
+            Prefix::Blocked => "blocked",
+            Prefix::Restricted => "restricted",
+            Prefix::RateLimited => "rate-limited",
+            Prefix::Error => "error",
+        }
+    }
+}
+
+/// Why an event was refused: the prefix and sentence the client sees, and a short stable
+/// code for metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// NIP-01 prefix.
+    pub prefix: Prefix,
+    /// Stable, low-cardinality reason for the `reason` metric label.
+    pub code: &'static str,
+    /// What the client should know or do, without the prefix.
+    pub message: String,
+}
+
+impl Rejection {
+    /// Builds a rejection.
+    pub fn new(prefix: Prefix, code: &'static str, message: impl Into<String>) -> Self {
+        Self { prefix, code, message: message.into() }
+    }
+
+    /// `prefix: message`, as sent in `OK` and `CLOSED`.
+    pub fn wire_message(&self) -> String {
+        format!("{}: {}", self.prefix.as_str(), self.message)
+    }
+}
+
+/// What the policy decided about one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Store it and deliver it to subscribers.
+    Accept,
+    /// Refuse it (`OK false`).
+    Reject(Rejection),
+    /// Answer `OK true` with `message`, but neither store nor deliver it now: the policy
+    /// keeps it (purgatory) and releases it later.
+    Hold {
+        /// The `OK` message, e.g. `purgatory: won't be served until git data arrives`.
+        message: String,
+    },
+}
+
+impl Verdict {
+    /// Shorthand for [`Verdict::Reject`].
+    pub fn reject(prefix: Prefix, code: &'static str, message: impl Into<String>) -> Self {
+        Verdict::Reject(Rejection::new(prefix, code, message))
+    }
+}
+
+/// Decides about verified events and learns about the ones that were stored.
+///
+/// Both methods get events whose id and signature are already checked.
+pub trait EventPolicy: Send + Sync + 'static {
+    /// Decides whether the relay takes `event`.
+    fn evaluate<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, Verdict>;
+
+    /// Called after an accepted event was stored (not for duplicates), so the policy can act
+    /// on it (e.g. create the repository of an announcement).
+    fn stored<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, ()> {
+        let _ = event;
+        Box::pin(async {})
+    }
+}
+
+/// Accepts every valid event: the policy "switched off", for benchmarks and plain relays.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AcceptAll;
+
+impl EventPolicy for AcceptAll {
+    fn evaluate<'a>(&'a self, _event: &'a Event) -> BoxFuture<'a, Verdict> {
+        Box::pin(async { Verdict::Accept })
+    }
+}

@@ -1,0 +1,255 @@
+//! The Nostr relay engine: NIP-01 (EVENT/REQ/CLOSE), NIP-45 COUNT and NIP-77 negentropy,
+//! independent of any transport.
+//!
+//! A [`Relay`] owns what all connections share (store, policy, live fan-out, limits). A
+//! [`Session`] is one client: it turns client message text into relay message text. The
+//! [`connection::drive`] loop joins a session to any stream/sink pair, so warp websockets,
+//! a proxy, or a test harness host the same engine.
+
+pub mod connection;
+mod negentropy;
+mod session;
+pub mod wire;
+
+pub use session::Session;
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Instant;
+
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use nostr::{Event, JsonUtil};
+use nostr_database::{DatabaseEventStatus, RejectedReason, SaveEventStatus};
+use tokio::sync::broadcast;
+
+use crate::config::Config;
+use crate::metrics::{kind_label, Metrics};
+use crate::policy::{EventPolicy, Verdict};
+use crate::store::EventStore;
+
+/// Per-connection and per-IP limits, taken from [`Config`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayLimits {
+    /// Largest client message, in bytes.
+    pub max_message_size: usize,
+    /// Open subscriptions (and negentropy sessions) per connection.
+    pub max_subscriptions: usize,
+    /// Filters per REQ.
+    pub max_filters: usize,
+    /// Largest `limit` honoured, also used when a filter has none.
+    pub max_limit: usize,
+    /// EVENTs per minute per IP; 0 means unlimited.
+    pub events_per_minute: u32,
+    /// Live events buffered per connection before its subscriptions are closed.
+    pub subscriber_queue: usize,
+    /// Most records one negentropy session may cover.
+    pub max_negentropy_items: usize,
+}
+
+/// Longest subscription id NIP-01 allows.
+pub const MAX_SUBSCRIPTION_ID_LEN: usize = 64;
+
+impl RelayLimits {
+    /// The limits configured in `config`.
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            max_message_size: config.max_message_size,
+            max_subscriptions: config.max_subscriptions,
+            max_filters: config.max_filters,
+            max_limit: config.max_limit,
+            events_per_minute: config.events_per_minute,
+            subscriber_queue: config.subscriber_queue,
+            max_negentropy_items: config.max_negentropy_items,
+        }
+    }
+}
+
+impl Default for RelayLimits {
+    fn default() -> Self {
+        Self::from_config(&Config::default())
+    }
+}
+
+/// A stored event on its way to live subscribers, with its JSON encoded once.
+#[derive(Debug)]
+pub struct LiveEvent {
+    /// The event.
+    pub event: Event,
+    /// `event.as_json()`, computed once for every subscriber.
+    pub json: String,
+}
+
+/// The answer to one EVENT: the `OK` flag and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestOutcome {
+    /// `true` when the event was stored, held, or already known.
+    pub accepted: bool,
+    /// The `OK` message (empty when there is nothing to say).
+    pub message: String,
+}
+
+impl IngestOutcome {
+    fn accepted(message: impl Into<String>) -> Self {
+        Self { accepted: true, message: message.into() }
+    }
+
+    fn refused(message: impl Into<String>) -> Self {
+        Self { accepted: false, message: message.into() }
+    }
+}
+
+/// What every connection of one relay shares.
+pub struct Relay {
+    store: EventStore,
+    policy: Arc<dyn EventPolicy>,
+    live: broadcast::Sender<Arc<LiveEvent>>,
+    limits: RelayLimits,
+    rate: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    metrics: Metrics,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay").field("limits", &self.limits).finish_non_exhaustive()
+    }
+}
+
+impl Relay {
+    /// A relay over `store` deciding with `policy`.
+    pub fn new(
+        store: EventStore,
+        policy: Arc<dyn EventPolicy>,
+        limits: RelayLimits,
+        metrics: Metrics,
+    ) -> Self {
+        let rate =
+            NonZeroU32::new(limits.events_per_minute).map(|n| RateLimiter::keyed(Quota::per_minute(n)));
+        let (live, _) = broadcast::channel(limits.subscriber_queue);
+        Self { store, policy, live, limits, rate, metrics }
+    }
+
+    /// The store events are served from.
+    pub fn store(&self) -> &EventStore {
+        &self.store
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &RelayLimits {
+        &self.limits
+    }
+
+    /// The metrics this relay counts into.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// A new session for a client at `peer`.
+    pub fn session(self: &Arc<Self>, peer: IpAddr) -> Session {
+        Session::new(self.clone(), peer)
+    }
+
+    /// A receiver of every event delivered live from now on.
+    pub fn subscribe_live(&self) -> broadcast::Receiver<Arc<LiveEvent>> {
+        self.live.subscribe()
+    }
+
+    /// True when `peer` may send another EVENT now.
+    pub fn allow_event_from(&self, peer: IpAddr) -> bool {
+        let Some(rate) = &self.rate else { return true };
+        if rate.len() > 100_000 {
+            rate.retain_recent();
+        }
+        rate.check_key(&peer).is_ok()
+    }
+
+    /// Delivers an event to matching live subscriptions (without storing it).
+    pub fn broadcast(&self, event: Event) {
+        let json = event.as_json();
+        // No receivers is fine: nobody is listening.
+        let _ = self.live.send(Arc::new(LiveEvent { event, json }));
+    }
+
+    /// Decides about, stores and broadcasts an event whose id and signature were verified.
+    pub async fn ingest(&self, event: Event) -> IngestOutcome {
+        let started = Instant::now();
+        let kind = kind_label(event.kind.as_u16());
+        self.metrics.events_received.with_label_values(&[kind]).inc();
+        let outcome = self.ingest_verified(event, kind).await;
+        self.metrics.event_duration.observe(started.elapsed().as_secs_f64());
+        outcome
+    }
+
+    async fn ingest_verified(&self, event: Event, kind: &'static str) -> IngestOutcome {
+        match self.store.status(&event.id).await {
+            Ok(DatabaseEventStatus::Saved) => {
+                return IngestOutcome::accepted("duplicate: already have this event")
+            }
+            Ok(DatabaseEventStatus::Deleted) => {
+                return self.refuse(kind, "deleted", "blocked: this event was deleted by its author")
+            }
+            Ok(DatabaseEventStatus::NotExistent) => {}
+            Err(e) => {
+                tracing::warn!(event_id = %event.id, error = %e, "store status check failed");
+                return self.refuse(kind, "store", "error: could not read the event store; try again later");
+            }
+        }
+        match self.policy.evaluate(&event).await {
+            Verdict::Reject(rejection) => {
+                tracing::debug!(event_id = %event.id, kind, reason = rejection.code, "event rejected");
+                self.refuse(kind, rejection.code, rejection.wire_message())
+            }
+            Verdict::Hold { message } => {
+                self.metrics.events_held.with_label_values(&[kind]).inc();
+                IngestOutcome::accepted(message)
+            }
+            Verdict::Accept => self.store_and_broadcast(event, kind).await,
+        }
+    }
+
+    async fn store_and_broadcast(&self, event: Event, kind: &'static str) -> IngestOutcome {
+        if event.kind.is_ephemeral() {
+            self.broadcast(event);
+            return IngestOutcome::accepted("");
+        }
+        match self.store.save(&event).await {
+            Ok(SaveEventStatus::Success) => {
+                self.metrics.events_stored.with_label_values(&[kind]).inc();
+                self.policy.stored(&event).await;
+                self.broadcast(event);
+                IngestOutcome::accepted("")
+            }
+            Ok(SaveEventStatus::Rejected(reason)) => match reason {
+                RejectedReason::Duplicate => IngestOutcome::accepted("duplicate: already have this event"),
+                RejectedReason::Deleted => {
+                    self.refuse(kind, "deleted", "blocked: this event was deleted by its author")
+                }
+                RejectedReason::Replaced => self.refuse(
+                    kind,
+                    "replaced",
+                    "invalid: a newer version of this replaceable event is already stored",
+                ),
+                RejectedReason::InvalidDelete => self.refuse(
+                    kind,
+                    "foreign_deletion",
+                    "invalid: a deletion request may only name events signed by its own author (NIP-09)",
+                ),
+                RejectedReason::Expired => {
+                    self.refuse(kind, "expired", "invalid: event has expired (NIP-40)")
+                }
+                RejectedReason::Ephemeral | RejectedReason::Other => {
+                    self.refuse(kind, "store", "error: the event store refused this event")
+                }
+            },
+            Err(e) => {
+                tracing::warn!(event_id = %event.id, error = %e, "saving event failed");
+                self.refuse(kind, "store", "error: could not store the event; try again later")
+            }
+        }
+    }
+
+    fn refuse(&self, kind: &'static str, code: &str, message: impl Into<String>) -> IngestOutcome {
+        self.metrics.events_rejected.with_label_values(&[kind, code]).inc();
+        IngestOutcome::refused(message)
+    }
+}

@@ -1,0 +1,378 @@
+//! One client connection's protocol state: its subscriptions and negentropy sessions.
+//!
+//! A session never blocks on the network: it returns the messages to send and lets the
+//! transport write them. Anything malformed is answered (NOTICE, CLOSED, NEG-ERR or OK false)
+//! and the session stays usable.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use nostr::filter::MatchEventOptions;
+use nostr::{ClientMessage, Event, EventId, Filter, JsonUtil};
+use serde_json::Value;
+
+use super::negentropy::NegentropySession;
+use super::{wire, LiveEvent, Relay, MAX_SUBSCRIPTION_ID_LEN};
+use crate::metrics::kind_label;
+
+/// Protocol state of one client.
+pub struct Session {
+    relay: Arc<Relay>,
+    peer: IpAddr,
+    subscriptions: BTreeMap<String, Vec<Filter>>,
+    negentropy: HashMap<String, NegentropySession>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("peer", &self.peer)
+            .field("subscriptions", &self.subscriptions.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn message_type_label(kind: &str) -> &'static str {
+    match kind {
+        "EVENT" => "event",
+        "REQ" => "req",
+        "CLOSE" => "close",
+        "COUNT" => "count",
+        "AUTH" => "auth",
+        "NEG-OPEN" => "neg_open",
+        "NEG-MSG" => "neg_msg",
+        "NEG-CLOSE" => "neg_close",
+        _ => "invalid",
+    }
+}
+
+impl Session {
+    pub(super) fn new(relay: Arc<Relay>, peer: IpAddr) -> Self {
+        Self { relay, peer, subscriptions: BTreeMap::new(), negentropy: HashMap::new() }
+    }
+
+    /// Number of open REQ subscriptions.
+    pub fn subscription_count(&self) -> usize {
+        self.subscriptions.len()
+    }
+
+    /// Handles one client message and returns the messages to send back, in order.
+    pub async fn handle(&mut self, text: &str) -> Vec<String> {
+        let metrics = self.relay.metrics();
+        let limit = self.relay.limits().max_message_size;
+        if text.len() > limit {
+            metrics.messages_total.with_label_values(&["invalid"]).inc();
+            return vec![wire::notice(&format!(
+                "invalid: message of {} bytes exceeds the limit of {limit} bytes",
+                text.len()
+            ))];
+        }
+        let value: Value = match serde_json::from_str(text) {
+            Ok(v) => v,
+            Err(e) => {
+                metrics.messages_total.with_label_values(&["invalid"]).inc();
+                return vec![wire::notice(&format!("invalid: message is not valid JSON: {e}"))];
+            }
+        };
+        let Some(kind) = value.as_array().and_then(|a| a.first()).and_then(Value::as_str).map(str::to_owned)
+        else {
+            metrics.messages_total.with_label_values(&["invalid"]).inc();
+            return vec![wire::notice(
+                "invalid: a message must be a JSON array whose first element is its type",
+            )];
+        };
+        metrics.messages_total.with_label_values(&[message_type_label(&kind)]).inc();
+        match kind.as_str() {
+            "EVENT" => vec![self.handle_event(&value).await],
+            "REQ" => self.handle_req(value).await,
+            "CLOSE" => self.handle_close(value),
+            "COUNT" => vec![self.handle_count(value).await],
+            "AUTH" => vec![self.handle_auth(&value)],
+            "NEG-OPEN" | "NEG-MSG" | "NEG-CLOSE" => self.handle_negentropy(value).await,
+            other => vec![wire::notice(&format!("invalid: unknown message type '{other}'"))],
+        }
+    }
+
+    /// Messages for a live event: one EVENT per matching subscription.
+    pub fn on_live(&self, live: &LiveEvent) -> Vec<String> {
+        self.subscriptions
+            .iter()
+            .filter(|(_, filters)| {
+                filters.iter().any(|f| f.match_event(&live.event, MatchEventOptions::new()))
+            })
+            .map(|(id, _)| wire::event(id, &live.json))
+            .collect()
+    }
+
+    /// Closes every live subscription after `missed` live events could not be queued for
+    /// this client: a subscriber is never skipped silently.
+    pub fn on_lagged(&mut self, missed: u64) -> Vec<String> {
+        let closed: Vec<String> = std::mem::take(&mut self.subscriptions)
+            .into_keys()
+            .map(|id| {
+                wire::closed(
+                    &id,
+                    &format!(
+                        "error: subscriber too slow: {missed} live events could not be delivered; \
+                         re-subscribe (with 'since') to catch up"
+                    ),
+                )
+            })
+            .collect();
+        self.relay.metrics().slow_subscriptions_closed.inc_by(closed.len() as u64);
+        closed
+    }
+
+    async fn handle_event(&mut self, value: &Value) -> String {
+        let raw = value.get(1);
+        let raw_id = raw.and_then(|e| e.get("id")).and_then(Value::as_str).unwrap_or("").to_owned();
+        let event: Event = match raw.map(|e| serde_json::from_value::<Event>(e.clone())) {
+            Some(Ok(event)) => event,
+            Some(Err(e)) if !raw_id.is_empty() => {
+                return wire::ok(&raw_id, false, &format!("invalid: malformed event: {e}"));
+            }
+            Some(Err(e)) => return wire::notice(&format!("invalid: malformed event: {e}")),
+            None => return wire::notice("invalid: EVENT message has no event"),
+        };
+        let id = event.id.to_hex();
+        let kind = kind_label(event.kind.as_u16());
+        if !self.relay.allow_event_from(self.peer) {
+            let per_minute = self.relay.limits().events_per_minute;
+            let msg = format!(
+                "rate-limited: more than {per_minute} events per minute from your address; slow down"
+            );
+            return wire::ok(&id, false, &self.relay.refuse(kind, "rate_limited", msg).message);
+        }
+        if !event.verify_id() {
+            let msg = "invalid: event id does not match the hash of its content";
+            return wire::ok(&id, false, &self.relay.refuse(kind, "bad_id", msg).message);
+        }
+        if !event.verify_signature() {
+            let msg = "invalid: signature verification failed";
+            return wire::ok(&id, false, &self.relay.refuse(kind, "bad_signature", msg).message);
+        }
+        let outcome = self.relay.ingest(event).await;
+        wire::ok(&id, outcome.accepted, &outcome.message)
+    }
+
+    /// Parses a client message, or explains why not (for REQ/COUNT/NEG the subscription id
+    /// is echoed in a CLOSED/NEG-ERR when it can be read).
+    fn parse(value: Value) -> Result<ClientMessage<'static>, String> {
+        ClientMessage::from_value(value).map_err(|e| e.to_string())
+    }
+
+    fn subscription_id_of(value: &Value) -> Option<String> {
+        value.get(1).and_then(Value::as_str).map(str::to_owned)
+    }
+
+    fn check_subscription_id(id: &str) -> Result<(), String> {
+        if id.is_empty() || id.chars().count() > MAX_SUBSCRIPTION_ID_LEN {
+            Err(format!("invalid: subscription id must be 1 to {MAX_SUBSCRIPTION_ID_LEN} characters"))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn clamp(&self, mut filter: Filter) -> Filter {
+        let max = self.relay.limits().max_limit;
+        filter.limit = Some(filter.limit.map_or(max, |l| l.min(max)));
+        filter
+    }
+
+    async fn handle_req(&mut self, value: Value) -> Vec<String> {
+        let sub = Self::subscription_id_of(&value);
+        let filters = match Self::parse(value) {
+            Ok(ClientMessage::Req { filters, .. }) => filters,
+            Ok(_) | Err(_) => {
+                return vec![match sub {
+                    Some(sub) => wire::closed(
+                        &sub,
+                        "invalid: REQ must be [\"REQ\", <subscription id>, <filter>, ...] with valid filters",
+                    ),
+                    None => wire::notice("invalid: REQ must be [\"REQ\", <subscription id>, <filter>, ...]"),
+                }]
+            }
+        };
+        let sub = sub.unwrap_or_default();
+        if let Err(msg) = Self::check_subscription_id(&sub) {
+            return vec![wire::closed(&sub, &msg)];
+        }
+        let limits = self.relay.limits();
+        if filters.len() > limits.max_filters {
+            return vec![wire::closed(
+                &sub,
+                &format!("invalid: too many filters ({}, at most {})", filters.len(), limits.max_filters),
+            )];
+        }
+        if !self.subscriptions.contains_key(&sub) && self.subscriptions.len() >= limits.max_subscriptions {
+            return vec![wire::closed(
+                &sub,
+                &format!(
+                    "rate-limited: too many open subscriptions (at most {}); CLOSE one first",
+                    limits.max_subscriptions
+                ),
+            )];
+        }
+        let filters: Vec<Filter> = filters.into_iter().map(|f| f.into_owned()).collect();
+        let started = Instant::now();
+        let mut seen = HashSet::new();
+        let mut events: Vec<Event> = Vec::new();
+        for filter in &filters {
+            match self.relay.store().query(self.clamp(filter.clone())).await {
+                Ok(found) => events.extend(found.into_iter().filter(|e| seen.insert(e.id))),
+                Err(e) => {
+                    tracing::warn!(error = %e, "REQ query failed");
+                    self.relay
+                        .metrics()
+                        .req_duration
+                        .with_label_values(&["error"])
+                        .observe(started.elapsed().as_secs_f64());
+                    return vec![wire::closed(
+                        &sub,
+                        "error: could not query the event store; try again later",
+                    )];
+                }
+            }
+        }
+        if filters.len() > 1 {
+            events.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
+        }
+        let mut out: Vec<String> = events.iter().map(|e| wire::event(&sub, &e.as_json())).collect();
+        out.push(wire::eose(&sub));
+        self.relay.metrics().req_duration.with_label_values(&["ok"]).observe(started.elapsed().as_secs_f64());
+        self.subscriptions.insert(sub, filters);
+        out
+    }
+
+    fn handle_close(&mut self, value: Value) -> Vec<String> {
+        match Self::subscription_id_of(&value) {
+            Some(sub) => {
+                self.subscriptions.remove(&sub);
+                Vec::new()
+            }
+            None => vec![wire::notice("invalid: CLOSE must be [\"CLOSE\", <subscription id>]")],
+        }
+    }
+
+    async fn handle_count(&mut self, value: Value) -> String {
+        let Some(sub) = Self::subscription_id_of(&value) else {
+            return wire::notice("invalid: COUNT must be [\"COUNT\", <subscription id>, <filter>, ...]");
+        };
+        if let Err(msg) = Self::check_subscription_id(&sub) {
+            return wire::closed(&sub, &msg);
+        }
+        let raw_filters = value.as_array().map(|a| a[2..].to_vec()).unwrap_or_default();
+        let filters: Result<Vec<Filter>, _> =
+            raw_filters.into_iter().map(serde_json::from_value::<Filter>).collect();
+        let filters = match filters {
+            Ok(f) if !f.is_empty() && f.len() <= self.relay.limits().max_filters => f,
+            Ok(_) => {
+                return wire::closed(&sub, "invalid: COUNT needs between one filter and the filter limit")
+            }
+            Err(e) => return wire::closed(&sub, &format!("invalid: bad filter: {e}")),
+        };
+        let store = self.relay.store();
+        let result = if let [filter] = filters.as_slice() {
+            store.count(filter.clone()).await
+        } else {
+            // Several filters may overlap: count distinct ids.
+            let mut ids: HashSet<EventId> = HashSet::new();
+            let mut result = Ok(0);
+            for filter in filters {
+                match store.negentropy_items(filter).await {
+                    Ok(items) => ids.extend(items.into_iter().map(|(id, _)| id)),
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                }
+            }
+            result.map(|_: usize| ids.len())
+        };
+        match result {
+            Ok(n) => wire::count(&sub, n),
+            Err(e) => {
+                tracing::warn!(error = %e, "COUNT failed");
+                wire::closed(&sub, "error: could not query the event store; try again later")
+            }
+        }
+    }
+
+    fn handle_auth(&self, value: &Value) -> String {
+        let id = value.get(1).and_then(|e| e.get("id")).and_then(Value::as_str).unwrap_or("");
+        let msg = "unsupported: this relay does not offer NIP-42 authentication";
+        if id.is_empty() {
+            wire::notice(msg)
+        } else {
+            wire::ok(id, false, msg)
+        }
+    }
+
+    async fn handle_negentropy(&mut self, value: Value) -> Vec<String> {
+        let sub = Self::subscription_id_of(&value);
+        let message = match Self::parse(value) {
+            Ok(m) => m,
+            Err(e) => {
+                return vec![match sub {
+                    Some(sub) => wire::neg_err(&sub, &format!("invalid: {e}")),
+                    None => wire::notice(&format!("invalid: {e}")),
+                }]
+            }
+        };
+        match message {
+            ClientMessage::NegOpen { subscription_id, filter, initial_message, .. } => {
+                let sub = subscription_id.to_string();
+                if let Err(msg) = Self::check_subscription_id(&sub) {
+                    return vec![wire::neg_err(&sub, &msg)];
+                }
+                self.negentropy.remove(&sub);
+                if self.negentropy.len() >= self.relay.limits().max_subscriptions {
+                    return vec![wire::neg_err(
+                        &sub,
+                        "blocked: too many open negentropy sessions; NEG-CLOSE one first",
+                    )];
+                }
+                let opened = NegentropySession::open(
+                    self.relay.store(),
+                    filter.into_owned(),
+                    self.relay.limits().max_negentropy_items,
+                )
+                .await;
+                let mut session = match opened {
+                    Ok(s) => s,
+                    Err(reason) => return vec![wire::neg_err(&sub, &reason)],
+                };
+                match session.reconcile(&initial_message) {
+                    Ok(reply) => {
+                        self.negentropy.insert(sub.clone(), session);
+                        vec![wire::neg_msg(&sub, &reply)]
+                    }
+                    Err(reason) => vec![wire::neg_err(&sub, &reason)],
+                }
+            }
+            ClientMessage::NegMsg { subscription_id, message } => {
+                let sub = subscription_id.to_string();
+                let Some(session) = self.negentropy.get_mut(&sub) else {
+                    return vec![wire::neg_err(
+                        &sub,
+                        "closed: no open negentropy session with this id; send NEG-OPEN",
+                    )];
+                };
+                match session.reconcile(&message) {
+                    Ok(reply) => vec![wire::neg_msg(&sub, &reply)],
+                    Err(reason) => {
+                        self.negentropy.remove(&sub);
+                        vec![wire::neg_err(&sub, &reason)]
+                    }
+                }
+            }
+            ClientMessage::NegClose { subscription_id } => {
+                self.negentropy.remove(subscription_id.as_str());
+                Vec::new()
+            }
+            _ => vec![wire::notice("invalid: unexpected negentropy message")],
+        }
+    }
+}

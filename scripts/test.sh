@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: formatting, lints, unit tests, doc tests and the black-box
+# end-to-end tests (which start the real binaries on 127.0.0.1).
+#
+# Works on a fresh Debian machine with Rust and git: it installs the system packages the
+# tests need with apt-get when they are missing. Build artifacts go to a shared target
+# directory outside the clone ($CARGO_TARGET_DIR, default ~/.cache/grasp-target) so
+# repeated runs and fresh clones rebuild little.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/grasp-target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+# Debian packages the tests use, as "command:package".
+needed=(git:git)
+missing=()
+for pair in "${needed[@]}"; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing: ${missing[*]}"
+    sudo_cmd=""
+    [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+    $sudo_cmd apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}"
+fi
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+    echo "cargo-nextest missing: installing it" >&2
+    cargo install --locked cargo-nextest
+fi
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "format"
+cargo fmt --all -- --check
+
+step "lint"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "build binaries (the black-box tests start them)"
+cargo build --workspace --bins --locked
+
+step "tests"
+cargo nextest run --workspace --locked --no-fail-fast
+
+step "doc tests"
+cargo test --workspace --doc --locked
+
+echo
+echo "all tests passed"

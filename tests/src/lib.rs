@@ -1,0 +1,34 @@
+//! Helpers for black-box tests: start the real `grasp-server` binary on 127.0.0.1 with an
+//! ephemeral port and temporary directories, build signed events, talk raw websocket, and
+//! poll for conditions with a deadline instead of sleeping.
+
+pub mod events;
+pub mod poll;
+pub mod raw;
+pub mod server;
+
+pub use poll::wait_until;
+pub use raw::RawClient;
+pub use server::{TestServer, TestServerBuilder};
+
+use nostr_sdk::prelude::*;
+
+/// Publishes with a nostr-sdk client; `Err` carries the relay's `OK false` message.
+pub async fn publish(client: &Client, event: &Event) -> Result<(), String> {
+    let output = client.send_event(event).await.map_err(|e| e.to_string())?;
+    match output.failed.values().next() {
+        Some(reason) => Err(reason.clone()),
+        None if output.success.is_empty() => Err("no relay accepted the event".to_owned()),
+        None => Ok(()),
+    }
+}
+
+/// Fetches stored events with a nostr-sdk client (REQ until EOSE).
+pub async fn fetch(client: &Client, filter: Filter) -> Vec<Event> {
+    client
+        .fetch_events(filter, std::time::Duration::from_secs(10))
+        .await
+        .expect("fetch events")
+        .into_iter()
+        .collect()
+}

@@ -1,0 +1,78 @@
+//! A plain websocket client for messages nostr-sdk will not send (malformed JSON, forged
+//! signatures) and for reading the exact relay replies.
+
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{connect_async, MaybeTlsStream, WebSocketStream};
+
+/// One raw websocket connection.
+pub struct RawClient {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl RawClient {
+    /// Connects to `url` (`ws://…`).
+    pub async fn connect(url: &str) -> Self {
+        let (ws, _) = connect_async(url).await.expect("websocket connect");
+        Self { ws }
+    }
+
+    /// Sends text as-is.
+    pub async fn send_text(&mut self, text: impl Into<String>) {
+        self.ws.send(Message::text(text.into())).await.expect("send");
+    }
+
+    /// Sends a JSON value.
+    pub async fn send(&mut self, value: Value) {
+        self.send_text(value.to_string()).await;
+    }
+
+    /// The next relay message, parsed; panics after 10 s.
+    pub async fn recv(&mut self) -> Value {
+        self.try_recv(Duration::from_secs(10)).await.expect("a relay message within 10 s")
+    }
+
+    /// The next relay message within `timeout`, or `None`.
+    pub async fn try_recv(&mut self, timeout: Duration) -> Option<Value> {
+        loop {
+            let msg = tokio::time::timeout(timeout, self.ws.next()).await.ok()??.ok()?;
+            match msg {
+                Message::Text(text) => return Some(serde_json::from_str(&text).expect("relay sent JSON")),
+                Message::Close(_) => return None,
+                _ => continue,
+            }
+        }
+    }
+
+    /// Sends `["EVENT", event]` and returns the `OK` reply as (accepted, message).
+    pub async fn publish(&mut self, event: &Value) -> (bool, String) {
+        self.send(serde_json::json!(["EVENT", event])).await;
+        loop {
+            let reply = self.recv().await;
+            if reply[0] == "OK" {
+                return (reply[2].as_bool().expect("bool"), reply[3].as_str().unwrap_or("").to_owned());
+            }
+        }
+    }
+
+    /// Sends a REQ and collects events until EOSE (or a CLOSED, returned as Err).
+    pub async fn req(&mut self, sub: &str, filters: &[Value]) -> Result<Vec<Value>, String> {
+        let mut msg = vec![Value::from("REQ"), Value::from(sub)];
+        msg.extend(filters.iter().cloned());
+        self.send(Value::Array(msg)).await;
+        let mut events = Vec::new();
+        loop {
+            let reply = self.recv().await;
+            match reply[0].as_str() {
+                Some("EVENT") if reply[1] == sub => events.push(reply[2].clone()),
+                Some("EOSE") if reply[1] == sub => return Ok(events),
+                Some("CLOSED") if reply[1] == sub => return Err(reply[2].as_str().unwrap_or("").to_owned()),
+                _ => {}
+            }
+        }
+    }
+}

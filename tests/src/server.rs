@@ -1,0 +1,169 @@
+//! A `grasp-server` process under test.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use nostr_sdk::prelude::*;
+use tempfile::TempDir;
+
+/// Path of a workspace binary built next to the test executable.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe.parent().and_then(Path::parent).expect("target profile directory");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} not found: build the binaries first (cargo build --workspace --bins), \
+         or run the suite with scripts/test.sh",
+        path.display()
+    );
+    path
+}
+
+/// How to start a server.
+#[derive(Debug, Default, Clone)]
+pub struct TestServerBuilder {
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+impl TestServerBuilder {
+    /// Adds a command-line argument.
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// Sets an environment variable for the process.
+    pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((name.into(), value.into()));
+        self
+    }
+
+    /// Starts the server with fresh temporary data directories.
+    pub fn start(self) -> TestServer {
+        let data = tempfile::tempdir().expect("temp dir");
+        let (child, addr) = TestServer::spawn(&self, data.path());
+        TestServer { child, addr, data, builder: self }
+    }
+}
+
+/// A running `grasp-server` with its own data directory; killed on drop.
+pub struct TestServer {
+    child: Child,
+    /// `127.0.0.1:<port>`
+    pub addr: String,
+    data: TempDir,
+    builder: TestServerBuilder,
+}
+
+impl TestServer {
+    /// A server with default settings (LMDB store, generous rate limit).
+    pub fn start() -> Self {
+        Self::builder().start()
+    }
+
+    /// A builder for custom arguments and environment.
+    pub fn builder() -> TestServerBuilder {
+        TestServerBuilder::default()
+    }
+
+    fn spawn(builder: &TestServerBuilder, data: &Path) -> (Child, String) {
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data.join("server.log"))
+            .expect("log file");
+        let mut cmd = Command::new(binary("grasp-server"));
+        cmd.arg("--bind-address=127.0.0.1:0")
+            .arg(format!("--git-data-path={}", data.join("repos").display()))
+            .arg(format!("--relay-data-path={}", data.join("relay").display()))
+            .arg("--events-per-minute=100000")
+            .arg("--test-mode")
+            .args(&builder.args)
+            .env("GRASP_LOG_LEVEL", "info,grasp_lib=debug")
+            .envs(builder.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr);
+        let mut child = cmd.spawn().expect("spawn grasp-server");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("grasp-server listening on http://") {
+                    let _ = tx.send(url.trim().to_owned());
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                let log = std::fs::read_to_string(data.join("server.log")).unwrap_or_default();
+                panic!("grasp-server did not start within 30 s; its log:\n{log}");
+            }
+        };
+        (child, addr)
+    }
+
+    /// `http://127.0.0.1:<port>`
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// `ws://127.0.0.1:<port>`
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+
+    /// The clone URL of `identifier` owned by `owner` on this server.
+    pub fn clone_url(&self, owner: &PublicKey, identifier: &str) -> String {
+        format!("{}/{}/{}.git", self.http_url(), owner.to_bech32().expect("npub"), identifier)
+    }
+
+    /// The data directory (repos/, relay/, server.log).
+    pub fn data_dir(&self) -> &Path {
+        self.data.path()
+    }
+
+    /// Everything the server logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// Kills the process (SIGKILL) and starts it again on the same data directory. The port
+    /// changes.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (child, addr) = Self::spawn(&self.builder, self.data.path());
+        self.child = child;
+        self.addr = addr;
+    }
+
+    /// A connected nostr-sdk client for this relay.
+    pub async fn client(&self) -> Client {
+        self.client_with_keys(Keys::generate()).await
+    }
+
+    /// A connected nostr-sdk client that signs with `keys`.
+    pub async fn client_with_keys(&self, keys: Keys) -> Client {
+        let client = Client::new(keys);
+        client.add_relay(self.ws_url()).await.expect("add relay");
+        client.connect().await;
+        client.wait_for_connection(Duration::from_secs(10)).await;
+        client
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
