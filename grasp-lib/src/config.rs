@@ -71,6 +71,8 @@ pub struct Config {
     pub subscriber_queue: usize,
     /// Most records one negentropy (NIP-77) session may cover.
     pub max_negentropy_items: usize,
+    /// Largest push (request body after decompression) accepted, in bytes.
+    pub max_push_size: u64,
 }
 
 impl Default for Config {
@@ -95,6 +97,7 @@ impl Default for Config {
             events_per_minute: 600,
             subscriber_queue: 4096,
             max_negentropy_items: 500_000,
+            max_push_size: 2 * 1024 * 1024 * 1024,
         }
     }
 }
@@ -154,6 +157,9 @@ impl Config {
             if value == 0 {
                 return invalid(option, "must be at least 1".to_owned());
             }
+        }
+        if self.max_push_size < 1024 {
+            return invalid("max_push_size", "must be at least 1024 bytes".to_owned());
         }
         if self.subscriber_queue < 16 {
             return invalid("subscriber_queue", "must be at least 16".to_owned());
@@ -281,6 +287,10 @@ pub struct ConfigArgs {
     #[arg(long, env = "GRASP_MAX_NEGENTROPY_ITEMS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_negentropy_items: Option<usize>,
+    /// Largest push accepted, in bytes (after gzip decoding)
+    #[arg(long, env = "GRASP_MAX_PUSH_SIZE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_push_size: Option<u64>,
 }
 
 /// ngit-grasp environment names accepted as aliases: (option, alias).

@@ -15,6 +15,11 @@
 //! | [`maintainers`] | the recursive maintainer set |
 //! | [`origin`] | this server's public origin and URL matching |
 //! | [`store`] | the event store (LMDB or memory) |
+//! | [`git`] | bare repositories, pkt-lines, smart HTTP by spawning git |
+//! | [`authorization`] | may this push land? (state events, `refs/nostr`) |
+//! | [`alignment`] | the ref changes that make a repository follow a state |
+//! | [`git_data`] | the step that runs whenever git data arrives |
+//! | [`push`] | a receive-pack request end to end |
 //! | [`relay`] | the transport-agnostic Nostr relay engine (NIP-01/45/77) |
 //! | [`nip11`] | the relay information document |
 //! | [`config`] | configuration from file, environment and CLI |
@@ -38,7 +43,11 @@
 
 #![deny(missing_docs, unsafe_code)]
 
+pub mod alignment;
+pub mod authorization;
 pub mod config;
+pub mod git;
+pub mod git_data;
 pub mod logging;
 pub mod maintainers;
 pub mod metrics;
@@ -46,12 +55,17 @@ pub mod nip11;
 pub mod nip34;
 pub mod origin;
 pub mod policy;
+pub mod push;
 pub mod relay;
 pub mod store;
+pub mod summary;
 
 use std::sync::Arc;
 
+use authorization::EventView;
 use config::Config;
+use git::Repositories;
+use git_data::IdentifierLocks;
 use metrics::Metrics;
 use origin::ServiceOrigin;
 use policy::GraspPolicy;
@@ -85,6 +99,8 @@ pub struct Grasp {
     store: EventStore,
     relay: Arc<Relay>,
     metrics: Metrics,
+    repos: Repositories,
+    locks: IdentifierLocks,
 }
 
 impl Grasp {
@@ -97,10 +113,18 @@ impl Grasp {
         let store = EventStore::open(config.database_backend, &config.relay_data_path)
             .map_err(|source| OpenError::Store { path: config.relay_data_path.clone(), source })?;
         let metrics = Metrics::new();
-        let policy = Arc::new(GraspPolicy::new(store.clone(), origin.clone()));
+        let repos = Repositories::new(&config.git_data_path);
+        let locks = IdentifierLocks::default();
+        let policy = Arc::new(GraspPolicy::new(
+            store.clone(),
+            origin.clone(),
+            repos.clone(),
+            locks.clone(),
+            metrics.clone(),
+        ));
         let relay =
             Arc::new(Relay::new(store.clone(), policy, RelayLimits::from_config(&config), metrics.clone()));
-        Ok(Self { config: Arc::new(config), origin, store, relay, metrics })
+        Ok(Self { config: Arc::new(config), origin, store, relay, metrics, repos, locks })
     }
 
     /// The configuration in force.
@@ -126,6 +150,21 @@ impl Grasp {
     /// The metrics registry.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The hosted bare repositories.
+    pub fn repositories(&self) -> &Repositories {
+        &self.repos
+    }
+
+    /// Per-identifier locks around ref alignment.
+    pub fn identifier_locks(&self) -> &IdentifierLocks {
+        &self.locks
+    }
+
+    /// The events push authorization and git-data processing read.
+    pub fn event_view(&self) -> &dyn EventView {
+        &self.store
     }
 
     /// The NIP-11 document.

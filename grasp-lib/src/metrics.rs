@@ -34,6 +34,18 @@ pub struct Metrics {
     pub req_duration: HistogramVec,
     /// Time to decide and store one EVENT.
     pub event_duration: Histogram,
+    /// Git HTTP requests by service and result.
+    pub git_requests: IntCounterVec,
+    /// Git payload bytes by direction (`received` for pushes, `sent` for fetches).
+    pub git_bytes: IntCounterVec,
+    /// Push authorization decisions (`authorized`, `rejected`).
+    pub push_authorizations: IntCounterVec,
+    /// Time to serve a git request, by service.
+    pub git_duration: HistogramVec,
+    /// Repositories aligned to a state (refs or HEAD changed).
+    pub repos_aligned: IntCounter,
+    /// Bare repositories created for announcements.
+    pub repos_created: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -80,7 +92,43 @@ impl Metrics {
         )
         .expect("valid metric");
         registry.register(Box::new(event_duration.clone())).expect("unique metric");
+        let git_duration = HistogramVec::new(
+            HistogramOpts::new("grasp_git_request_duration_seconds", "Time to serve a git HTTP request")
+                .buckets(vec![0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0]),
+            &["service"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(git_duration.clone())).expect("unique metric");
         Self {
+            git_requests: counter_vec(
+                &registry,
+                "grasp_git_requests_total",
+                "Git HTTP requests by service and result",
+                &["service", "result"],
+            ),
+            git_bytes: counter_vec(
+                &registry,
+                "grasp_git_bytes_total",
+                "Git payload bytes by direction",
+                &["direction"],
+            ),
+            push_authorizations: counter_vec(
+                &registry,
+                "grasp_push_authorizations_total",
+                "Push authorization decisions",
+                &["result"],
+            ),
+            repos_aligned: counter(
+                &registry,
+                "grasp_repos_aligned_total",
+                "Repositories aligned to a state event",
+            ),
+            repos_created: counter(
+                &registry,
+                "grasp_repos_created_total",
+                "Bare repositories created for announcements",
+            ),
+            git_duration,
             connections_total: counter(
                 &registry,
                 "grasp_websocket_connections_total",

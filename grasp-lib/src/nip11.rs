@@ -10,7 +10,7 @@ use crate::relay::MAX_SUBSCRIPTION_ID_LEN;
 pub const SUPPORTED_NIPS: &[u16] = &[1, 9, 11, 34, 45, 77];
 
 /// GRASP documents this server implements (only what is complete).
-pub const SUPPORTED_GRASPS: &[&str] = &[];
+pub const SUPPORTED_GRASPS: &[&str] = &["GRASP-01"];
 
 /// Human-readable announcement rule, as required by GRASP-01.
 pub fn repo_acceptance_criteria(origin: &ServiceOrigin) -> String {

@@ -106,3 +106,18 @@ pub fn deletion(keys: &Keys, ids: &[EventId], coordinates: &[String]) -> Event {
 pub fn json(event: &Event) -> serde_json::Value {
     serde_json::from_str(&event.as_json()).expect("event JSON")
 }
+
+/// A pull request (1618) on `repo_coordinate` whose tip is `commit`.
+pub fn pull_request(keys: &Keys, repo_coordinate: &str, commit: &str, clone_url: &str) -> Event {
+    sign(
+        keys,
+        1618,
+        "please merge",
+        vec![
+            tag(&["a", repo_coordinate]),
+            tag(&["subject", "a change"]),
+            tag(&["c", commit]),
+            tag(&["clone", clone_url]),
+        ],
+    )
+}

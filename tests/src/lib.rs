@@ -3,6 +3,9 @@
 //! poll for conditions with a deadline instead of sleeping.
 
 pub mod events;
+pub mod git;
+pub mod http;
+pub mod memory;
 pub mod poll;
 pub mod raw;
 pub mod server;

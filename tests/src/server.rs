@@ -131,6 +131,20 @@ impl TestServer {
         self.data.path()
     }
 
+    /// Where the bare repository of `owner`/`identifier` lives on the server's disk.
+    pub fn repo_path(&self, owner: &PublicKey, identifier: &str) -> PathBuf {
+        self.data
+            .path()
+            .join("repos")
+            .join(owner.to_bech32().expect("npub"))
+            .join(format!("{identifier}.git"))
+    }
+
+    /// The server's process id (for memory measurements).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Everything the server logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.data.path().join("server.log")).unwrap_or_default()

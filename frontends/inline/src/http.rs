@@ -10,7 +10,7 @@ use warp::http::{Method, StatusCode};
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
-use crate::{pages, websocket};
+use crate::{git_http, pages, websocket};
 
 /// Headers browsers need to use the relay and git from any origin.
 fn cors_headers() -> HeaderMap {
@@ -75,6 +75,8 @@ pub fn routes(grasp: Grasp) -> impl Filter<Extract = (impl Reply,), Error = Infa
         .and(with_grasp(grasp.clone()))
         .map(|grasp: Grasp| warp::reply::html(pages::landing(&grasp)).into_response());
 
+    let git = git_http::routes(grasp.clone());
+
     let metrics = warp::path("metrics").and(warp::path::end()).and(warp::get()).and(with_grasp(grasp)).map(
         |grasp: Grasp| {
             warp::reply::with_header(grasp.metrics().render(), CONTENT_TYPE, "text/plain; version=0.0.4")
@@ -91,6 +93,8 @@ pub fn routes(grasp: Grasp) -> impl Filter<Extract = (impl Reply,), Error = Infa
         .or(landing)
         .unify()
         .or(metrics)
+        .unify()
+        .or(git)
         .unify()
         .recover(handle_rejection)
         .unify()

@@ -2,6 +2,7 @@
 //! `/metrics` share one port. This file only parses configuration and starts the listener;
 //! every protocol rule lives in `grasp-lib`.
 
+mod git_http;
 mod http;
 mod pages;
 mod websocket;

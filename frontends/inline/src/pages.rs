@@ -1,5 +1,7 @@
 //! Small HTML pages for people who open the server in a browser.
 
+use grasp_lib::git::RepoRef;
+use grasp_lib::summary::RepoSummary;
 use grasp_lib::Grasp;
 
 /// Escapes text for HTML element content and attribute values.
@@ -43,6 +45,52 @@ pub fn landing(grasp: &Grasp) -> String {
         description = escape(&config.relay_description),
     );
     page(&config.relay_name, &body)
+}
+
+/// `GET /<npub>/<identifier>.git` in a browser: how to clone, and the state it follows.
+pub fn repository(grasp: &Grasp, repo: &RepoRef, summary: &RepoSummary) -> String {
+    let ann = summary.announcement.as_ref();
+    let title = ann.and_then(|a| a.name.clone()).unwrap_or_else(|| repo.identifier.to_string());
+    // Prefer the clone URL the owner published for this server (it has the right scheme).
+    let clone_url = ann
+        .and_then(|a| a.clone_urls.iter().find(|u| grasp.origin().is_clone_url(u)).cloned())
+        .unwrap_or_else(|| format!("{}{}", grasp.origin().http_url(), repo.url_path()));
+    let mut body = format!("<h1>{}</h1>\n", escape(&title));
+    if let Some(description) = ann.and_then(|a| a.description.as_deref()).filter(|d| !d.is_empty()) {
+        body.push_str(&format!("<p>{}</p>\n", escape(description)));
+    }
+    body.push_str(&format!(
+        "<p>Clone with git:</p>\n<pre>git clone {}</pre>\n\
+         <p>Or with a Nostr git client: <code>nostr://{}/{}</code> (\
+         <a href=\"https://gitworkshop.dev/{}/{}\">open in gitworkshop.dev</a>, \
+         <a href=\"https://ngit.dev\">ngit</a>).</p>\n",
+        escape(&clone_url),
+        escape(&repo.npub()),
+        escape(&repo.identifier.url_encoded()),
+        escape(&repo.npub()),
+        escape(&repo.identifier.url_encoded()),
+    ));
+    match &summary.state {
+        Some(state) => {
+            body.push_str(&format!(
+                "<h2>Latest state</h2>\n<p>Signed {} by <code>{}</code>; HEAD: <code>{}</code></p>\n<table>\n",
+                state.created_at.to_human_datetime(),
+                escape(&state.author.to_hex()),
+                escape(summary.head.as_deref().unwrap_or("-")),
+            ));
+            for (name, oid) in &state.refs {
+                let here = if summary.refs.get(name) == Some(oid) { "" } else { " (waiting for git data)" };
+                body.push_str(&format!(
+                    "<tr><td><code>{}</code></td><td><code>{}</code>{here}</td></tr>\n",
+                    escape(name),
+                    escape(oid)
+                ));
+            }
+            body.push_str("</table>\n");
+        }
+        None => body.push_str("<p>No state event from a maintainer yet: the repository is empty.</p>\n"),
+    }
+    page(&title, &body)
 }
 
 /// Any path that is not served.

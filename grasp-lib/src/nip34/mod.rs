@@ -88,6 +88,10 @@ pub struct RepoAnnouncement {
     pub owner: PublicKey,
     /// The `d` tag.
     pub identifier: RepoIdentifier,
+    /// The `name` tag, if any.
+    pub name: Option<String>,
+    /// The `description` tag, if any.
+    pub description: Option<String>,
     /// Union of all `clone` tag values.
     pub clone_urls: Vec<String>,
     /// Union of all `relays` tag values.
@@ -110,6 +114,8 @@ impl RepoAnnouncement {
         Ok(Self {
             owner: event.pubkey,
             identifier,
+            name: tag_values(event, "name").next().map(str::to_owned),
+            description: tag_values(event, "description").next().map(str::to_owned),
             clone_urls: tag_values(event, "clone").map(str::to_owned).collect(),
             relays: tag_values(event, "relays").map(str::to_owned).collect(),
             maintainers,
@@ -126,6 +132,8 @@ impl RepoAnnouncement {
 /// A kind-30618 repository state: the refs the maintainers say the repo has.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RepoState {
+    /// The state event's id.
+    pub id: nostr::EventId,
     /// The state author (must be a maintainer to matter).
     pub author: PublicKey,
     /// The `d` tag.
@@ -164,8 +172,13 @@ impl RepoState {
                 refs.insert(name.clone(), value.to_ascii_lowercase());
             }
         }
-        Ok(Self { author: event.pubkey, identifier, refs, head, created_at: event.created_at })
+        Ok(Self { id: event.id, author: event.pubkey, identifier, refs, head, created_at: event.created_at })
     }
+}
+
+/// The commit a pull request (1618) or pull request update (1619) names in its `c` tag.
+pub fn commit_tag(event: &Event) -> Option<String> {
+    tag_values(event, "c").next().filter(|c| is_object_id(c)).map(str::to_ascii_lowercase)
 }
 
 /// True for a 40-hex (SHA-1) or 64-hex (SHA-256) git object id.

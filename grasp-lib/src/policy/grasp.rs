@@ -3,23 +3,67 @@
 use futures::future::BoxFuture;
 use nostr::{Event, Timestamp};
 
-use super::decide::{self, DeletionFacts, RelationFacts};
+use super::decide::{self, DeletionFacts, ListsService, RelationFacts};
 use super::{EventPolicy, Prefix, Verdict};
+use crate::git::{RepoRef, Repositories};
+use crate::git_data::{process_newly_available_git_data, IdentifierLocks};
+use crate::metrics::Metrics;
 use crate::nip34::{kinds, EventReferences, RepoAnnouncement, RepoCoordinate, RepoState, MAX_REFERENCES};
 use crate::origin::ServiceOrigin;
 use crate::store::{EventStore, StoreError};
 
-/// Store-backed GRASP-01 acceptance policy.
+/// Store-backed GRASP-01 acceptance policy. Once an event is stored it also acts on it:
+/// an announcement that lists this server gets its bare repository, and every announcement
+/// or state triggers the git-data step so repositories follow their state.
 #[derive(Debug, Clone)]
 pub struct GraspPolicy {
     store: EventStore,
     origin: ServiceOrigin,
+    repos: Repositories,
+    locks: IdentifierLocks,
+    metrics: Metrics,
 }
 
 impl GraspPolicy {
-    /// A policy for a server reachable at `origin`, reading facts from `store`.
-    pub fn new(store: EventStore, origin: ServiceOrigin) -> Self {
-        Self { store, origin }
+    /// A policy for a server reachable at `origin`, reading facts from `store` and hosting
+    /// repositories in `repos`.
+    pub fn new(
+        store: EventStore,
+        origin: ServiceOrigin,
+        repos: Repositories,
+        locks: IdentifierLocks,
+        metrics: Metrics,
+    ) -> Self {
+        Self { store, origin, repos, locks, metrics }
+    }
+
+    async fn provision(&self, event: &Event) {
+        let identifier = match event.kind.as_u16() {
+            kinds::REPO_ANNOUNCEMENT => {
+                let Ok(ann) = RepoAnnouncement::parse(event) else { return };
+                if ListsService::of(&ann, &self.origin).both() {
+                    let repo = RepoRef::new(ann.owner, ann.identifier.clone());
+                    match self.repos.create(&repo).await {
+                        Ok(true) => {
+                            self.metrics.repos_created.inc();
+                            tracing::info!(repo = %repo, "repository created");
+                        }
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!(repo = %repo, error = %e, "creating repository failed"),
+                    }
+                }
+                ann.identifier
+            }
+            kinds::REPO_STATE => match RepoState::parse(event) {
+                Ok(state) => state.identifier,
+                Err(_) => return,
+            },
+            _ => return,
+        };
+        let report =
+            process_newly_available_git_data(&self.repos, &self.locks, &self.store, &identifier, None, &[])
+                .await;
+        self.metrics.repos_aligned.inc_by(report.aligned.len() as u64);
     }
 
     async fn decide(&self, event: &Event) -> Result<Verdict, StoreError> {
@@ -95,5 +139,9 @@ impl EventPolicy for GraspPolicy {
                 Verdict::reject(Prefix::Error, "store", "could not read the event store; try again later")
             })
         })
+    }
+
+    fn stored<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, ()> {
+        Box::pin(self.provision(event))
     }
 }

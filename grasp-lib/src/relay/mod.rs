@@ -227,7 +227,7 @@ impl Relay {
                 RejectedReason::Replaced => self.refuse(
                     kind,
                     "replaced",
-                    "invalid: a newer version of this replaceable event is already stored",
+                    "invalid: a newer version of this replaceable event is already stored (or one as new with a lower id)",
                 ),
                 RejectedReason::InvalidDelete => self.refuse(
                     kind,

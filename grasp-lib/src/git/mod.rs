@@ -1,0 +1,150 @@
+//! Bare repositories on disk and the git operations GRASP needs on them.
+//!
+//! Layout: `<git_data_path>/<npub>/<identifier>.git`, the identifier stored verbatim (it is
+//! validated to be a single safe path component). Ref reads and updates, object checks and
+//! HEAD go through `git2`; the wire protocol is served by spawning `git` itself
+//! ([`smart_http`]).
+
+pub mod pktline;
+pub mod refs;
+pub mod smart_http;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use nostr::nips::nip19::ToBech32;
+use nostr::PublicKey;
+
+use crate::nip34::RepoIdentifier;
+
+/// The all-zero object id git uses for "no object" (create/delete in a push).
+pub const ZERO_OID: &str = "0000000000000000000000000000000000000000";
+
+/// True for the all-zero id in either hash length.
+pub fn is_zero_oid(oid: &str) -> bool {
+    !oid.is_empty() && oid.bytes().all(|b| b == b'0')
+}
+
+/// A hosted repository: who owns it and what it is called.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RepoRef {
+    /// The announcement author whose npub is in the URL.
+    pub owner: PublicKey,
+    /// The repository identifier (`d` tag).
+    pub identifier: RepoIdentifier,
+}
+
+impl RepoRef {
+    /// A repository of `owner` named `identifier`.
+    pub fn new(owner: PublicKey, identifier: RepoIdentifier) -> Self {
+        Self { owner, identifier }
+    }
+
+    /// The owner's `npub1…`.
+    pub fn npub(&self) -> String {
+        self.owner.to_bech32().expect("a public key always encodes as npub")
+    }
+
+    /// `/<npub>/<percent-encoded identifier>.git`, the URL path of the repository.
+    pub fn url_path(&self) -> String {
+        format!("/{}/{}.git", self.npub(), self.identifier.url_encoded())
+    }
+}
+
+impl fmt::Display for RepoRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.npub(), self.identifier)
+    }
+}
+
+/// Errors from repository operations.
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    /// libgit2 failed.
+    #[error("git: {0}")]
+    Git2(#[from] git2::Error),
+    /// A filesystem or process error.
+    #[error("git: {0}")]
+    Io(#[from] std::io::Error),
+    /// A `git` command exited with an error.
+    #[error("git {command} failed: {stderr}")]
+    Command {
+        /// What ran.
+        command: String,
+        /// Its stderr, trimmed.
+        stderr: String,
+    },
+    /// Git refused the client's request (the repository itself is fine).
+    #[error("git refused the request: {0}")]
+    BadRequest(String),
+    /// A blocking task panicked.
+    #[error("git task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// The directory holding every hosted bare repository.
+#[derive(Debug, Clone)]
+pub struct Repositories {
+    root: PathBuf,
+}
+
+impl Repositories {
+    /// Repositories under `root` (created on first use).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where `repo` lives on disk (whether or not it exists).
+    pub fn path(&self, repo: &RepoRef) -> PathBuf {
+        self.root.join(repo.npub()).join(format!("{}.git", repo.identifier.as_str()))
+    }
+
+    /// True when the bare repository has been created.
+    pub fn exists(&self, repo: &RepoRef) -> bool {
+        self.path(repo).join("HEAD").is_file()
+    }
+
+    /// Creates the bare repository if it does not exist yet. Returns `true` when it was
+    /// created by this call.
+    pub async fn create(&self, repo: &RepoRef) -> Result<bool, GitError> {
+        let path = self.path(repo);
+        tokio::task::spawn_blocking(move || refs::init_bare(&path)).await?
+    }
+
+    /// Every repository with `identifier`, across owners, that exists on disk.
+    pub fn with_identifier(
+        &self,
+        owners: impl IntoIterator<Item = PublicKey>,
+        identifier: &RepoIdentifier,
+    ) -> Vec<RepoRef> {
+        owners
+            .into_iter()
+            .map(|owner| RepoRef::new(owner, identifier.clone()))
+            .filter(|repo| self.exists(repo))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use nostr::Keys;
+
+    use super::*;
+
+    #[test]
+    fn paths_keep_identifier_verbatim_and_urls_encode_it() {
+        let keys = Keys::generate();
+        let repo = RepoRef::new(keys.public_key(), RepoIdentifier::new("my repo").unwrap());
+        let repos = Repositories::new("/srv/git");
+        let path = repos.path(&repo);
+        assert!(path.ends_with(format!("{}/my repo.git", repo.npub())));
+        assert_eq!(repo.url_path(), format!("/{}/my%20repo.git", repo.npub()));
+        assert!(is_zero_oid(ZERO_OID));
+        assert!(!is_zero_oid("0000000000000000000000000000000000000001"));
+    }
+}

@@ -1,0 +1,176 @@
+//! Ref, object and HEAD operations on one bare repository (blocking; call from
+//! `spawn_blocking`), and object copies between repositories on this server.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use git2::{Oid, Repository, RepositoryInitOptions};
+use nostr::{EventId, Timestamp};
+
+use super::GitError;
+use crate::alignment::AlignmentPlan;
+
+/// Git config key where we remember which state event a repository was last aligned to,
+/// so an older state can never roll it back.
+const APPLIED_STATE_KEY: &str = "grasp.appliedState";
+
+/// Creates a bare repository at `path` (parents included) with HEAD on `main`. Returns
+/// `false` when one already existed.
+pub fn init_bare(path: &Path) -> Result<bool, GitError> {
+    if path.join("HEAD").is_file() {
+        return Ok(false);
+    }
+    let mut opts = RepositoryInitOptions::new();
+    opts.bare(true).mkpath(true).initial_head("main").no_reinit(false);
+    Repository::init_opts(path, &opts)?;
+    Ok(true)
+}
+
+/// Opens a bare repository.
+pub fn open(path: &Path) -> Result<Repository, GitError> {
+    Ok(Repository::open_bare(path)?)
+}
+
+/// Every `refs/heads/*` and `refs/tags/*` ref and the object it points at (symbolic refs
+/// are skipped).
+pub fn branches_and_tags(repo: &Repository) -> Result<BTreeMap<String, String>, GitError> {
+    let mut out = BTreeMap::new();
+    for reference in repo.references()? {
+        let reference = reference?;
+        let (Ok(name), Some(target)) = (reference.name(), reference.target()) else { continue };
+        if name.starts_with("refs/heads/") || name.starts_with("refs/tags/") {
+            out.insert(name.to_owned(), target.to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// The object a ref points at, if the ref exists.
+pub fn ref_target(repo: &Repository, name: &str) -> Option<String> {
+    repo.find_reference(name).ok()?.target().map(|oid| oid.to_string())
+}
+
+/// Those of `oids` that are not in the repository's object database.
+pub fn missing_objects<'a>(
+    repo: &Repository,
+    oids: impl IntoIterator<Item = &'a String>,
+) -> Result<Vec<String>, GitError> {
+    let odb = repo.odb()?;
+    Ok(oids
+        .into_iter()
+        .filter(|oid| Oid::from_str(oid).map(|o| !odb.exists(o)).unwrap_or(true))
+        .cloned()
+        .collect())
+}
+
+/// What applying an [`AlignmentPlan`] changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AppliedChanges {
+    /// Refs created.
+    pub created: usize,
+    /// Refs moved.
+    pub updated: usize,
+    /// Refs deleted.
+    pub deleted: usize,
+    /// Whether HEAD was re-pointed.
+    pub head_changed: bool,
+}
+
+/// Applies `plan`: creates and moves refs (forcing), deletes refs, re-points HEAD. The
+/// caller has made sure every target object exists.
+pub fn apply(repo: &Repository, plan: &AlignmentPlan) -> Result<AppliedChanges, GitError> {
+    let mut changes = AppliedChanges::default();
+    for (name, oid) in &plan.create {
+        repo.reference(name, Oid::from_str(oid)?, true, "grasp: align to state")?;
+        changes.created += 1;
+    }
+    for (name, _, new) in &plan.update {
+        repo.reference(name, Oid::from_str(new)?, true, "grasp: align to state")?;
+        changes.updated += 1;
+    }
+    for (name, _) in &plan.delete {
+        if let Ok(mut reference) = repo.find_reference(name) {
+            reference.delete()?;
+            changes.deleted += 1;
+        }
+    }
+    if let Some(head) = &plan.head {
+        let current = repo
+            .find_reference("HEAD")
+            .ok()
+            .and_then(|h| h.symbolic_target().ok().flatten().map(str::to_owned));
+        if current.as_deref() != Some(head.as_str()) {
+            repo.set_head(head)?;
+            changes.head_changed = true;
+        }
+    }
+    Ok(changes)
+}
+
+/// The state event a repository was last aligned to: (id, created_at).
+pub fn applied_state(repo: &Repository) -> Option<(EventId, Timestamp)> {
+    let value = repo.config().ok()?.get_string(APPLIED_STATE_KEY).ok()?;
+    let (id, at) = value.split_once(' ')?;
+    Some((EventId::from_hex(id).ok()?, Timestamp::from(at.parse::<u64>().ok()?)))
+}
+
+/// Remembers that the repository is aligned to state `id` signed at `created_at`.
+pub fn record_applied_state(repo: &Repository, id: &EventId, created_at: Timestamp) -> Result<(), GitError> {
+    repo.config()?.set_str(APPLIED_STATE_KEY, &format!("{} {}", id.to_hex(), created_at.as_secs()))?;
+    Ok(())
+}
+
+/// Copies objects (and everything they reach) from the repository at `from` into the one at
+/// `to`, by running `git fetch` between the two local paths. No refs are written.
+pub async fn copy_objects(from: &Path, to: &Path, oids: &[String]) -> Result<(), GitError> {
+    if oids.is_empty() {
+        return Ok(());
+    }
+    let output = tokio::process::Command::new("git")
+        .arg("-C")
+        .arg(to)
+        .args([
+            "-c",
+            "protocol.file.allow=always",
+            "fetch",
+            "--quiet",
+            "--no-tags",
+            "--no-write-fetch-head",
+            "--upload-pack=git -c uploadpack.allowAnySHA1InWant=true upload-pack",
+        ])
+        .arg(from)
+        .args(oids)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .kill_on_drop(true)
+        .output()
+        .await?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(GitError::Command {
+            command: format!("fetch {} -> {}", from.display(), to.display()),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_is_idempotent_and_applied_state_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("npub1x").join("a b.git");
+        assert!(init_bare(&path).unwrap());
+        assert!(!init_bare(&path).unwrap());
+        let repo = open(&path).unwrap();
+        assert!(branches_and_tags(&repo).unwrap().is_empty());
+        assert_eq!(repo.find_reference("HEAD").unwrap().symbolic_target().unwrap(), Some("refs/heads/main"));
+        assert_eq!(applied_state(&repo), None);
+        let id = EventId::all_zeros();
+        record_applied_state(&repo, &id, Timestamp::from(42)).unwrap();
+        assert_eq!(applied_state(&repo), Some((id, Timestamp::from(42))));
+        assert_eq!(missing_objects(&repo, &["a".repeat(40)]).unwrap().len(), 1);
+    }
+}

@@ -1,0 +1,288 @@
+//! Git smart-HTTP, served by spawning `git upload-pack` / `git receive-pack` with
+//! `--stateless-rpc`. Request and response bodies are streamed: memory use does not grow
+//! with pack size.
+
+use std::path::Path;
+use std::pin::Pin;
+use std::process::Stdio;
+
+use bytes::Bytes;
+use futures::future::ready;
+use futures::stream::{self, BoxStream};
+use futures::StreamExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::{ChildStdin, Command};
+use tokio_util::io::ReaderStream;
+
+use super::pktline::{self, PushCommands};
+use super::GitError;
+
+/// A request body as an async byte reader (already gzip-decoded by the frontend if needed).
+pub type Body = Pin<Box<dyn AsyncRead + Send>>;
+
+/// The two git services.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// Fetch and clone.
+    UploadPack,
+    /// Push.
+    ReceivePack,
+}
+
+impl Service {
+    /// From the `service=` query value or the POST path segment (`git-upload-pack`, …).
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "git-upload-pack" => Some(Self::UploadPack),
+            "git-receive-pack" => Some(Self::ReceivePack),
+            _ => None,
+        }
+    }
+
+    /// `upload-pack` or `receive-pack`.
+    pub fn command(self) -> &'static str {
+        match self {
+            Self::UploadPack => "upload-pack",
+            Self::ReceivePack => "receive-pack",
+        }
+    }
+
+    /// Content type of the `info/refs` answer.
+    pub fn advertisement_content_type(self) -> &'static str {
+        match self {
+            Self::UploadPack => "application/x-git-upload-pack-advertisement",
+            Self::ReceivePack => "application/x-git-receive-pack-advertisement",
+        }
+    }
+
+    /// Content type of the POST answer.
+    pub fn result_content_type(self) -> &'static str {
+        match self {
+            Self::UploadPack => "application/x-git-upload-pack-result",
+            Self::ReceivePack => "application/x-git-receive-pack-result",
+        }
+    }
+}
+
+/// Keeps a client-supplied `Git-Protocol` header only when it looks like one
+/// (`version=2`, `key=value:key=value`), so nothing odd reaches git's environment.
+pub fn sanitize_git_protocol(header: Option<&str>) -> Option<String> {
+    let value = header?.trim();
+    let ok = !value.is_empty()
+        && value.len() <= 256
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'=' | b':' | b'.' | b'-' | b'_'));
+    ok.then(|| value.to_owned())
+}
+
+fn is_protocol_v2(git_protocol: Option<&str>) -> bool {
+    git_protocol.is_some_and(|p| p.split(':').any(|kv| kv == "version=2"))
+}
+
+/// The `git` command for `service` on the repository at `path`.
+pub fn command(service: Service, path: &Path, git_protocol: Option<&str>, advertise: bool) -> Command {
+    let mut cmd = Command::new("git");
+    if service == Service::UploadPack {
+        cmd.args([
+            "-c",
+            "uploadpack.allowTipSHA1InWant=true",
+            "-c",
+            "uploadpack.allowReachableSHA1InWant=true",
+            "-c",
+            "uploadpack.allowFilter=true",
+        ]);
+    }
+    cmd.arg(service.command()).arg("--stateless-rpc");
+    if advertise {
+        cmd.arg("--advertise-refs");
+    }
+    cmd.arg(path).env("GIT_TERMINAL_PROMPT", "0").kill_on_drop(true);
+    match git_protocol {
+        Some(p) => cmd.env("GIT_PROTOCOL", p),
+        None => cmd.env_remove("GIT_PROTOCOL"),
+    };
+    cmd
+}
+
+/// The body of `GET info/refs?service=…`: the service header (protocol v0/v1 only)
+/// followed by git's ref advertisement.
+pub async fn advertisement(
+    path: &Path,
+    service: Service,
+    git_protocol: Option<&str>,
+) -> Result<Vec<u8>, GitError> {
+    let output = command(service, path, git_protocol, true).stdin(Stdio::null()).output().await?;
+    if !output.status.success() {
+        return Err(GitError::Command {
+            command: format!("{} --advertise-refs", service.command()),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        });
+    }
+    let mut body = Vec::with_capacity(output.stdout.len() + 64);
+    if !is_protocol_v2(git_protocol) {
+        body.extend(pktline::encode(format!("# service=git-{}\n", service.command()).as_bytes()));
+        body.extend_from_slice(pktline::FLUSH);
+    }
+    body.extend(output.stdout);
+    Ok(body)
+}
+
+/// How piping a request body into git ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Piped {
+    /// Everything was written; the total byte count.
+    Complete(u64),
+    /// The body went over the limit; git's stdin was closed early.
+    TooLarge,
+}
+
+/// Writes `prefix` and then `body` into git's stdin, at most `limit` bytes in all, and
+/// closes it. Memory use is one 64 KiB buffer whatever the body size.
+pub async fn pipe_body(
+    mut stdin: ChildStdin,
+    prefix: &[u8],
+    body: &mut Body,
+    limit: u64,
+) -> std::io::Result<Piped> {
+    let mut written = prefix.len() as u64;
+    if written > limit {
+        return Ok(Piped::TooLarge);
+    }
+    stdin.write_all(prefix).await?;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = body.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        written += n as u64;
+        if written > limit {
+            return Ok(Piped::TooLarge);
+        }
+        stdin.write_all(&buf[..n]).await?;
+    }
+    stdin.shutdown().await?;
+    Ok(Piped::Complete(written))
+}
+
+/// Runs `git upload-pack --stateless-rpc` with `body` as its input and returns its output
+/// as a stream. Fails (so the frontend can answer 500) when git exits without output.
+pub async fn upload_pack(
+    path: &Path,
+    git_protocol: Option<&str>,
+    mut body: Body,
+    max_request: u64,
+) -> Result<BoxStream<'static, std::io::Result<Bytes>>, GitError> {
+    let mut child = command(Service::UploadPack, path, git_protocol, false)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    let stdin = child.stdin.take().expect("stdin is piped");
+    let stdin_task = tokio::spawn(async move { pipe_body(stdin, &[], &mut body, max_request).await });
+    let mut output = ReaderStream::with_capacity(stdout, 64 * 1024);
+    let first = match output.next().await {
+        Some(Ok(chunk)) => chunk,
+        other => {
+            let status = child.wait().await?;
+            let mut err = String::new();
+            let _ = stderr.read_to_string(&mut err).await;
+            let _ = stdin_task.await;
+            if let Some(Err(e)) = other {
+                return Err(e.into());
+            }
+            if status.success() {
+                return Ok(stream::empty().boxed());
+            }
+            // A readable repository means git choked on the request, not on our data.
+            if super::refs::open(path).is_ok() {
+                return Err(GitError::BadRequest(err.trim().to_owned()));
+            }
+            return Err(GitError::Command { command: "upload-pack".into(), stderr: err.trim().to_owned() });
+        }
+    };
+    // The child lives as long as the stream; dropping the stream (client gone) kills it.
+    let reap = stream::once(async move {
+        let _ = child.wait().await;
+        let _ = stdin_task.await;
+        None
+    });
+    Ok(stream::once(ready(Some(Ok(first)))).chain(output.map(Some)).chain(reap).filter_map(ready).boxed())
+}
+
+/// The answer to a refused push, in the form the client asked for, so `git push` prints
+/// `reason` next to every ref (report-status `ng`), framed for side-band when negotiated;
+/// clients that asked for no status report get an `ERR` packet.
+pub fn rejection_response(commands: &PushCommands, reason: &str) -> Vec<u8> {
+    let reason: String = reason.chars().filter(|c| !c.is_control()).take(1000).collect();
+    let sideband = commands.has_capability("side-band-64k") || commands.has_capability("side-band");
+    if !(commands.has_capability("report-status") || commands.has_capability("report-status-v2")) {
+        return if sideband {
+            let mut out = pktline::sideband(3, format!("{reason}\n").as_bytes());
+            out.extend_from_slice(pktline::FLUSH);
+            out
+        } else {
+            pktline::encode(format!("ERR {reason}\n").as_bytes())
+        };
+    }
+    let mut status = pktline::encode(b"unpack ok\n");
+    for update in &commands.updates {
+        status.extend(pktline::encode(format!("ng {} {reason}\n", update.name).as_bytes()));
+    }
+    status.extend_from_slice(pktline::FLUSH);
+    if !sideband {
+        return status;
+    }
+    let mut out = Vec::new();
+    if !commands.has_capability("quiet") {
+        out.extend(pktline::sideband(2, format!("error: {reason}\n").as_bytes()));
+    }
+    out.extend(pktline::sideband(1, &status));
+    out.extend_from_slice(pktline::FLUSH);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::git::pktline::RefUpdate;
+
+    fn commands(caps: &[&str]) -> PushCommands {
+        PushCommands {
+            updates: vec![RefUpdate {
+                old: "0".repeat(40),
+                new: "1".repeat(40),
+                name: "refs/heads/main".into(),
+            }],
+            capabilities: caps.iter().map(|c| c.to_string()).collect(),
+            raw: vec![],
+        }
+    }
+
+    #[test]
+    fn rejection_uses_report_status_and_sideband_when_asked() {
+        let plain = rejection_response(&commands(&["report-status"]), "no state");
+        assert_eq!(plain, b"000eunpack ok\n0020ng refs/heads/main no state\n0000".to_vec());
+        let banded = rejection_response(&commands(&["report-status", "side-band-64k"]), "no state");
+        let text = String::from_utf8_lossy(&banded);
+        assert!(text.contains("\u{2}error: no state\n"), "{text:?}");
+        assert!(text.contains("\u{1}000eunpack ok\n0020ng refs/heads/main no state\n0000"), "{text:?}");
+        assert!(banded.ends_with(b"0000"));
+        let err = rejection_response(&commands(&[]), "bad\nthing");
+        assert_eq!(err, b"0011ERR badthing\n".to_vec());
+    }
+
+    #[test]
+    fn git_protocol_header_is_sanitized() {
+        assert_eq!(sanitize_git_protocol(Some("version=2")).as_deref(), Some("version=2"));
+        assert_eq!(
+            sanitize_git_protocol(Some("version=2:object-format=sha1")).as_deref(),
+            Some("version=2:object-format=sha1")
+        );
+        assert_eq!(sanitize_git_protocol(Some("version=2; rm -rf")), None);
+        assert_eq!(sanitize_git_protocol(None), None);
+        assert!(is_protocol_v2(Some("version=2")));
+        assert!(!is_protocol_v2(Some("version=1")));
+    }
+}

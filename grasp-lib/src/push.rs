@@ -1,0 +1,163 @@
+//! A push over smart HTTP, end to end: read only the command section, authorize, let git
+//! receive the pack (streamed, size-capped), then process the new git data.
+
+use std::process::Stdio;
+use std::time::Instant;
+
+use tokio::io::AsyncReadExt;
+
+use crate::authorization::{self, AuthorizationError, PushDecision};
+use crate::git::pktline::{self, RefUpdate};
+use crate::git::smart_http::{self, Body, Piped, Service};
+use crate::git::{is_zero_oid, RepoRef};
+use crate::git_data::{self, ProcessReport};
+use crate::Grasp;
+
+/// Largest command section (ref updates) we read before deciding.
+const MAX_COMMAND_BYTES: usize = 8 * 1024 * 1024;
+
+/// How much of a refused request body we read and discard so the client gets to read our
+/// answer (git only reads the response after sending everything). Beyond this the
+/// connection is simply closed.
+const MIN_DRAIN_BYTES: u64 = 1024 * 1024 * 1024;
+
+/// Why a receive-pack request got no git answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ReceivePackError {
+    /// The request is not a valid receive-pack request (answer 400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// Something failed on our side (answer 500).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<AuthorizationError> for ReceivePackError {
+    fn from(e: AuthorizationError) -> Self {
+        ReceivePackError::Internal(format!("could not authorize the push: {e}"))
+    }
+}
+
+/// Reads and discards what is left of a request body (at most `limit` bytes), so the client
+/// finishes sending and reads our answer instead of failing on a closed connection.
+async fn drain(body: &mut Body, limit: u64) {
+    let _ = tokio::io::copy(&mut body.take(limit), &mut tokio::io::sink()).await;
+}
+
+impl Grasp {
+    /// Decides whether `updates` may be pushed to `repo`, using the event store (and held
+    /// events) as the view of signed state.
+    pub async fn authorize_push(
+        &self,
+        repo: &RepoRef,
+        updates: &[RefUpdate],
+    ) -> Result<PushDecision, AuthorizationError> {
+        authorization::authorize_push(repo, &self.repositories().path(repo), updates, self.event_view()).await
+    }
+
+    /// Runs the post-push step for the identifier of `repo`. See [`git_data`].
+    pub async fn process_newly_available_git_data(
+        &self,
+        repo: &RepoRef,
+        new_oids: &[String],
+    ) -> ProcessReport {
+        let report = git_data::process_newly_available_git_data(
+            self.repositories(),
+            self.identifier_locks(),
+            self.event_view(),
+            &repo.identifier,
+            Some(repo),
+            new_oids,
+        )
+        .await;
+        self.metrics().repos_aligned.inc_by(report.aligned.len() as u64);
+        report
+    }
+
+    /// Serves `POST git-receive-pack` for an existing repository. Returns the response body
+    /// (git's own, or our refusal in a form `git push` prints).
+    pub async fn receive_pack(
+        &self,
+        repo: &RepoRef,
+        git_protocol: Option<&str>,
+        mut body: Body,
+    ) -> Result<Vec<u8>, ReceivePackError> {
+        let started = Instant::now();
+        let limit = self.config().max_push_size;
+        let drain_allowance = limit.max(MIN_DRAIN_BYTES);
+        let (commands, leftover) = pktline::read_push_commands(&mut body, MAX_COMMAND_BYTES)
+            .await
+            .map_err(|e| ReceivePackError::BadRequest(e.to_string()))?;
+        let decision = self.authorize_push(repo, &commands.updates).await?;
+        let metrics = self.metrics();
+        if let PushDecision::Rejected { reason } = decision {
+            metrics.push_authorizations.with_label_values(&["rejected"]).inc();
+            tracing::info!(repo = %repo, %reason, "push rejected");
+            drain(&mut body, drain_allowance).await;
+            return Ok(smart_http::rejection_response(&commands, &format!("rejected by GRASP: {reason}")));
+        }
+        metrics.push_authorizations.with_label_values(&["authorized"]).inc();
+
+        let path = self.repositories().path(repo);
+        let mut child = smart_http::command(Service::ReceivePack, &path, git_protocol, false)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| ReceivePackError::Internal(format!("cannot start git receive-pack: {e}")))?;
+        let mut stdout = child.stdout.take().expect("stdout is piped");
+        let mut stderr = child.stderr.take().expect("stderr is piped");
+        // Read git's (small) answer while the pack streams in, so neither side blocks.
+        let output = tokio::spawn(async move {
+            let mut out = Vec::new();
+            let mut err = Vec::new();
+            let _ = tokio::join!(stdout.read_to_end(&mut out), stderr.read_to_end(&mut err));
+            (out, err)
+        });
+        let mut prefix = commands.raw.clone();
+        prefix.extend_from_slice(&leftover);
+        let stdin = child.stdin.take().expect("stdin is piped");
+        let piped = smart_http::pipe_body(stdin, &prefix, &mut body, limit).await;
+        if matches!(piped, Ok(Piped::TooLarge)) {
+            let _ = child.kill().await;
+            drain(&mut body, drain_allowance).await;
+            metrics.git_requests.with_label_values(&["receive_pack", "too_large"]).inc();
+            let reason =
+                format!("push is larger than the {} bytes this server accepts (max_push_size)", limit);
+            tracing::info!(repo = %repo, limit, "push refused: too large");
+            return Ok(smart_http::rejection_response(&commands, &reason));
+        }
+        if let Err(e) = &piped {
+            // git stopped reading (it failed); let the client finish so it sees git's answer.
+            tracing::debug!(repo = %repo, error = %e, "writing the pack to git failed");
+            drain(&mut body, drain_allowance).await;
+        }
+        let status = child.wait().await.map_err(|e| ReceivePackError::Internal(e.to_string()))?;
+        let (out, err) = output.await.map_err(|e| ReceivePackError::Internal(e.to_string()))?;
+        if let Ok(Piped::Complete(bytes)) = piped {
+            metrics.git_bytes.with_label_values(&["received"]).inc_by(bytes);
+        }
+        if !status.success() {
+            let stderr = String::from_utf8_lossy(&err).trim().to_owned();
+            tracing::warn!(repo = %repo, %stderr, "git receive-pack failed");
+            metrics.git_requests.with_label_values(&["receive_pack", "error"]).inc();
+            if out.is_empty() {
+                return Err(ReceivePackError::Internal(format!("git receive-pack failed: {stderr}")));
+            }
+            return Ok(out);
+        }
+        let new_oids: Vec<String> =
+            commands.updates.iter().filter(|u| !is_zero_oid(&u.new)).map(|u| u.new.clone()).collect();
+        let report = self.process_newly_available_git_data(repo, &new_oids).await;
+        tracing::info!(
+            repo = %repo,
+            refs = commands.updates.len(),
+            aligned = report.aligned.len(),
+            waiting = report.waiting.len(),
+            "push received"
+        );
+        metrics.git_requests.with_label_values(&["receive_pack", "ok"]).inc();
+        metrics.git_duration.with_label_values(&["receive_pack"]).observe(started.elapsed().as_secs_f64());
+        Ok(out)
+    }
+}

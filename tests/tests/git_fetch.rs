@@ -1,0 +1,119 @@
+//! Cloning and fetching with the real git CLI: empty and populated repositories, protocol
+//! v0 and v2, partial clones and fetching an unadvertised commit by id.
+
+use grasp_tests::events;
+use grasp_tests::git::{git, Workdir};
+use grasp_tests::{publish, TestServer};
+use nostr_sdk::prelude::*;
+
+const D: &str = "repo";
+
+/// A server hosting one repository with two commits on main; returns (server, url, commits).
+async fn populated() -> (TestServer, String, Vec<String>) {
+    let server = TestServer::start();
+    let client = server.client().await;
+    let owner = Keys::generate();
+    publish(&client, &events::announcement(&owner, D, &server.addr, &[])).await.unwrap();
+    let work = Workdir::new();
+    let c1 = work.commit("src/lib.rs", b"fn one() {}\n");
+    let c2 = work.commit("src/main.rs", b"fn main() {}\n");
+    publish(&client, &events::state(&owner, D, &[("refs/heads/main", &c2)], Some("main"))).await.unwrap();
+    let url = server.clone_url(&owner.public_key(), D);
+    work.ok(&["push", &url, "main"]);
+    (server, url, vec![c1, c2])
+}
+
+#[tokio::test]
+async fn empty_repository_can_be_cloned() {
+    let server = TestServer::start();
+    let client = server.client().await;
+    let owner = Keys::generate();
+    publish(&client, &events::announcement(&owner, D, &server.addr, &[])).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = git(dir.path(), &["clone", &server.clone_url(&owner.public_key(), D), "empty"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("empty repository"), "{stderr}");
+}
+
+#[tokio::test]
+async fn clone_and_fetch_over_protocol_v0_and_v2() {
+    let (_server, url, commits) = populated().await;
+    for version in ["0", "2"] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("git")
+            .current_dir(dir.path())
+            .args(["-c", &format!("protocol.version={version}"), "clone", &url, "c"])
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_TRACE_PACKET", "1")
+            .output()
+            .unwrap();
+        let trace = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "protocol v{version} clone failed:\n{trace}");
+        let spoke_v2 = trace.contains("< version 2");
+        assert_eq!(spoke_v2, version == "2", "protocol v{version} negotiated wrongly");
+        let head = String::from_utf8_lossy(&git(&dir.path().join("c"), &["rev-parse", "HEAD"]).stdout)
+            .trim()
+            .to_owned();
+        assert_eq!(head, commits[1]);
+    }
+}
+
+#[tokio::test]
+async fn fetch_brings_new_commits() {
+    let server = TestServer::start();
+    let client = server.client().await;
+    let owner = Keys::generate();
+    publish(&client, &events::announcement(&owner, D, &server.addr, &[])).await.unwrap();
+    let url = server.clone_url(&owner.public_key(), D);
+    let work = Workdir::new();
+    let c1 = work.commit("a", b"1");
+    publish(
+        &client,
+        &events::state_at(
+            &owner,
+            D,
+            &[("refs/heads/main", &c1)],
+            Some("main"),
+            Timestamp::from(Timestamp::now().as_secs() - 10),
+        ),
+    )
+    .await
+    .unwrap();
+    work.ok(&["push", &url, "main"]);
+    let reader = Workdir::clone_from(&url, &[]);
+    let c2 = work.commit("a", b"2");
+    publish(&client, &events::state(&owner, D, &[("refs/heads/main", &c2)], Some("main"))).await.unwrap();
+    work.ok(&["push", &url, "main"]);
+    reader.ok(&["fetch", "-q", "origin"]);
+    assert_eq!(reader.rev("origin/main"), c2);
+}
+
+#[tokio::test]
+async fn partial_clones_honour_filters() {
+    let (_server, url, commits) = populated().await;
+    let blobless = Workdir::clone_from(&url, &["--filter=blob:none", "--no-checkout"]);
+    let missing = blobless.ok(&["rev-list", "--objects", "--all", "--missing=print"]);
+    assert!(missing.lines().any(|l| l.starts_with('?')), "blob:none must leave blobs out:\n{missing}");
+    blobless.ok(&["checkout", "-q", "main"]); // lazily fetches the blobs it needs
+    assert_eq!(blobless.rev("HEAD"), commits[1]);
+
+    let treeless = Workdir::clone_from(&url, &["--filter=tree:0", "--no-checkout"]);
+    let missing = treeless.ok(&["rev-list", "--objects", "--all", "--missing=print"]);
+    assert!(
+        missing.lines().filter(|l| l.starts_with('?')).count() >= 2,
+        "tree:0 must leave trees out:\n{missing}"
+    );
+    treeless.ok(&["checkout", "-q", "main"]);
+    assert!(treeless.path().join("src/main.rs").exists());
+}
+
+#[tokio::test]
+async fn unadvertised_reachable_commit_can_be_fetched_by_id() {
+    let (_server, url, commits) = populated().await;
+    let work = Workdir::new();
+    for version in ["0", "2"] {
+        work.ok(&["-c", &format!("protocol.version={version}"), "fetch", "-q", &url, &commits[0]]);
+        assert_eq!(work.rev("FETCH_HEAD"), commits[0]);
+    }
+}

@@ -1,0 +1,149 @@
+//! Bad input on the git endpoints gets a 4xx (or a clear push refusal), loses nothing and
+//! the server keeps serving.
+
+use grasp_tests::events;
+use grasp_tests::git::Workdir;
+use grasp_tests::http::request;
+use grasp_tests::memory::{peak_rss, rss, write_random_file};
+use grasp_tests::{publish, TestServer};
+use nostr_sdk::prelude::*;
+
+const D: &str = "repo";
+
+async fn hosted(server: &TestServer) -> (Client, Keys) {
+    let client = server.client().await;
+    let owner = Keys::generate();
+    publish(&client, &events::announcement(&owner, D, &server.addr, &[])).await.unwrap();
+    (client, owner)
+}
+
+fn assert_cors(headers: &[(String, String)], what: &str) {
+    assert!(
+        headers.iter().any(|(n, v)| n == "access-control-allow-origin" && v == "*"),
+        "{what}: {headers:?}"
+    );
+    assert!(headers.iter().any(|(n, _)| n == "access-control-allow-headers"), "{what}: {headers:?}");
+}
+
+#[tokio::test]
+async fn malformed_receive_pack_bodies_get_400_and_the_server_keeps_serving() {
+    let server = TestServer::start();
+    let (client, owner) = hosted(&server).await;
+    let path = format!("/{}/{D}.git/git-receive-pack", owner.public_key().to_bech32().unwrap());
+    let ct = [("Content-Type", "application/x-git-receive-pack-request")];
+    let zero = "0".repeat(40);
+    let one = "1".repeat(40);
+    let full = format!("{zero} {one} refs/heads/main\0report-status\n");
+    let line = format!("{:04x}{full}", full.len() + 4);
+    for (what, body) in [
+        ("truncated pkt-line", line.as_bytes()[..30].to_vec()),
+        ("missing flush", line.as_bytes().to_vec()),
+        ("garbage", b"this is not a pkt-line at all".to_vec()),
+        ("bad length", b"zzzzgarbage".to_vec()),
+        ("bad command", b"0010not a command0000".to_vec()),
+        ("empty", Vec::new()),
+    ] {
+        let resp = request(&server.addr, "POST", &path, &ct, &body).await;
+        assert_eq!(resp.status, 400, "{what}: {}", String::from_utf8_lossy(&resp.body));
+        assert_cors(&resp.headers, what);
+    }
+    let upload = format!("/{}/{D}.git/git-upload-pack", owner.public_key().to_bech32().unwrap());
+    let resp = request(&server.addr, "POST", &upload, &[], b"garbage that git cannot parse").await;
+    assert_eq!(resp.status, 400, "{}", String::from_utf8_lossy(&resp.body));
+    let resp = request(&server.addr, "POST", &upload, &[("Content-Encoding", "br")], b"x").await;
+    assert_eq!(resp.status, 415);
+    let resp = request(&server.addr, "POST", &upload, &[("Content-Encoding", "gzip")], b"not gzip").await;
+    assert!(resp.status >= 400, "bad gzip must fail: {}", resp.status);
+
+    // still serving: a real push works
+    let work = Workdir::new();
+    let c1 = work.commit("a", b"1");
+    publish(&client, &events::state(&owner, D, &[("refs/heads/main", &c1)], Some("main"))).await.unwrap();
+    work.ok(&["push", &server.clone_url(&owner.public_key(), D), "main"]);
+}
+
+#[tokio::test]
+async fn path_tricks_get_404() {
+    let server = TestServer::start();
+    let (_client, owner) = hosted(&server).await;
+    let npub = owner.public_key().to_bech32().unwrap();
+    let ok = format!("/{npub}/{D}.git/info/refs?service=git-upload-pack");
+    assert_eq!(request(&server.addr, "GET", &ok, &[], b"").await.status, 200);
+    for path in [
+        format!("/{npub}/../{npub}/{D}.git/info/refs?service=git-upload-pack"),
+        format!("/{npub}/{D}.git/../../../etc/passwd"),
+        format!("/{npub}/%2e%2e/{D}.git/info/refs?service=git-upload-pack"),
+        format!("/{npub}/..%2F{npub}%2F{D}.git/info/refs?service=git-upload-pack"),
+        format!("/{npub}/{D}%2F.git/info/refs?service=git-upload-pack"),
+        format!("/{npub}/%00.git/info/refs?service=git-upload-pack"),
+        format!("/npub1qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqq/{D}.git/info/refs"),
+        format!("/{}/{D}.git/info/refs?service=git-upload-pack", &npub[..20]),
+        format!("/{npub}/{D}.git/objects/info/packs"),
+        format!("/{npub}/{D}.git/HEAD"),
+        format!("/{npub}/unknown.git/info/refs?service=git-upload-pack"),
+        format!("/{npub}/unknown.git"),
+    ] {
+        let resp = request(&server.addr, "GET", &path, &[], b"").await;
+        assert_eq!(resp.status, 404, "{path}");
+        assert_cors(&resp.headers, &path);
+    }
+    // dumb HTTP and unknown services are refused, not served
+    let resp = request(&server.addr, "GET", &format!("/{npub}/{D}.git/info/refs"), &[], b"").await;
+    assert_eq!(resp.status, 403);
+    let resp =
+        request(&server.addr, "GET", &format!("/{npub}/{D}.git/info/refs?service=git-shell"), &[], b"").await;
+    assert_eq!(resp.status, 403);
+    // the repository page exists, and is HTML
+    let resp = request(&server.addr, "GET", &format!("/{npub}/{D}.git"), &[], b"").await;
+    assert_eq!(resp.status, 200);
+    assert!(resp.header("content-type").unwrap().starts_with("text/html"));
+    assert!(String::from_utf8_lossy(&resp.body).contains(&format!("{npub}/{D}.git")));
+}
+
+#[tokio::test]
+async fn broken_repository_answers_500_with_cors() {
+    let server = TestServer::start();
+    let (_client, owner) = hosted(&server).await;
+    let repo = server.repo_path(&owner.public_key(), D);
+    std::fs::write(repo.join("HEAD"), "this is not a ref\n").unwrap();
+    std::fs::remove_dir_all(repo.join("objects")).unwrap();
+    let npub = owner.public_key().to_bech32().unwrap();
+    let resp =
+        request(&server.addr, "GET", &format!("/{npub}/{D}.git/info/refs?service=git-upload-pack"), &[], b"")
+            .await;
+    assert_eq!(resp.status, 500, "{}", String::from_utf8_lossy(&resp.body));
+    assert_cors(&resp.headers, "500");
+    let resp = request(&server.addr, "POST", &format!("/{npub}/{D}.git/git-upload-pack"), &[], b"0000").await;
+    assert_eq!(resp.status, 500, "{}", String::from_utf8_lossy(&resp.body));
+    assert_cors(&resp.headers, "500");
+}
+
+#[tokio::test]
+async fn push_over_the_size_cap_is_refused_without_memory_growth() {
+    let server = TestServer::builder().arg("--max-push-size=1048576").start();
+    let (client, owner) = hosted(&server).await;
+    let url = server.clone_url(&owner.public_key(), D);
+    let work = Workdir::new();
+    write_random_file(&work.path().join("big.bin"), 24 * 1024 * 1024);
+    work.ok(&["add", "big.bin"]);
+    work.ok(&["commit", "-q", "-m", "big"]);
+    let c1 = work.rev("HEAD");
+    publish(&client, &events::state(&owner, D, &[("refs/heads/main", &c1)], Some("main"))).await.unwrap();
+
+    let idle = rss(server.pid());
+    let out = work.fails(&["-c", "pack.compression=0", "push", &url, "main"]);
+    assert!(out.contains("larger than the 1048576 bytes"), "{out}");
+    let growth = peak_rss(server.pid()).saturating_sub(idle);
+    println!(
+        "server RSS: idle {} MiB, peak growth during a refused 24 MiB push {} MiB",
+        idle >> 20,
+        growth >> 20
+    );
+    assert!(growth < 16 << 20, "refusing a big push grew server memory by {} MiB", growth >> 20);
+
+    // nothing landed, and a small push still works
+    let small = Workdir::new();
+    let s1 = small.commit("a", b"small");
+    publish(&client, &events::state(&owner, D, &[("refs/heads/main", &s1)], Some("main"))).await.unwrap();
+    small.ok(&["push", &url, "main"]);
+}

@@ -1,0 +1,297 @@
+//! Pushing with the real git CLI: accepted exactly when a maintainer's state event matches,
+//! refused with a reason `git push` prints otherwise.
+
+use grasp_tests::events::{self, coordinate};
+use grasp_tests::git::{bare_refs, Workdir};
+use grasp_tests::{publish, TestServer};
+use nostr_sdk::prelude::*;
+
+const D: &str = "repo";
+
+struct Hosted {
+    server: TestServer,
+    client: Client,
+    owner: Keys,
+    /// created_at of the last state published, so each new state is strictly newer even
+    /// when a test publishes several within one second.
+    last_state: std::sync::atomic::AtomicU64,
+}
+
+impl Hosted {
+    async fn new(maintainers: &[PublicKey]) -> Self {
+        let server = TestServer::start();
+        let client = server.client().await;
+        let owner = Keys::generate();
+        publish(&client, &events::announcement(&owner, D, &server.addr, maintainers))
+            .await
+            .expect("announcement");
+        Self { server, client, owner, last_state: Default::default() }
+    }
+
+    fn url(&self) -> String {
+        self.server.clone_url(&self.owner.public_key(), D)
+    }
+
+    async fn state(&self, author: &Keys, refs: &[(&str, &str)], head: Option<&str>) -> Event {
+        use std::sync::atomic::Ordering;
+        let at = Timestamp::now().as_secs().max(self.last_state.load(Ordering::SeqCst) + 1);
+        self.last_state.store(at, Ordering::SeqCst);
+        let ev = events::state_at(author, D, refs, head, Timestamp::from(at));
+        publish(&self.client, &ev).await.expect("state accepted");
+        ev
+    }
+
+    fn disk(&self) -> (Vec<(String, String)>, String) {
+        bare_refs(&self.server.repo_path(&self.owner.public_key(), D))
+    }
+}
+
+fn assert_rejected(output: &str, needle: &str) {
+    assert!(output.contains("rejected by GRASP"), "git push did not show our reason:\n{output}");
+    assert!(output.contains(needle), "expected '{needle}' in:\n{output}");
+}
+
+#[tokio::test]
+async fn owner_state_authorizes_push_and_clone_matches() {
+    let h = Hosted::new(&[]).await;
+    let work = Workdir::new();
+    let c1 = work.commit("README", b"hello");
+
+    let out = work.fails(&["push", &h.url(), "main"]);
+    println!("git push output:\n{out}");
+    assert_rejected(&out, "no state event");
+
+    h.state(&h.owner, &[("refs/heads/main", &c1)], Some("main")).await;
+    work.ok(&["push", &h.url(), "main"]);
+    let (refs, head) = h.disk();
+    assert_eq!(refs, vec![("refs/heads/main".to_owned(), c1.clone())]);
+    assert_eq!(head, "refs/heads/main");
+
+    let clone = Workdir::clone_from(&h.url(), &[]);
+    assert_eq!(clone.rev("HEAD"), c1);
+    assert_eq!(std::fs::read(clone.path().join("README")).unwrap(), b"hello");
+}
+
+#[tokio::test]
+async fn pushes_that_do_not_match_are_rejected_with_the_reason() {
+    let h = Hosted::new(&[]).await;
+    let work = Workdir::new();
+    let c1 = work.commit("a", b"1");
+    let c2 = work.commit("a", b"2");
+
+    // wrong commit
+    h.state(&h.owner, &[("refs/heads/main", &c1)], Some("main")).await;
+    let out = work.fails(&["push", &h.url(), "main"]);
+    assert_rejected(&out, "refs/heads/main would be at");
+    assert!(out.contains(&c2[..7]) && out.contains(&c1[..7]), "{out}");
+
+    // an extra branch that the state does not list
+    let out =
+        work.fails(&["push", &h.url(), &format!("{c1}:refs/heads/main"), &format!("{c1}:refs/heads/extra")]);
+    assert_rejected(&out, "refs/heads/extra is not in the state");
+
+    // a state from someone who is not a maintainer does not count
+    let stranger = Keys::generate();
+    let stranger_state = events::state(&stranger, D, &[("refs/heads/main", &c2)], Some("main"));
+    assert!(publish(&h.client, &stranger_state).await.is_err(), "the relay refuses it too");
+    let out = work.fails(&["push", &h.url(), "main"]);
+    assert_rejected(&out, "would be at");
+
+    // nothing landed
+    assert!(h.disk().0.is_empty());
+    work.ok(&["push", &h.url(), &format!("{c1}:refs/heads/main")]);
+    assert_eq!(h.disk().0, vec![("refs/heads/main".to_owned(), c1)]);
+}
+
+#[tokio::test]
+async fn non_maintainer_state_cannot_authorize_even_when_stored_for_another_owner() {
+    // Bob hosts his own repo with the same identifier; his state is stored, but he is not
+    // in Alice's maintainer set, so it cannot authorize a push to Alice's repo.
+    let h = Hosted::new(&[]).await;
+    let bob = Keys::generate();
+    publish(&h.client, &events::announcement(&bob, D, &h.server.addr, &[])).await.unwrap();
+    let work = Workdir::new();
+    let c1 = work.commit("a", b"1");
+    h.state(&bob, &[("refs/heads/main", &c1)], Some("main")).await;
+    let out = work.fails(&["push", &h.url(), "main"]);
+    assert_rejected(&out, "no state event");
+    // but it authorizes Bob's own repo
+    work.ok(&["push", &h.server.clone_url(&bob.public_key(), D), "main"]);
+}
+
+#[tokio::test]
+async fn maintainer_and_recursive_maintainer_states_authorize() {
+    let (m1, m2) = (Keys::generate(), Keys::generate());
+    let h = Hosted::new(&[m1.public_key()]).await;
+    let work = Workdir::new();
+    let c1 = work.commit("a", b"1");
+    // m1 has no announcement of their own
+    h.state(&m1, &[("refs/heads/main", &c1)], Some("main")).await;
+    work.ok(&["push", &h.url(), "main"]);
+
+    // m2 is a maintainer through m1's announcement (which lists another server)
+    let m1_ann = events::announcement_with(
+        &m1,
+        D,
+        &["https://elsewhere.example/x.git".into()],
+        &["wss://elsewhere.example".into()],
+        &[m2.public_key()],
+    );
+    publish(&h.client, &m1_ann).await.expect("maintainer announcement");
+    let c2 = work.commit("a", b"2");
+    h.state(&m2, &[("refs/heads/main", &c2)], Some("main")).await;
+    work.ok(&["push", &h.url(), "main"]);
+    assert_eq!(h.disk().0, vec![("refs/heads/main".to_owned(), c2)]);
+}
+
+#[tokio::test]
+async fn tags_branch_creation_deletion_and_force_push() {
+    let h = Hosted::new(&[]).await;
+    let work = Workdir::new();
+    let c1 = work.commit("a", b"1");
+    work.ok(&["tag", "light"]);
+    work.ok(&["tag", "-a", "v1", "-m", "release 1"]);
+    let annotated = work.rev("refs/tags/v1");
+    assert_ne!(annotated, c1, "annotated tag is its own object");
+    h.state(
+        &h.owner,
+        &[
+            ("refs/heads/main", &c1),
+            ("refs/tags/light", &c1),
+            ("refs/tags/v1", &annotated),
+            ("refs/tags/v1^{}", &c1),
+        ],
+        Some("main"),
+    )
+    .await;
+    work.ok(&["push", &h.url(), "main", "--tags"]);
+
+    // create a branch
+    work.ok(&["checkout", "-q", "-b", "feature"]);
+    let f1 = work.commit("b", b"feature");
+    let with_feature = [
+        ("refs/heads/main", c1.as_str()),
+        ("refs/heads/feature", &f1),
+        ("refs/tags/light", &c1),
+        ("refs/tags/v1", &annotated),
+    ];
+    h.state(&h.owner, &with_feature, Some("main")).await;
+    work.ok(&["push", &h.url(), "feature"]);
+
+    // delete it again
+    let without = [("refs/heads/main", c1.as_str()), ("refs/tags/light", &c1), ("refs/tags/v1", &annotated)];
+    h.state(&h.owner, &without, Some("main")).await;
+    // The state was already applied on arrival (its objects are here): the branch is gone
+    // and a push deleting it is a no-op that still succeeds.
+    let (refs, _) = h.disk();
+    assert!(!refs.iter().any(|(n, _)| n == "refs/heads/feature"), "{refs:?}");
+
+    // force push: rewrite main's history
+    work.ok(&["checkout", "-q", "main"]);
+    work.ok(&["commit", "-q", "--amend", "-m", "amended"]);
+    let amended = work.rev("HEAD");
+    let amended_state =
+        [("refs/heads/main", amended.as_str()), ("refs/tags/light", &c1), ("refs/tags/v1", &annotated)];
+    h.state(&h.owner, &amended_state, Some("main")).await;
+    let out = work.fails(&["push", &h.url(), "main"]);
+    assert!(
+        out.contains("non-fast-forward") || out.contains("fetch first"),
+        "git refuses without --force:\n{out}"
+    );
+    work.ok(&["push", "--force", &h.url(), "main"]);
+    let (refs, _) = h.disk();
+    assert!(refs.contains(&("refs/heads/main".to_owned(), amended)), "{refs:?}");
+}
+
+#[tokio::test]
+async fn branch_deletion_by_push_is_authorized_by_a_matching_state() {
+    let h = Hosted::new(&[]).await;
+    let work = Workdir::new();
+    let c1 = work.commit("a", b"1");
+    h.state(&h.owner, &[("refs/heads/main", &c1), ("refs/heads/old", &c1)], Some("main")).await;
+    work.ok(&["push", &h.url(), "main", &format!("{c1}:refs/heads/old")]);
+    // A newer state without 'old' whose objects are here is applied at once when it
+    // arrives; publish it from a second server-less view: pushing the deletion also works.
+    let out = work.fails(&["push", &h.url(), ":refs/heads/main"]);
+    assert_rejected(&out, "refs/heads/main is in the state");
+    h.state(&h.owner, &[("refs/heads/main", &c1)], Some("main")).await;
+    assert_eq!(h.disk().0, vec![("refs/heads/main".to_owned(), c1.clone())]);
+    // deleting a ref that is already gone is reported by git itself, not by us
+    work.ok(&["push", &h.url(), "main"]);
+}
+
+#[tokio::test]
+async fn head_follows_state_and_co_maintainer_repo_gets_refs_and_objects() {
+    let bob = Keys::generate();
+    let h = Hosted::new(&[bob.public_key()]).await;
+    // Bob hosts the same identifier here and lists Alice (the owner) as maintainer.
+    publish(&h.client, &events::announcement(&bob, D, &h.server.addr, &[h.owner.public_key()]))
+        .await
+        .unwrap();
+    let bob_path = h.server.repo_path(&bob.public_key(), D);
+
+    let work = Workdir::new();
+    let c1 = work.commit("a", b"1");
+    work.ok(&["checkout", "-q", "-b", "dev"]);
+    let d1 = work.commit("b", b"dev");
+    h.state(&h.owner, &[("refs/heads/main", &c1), ("refs/heads/dev", &d1)], Some("dev")).await;
+    work.ok(&["push", &h.url(), "main", "dev"]);
+
+    let expected =
+        vec![("refs/heads/dev".to_owned(), d1.clone()), ("refs/heads/main".to_owned(), c1.clone())];
+    assert_eq!(h.disk(), (expected.clone(), "refs/heads/dev".to_owned()));
+    assert_eq!(bare_refs(&bob_path), (expected, "refs/heads/dev".to_owned()));
+    let clone = Workdir::clone_from(&h.server.clone_url(&bob.public_key(), D), &[]);
+    assert_eq!(clone.rev("HEAD"), d1);
+    assert_eq!(clone.rev("origin/main"), c1);
+}
+
+#[tokio::test]
+async fn state_whose_objects_exist_is_applied_when_it_arrives() {
+    let h = Hosted::new(&[]).await;
+    let work = Workdir::new();
+    let c1 = work.commit("a", b"1");
+    h.state(&h.owner, &[("refs/heads/main", &c1)], Some("main")).await;
+    work.ok(&["push", &h.url(), "main"]);
+    h.state(&h.owner, &[("refs/heads/main", &c1), ("refs/heads/release", &c1)], Some("release")).await;
+    let (refs, head) = h.disk();
+    assert!(refs.contains(&("refs/heads/release".to_owned(), c1.clone())), "{refs:?}");
+    assert_eq!(head, "refs/heads/release");
+}
+
+#[tokio::test]
+async fn pull_request_refs() {
+    let h = Hosted::new(&[]).await;
+    let work = Workdir::new();
+    let c1 = work.commit("a", b"1");
+    h.state(&h.owner, &[("refs/heads/main", &c1)], Some("main")).await;
+    work.ok(&["push", &h.url(), "main"]);
+    let contributor = Keys::generate();
+    work.ok(&["checkout", "-q", "-b", "pr"]);
+    let p1 = work.commit("pr", b"change");
+
+    // unknown PR id: accepted (the event may follow)
+    let unknown = EventId::from_byte_array([7; 32]).to_hex();
+    work.ok(&["push", &h.url(), &format!("{p1}:refs/nostr/{unknown}")]);
+
+    // known PR: the commit must match its 'c' tag
+    let pr = events::pull_request(&contributor, &coordinate(&h.owner.public_key(), D), &p1, &h.url());
+    publish(&h.client, &pr).await.expect("PR accepted");
+    let out = work.fails(&["push", &h.url(), &format!("{c1}:refs/nostr/{}", pr.id.to_hex())]);
+    assert_rejected(&out, "'c' tag");
+    work.ok(&["push", &h.url(), &format!("{p1}:refs/nostr/{}", pr.id.to_hex())]);
+
+    // malformed ids
+    for bad in
+        ["refs/nostr/abc", "refs/nostr/ABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABAB"]
+    {
+        let out = work.fails(&["push", &h.url(), &format!("{p1}:{bad}")]);
+        assert_rejected(&out, "64-character");
+    }
+    // other namespaces
+    let out = work.fails(&["push", &h.url(), &format!("{p1}:refs/notes/x")]);
+    assert_rejected(&out, "only refs/heads");
+    let (refs, _) = h.disk();
+    let nostr_refs: Vec<_> = refs.iter().filter(|(n, _)| n.starts_with("refs/nostr/")).collect();
+    assert_eq!(nostr_refs.len(), 2, "{refs:?}");
+}
