@@ -73,6 +73,13 @@ pub struct Config {
     pub max_negentropy_items: usize,
     /// Largest push (request body after decompression) accepted, in bytes.
     pub max_push_size: u64,
+    /// Seconds a held event waits for its git data (default 1800; 60 in test mode).
+    pub purgatory_expiry_secs: Option<u64>,
+    /// Seconds an unmatched `refs/nostr/<id>` ref waits for its event (default 1200; 40 in
+    /// test mode).
+    pub pr_ref_expiry_secs: Option<u64>,
+    /// Seconds a push that uses a held event guarantees it (default 900; 30 in test mode).
+    pub push_extension_secs: Option<u64>,
 }
 
 impl Default for Config {
@@ -98,6 +105,9 @@ impl Default for Config {
             subscriber_queue: 4096,
             max_negentropy_items: 500_000,
             max_push_size: 2 * 1024 * 1024 * 1024,
+            purgatory_expiry_secs: None,
+            pr_ref_expiry_secs: None,
+            push_extension_secs: None,
         }
     }
 }
@@ -161,6 +171,15 @@ impl Config {
         if self.max_push_size < 1024 {
             return invalid("max_push_size", "must be at least 1024 bytes".to_owned());
         }
+        for (option, value) in [
+            ("purgatory_expiry_secs", self.purgatory_expiry_secs),
+            ("pr_ref_expiry_secs", self.pr_ref_expiry_secs),
+            ("push_extension_secs", self.push_extension_secs),
+        ] {
+            if value == Some(0) {
+                return invalid(option, "must be at least 1 second".to_owned());
+            }
+        }
         if self.subscriber_queue < 16 {
             return invalid("subscriber_queue", "must be at least 16".to_owned());
         }
@@ -168,6 +187,17 @@ impl Config {
             return invalid("log_level", e.to_string());
         }
         Ok(())
+    }
+
+    /// Purgatory timers: the configured values, or the defaults (short ones in test mode).
+    pub fn purgatory_timers(&self) -> crate::purgatory::PurgatoryTimers {
+        use std::time::Duration;
+        let (expiry, pr_refs, extension) = if self.test_mode { (60, 40, 30) } else { (1800, 1200, 900) };
+        crate::purgatory::PurgatoryTimers {
+            expiry: Duration::from_secs(self.purgatory_expiry_secs.unwrap_or(expiry)),
+            pr_ref_expiry: Duration::from_secs(self.pr_ref_expiry_secs.unwrap_or(pr_refs)),
+            push_extension: Duration::from_secs(self.push_extension_secs.unwrap_or(extension)),
+        }
     }
 
     /// The relay operator's keys, when an owner key is configured.
@@ -291,6 +321,18 @@ pub struct ConfigArgs {
     #[arg(long, env = "GRASP_MAX_PUSH_SIZE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_push_size: Option<u64>,
+    /// Seconds a held event waits for its git data [default: 1800, or 60 in test mode]
+    #[arg(long, env = "GRASP_PURGATORY_EXPIRY_SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub purgatory_expiry_secs: Option<u64>,
+    /// Seconds an unmatched refs/nostr/<id> ref waits for its event [default: 1200, or 40 in test mode]
+    #[arg(long, env = "GRASP_PR_REF_EXPIRY_SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pr_ref_expiry_secs: Option<u64>,
+    /// Seconds of life a push guarantees the held events it uses [default: 900, or 30 in test mode]
+    #[arg(long, env = "GRASP_PUSH_EXTENSION_SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push_extension_secs: Option<u64>,
 }
 
 /// ngit-grasp environment names accepted as aliases: (option, alias).
@@ -344,14 +386,18 @@ pub fn annotate_help(cmd: Command) -> Command {
     let options: Vec<String> = ConfigArgs::augment_args(Command::new("options"))
         .get_arguments()
         .map(|a| a.get_id().to_string())
-        .filter(|id| id != "config")
         .collect();
     cmd.args_override_self(true).mut_args(move |arg| {
         let id = arg.get_id().as_str().to_owned();
         if !options.contains(&id) {
             return arg;
         }
+        // Options may follow a subcommand (`grasp-server purgatory list --relay-data-path …`).
+        let arg = arg.global(true);
         let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+        if id == "config" {
+            return arg;
+        }
         let mut text = match defaults.get(&id) {
             Some(toml::Value::String(s)) => format!("{help} [default: {s}]"),
             Some(v) => format!("{help} [default: {v}]"),

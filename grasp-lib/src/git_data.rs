@@ -1,6 +1,6 @@
-//! The one step that runs whenever git data becomes available: after a push, when a state
-//! event arrives whose objects are already here, when a repository is created (and later
-//! after hunting and relay sync).
+//! Building blocks of the one step that runs whenever git data becomes available
+//! ([`crate::hosting::Hosting::process`]): which state a repository follows, and how one
+//! repository is brought to it.
 //!
 //! For every repository on this server with the identifier, take the newest non-empty state
 //! authored by a member of that owner's recursive maintainer set; if the repository does not
@@ -14,15 +14,19 @@ use std::sync::{Arc, Mutex};
 use nostr::EventId;
 
 use crate::alignment::AlignmentPlan;
-use crate::authorization::EventView;
 use crate::git::refs::{self, AppliedChanges};
 use crate::git::{GitError, RepoRef, Repositories};
 use crate::maintainers::MaintainerSet;
 use crate::nip34::{RepoIdentifier, RepoState};
+use crate::purgatory::HeldKind;
 
-/// What one run of [`process_newly_available_git_data`] did.
+/// What one run of the git-data step did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProcessReport {
+    /// Held events released from purgatory (stored and delivered live).
+    pub released: Vec<(EventId, HeldKind)>,
+    /// `refs/nostr` refs deleted because they did not hold their event's commit.
+    pub deleted_refs: Vec<(RepoRef, String)>,
     /// Repositories whose refs or HEAD changed, with what changed and the state applied.
     pub aligned: Vec<(RepoRef, EventId, AppliedChanges)>,
     /// Repositories that received objects copied from another repository here.
@@ -59,14 +63,15 @@ pub fn authoritative_state<'a>(set: &MaintainerSet, states: &'a [RepoState]) -> 
         .max_by(|a, b| a.created_at.cmp(&b.created_at).then(b.id.cmp(&a.id)))
 }
 
-enum Outcome {
+/// What [`align_one`] did to one repository.
+pub(crate) enum Outcome {
     Unchanged,
     Aligned(EventId, AppliedChanges, bool),
     Waiting(usize, bool),
 }
 
 /// Aligns one repository to `state`, copying objects from `sources` when needed.
-async fn align_one(
+pub(crate) async fn align_one(
     repos: &Repositories,
     target: &RepoRef,
     state: &RepoState,
@@ -133,87 +138,4 @@ async fn align_one(
         }
     })
     .await?
-}
-
-/// Processes newly available git data for every repository with `identifier`.
-///
-/// `source` is where the data landed (tried first when copying objects); `new_oids` are
-/// the objects that arrived. Safe to call at any time: repositories that already follow
-/// their authoritative state are left alone.
-///
-/// ```
-/// # tokio_test::block_on(async {
-/// use grasp_lib::git::{RepoRef, Repositories};
-/// use grasp_lib::git_data::{process_newly_available_git_data, IdentifierLocks};
-/// use grasp_lib::nip34::RepoIdentifier;
-/// use grasp_lib::store::EventStore;
-///
-/// let dir = tempfile::tempdir().unwrap();
-/// let repos = Repositories::new(dir.path());
-/// let repo = RepoRef::new(nostr::Keys::generate().public_key(), RepoIdentifier::new("demo").unwrap());
-/// repos.create(&repo).await.unwrap();
-///
-/// // After git wrote new objects into `repo` (a push, a fetch), let every repository with
-/// // this identifier catch up with its maintainers' latest state.
-/// let store = EventStore::memory();
-/// let report = process_newly_available_git_data(
-///     &repos, &IdentifierLocks::default(), &store, &repo.identifier, Some(&repo), &[],
-/// ).await;
-/// assert!(report.aligned.is_empty()); // no state event yet: nothing to align
-/// assert!(report.errors.is_empty());
-/// # });
-/// ```
-pub async fn process_newly_available_git_data(
-    repos: &Repositories,
-    locks: &IdentifierLocks,
-    view: &dyn EventView,
-    identifier: &RepoIdentifier,
-    source: Option<&RepoRef>,
-    new_oids: &[String],
-) -> ProcessReport {
-    let _guard = locks.lock(identifier).await;
-    let mut report = ProcessReport::default();
-    let (announcements, states) =
-        match (view.announcements(identifier.as_str()).await, view.states(identifier.as_str()).await) {
-            (Ok(a), Ok(s)) => (a, s),
-            (Err(e), _) | (_, Err(e)) => {
-                report.errors.push(e.to_string());
-                return report;
-            }
-        };
-    let mut hosted = repos.with_identifier(announcements.iter().map(|a| a.owner), identifier);
-    if let Some(source) = source {
-        if !hosted.contains(source) && repos.exists(source) {
-            hosted.push(source.clone());
-        }
-        // The repository the data landed in is the first place to copy from.
-        hosted.sort_by_key(|r| r != source);
-    }
-    tracing::debug!(%identifier, repos = hosted.len(), new_oids = new_oids.len(), "processing new git data");
-    for target in &hosted {
-        let set = MaintainerSet::from_announcements(target.owner, &announcements);
-        let Some(state) = authoritative_state(&set, &states) else { continue };
-        match align_one(repos, target, state, &hosted).await {
-            Ok(Outcome::Unchanged) => {}
-            Ok(Outcome::Aligned(id, changes, copied)) => {
-                tracing::info!(repo = %target, state = %id, ?changes, "repository aligned to state");
-                if copied {
-                    report.copied_into.push(target.clone());
-                }
-                report.aligned.push((target.clone(), id, changes));
-            }
-            Ok(Outcome::Waiting(missing, copied)) => {
-                tracing::debug!(repo = %target, missing, "state waits for git data");
-                if copied {
-                    report.copied_into.push(target.clone());
-                }
-                report.waiting.push((target.clone(), missing));
-            }
-            Err(e) => {
-                tracing::warn!(repo = %target, error = %e, "aligning repository failed");
-                report.errors.push(format!("{target}: {e}"));
-            }
-        }
-    }
-    report
 }

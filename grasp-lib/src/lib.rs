@@ -18,7 +18,9 @@
 //! | [`git`] | bare repositories, pkt-lines, smart HTTP by spawning git |
 //! | [`authorization`] | may this push land? (state events, `refs/nostr`) |
 //! | [`alignment`] | the ref changes that make a repository follow a state |
-//! | [`git_data`] | the step that runs whenever git data arrives |
+//! | [`git_data`] | which state a repository follows and how it gets there |
+//! | [`purgatory`] | events held until their git data arrives (durable) |
+//! | [`hosting`] | repositories + events + purgatory: the git-data step, releases, expiry |
 //! | [`push`] | a receive-pack request end to end |
 //! | [`relay`] | the transport-agnostic Nostr relay engine (NIP-01/45/77) |
 //! | [`nip11`] | the relay information document |
@@ -48,6 +50,7 @@ pub mod authorization;
 pub mod config;
 pub mod git;
 pub mod git_data;
+pub mod hosting;
 pub mod logging;
 pub mod maintainers;
 pub mod metrics;
@@ -55,6 +58,7 @@ pub mod nip11;
 pub mod nip34;
 pub mod origin;
 pub mod policy;
+pub mod purgatory;
 pub mod push;
 pub mod relay;
 pub mod store;
@@ -65,12 +69,13 @@ use std::sync::Arc;
 use authorization::EventView;
 use config::Config;
 use git::Repositories;
-use git_data::IdentifierLocks;
+use hosting::Hosting;
 use metrics::Metrics;
 use origin::ServiceOrigin;
 use policy::GraspPolicy;
-use relay::{Relay, RelayLimits};
-use store::{EventStore, StoreError};
+use purgatory::{Purgatory, PurgatoryError};
+use relay::{Publisher, Relay, RelayLimits};
+use store::{EventStore, StoreBackend, StoreError};
 
 /// Why a server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +94,14 @@ pub enum OpenError {
         /// The store error.
         source: StoreError,
     },
+    /// The purgatory journal could not be opened.
+    #[error("cannot open purgatory at {path}: {source}")]
+    Purgatory {
+        /// Where the journal lives.
+        path: std::path::PathBuf,
+        /// The error.
+        source: PurgatoryError,
+    },
 }
 
 /// The shared service handle: everything a frontend needs, cheap to clone.
@@ -99,12 +112,12 @@ pub struct Grasp {
     store: EventStore,
     relay: Arc<Relay>,
     metrics: Metrics,
-    repos: Repositories,
-    locks: IdentifierLocks,
+    hosting: Arc<Hosting>,
 }
 
 impl Grasp {
-    /// Validates `config`, opens the store and builds the relay.
+    /// Validates `config`, opens the store and purgatory, builds the relay and starts the
+    /// purgatory expiry task (so it must run inside a Tokio runtime).
     pub async fn open(config: Config) -> Result<Self, OpenError> {
         config.validate()?;
         let domain = config.domain.as_deref().ok_or(OpenError::MissingDomain)?;
@@ -113,18 +126,28 @@ impl Grasp {
         let store = EventStore::open(config.database_backend, &config.relay_data_path)
             .map_err(|source| OpenError::Store { path: config.relay_data_path.clone(), source })?;
         let metrics = Metrics::new();
-        let repos = Repositories::new(&config.git_data_path);
-        let locks = IdentifierLocks::default();
-        let policy = Arc::new(GraspPolicy::new(
+        let timers = config.purgatory_timers();
+        let purgatory = match config.database_backend {
+            StoreBackend::Memory => Purgatory::in_memory(timers),
+            StoreBackend::Lmdb => {
+                let dir = Purgatory::directory(&config.relay_data_path);
+                Purgatory::open(&dir, timers).map_err(|source| OpenError::Purgatory { path: dir, source })?
+            }
+        };
+        let limits = RelayLimits::from_config(&config);
+        let publisher = Publisher::new(store.clone(), metrics.clone(), limits.subscriber_queue);
+        let hosting = Arc::new(Hosting::new(
             store.clone(),
+            Arc::new(purgatory),
+            Repositories::new(&config.git_data_path),
+            publisher.clone(),
             origin.clone(),
-            repos.clone(),
-            locks.clone(),
             metrics.clone(),
         ));
-        let relay =
-            Arc::new(Relay::new(store.clone(), policy, RelayLimits::from_config(&config), metrics.clone()));
-        Ok(Self { config: Arc::new(config), origin, store, relay, metrics, repos, locks })
+        let policy = Arc::new(GraspPolicy::new(hosting.clone()));
+        let relay = Arc::new(Relay::new(publisher, policy, limits, metrics.clone()));
+        tokio::spawn(hosting.clone().run_expiry());
+        Ok(Self { config: Arc::new(config), origin, store, relay, metrics, hosting })
     }
 
     /// The configuration in force.
@@ -154,17 +177,22 @@ impl Grasp {
 
     /// The hosted bare repositories.
     pub fn repositories(&self) -> &Repositories {
-        &self.repos
+        self.hosting.repos()
     }
 
-    /// Per-identifier locks around ref alignment.
-    pub fn identifier_locks(&self) -> &IdentifierLocks {
-        &self.locks
+    /// Repositories, events and purgatory together.
+    pub fn hosting(&self) -> &Arc<Hosting> {
+        &self.hosting
     }
 
-    /// The events push authorization and git-data processing read.
+    /// Events held until their git data arrives.
+    pub fn purgatory(&self) -> &Purgatory {
+        self.hosting.purgatory()
+    }
+
+    /// What push authorization reads: stored events and held ones.
     pub fn event_view(&self) -> &dyn EventView {
-        &self.store
+        self.hosting.as_ref()
     }
 
     /// The NIP-11 document.

@@ -4,8 +4,8 @@
 //! in one process (tests, embedding forges) keep separate counts.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::nip34::kinds;
@@ -46,6 +46,16 @@ pub struct Metrics {
     pub repos_aligned: IntCounter,
     /// Bare repositories created for announcements.
     pub repos_created: IntCounter,
+    /// Events held in purgatory now, by type.
+    pub purgatory_held: IntGaugeVec,
+    /// `refs/nostr` placeholders waiting for their event now.
+    pub purgatory_placeholders: IntGauge,
+    /// Events released from purgatory (their git data arrived), by type.
+    pub purgatory_released: IntCounterVec,
+    /// Events dropped from purgatory because their git data never arrived, by type.
+    pub purgatory_expired: IntCounterVec,
+    /// Unmatched `refs/nostr` refs deleted after their deadline.
+    pub purgatory_placeholders_expired: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -99,7 +109,41 @@ impl Metrics {
         )
         .expect("valid metric");
         registry.register(Box::new(git_duration.clone())).expect("unique metric");
+        let purgatory_held = IntGaugeVec::new(
+            Opts::new(
+                "grasp_purgatory_held",
+                "Events held in purgatory until their git data arrives, by type",
+            ),
+            &["type"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(purgatory_held.clone())).expect("unique metric");
+        let purgatory_placeholders = IntGauge::new(
+            "grasp_purgatory_placeholders",
+            "refs/nostr refs pushed before their pull request event",
+        )
+        .expect("valid metric");
+        registry.register(Box::new(purgatory_placeholders.clone())).expect("unique metric");
         Self {
+            purgatory_held,
+            purgatory_placeholders,
+            purgatory_released: counter_vec(
+                &registry,
+                "grasp_purgatory_released_total",
+                "Events released from purgatory when their git data arrived, by type",
+                &["type"],
+            ),
+            purgatory_expired: counter_vec(
+                &registry,
+                "grasp_purgatory_expired_total",
+                "Events dropped from purgatory because their git data never arrived, by type",
+                &["type"],
+            ),
+            purgatory_placeholders_expired: counter(
+                &registry,
+                "grasp_purgatory_placeholders_expired_total",
+                "Unmatched refs/nostr refs deleted after their deadline",
+            ),
             git_requests: counter_vec(
                 &registry,
                 "grasp_git_requests_total",

@@ -10,7 +10,7 @@ use crate::authorization::{self, AuthorizationError, PushDecision};
 use crate::git::pktline::{self, RefUpdate};
 use crate::git::smart_http::{self, Body, Piped, Service};
 use crate::git::{is_zero_oid, RepoRef};
-use crate::git_data::{self, ProcessReport};
+use crate::git_data::ProcessReport;
 use crate::Grasp;
 
 /// Largest command section (ref updates) we read before deciding.
@@ -55,23 +55,42 @@ impl Grasp {
         authorization::authorize_push(repo, &self.repositories().path(repo), updates, self.event_view()).await
     }
 
-    /// Runs the post-push step for the identifier of `repo`. See [`git_data`].
+    /// The step that runs whenever git data arrived in `repo` (a push, a fetch): releases
+    /// held events whose data is now here, aligns every repository with the identifier to
+    /// its maintainers' newest state (copying objects, refs, HEAD) and settles pull request
+    /// refs. See [`crate::hosting::Hosting::process`].
+    ///
+    /// ```
+    /// # tokio_test::block_on(async {
+    /// use grasp_lib::config::Config;
+    /// use grasp_lib::git::RepoRef;
+    /// use grasp_lib::nip34::RepoIdentifier;
+    /// use grasp_lib::store::StoreBackend;
+    /// use grasp_lib::Grasp;
+    ///
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let config = Config {
+    ///     domain: Some("git.example.com".into()),
+    ///     database_backend: StoreBackend::Memory,
+    ///     git_data_path: dir.path().to_path_buf(),
+    ///     ..Config::default()
+    /// };
+    /// let grasp = Grasp::open(config).await.unwrap();
+    /// let repo = RepoRef::new(nostr::Keys::generate().public_key(), RepoIdentifier::new("demo").unwrap());
+    /// grasp.repositories().create(&repo).await.unwrap();
+    ///
+    /// // Git wrote objects into `repo` (say, a hook saw a push): let everything catch up.
+    /// let report = grasp.process_newly_available_git_data(&repo, &[]).await;
+    /// assert!(report.aligned.is_empty() && report.released.is_empty()); // no state yet
+    /// assert!(report.errors.is_empty());
+    /// # });
+    /// ```
     pub async fn process_newly_available_git_data(
         &self,
         repo: &RepoRef,
         new_oids: &[String],
     ) -> ProcessReport {
-        let report = git_data::process_newly_available_git_data(
-            self.repositories(),
-            self.identifier_locks(),
-            self.event_view(),
-            &repo.identifier,
-            Some(repo),
-            new_oids,
-        )
-        .await;
-        self.metrics().repos_aligned.inc_by(report.aligned.len() as u64);
-        report
+        self.hosting().process(&repo.identifier, Some(repo), new_oids).await
     }
 
     /// Serves `POST git-receive-pack` for an existing repository. Returns the response body
@@ -90,16 +109,17 @@ impl Grasp {
             .map_err(|e| ReceivePackError::BadRequest(e.to_string()))?;
         let decision = self.authorize_push(repo, &commands.updates).await?;
         let metrics = self.metrics();
-        if let PushDecision::Rejected { reason } = decision {
+        if let PushDecision::Rejected { reason } = &decision {
             metrics.push_authorizations.with_label_values(&["rejected"]).inc();
             tracing::info!(repo = %repo, %reason, "push rejected");
             drain(&mut body, drain_allowance).await;
             return Ok(smart_http::rejection_response(&commands, &format!("rejected by GRASP: {reason}")));
         }
         metrics.push_authorizations.with_label_values(&["authorized"]).inc();
+        self.hosting().extend_for_push(repo, &decision, &commands.updates).await;
 
         let path = self.repositories().path(repo);
-        let mut child = smart_http::command(Service::ReceivePack, &path, git_protocol, false)
+        let mut child = smart_http::command(Service::ReceivePack, &path, git_protocol, false, &[])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -146,6 +166,7 @@ impl Grasp {
             }
             return Ok(out);
         }
+        self.hosting().record_placeholders(repo, &commands.updates).await;
         let new_oids: Vec<String> =
             commands.updates.iter().filter(|u| !is_zero_oid(&u.new)).map(|u| u.new.clone()).collect();
         let report = self.process_newly_available_git_data(repo, &new_oids).await;

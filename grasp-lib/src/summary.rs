@@ -40,8 +40,11 @@ impl Grasp {
             return Ok(None);
         }
         let d = repo.identifier.as_str();
-        let announcements = self.event_view().announcements(d).await?;
-        let states = self.event_view().states(d).await?;
+        // What the repository follows is decided by stored (released) events only.
+        let store = self.hosting().store();
+        let mut announcements = store.announcements(d).await?;
+        announcements.extend(self.hosting().held_announcements(d).into_iter().map(|(_, a)| a));
+        let states = crate::authorization::EventView::states(store, d).await?;
         let set = MaintainerSet::from_announcements(repo.owner, &announcements);
         let state = authoritative_state(&set, &states).cloned();
         let announcement = announcements.into_iter().find(|a| a.owner == repo.owner);

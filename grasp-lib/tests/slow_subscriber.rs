@@ -26,7 +26,8 @@ async fn next(rx: &mut mpsc::Receiver<String>) -> Value {
 #[tokio::test]
 async fn lagging_subscriber_gets_closed_with_a_reason() {
     let limits = RelayLimits { subscriber_queue: 16, ..RelayLimits::default() };
-    let relay = Arc::new(Relay::new(EventStore::memory(), Arc::new(AcceptAll), limits, Metrics::new()));
+    let relay =
+        Arc::new(Relay::with_store(EventStore::memory(), Arc::new(AcceptAll), limits, Metrics::new()));
     let (client_tx, client_rx) = mpsc::unbounded::<Inbound>();
     let (server_tx, mut server_rx) = mpsc::channel::<String>(0);
     let session = relay.session("127.0.0.1".parse().unwrap());

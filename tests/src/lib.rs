@@ -35,3 +35,26 @@ pub async fn fetch(client: &Client, filter: Filter) -> Vec<Event> {
         .into_iter()
         .collect()
 }
+
+/// Makes `identifier` a served repository of `owner` on `server`: publishes the
+/// announcement (held until git data arrives), a state for one commit, and pushes that
+/// commit with the real git CLI, which releases both. Returns the repository coordinate.
+pub async fn host_repository(
+    server: &TestServer,
+    client: &Client,
+    owner: &Keys,
+    identifier: &str,
+    maintainers: &[PublicKey],
+) -> String {
+    let addr = &server.addr;
+    publish(client, &events::announcement(owner, identifier, addr, maintainers))
+        .await
+        .expect("announcement accepted");
+    let work = git::Workdir::new();
+    let commit = work.commit("README", identifier.as_bytes());
+    publish(client, &events::state(owner, identifier, &[("refs/heads/main", &commit)], Some("main")))
+        .await
+        .expect("state accepted");
+    work.ok(&["push", &server.clone_url(&owner.public_key(), identifier), "main"]);
+    events::coordinate(&owner.public_key(), identifier)
+}

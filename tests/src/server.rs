@@ -145,6 +145,38 @@ impl TestServer {
         self.child.id()
     }
 
+    /// `grasp-server purgatory list --json` on this server's data directory.
+    pub fn purgatory_list(&self) -> Vec<serde_json::Value> {
+        let out = Command::new(binary("grasp-server"))
+            .arg(format!("--relay-data-path={}", self.data.path().join("relay").display()))
+            .args(["purgatory", "list", "--json"])
+            .env_remove("GRASP_LOG_LEVEL")
+            .output()
+            .expect("run grasp-server purgatory list");
+        assert!(out.status.success(), "purgatory list failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("purgatory list prints JSON")
+    }
+
+    /// `grasp-server purgatory list` (the human table).
+    pub fn purgatory_table(&self) -> String {
+        let out = Command::new(binary("grasp-server"))
+            .arg(format!("--relay-data-path={}", self.data.path().join("relay").display()))
+            .args(["purgatory", "list"])
+            .output()
+            .expect("run grasp-server purgatory list");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.http_url()))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    }
+
     /// Everything the server logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.data.path().join("server.log")).unwrap_or_default()

@@ -1,32 +1,44 @@
 //! GRASP-01 event acceptance, black-box: which events the relay stores and which it refuses.
 
 use grasp_tests::events::{self, coordinate};
-use grasp_tests::{RawClient, TestServer};
+use grasp_tests::{host_repository, RawClient, TestServer};
 use nostr_sdk::prelude::*;
 use serde_json::json;
 
 const D: &str = "repo";
 
+const HELD: &str = "purgatory: won't be served until git data arrives";
+
 struct Fixture {
     server: TestServer,
     raw: RawClient,
+    client: Client,
 }
 
 impl Fixture {
     async fn new() -> Self {
         let server = TestServer::start();
         let raw = RawClient::connect(&server.ws_url()).await;
-        Self { server, raw }
+        let client = server.client().await;
+        Self { server, raw, client }
     }
 
     async fn publish(&mut self, event: &Event) -> (bool, String) {
         self.raw.publish(&events::json(event)).await
     }
 
+    /// Accepted and served at once.
     async fn accepted(&mut self, event: &Event) {
         let (ok, msg) = self.publish(event).await;
         assert!(ok, "expected kind {} to be accepted, got: {msg}", event.kind);
         assert!(self.is_served(event).await, "accepted event must be served");
+    }
+
+    /// Accepted into purgatory: OK true with the purgatory message, not served.
+    async fn held(&mut self, event: &Event) {
+        let (ok, msg) = self.publish(event).await;
+        assert!(ok && msg == HELD, "expected kind {} to be held, got ({ok}, {msg})", event.kind);
+        assert!(!self.is_served(event).await, "held event must not be served");
     }
 
     async fn rejected(&mut self, event: &Event, prefix: &str) -> String {
@@ -43,12 +55,12 @@ impl Fixture {
         !got.is_empty()
     }
 
-    /// Hosts a repository owned by a fresh key; returns the owner and repo coordinate.
+    /// Hosts a repository owned by a fresh key (announcement, state and a push, so both
+    /// are served); returns the owner and repo coordinate.
     async fn hosted(&mut self, maintainers: &[PublicKey]) -> (Keys, String) {
         let owner = Keys::generate();
-        let ann = events::announcement(&owner, D, &self.server.addr, maintainers);
-        self.accepted(&ann).await;
-        (owner.clone(), coordinate(&owner.public_key(), D))
+        let coordinate = host_repository(&self.server, &self.client, &owner, D, maintainers).await;
+        (owner, coordinate)
     }
 
     fn npub_url(&self, keys: &Keys, scheme: &str, authority: &str) -> String {
@@ -94,8 +106,8 @@ async fn announcement_must_list_this_server_in_clone_and_relays() {
         &["wss://other.example".into(), format!("wss://{addr}/")],
         &[],
     );
-    f.accepted(&tls).await;
-    f.accepted(&events::announcement(&Keys::generate(), D, &addr, &[])).await;
+    f.held(&tls).await;
+    f.held(&events::announcement(&Keys::generate(), D, &addr, &[])).await;
 }
 
 #[tokio::test]
@@ -150,14 +162,16 @@ async fn state_events_need_a_recursive_maintainer() {
     assert!(msg.contains("no announcement"), "{msg}");
 
     let (owner, _) = f.hosted(&[m1.public_key()]).await;
-    f.accepted(&events::state(&owner, D, &refs, Some("main"))).await;
+    // accepted, and held until a push brings commit 1111… (signed after the hosted state)
+    let next = Timestamp::from(Timestamp::now().as_secs() + 1);
+    f.held(&events::state_at(&owner, D, &refs, Some("main"), next)).await;
     // maintainer without an announcement of their own
-    f.accepted(&events::state(&m1, D, &refs, Some("main"))).await;
+    f.held(&events::state(&m1, D, &refs, Some("main"))).await;
     // recursive maintainer, once m1's announcement names them
     f.rejected(&events::state(&m2, D, &refs, None), "invalid:").await;
     let m1_ann = events::announcement_with(&m1, D, &[], &[], &[m2.public_key()]);
     f.accepted(&m1_ann).await;
-    f.accepted(&events::state(&m2, D, &refs, None)).await;
+    f.held(&events::state(&m2, D, &refs, None)).await;
     let msg = f.rejected(&events::state(&stranger, D, &refs, None), "invalid:").await;
     assert!(msg.contains("not authorized"), "{msg}");
 
@@ -296,4 +310,28 @@ async fn protected_and_far_future_events_are_refused() {
         .sign_with_keys(&k)
         .unwrap();
     f.rejected(&future, "invalid:").await;
+}
+
+#[tokio::test]
+async fn events_about_a_held_repository_wait_with_it() {
+    let mut f = Fixture::new().await;
+    let (owner, m1, author) = (Keys::generate(), Keys::generate(), Keys::generate());
+    let ann = events::announcement(&owner, D, &f.server.addr, &[m1.public_key()]);
+    f.held(&ann).await;
+    let repo = coordinate(&owner.public_key(), D);
+    let issue = events::issue(&author, &repo);
+    f.held(&issue).await;
+    let companion = events::announcement_with(&m1, D, &["https://elsewhere.example/x.git".into()], &[], &[]);
+    f.held(&companion).await;
+    let reply = events::tagged(&author, 1111, "E", &issue.id.to_hex());
+    f.held(&reply).await;
+
+    // the push that brings the git data releases the announcement and what waited for it
+    let work = grasp_tests::git::Workdir::new();
+    let commit = work.commit("a", b"1");
+    f.held(&events::state(&owner, D, &[("refs/heads/main", &commit)], Some("main"))).await;
+    work.ok(&["push", &f.server.clone_url(&owner.public_key(), D), "main"]);
+    for event in [&ann, &issue, &companion, &reply] {
+        assert!(f.is_served(event).await, "kind {} released with its repository", event.kind);
+    }
 }

@@ -99,6 +99,9 @@ async fn metrics_count_connections_and_events() {
     let owner = Keys::generate();
     publish(&client, &events::announcement(&owner, "repo", &server.addr, &[])).await.unwrap();
     assert!(publish(&client, &events::orphan(&owner)).await.is_err());
+    publish(&client, &EventBuilder::new(Kind::Custom(10317), "").sign_with_keys(&owner).unwrap())
+        .await
+        .unwrap();
 
     let resp = reqwest::get(format!("{}/metrics", server.http_url())).await.unwrap();
     assert_eq!(resp.status(), 200);
@@ -107,9 +110,11 @@ async fn metrics_count_connections_and_events() {
     for line in [
         "grasp_websocket_connections 1",
         "grasp_events_received_total{kind=\"30617\"} 1",
-        "grasp_events_stored_total{kind=\"30617\"} 1",
+        "grasp_events_held_total{kind=\"30617\"} 1",
+        "grasp_purgatory_held{type=\"announcement\"} 1",
+        "grasp_events_stored_total{kind=\"10317\"} 1",
         "grasp_events_rejected_total{kind=\"1\",reason=\"unrelated\"} 1",
-        "grasp_relay_messages_total{type=\"event\"} 2",
+        "grasp_relay_messages_total{type=\"event\"} 3",
     ] {
         assert!(text.lines().any(|l| l == line), "missing `{line}` in:\n{text}");
     }

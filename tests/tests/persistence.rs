@@ -1,26 +1,27 @@
 //! The LMDB store survives a restart (including SIGKILL).
 
 use grasp_tests::events::{self, coordinate};
-use grasp_tests::{fetch, publish, TestServer};
+use grasp_tests::{fetch, host_repository, publish, TestServer};
 use nostr_sdk::prelude::*;
 
 #[tokio::test]
 async fn restart_serves_the_same_events() {
     let mut server = TestServer::start();
     let owner = Keys::generate();
-    let ann = events::announcement(&owner, "repo", &server.addr, &[]);
     let issue = events::issue(&Keys::generate(), &coordinate(&owner.public_key(), "repo"));
-    {
+    let expected = {
         let client = server.client().await;
-        publish(&client, &ann).await.unwrap();
+        host_repository(&server, &client, &owner, "repo", &[]).await;
         publish(&client, &issue).await.unwrap();
-    }
+        let mut ids: Vec<EventId> = fetch(&client, Filter::new()).await.iter().map(|e| e.id).collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(expected.len(), 3, "announcement, state and issue are served");
     server.restart();
     let client = server.client().await;
     let mut ids: Vec<EventId> = fetch(&client, Filter::new()).await.iter().map(|e| e.id).collect();
     ids.sort();
-    let mut expected = vec![ann.id, issue.id];
-    expected.sort();
     assert_eq!(ids, expected);
     // and the policy still knows the repository: a new issue is accepted
     publish(&client, &events::issue(&Keys::generate(), &coordinate(&owner.public_key(), "repo")))

@@ -2,17 +2,16 @@
 
 use std::time::Duration;
 
-use grasp_tests::events::{self, coordinate};
-use grasp_tests::{fetch, publish, RawClient, TestServer};
+use grasp_tests::events;
+use grasp_tests::{fetch, host_repository, publish, RawClient, TestServer};
 use nostr_sdk::prelude::*;
 use serde_json::json;
 
 /// A server with one hosted repository; returns its owner and coordinate.
 async fn hosted_repo(server: &TestServer, client: &Client) -> (Keys, String) {
     let owner = Keys::generate();
-    let ann = events::announcement(&owner, "repo", &server.addr, &[]);
-    publish(client, &ann).await.expect("announcement accepted");
-    (owner.clone(), coordinate(&owner.public_key(), "repo"))
+    let coordinate = host_repository(server, client, &owner, "repo", &[]).await;
+    (owner, coordinate)
 }
 
 #[tokio::test]
@@ -114,32 +113,26 @@ async fn negentropy_sync_with_nostr_sdk() {
 }
 
 #[tokio::test]
-async fn addressable_events_keep_only_the_newest() {
+async fn replaceable_events_keep_only_the_newest() {
     let server = TestServer::start();
-    let owner = Keys::generate();
+    let keys = Keys::generate();
     let mut raw = RawClient::connect(&server.ws_url()).await;
-    let npub = owner.public_key().to_bech32().unwrap();
-    let make = |name: &str, at: u64| {
-        EventBuilder::new(Kind::Custom(30617), "")
-            .tags([
-                Tag::identifier("repo"),
-                Tag::parse(["name", name]).unwrap(),
-                Tag::parse(["clone", &format!("http://{}/{npub}/repo.git", server.addr)]).unwrap(),
-                Tag::parse(["relays", &format!("ws://{}", server.addr)]).unwrap(),
-            ])
+    let make = |relay: &str, at: u64| {
+        EventBuilder::new(Kind::Custom(10317), "")
+            .tag(Tag::parse(["g", relay]).unwrap())
             .custom_created_at(Timestamp::from(at))
-            .sign_with_keys(&owner)
+            .sign_with_keys(&keys)
             .unwrap()
     };
     let now = Timestamp::now().as_secs();
-    let (v1, v2, v0) = (make("v1", now - 100), make("v2", now - 50), make("v0", now - 200));
+    let (v1, v2, v0) = (make("ws://a", now - 100), make("ws://b", now - 50), make("ws://c", now - 200));
     assert_eq!(raw.publish(&events::json(&v1)).await, (true, String::new()));
     assert_eq!(raw.publish(&events::json(&v2)).await, (true, String::new()));
     let (ok, msg) = raw.publish(&events::json(&v0)).await;
     assert!(!ok && msg.starts_with("invalid:"), "older version refused: {msg}");
     let (ok, msg) = raw.publish(&events::json(&v2)).await;
     assert!(ok && msg.starts_with("duplicate:"), "{msg}");
-    let got = raw.req("a", &[json!({"kinds": [30617]})]).await.unwrap();
+    let got = raw.req("a", &[json!({"kinds": [10317]})]).await.unwrap();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0]["id"], v2.id.to_hex());
 }
@@ -168,9 +161,12 @@ async fn forged_events_are_rejected_with_invalid() {
     let (ok, msg) = raw.publish(&not_an_event).await;
     assert!(!ok && msg.starts_with("invalid:"), "{msg}");
 
-    // nothing was stored, and the genuine event still goes through
+    // nothing was kept, and the genuine event still goes through (held until its git data)
     assert!(raw.req("s", &[json!({"kinds": [30617]})]).await.unwrap().is_empty());
-    assert!(raw.publish(&good).await.0);
+    assert_eq!(
+        raw.publish(&good).await,
+        (true, "purgatory: won't be served until git data arrives".to_owned())
+    );
 }
 
 #[tokio::test]

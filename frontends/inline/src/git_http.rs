@@ -138,7 +138,10 @@ async fn info_refs(
         Service::ReceivePack => "info_refs_receive_pack",
     };
     let metrics = grasp.metrics();
-    match smart_http::advertisement(&grasp.repositories().path(repo), service, protocol.as_deref()).await {
+    let hidden = grasp.hosting().hidden_refs(repo);
+    match smart_http::advertisement(&grasp.repositories().path(repo), service, protocol.as_deref(), &hidden)
+        .await
+    {
         Ok(body) => {
             metrics.git_requests.with_label_values(&[label, "ok"]).inc();
             let mut response = Response::new(body.into());
@@ -179,7 +182,9 @@ async fn rpc(
             let started = Instant::now();
             let limit = grasp.config().max_push_size;
             let path = grasp.repositories().path(repo);
-            let stream = match smart_http::upload_pack(&path, protocol.as_deref(), body, limit).await {
+            let hidden = grasp.hosting().hidden_refs(repo);
+            let stream = match smart_http::upload_pack(&path, protocol.as_deref(), &hidden, body, limit).await
+            {
                 Ok(stream) => stream,
                 Err(GitError::BadRequest(reason)) => {
                     metrics.git_requests.with_label_values(&["upload_pack", "bad_request"]).inc();

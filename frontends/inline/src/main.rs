@@ -9,17 +9,55 @@ mod websocket;
 
 use std::process::ExitCode;
 
-use clap::{CommandFactory, FromArgMatches, Parser};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use grasp_lib::config::{self, Config, ConfigArgs};
+use grasp_lib::purgatory::{listing, Purgatory};
 use grasp_lib::Grasp;
 
 /// A GRASP server: a Nostr relay and git smart-HTTP host whose push permission comes from
-/// signed Nostr state events.
+/// signed Nostr state events. Without a command it serves.
 #[derive(Debug, Parser)]
 #[command(name = "grasp-server", version)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     #[command(flatten)]
     config: ConfigArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Inspect events held until their git data arrives
+    Purgatory {
+        #[command(subcommand)]
+        action: PurgatoryAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PurgatoryAction {
+    /// List what is held and what would release it (safe while the server runs)
+    List {
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `grasp-server purgatory list`: reads the journal of the configured data path.
+fn list_purgatory(config: &Config, json: bool) -> ExitCode {
+    let dir = Purgatory::directory(&config.relay_data_path);
+    let (held, placeholders) = match Purgatory::read(&dir) {
+        Ok(found) => found,
+        Err(e) => return fail(format!("cannot read purgatory in {}: {e}", dir.display())),
+    };
+    let entries = listing::listing(&held, &placeholders);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&entries).expect("listing serializes"));
+    } else {
+        print!("{}", listing::render_table(&entries));
+    }
+    ExitCode::SUCCESS
 }
 
 fn parse_cli() -> Result<Cli, clap::Error> {
@@ -53,6 +91,9 @@ async fn main() -> ExitCode {
         Ok(config) => config,
         Err(e) => return fail(e),
     };
+    if let Some(Command::Purgatory { action: PurgatoryAction::List { json } }) = cli.command {
+        return list_purgatory(&config, json);
+    }
     grasp_lib::logging::init(&config.log_level);
     match run(config).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -78,8 +78,15 @@ fn is_protocol_v2(git_protocol: Option<&str>) -> bool {
     git_protocol.is_some_and(|p| p.split(':').any(|kv| kv == "version=2"))
 }
 
-/// The `git` command for `service` on the repository at `path`.
-pub fn command(service: Service, path: &Path, git_protocol: Option<&str>, advertise: bool) -> Command {
+/// The `git` command for `service` on the repository at `path`. `hidden_refs` are left out
+/// of what upload-pack advertises (pull request refs still waiting for their event).
+pub fn command(
+    service: Service,
+    path: &Path,
+    git_protocol: Option<&str>,
+    advertise: bool,
+    hidden_refs: &[String],
+) -> Command {
     let mut cmd = Command::new("git");
     if service == Service::UploadPack {
         cmd.args([
@@ -90,6 +97,9 @@ pub fn command(service: Service, path: &Path, git_protocol: Option<&str>, advert
             "-c",
             "uploadpack.allowFilter=true",
         ]);
+        for name in hidden_refs {
+            cmd.arg("-c").arg(format!("uploadpack.hideRefs={name}"));
+        }
     }
     cmd.arg(service.command()).arg("--stateless-rpc");
     if advertise {
@@ -109,8 +119,10 @@ pub async fn advertisement(
     path: &Path,
     service: Service,
     git_protocol: Option<&str>,
+    hidden_refs: &[String],
 ) -> Result<Vec<u8>, GitError> {
-    let output = command(service, path, git_protocol, true).stdin(Stdio::null()).output().await?;
+    let output =
+        command(service, path, git_protocol, true, hidden_refs).stdin(Stdio::null()).output().await?;
     if !output.status.success() {
         return Err(GitError::Command {
             command: format!("{} --advertise-refs", service.command()),
@@ -169,10 +181,11 @@ pub async fn pipe_body(
 pub async fn upload_pack(
     path: &Path,
     git_protocol: Option<&str>,
+    hidden_refs: &[String],
     mut body: Body,
     max_request: u64,
 ) -> Result<BoxStream<'static, std::io::Result<Bytes>>, GitError> {
-    let mut child = command(Service::UploadPack, path, git_protocol, false)
+    let mut child = command(Service::UploadPack, path, git_protocol, false, hidden_refs)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -1,7 +1,7 @@
 //! GRASP-01 acceptance rules as pure functions: facts in, [`Verdict`] out. No I/O here, so
 //! every rule is unit-tested directly.
 
-use nostr::{Event, PublicKey, Timestamp};
+use nostr::{Event, EventId, PublicKey, Timestamp};
 
 use super::{Prefix, Verdict};
 use crate::maintainers::MaintainerSet;
@@ -103,8 +103,13 @@ pub fn announcement(new: &RepoAnnouncement, origin: &ServiceOrigin, stored: &[Re
 }
 
 /// The rule for kind 30618. `stored` are the stored announcements with the state's
-/// identifier; `latest_own` is when the author's newest stored state for it was signed.
-pub fn state(state: &RepoState, stored: &[RepoAnnouncement], latest_own: Option<Timestamp>) -> Verdict {
+/// identifier; `latest_own` is (created_at, id) of the author's newest stored state for it.
+/// Replaceable semantics keep the newest and, on a tie, the lowest id.
+pub fn state(
+    state: &RepoState,
+    stored: &[RepoAnnouncement],
+    latest_own: Option<(Timestamp, EventId)>,
+) -> Verdict {
     let d = state.identifier.as_str();
     if stored.is_empty() {
         return Verdict::reject(
@@ -123,11 +128,14 @@ pub fn state(state: &RepoState, stored: &[RepoAnnouncement], latest_own: Option<
             ),
         );
     }
-    if latest_own.is_some_and(|t| t > state.created_at) {
+    if latest_own.is_some_and(|(at, id)| at > state.created_at || (at == state.created_at && id < state.id)) {
         return Verdict::reject(
             Prefix::Invalid,
             "stale_state",
-            format!("a newer state for '{d}' from this author is already stored"),
+            format!(
+                "a newer state for '{d}' from this author is already stored (or one signed in the same second \
+                 that wins the tie); sign a newer one"
+            ),
         );
     }
     Verdict::Accept
@@ -291,8 +299,11 @@ mod tests {
         assert_eq!(code(state(&st(&owner, "r"), &[], None)), "no_announcement");
         let s = st(&owner, "r");
         let later = Timestamp::from(s.created_at.as_secs() + 10);
-        assert_eq!(code(state(&s, &anns, Some(later))), "stale_state");
-        assert_eq!(state(&s, &anns, Some(s.created_at)), Verdict::Accept);
+        assert_eq!(code(state(&s, &anns, Some((later, EventId::all_zeros())))), "stale_state");
+        let lower = EventId::all_zeros();
+        let higher = EventId::from_byte_array([0xff; 32]);
+        assert_eq!(code(state(&s, &anns, Some((s.created_at, lower)))), "stale_state", "tie lost");
+        assert_eq!(state(&s, &anns, Some((s.created_at, higher))), Verdict::Accept, "tie won");
     }
 
     #[test]

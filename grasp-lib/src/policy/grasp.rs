@@ -1,122 +1,283 @@
-//! The GRASP-01 policy: gathers facts from the event store and applies [`super::decide`].
+//! The GRASP-01 policy: gathers facts from the store and purgatory, applies
+//! [`super::decide`], and holds events whose git data is not here yet.
+
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use nostr::{Event, Timestamp};
+use nostr::{Event, EventId, Timestamp};
 
 use super::decide::{self, DeletionFacts, ListsService, RelationFacts};
 use super::{EventPolicy, Prefix, Verdict};
-use crate::git::{RepoRef, Repositories};
-use crate::git_data::{process_newly_available_git_data, IdentifierLocks};
-use crate::metrics::Metrics;
-use crate::nip34::{kinds, EventReferences, RepoAnnouncement, RepoCoordinate, RepoState, MAX_REFERENCES};
-use crate::origin::ServiceOrigin;
-use crate::store::{EventStore, StoreError};
+use crate::git::RepoRef;
+use crate::hosting::{Hosting, DUPLICATE_HELD_MESSAGE, PURGATORY_MESSAGE};
+use crate::nip34::{
+    commit_tag, kinds, EventReferences, RepoAnnouncement, RepoCoordinate, RepoIdentifier, RepoState,
+    MAX_REFERENCES,
+};
+use crate::purgatory::{HeldEvent, HeldKind, HoldOutcome, PurgatoryError};
+use crate::store::StoreError;
 
-/// Store-backed GRASP-01 acceptance policy. Once an event is stored it also acts on it:
-/// an announcement that lists this server gets its bare repository, and every announcement
-/// or state triggers the git-data step so repositories follow their state.
+/// Why the policy could not decide (answered `error:`).
+#[derive(Debug, thiserror::Error)]
+enum PolicyError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Purgatory(#[from] PurgatoryError),
+    #[error(transparent)]
+    Git(#[from] crate::git::GitError),
+}
+
+/// Store- and purgatory-backed GRASP-01 acceptance policy.
+///
+/// New announcements, states, pull requests and pull request updates are held until their
+/// git data is here (released at once when it already is); events that relate only to a
+/// held repository wait with it. An announcement that lists this server gets its bare
+/// repository immediately, so the push that brings the data can land.
 #[derive(Debug, Clone)]
 pub struct GraspPolicy {
-    store: EventStore,
-    origin: ServiceOrigin,
-    repos: Repositories,
-    locks: IdentifierLocks,
-    metrics: Metrics,
+    hosting: Arc<Hosting>,
+}
+
+fn malformed(e: impl std::fmt::Display) -> Verdict {
+    Verdict::reject(Prefix::Invalid, "malformed", e.to_string())
+}
+
+fn held() -> Verdict {
+    Verdict::Hold { message: PURGATORY_MESSAGE.to_owned() }
 }
 
 impl GraspPolicy {
-    /// A policy for a server reachable at `origin`, reading facts from `store` and hosting
-    /// repositories in `repos`.
-    pub fn new(
-        store: EventStore,
-        origin: ServiceOrigin,
-        repos: Repositories,
-        locks: IdentifierLocks,
-        metrics: Metrics,
-    ) -> Self {
-        Self { store, origin, repos, locks, metrics }
+    /// A policy acting on `hosting`.
+    pub fn new(hosting: Arc<Hosting>) -> Self {
+        Self { hosting }
     }
 
-    async fn provision(&self, event: &Event) {
-        let identifier = match event.kind.as_u16() {
-            kinds::REPO_ANNOUNCEMENT => {
-                let Ok(ann) = RepoAnnouncement::parse(event) else { return };
-                if ListsService::of(&ann, &self.origin).both() {
-                    let repo = RepoRef::new(ann.owner, ann.identifier.clone());
-                    match self.repos.create(&repo).await {
-                        Ok(true) => {
-                            self.metrics.repos_created.inc();
-                            tracing::info!(repo = %repo, "repository created");
-                        }
-                        Ok(false) => {}
-                        Err(e) => tracing::warn!(repo = %repo, error = %e, "creating repository failed"),
-                    }
-                }
-                ann.identifier
-            }
-            kinds::REPO_STATE => match RepoState::parse(event) {
-                Ok(state) => state.identifier,
-                Err(_) => return,
-            },
-            _ => return,
-        };
-        let report =
-            process_newly_available_git_data(&self.repos, &self.locks, &self.store, &identifier, None, &[])
-                .await;
-        self.metrics.repos_aligned.inc_by(report.aligned.len() as u64);
-    }
-
-    async fn decide(&self, event: &Event) -> Result<Verdict, StoreError> {
+    async fn decide(&self, event: &Event) -> Result<Verdict, PolicyError> {
         if let Some(verdict) = decide::preliminary(event, Timestamp::now()) {
             return Ok(verdict);
         }
+        if self.hosting.purgatory().contains(&event.id) {
+            return Ok(Verdict::Hold { message: DUPLICATE_HELD_MESSAGE.to_owned() });
+        }
         match event.kind.as_u16() {
-            kinds::REPO_ANNOUNCEMENT => {
-                let ann = match RepoAnnouncement::parse(event) {
-                    Ok(ann) => ann,
-                    Err(e) => return Ok(Verdict::reject(Prefix::Invalid, "malformed", e.to_string())),
-                };
-                let stored = self.store.announcements(ann.identifier.as_str()).await?;
-                Ok(decide::announcement(&ann, &self.origin, &stored))
-            }
-            kinds::REPO_STATE => {
-                let state = match RepoState::parse(event) {
-                    Ok(state) => state,
-                    Err(e) => return Ok(Verdict::reject(Prefix::Invalid, "malformed", e.to_string())),
-                };
-                let d = state.identifier.as_str();
-                let stored = self.store.announcements(d).await?;
-                let latest_own = self.store.latest_state_by(state.author, d).await?.map(|e| e.created_at);
-                Ok(decide::state(&state, &stored, latest_own))
-            }
+            kinds::REPO_ANNOUNCEMENT => self.announcement(event).await,
+            kinds::REPO_STATE => self.state(event).await,
+            kinds::PULL_REQUEST | kinds::PULL_REQUEST_UPDATE => self.pull_request(event).await,
             kinds::DELETION => Ok(decide::deletion(&event.pubkey, &self.deletion_facts(event).await?)),
             kinds::USER_GRASP_LIST => Ok(Verdict::Accept),
-            _ => Ok(decide::related(self.relation_facts(event).await?)),
+            _ => self.related(event).await,
         }
     }
 
-    async fn relation_facts(&self, event: &Event) -> Result<RelationFacts, StoreError> {
+    /// Holds `entry`, lets the git-data step run, and reports whether it was released
+    /// right away (its data was already here).
+    async fn hold_and_process(&self, entry: HeldEvent) -> Result<Verdict, PolicyError> {
+        let id = entry.event.id;
+        let identifier = RepoIdentifier::new(&entry.identifier).ok();
+        if self.hosting.hold(entry).await? == HoldOutcome::Duplicate {
+            return Ok(Verdict::Hold { message: DUPLICATE_HELD_MESSAGE.to_owned() });
+        }
+        if let Some(identifier) = identifier {
+            let report = self.hosting.process(&identifier, None, &[]).await;
+            if report.released.iter().any(|(released, _)| *released == id) {
+                return Ok(Verdict::Released);
+            }
+        }
+        if !self.hosting.purgatory().contains(&id) {
+            // Its data was here but the store kept a newer version instead.
+            return Ok(Verdict::reject(
+                Prefix::Invalid,
+                "superseded",
+                "a newer version of this event is already stored",
+            ));
+        }
+        Ok(held())
+    }
+
+    async fn announcement(&self, event: &Event) -> Result<Verdict, PolicyError> {
+        let ann = match RepoAnnouncement::parse(event) {
+            Ok(ann) => ann,
+            Err(e) => return Ok(malformed(e)),
+        };
+        let d = ann.identifier.as_str();
+        let origin = self.hosting.origin();
+        let stored = self.hosting.store().announcements(d).await?;
+        let held = self.hosting.held_announcements(d);
+        let own_held = held.iter().find(|(_, a)| a.owner == ann.owner).map(|(e, _)| e.clone());
+        let mut all = stored.clone();
+        all.extend(held.iter().map(|(_, a)| a.clone()));
+
+        let verdict = decide::announcement(&ann, origin, &all);
+        if let Verdict::Reject(_) = verdict {
+            // The owner of a repository still in purgatory no longer lists us: let it go.
+            if let Some(old) = own_held.filter(|old| old.event.created_at <= event.created_at) {
+                let removed = self.hosting.purgatory().remove(&[old.event.id]).await?;
+                self.hosting.discard(removed).await;
+            }
+            return Ok(verdict);
+        }
+        if !ListsService::of(&ann, origin).both() {
+            // A maintainer companion: fine as soon as a stored announcement vouches for it;
+            // if only a held one does, it waits for that one.
+            if decide::announcement(&ann, origin, &stored) == Verdict::Accept {
+                return Ok(Verdict::Accept);
+            }
+            let root = held.iter().find(|(_, root)| {
+                root.owner != ann.owner && {
+                    let mut chain = all.clone();
+                    chain.retain(|a| a.owner != ann.owner);
+                    chain.push(ann.clone());
+                    crate::maintainers::MaintainerSet::from_announcements(root.owner, &chain)
+                        .contains(&ann.owner)
+                }
+            });
+            let Some((root_entry, _)) = root else { return Ok(Verdict::Accept) };
+            let mut entry = self.hosting.purgatory().entry(event.clone(), HeldKind::Dependent, d);
+            entry.waits_for = Some(root_entry.event.id);
+            entry.expires_at = root_entry.expires_at;
+            return self.hold_and_process(entry).await;
+        }
+        if stored.iter().any(|a| a.owner == ann.owner) {
+            // A newer version of an announcement we already serve.
+            return Ok(Verdict::Accept);
+        }
+        // A new repository: create it now so the push can land, and hold the announcement.
+        let repo = RepoRef::new(ann.owner, ann.identifier.clone());
+        let created = self.hosting.repos().create(&repo).await?;
+        if created {
+            tracing::info!(repo = %repo, "repository created for a held announcement");
+        }
+        let mut created_repo = created;
+        if let Some(old) = own_held {
+            if old.event.created_at > event.created_at {
+                return Ok(Verdict::reject(
+                    Prefix::Invalid,
+                    "stale_announcement",
+                    "a newer announcement for this repository is already waiting for its git data",
+                ));
+            }
+            created_repo |= old.created_repo;
+            self.hosting.purgatory().remove(&[old.event.id]).await?;
+        }
+        let mut entry = self.hosting.purgatory().entry(event.clone(), HeldKind::Announcement, d);
+        entry.created_repo = created_repo;
+        self.hold_and_process(entry).await
+    }
+
+    async fn state(&self, event: &Event) -> Result<Verdict, PolicyError> {
+        let state = match RepoState::parse(event) {
+            Ok(state) => state,
+            Err(e) => return Ok(malformed(e)),
+        };
+        let d = state.identifier.as_str();
+        let mut all = self.hosting.store().announcements(d).await?;
+        all.extend(self.hosting.held_announcements(d).into_iter().map(|(_, a)| a));
+        let latest_own =
+            self.hosting.store().latest_state_by(state.author, d).await?.map(|e| (e.created_at, e.id));
+        match decide::state(&state, &all, latest_own) {
+            Verdict::Accept => {
+                let entry = self.hosting.purgatory().entry(event.clone(), HeldKind::State, d);
+                self.hold_and_process(entry).await
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// The identifier of the hosted (stored or held) repository a pull request tags.
+    async fn tagged_repository(&self, refs: &EventReferences) -> Result<Option<String>, PolicyError> {
+        for c in refs.coordinates.iter().filter(|c| c.kind == kinds::REPO_ANNOUNCEMENT) {
+            if self.hosting.store().at_coordinate(c).await?.is_some()
+                || self.hosting.held_announcements(&c.identifier).iter().any(|(_, a)| a.owner == c.pubkey)
+            {
+                return Ok(Some(c.identifier.clone()));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn pull_request(&self, event: &Event) -> Result<Verdict, PolicyError> {
         let refs = EventReferences::of(event);
+        let Some(identifier) = self.tagged_repository(&refs).await? else {
+            return Ok(Verdict::reject(
+                Prefix::Blocked,
+                "unrelated",
+                "pull request must tag a repository hosted here ('a' tag 30617:<owner>:<identifier>)",
+            ));
+        };
+        if commit_tag(event).is_none() {
+            return Ok(Verdict::reject(
+                Prefix::Invalid,
+                "malformed",
+                "pull request needs a 'c' tag naming its tip commit (40 or 64 hex characters)",
+            ));
+        }
+        let entry = self.hosting.purgatory().entry(event.clone(), HeldKind::PullRequest, &identifier);
+        self.hold_and_process(entry).await
+    }
+
+    async fn related(&self, event: &Event) -> Result<Verdict, PolicyError> {
+        let refs = EventReferences::of(event);
+        let facts = self.relation_facts(event, &refs).await?;
+        if decide::related(facts) == Verdict::Accept {
+            return Ok(Verdict::Accept);
+        }
+        // Related only to something still in purgatory: wait for it.
+        if let Some(parent) = self.held_parent(&refs) {
+            let mut entry =
+                self.hosting.purgatory().entry(event.clone(), HeldKind::Dependent, &parent.identifier);
+            entry.waits_for = Some(parent.event.id);
+            entry.expires_at = parent.expires_at;
+            return self.hold_and_process(entry).await;
+        }
+        Ok(decide::related(facts))
+    }
+
+    /// A held event this event references (by coordinate or id), if any.
+    fn held_parent(&self, refs: &EventReferences) -> Option<HeldEvent> {
+        let purgatory = self.hosting.purgatory();
+        let by_id = refs.event_ids.iter().find_map(|id| purgatory.get(id));
+        by_id.or_else(|| {
+            refs.coordinates.iter().find_map(|c| {
+                purgatory
+                    .held_for(&c.identifier)
+                    .into_iter()
+                    .filter(|e| e.kind != HeldKind::Dependent)
+                    .find(|e| RepoCoordinate::of_event(&e.event).as_ref() == Some(c))
+            })
+        })
+    }
+
+    async fn relation_facts(
+        &self,
+        event: &Event,
+        refs: &EventReferences,
+    ) -> Result<RelationFacts, PolicyError> {
+        let store = self.hosting.store();
         let mut facts = RelationFacts::default();
         for coordinate in &refs.coordinates {
-            if self.store.at_coordinate(coordinate).await?.is_some() {
+            if store.at_coordinate(coordinate).await?.is_some() {
                 facts.tags_stored_coordinate = true;
                 return Ok(facts);
             }
         }
-        if !self.store.events_among(&refs.event_ids).await?.is_empty() {
+        if !store.events_among(&refs.event_ids).await?.is_empty() {
             facts.tags_stored_event = true;
             return Ok(facts);
         }
         let own_coordinate = RepoCoordinate::of_event(event);
-        facts.tagged_by_stored = self.store.is_referenced(&event.id, own_coordinate.as_ref()).await?;
+        facts.tagged_by_stored = store.is_referenced(&event.id, own_coordinate.as_ref()).await?;
         Ok(facts)
     }
 
-    /// NIP-09 names targets with `e` and `a` tags only (not `E`/`A`/`q`).
-    async fn deletion_facts(&self, event: &Event) -> Result<DeletionFacts, StoreError> {
-        let ids: Vec<_> = event.tags.event_ids().copied().take(MAX_REFERENCES).collect();
-        let targets = self.store.events_among(&ids).await?;
+    /// NIP-09 names targets with `e` and `a` tags only (not `E`/`A`/`q`). Held events count
+    /// as known targets.
+    async fn deletion_facts(&self, event: &Event) -> Result<DeletionFacts, PolicyError> {
+        let purgatory = self.hosting.purgatory();
+        let ids: Vec<EventId> = event.tags.event_ids().copied().take(MAX_REFERENCES).collect();
+        let targets = self.hosting.store().events_among(&ids).await?;
+        let mut authors: Vec<_> = targets.iter().map(|e| e.pubkey).collect();
+        authors.extend(ids.iter().filter_map(|id| purgatory.get(id)).map(|e| e.event.pubkey));
         let mut coordinates = Vec::new();
         for c in event.tags.coordinates().take(MAX_REFERENCES) {
             let c = RepoCoordinate {
@@ -124,10 +285,27 @@ impl GraspPolicy {
                 pubkey: c.public_key,
                 identifier: c.identifier.clone(),
             };
-            let stored = self.store.at_coordinate(&c).await?.is_some();
-            coordinates.push((c, stored));
+            let known = self.hosting.store().at_coordinate(&c).await?.is_some()
+                || purgatory
+                    .held_for(&c.identifier)
+                    .iter()
+                    .any(|e| RepoCoordinate::of_event(&e.event).as_ref() == Some(&c));
+            coordinates.push((c, known));
         }
-        Ok(DeletionFacts { stored_target_authors: targets.iter().map(|e| e.pubkey).collect(), coordinates })
+        Ok(DeletionFacts { stored_target_authors: authors, coordinates })
+    }
+
+    async fn after_store(&self, event: &Event) {
+        match event.kind.as_u16() {
+            kinds::DELETION => self.hosting.purge_deleted(event).await,
+            kinds::REPO_ANNOUNCEMENT => {
+                // A replaced or companion announcement can change maintainer sets.
+                if let Ok(ann) = RepoAnnouncement::parse(event) {
+                    self.hosting.process(&ann.identifier, None, &[]).await;
+                }
+            }
+            _ => {}
+        }
     }
 }
 
@@ -135,13 +313,13 @@ impl EventPolicy for GraspPolicy {
     fn evaluate<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, Verdict> {
         Box::pin(async move {
             self.decide(event).await.unwrap_or_else(|e| {
-                tracing::warn!(event_id = %event.id, error = %e, "policy could not read the store");
-                Verdict::reject(Prefix::Error, "store", "could not read the event store; try again later")
+                tracing::warn!(event_id = %event.id, error = %e, "policy failed");
+                Verdict::reject(Prefix::Error, "internal", "could not process this event; try again later")
             })
         })
     }
 
     fn stored<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, ()> {
-        Box::pin(self.provision(event))
+        Box::pin(self.after_store(event))
     }
 }

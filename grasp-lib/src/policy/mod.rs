@@ -77,6 +77,9 @@ pub enum Verdict {
         /// The `OK` message, e.g. `purgatory: won't be served until git data arrives`.
         message: String,
     },
+    /// The policy stored and delivered the event itself (its git data was already here);
+    /// answer `OK true` and do nothing else.
+    Released,
 }
 
 impl Verdict {

@@ -99,11 +99,59 @@ impl IngestOutcome {
     }
 }
 
+/// Stores accepted events and delivers them to live subscribers. Shared by the relay (for
+/// client EVENTs) and by purgatory (for events released when their git data arrives), so
+/// both paths save, count and broadcast the same way.
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    store: EventStore,
+    live: broadcast::Sender<Arc<LiveEvent>>,
+    metrics: Metrics,
+}
+
+impl Publisher {
+    /// A publisher over `store` whose live buffer holds `queue_len` events.
+    pub fn new(store: EventStore, metrics: Metrics, queue_len: usize) -> Self {
+        let (live, _) = broadcast::channel(queue_len.max(1));
+        Self { store, live, metrics }
+    }
+
+    /// The store events are saved to.
+    pub fn store(&self) -> &EventStore {
+        &self.store
+    }
+
+    /// A receiver of every event delivered live from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<LiveEvent>> {
+        self.live.subscribe()
+    }
+
+    /// Delivers an event to matching live subscriptions (without storing it).
+    pub fn broadcast(&self, event: Event) {
+        let json = event.as_json();
+        // No receivers is fine: nobody is listening.
+        let _ = self.live.send(Arc::new(LiveEvent { event, json }));
+    }
+
+    /// Saves `event`; when it was new, counts it and broadcasts it.
+    pub async fn publish(&self, event: &Event) -> Result<SaveEventStatus, crate::store::StoreError> {
+        if event.kind.is_ephemeral() {
+            self.broadcast(event.clone());
+            return Ok(SaveEventStatus::Success);
+        }
+        let status = self.store.save(event).await?;
+        if status.is_success() {
+            self.metrics.events_stored.with_label_values(&[kind_label(event.kind.as_u16())]).inc();
+            self.broadcast(event.clone());
+        }
+        Ok(status)
+    }
+}
+
 /// What every connection of one relay shares.
 pub struct Relay {
-    store: EventStore,
+    publisher: Publisher,
     policy: Arc<dyn EventPolicy>,
-    live: broadcast::Sender<Arc<LiveEvent>>,
     limits: RelayLimits,
     rate: Option<DefaultKeyedRateLimiter<IpAddr>>,
     metrics: Metrics,
@@ -116,22 +164,32 @@ impl std::fmt::Debug for Relay {
 }
 
 impl Relay {
-    /// A relay over `store` deciding with `policy`.
+    /// A relay publishing through `publisher` and deciding with `policy`.
     pub fn new(
-        store: EventStore,
+        publisher: Publisher,
         policy: Arc<dyn EventPolicy>,
         limits: RelayLimits,
         metrics: Metrics,
     ) -> Self {
         let rate =
             NonZeroU32::new(limits.events_per_minute).map(|n| RateLimiter::keyed(Quota::per_minute(n)));
-        let (live, _) = broadcast::channel(limits.subscriber_queue);
-        Self { store, policy, live, limits, rate, metrics }
+        Self { publisher, policy, limits, rate, metrics }
+    }
+
+    /// A relay with its own publisher over `store` (for embedding and tests).
+    pub fn with_store(
+        store: EventStore,
+        policy: Arc<dyn EventPolicy>,
+        limits: RelayLimits,
+        metrics: Metrics,
+    ) -> Self {
+        let publisher = Publisher::new(store, metrics.clone(), limits.subscriber_queue);
+        Self::new(publisher, policy, limits, metrics)
     }
 
     /// The store events are served from.
     pub fn store(&self) -> &EventStore {
-        &self.store
+        self.publisher.store()
     }
 
     /// The limits in force.
@@ -151,7 +209,7 @@ impl Relay {
 
     /// A receiver of every event delivered live from now on.
     pub fn subscribe_live(&self) -> broadcast::Receiver<Arc<LiveEvent>> {
-        self.live.subscribe()
+        self.publisher.subscribe()
     }
 
     /// True when `peer` may send another EVENT now.
@@ -165,9 +223,7 @@ impl Relay {
 
     /// Delivers an event to matching live subscriptions (without storing it).
     pub fn broadcast(&self, event: Event) {
-        let json = event.as_json();
-        // No receivers is fine: nobody is listening.
-        let _ = self.live.send(Arc::new(LiveEvent { event, json }));
+        self.publisher.broadcast(event);
     }
 
     /// Decides about, stores and broadcasts an event whose id and signature were verified.
@@ -181,7 +237,7 @@ impl Relay {
     }
 
     async fn ingest_verified(&self, event: Event, kind: &'static str) -> IngestOutcome {
-        match self.store.status(&event.id).await {
+        match self.store().status(&event.id).await {
             Ok(DatabaseEventStatus::Saved) => {
                 return IngestOutcome::accepted("duplicate: already have this event")
             }
@@ -203,20 +259,17 @@ impl Relay {
                 self.metrics.events_held.with_label_values(&[kind]).inc();
                 IngestOutcome::accepted(message)
             }
+            Verdict::Released => IngestOutcome::accepted(""),
             Verdict::Accept => self.store_and_broadcast(event, kind).await,
         }
     }
 
     async fn store_and_broadcast(&self, event: Event, kind: &'static str) -> IngestOutcome {
-        if event.kind.is_ephemeral() {
-            self.broadcast(event);
-            return IngestOutcome::accepted("");
-        }
-        match self.store.save(&event).await {
+        match self.publisher.publish(&event).await {
             Ok(SaveEventStatus::Success) => {
-                self.metrics.events_stored.with_label_values(&[kind]).inc();
-                self.policy.stored(&event).await;
-                self.broadcast(event);
+                if !event.kind.is_ephemeral() {
+                    self.policy.stored(&event).await;
+                }
                 IngestOutcome::accepted("")
             }
             Ok(SaveEventStatus::Rejected(reason)) => match reason {
@@ -248,7 +301,7 @@ impl Relay {
         }
     }
 
-    fn refuse(&self, kind: &'static str, code: &str, message: impl Into<String>) -> IngestOutcome {
+    pub(crate) fn refuse(&self, kind: &'static str, code: &str, message: impl Into<String>) -> IngestOutcome {
         self.metrics.events_rejected.with_label_values(&[kind, code]).inc();
         IngestOutcome::refused(message)
     }

@@ -1,0 +1,605 @@
+//! Hosting: the repositories on this server, the events that drive them, and purgatory.
+//!
+//! This is where git data and events meet. [`Hosting::process`] is the one step that runs
+//! whenever git data may have become available (after a push, when a held event arrives,
+//! when a repository is created): it releases held events whose data is here, aligns every
+//! repository with the identifier to its maintainers' newest state, and moves pull request
+//! refs. [`Hosting::sweep`] drops what waited too long.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use nostr::{Event, EventId};
+use nostr_database::DatabaseEventStatus;
+
+use crate::authorization::{nostr_ref_id, EventView, PushDecision};
+use crate::git::pktline::RefUpdate;
+use crate::git::refs::{self};
+use crate::git::{is_zero_oid, GitError, RepoRef, Repositories};
+use crate::git_data::{align_one, authoritative_state, IdentifierLocks, Outcome, ProcessReport};
+use crate::maintainers::MaintainerSet;
+use crate::metrics::Metrics;
+use crate::nip34::{commit_tag, kinds, RepoAnnouncement, RepoCoordinate, RepoIdentifier, RepoState};
+use crate::origin::ServiceOrigin;
+use crate::purgatory::{now_ms, HeldEvent, HeldKind, HoldOutcome, Placeholder, Purgatory, PurgatoryError};
+use crate::relay::Publisher;
+use crate::store::{EventStore, StoreError};
+
+/// The `OK` message of a held event (the GRASP spec string).
+pub const PURGATORY_MESSAGE: &str = "purgatory: won't be served until git data arrives";
+
+/// The `OK` message when the same event is already held.
+pub const DUPLICATE_HELD_MESSAGE: &str = "duplicate: already held; won't be served until git data arrives";
+
+/// Repositories, events and purgatory of one server.
+#[derive(Debug)]
+pub struct Hosting {
+    store: EventStore,
+    purgatory: Arc<Purgatory>,
+    repos: Repositories,
+    locks: IdentifierLocks,
+    publisher: Publisher,
+    origin: ServiceOrigin,
+    metrics: Metrics,
+}
+
+impl Hosting {
+    /// Everything hosting needs; see the field accessors for what each is.
+    pub fn new(
+        store: EventStore,
+        purgatory: Arc<Purgatory>,
+        repos: Repositories,
+        publisher: Publisher,
+        origin: ServiceOrigin,
+        metrics: Metrics,
+    ) -> Self {
+        let hosting =
+            Self { store, purgatory, repos, locks: IdentifierLocks::default(), publisher, origin, metrics };
+        hosting.update_gauges();
+        hosting
+    }
+
+    /// The event store.
+    pub fn store(&self) -> &EventStore {
+        &self.store
+    }
+
+    /// Purgatory.
+    pub fn purgatory(&self) -> &Purgatory {
+        &self.purgatory
+    }
+
+    /// The bare repositories.
+    pub fn repos(&self) -> &Repositories {
+        &self.repos
+    }
+
+    /// This server's public origin.
+    pub fn origin(&self) -> &ServiceOrigin {
+        &self.origin
+    }
+
+    fn update_gauges(&self) {
+        let counts = self.purgatory.counts();
+        for (kind, n) in counts.held {
+            self.metrics.purgatory_held.with_label_values(&[kind]).set(n as i64);
+        }
+        self.metrics.purgatory_placeholders.set(counts.placeholders as i64);
+    }
+
+    /// Held announcements with `identifier`, parsed.
+    pub fn held_announcements(&self, identifier: &str) -> Vec<(HeldEvent, RepoAnnouncement)> {
+        self.purgatory
+            .held_for(identifier)
+            .into_iter()
+            .filter(|e| e.kind == HeldKind::Announcement)
+            .filter_map(|e| RepoAnnouncement::parse(&e.event).ok().map(|a| (e, a)))
+            .collect()
+    }
+
+    fn held_states(&self, identifier: &str) -> Vec<(HeldEvent, RepoState)> {
+        let mut states: Vec<(HeldEvent, RepoState)> = self
+            .purgatory
+            .held_for(identifier)
+            .into_iter()
+            .filter(|e| e.kind == HeldKind::State)
+            .filter_map(|e| RepoState::parse(&e.event).ok().map(|s| (e, s)))
+            .collect();
+        states.sort_by_key(|(_, s)| s.created_at);
+        states
+    }
+
+    /// Holds an event (journaled before this returns).
+    pub async fn hold(&self, entry: HeldEvent) -> Result<HoldOutcome, PurgatoryError> {
+        let outcome = self.purgatory.hold(entry).await?;
+        self.update_gauges();
+        Ok(outcome)
+    }
+
+    /// Stores a held event and everything waiting for it, and delivers them live.
+    async fn release(&self, entry: HeldEvent, report: &mut ProcessReport) {
+        let mut queue = vec![entry];
+        while let Some(entry) = queue.pop() {
+            let id = entry.event.id;
+            match self.publisher.publish(&entry.event).await {
+                Ok(status) => {
+                    if status.is_success() {
+                        tracing::info!(event_id = %id, kind = entry.kind.as_str(), "released from purgatory");
+                        self.metrics.purgatory_released.with_label_values(&[entry.kind.as_str()]).inc();
+                        report.released.push((id, entry.kind));
+                    } else {
+                        tracing::debug!(event_id = %id, ?status, "held event superseded; dropped");
+                    }
+                    if let Err(e) = self.purgatory.remove(&[id]).await {
+                        report.errors.push(e.to_string());
+                    }
+                    queue.extend(self.purgatory.dependents_of(&id));
+                }
+                Err(e) => report.errors.push(format!("releasing {id}: {e}")),
+            }
+        }
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T, GitError> + Send + 'static,
+    ) -> Result<T, GitError> {
+        tokio::task::spawn_blocking(f).await?
+    }
+
+    /// True when one of `repos` holds every object in `oids`.
+    async fn objects_here(&self, repos: &[RepoRef], oids: &[String]) -> bool {
+        for repo in repos {
+            let path = self.repos.path(repo);
+            let oids = oids.to_vec();
+            let missing = self.blocking(move || refs::missing_objects(&refs::open(&path)?, &oids)).await;
+            if missing.is_ok_and(|m| m.is_empty()) {
+                return true;
+            }
+        }
+        false
+    }
+
+    async fn ref_target(&self, repo: &RepoRef, name: &str) -> Option<String> {
+        let (path, name) = (self.repos.path(repo), name.to_owned());
+        self.blocking(move || Ok(refs::ref_target(&refs::open(&path)?, &name))).await.ok().flatten()
+    }
+
+    async fn delete_ref(
+        &self,
+        repo: &RepoRef,
+        name: &str,
+        expected: Option<String>,
+    ) -> Result<bool, GitError> {
+        let (path, name) = (self.repos.path(repo), name.to_owned());
+        self.blocking(move || {
+            let git = refs::open(&path)?;
+            let Ok(mut reference) = git.find_reference(&name) else { return Ok(false) };
+            if expected.is_some_and(|e| reference.target().map(|t| t.to_string()) != Some(e)) {
+                return Ok(false);
+            }
+            reference.delete()?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn follows_a_state(&self, repo: &RepoRef) -> bool {
+        let path = self.repos.path(repo);
+        self.blocking(move || Ok(refs::applied_state(&refs::open(&path)?).is_some())).await.unwrap_or(false)
+    }
+
+    /// Processes newly available git data for every repository with `identifier`: see the
+    /// module documentation. `source` is where data landed (copied from first); `new_oids`
+    /// are the objects that arrived (informational). Safe to call at any time.
+    pub async fn process(
+        &self,
+        identifier: &RepoIdentifier,
+        source: Option<&RepoRef>,
+        new_oids: &[String],
+    ) -> ProcessReport {
+        let _guard = self.locks.lock(identifier).await;
+        let d = identifier.as_str();
+        let mut report = ProcessReport::default();
+        let stored = match self.store.announcements(d).await {
+            Ok(stored) => stored,
+            Err(e) => {
+                report.errors.push(e.to_string());
+                return report;
+            }
+        };
+        let held_anns = self.held_announcements(d);
+        let all_anns: Vec<RepoAnnouncement> =
+            stored.iter().cloned().chain(held_anns.iter().map(|(_, a)| a.clone())).collect();
+        let mut owners: Vec<_> = all_anns.iter().map(|a| a.owner).collect();
+        owners.sort();
+        owners.dedup();
+        let mut hosted = self.repos.with_identifier(owners, identifier);
+        if let Some(source) = source {
+            if !hosted.contains(source) && self.repos.exists(source) {
+                hosted.push(source.clone());
+            }
+            hosted.sort_by_key(|r| r != source);
+        }
+        tracing::debug!(%identifier, repos = hosted.len(), new_oids = new_oids.len(), "processing git data");
+
+        // 1. Held states whose objects are here.
+        for (entry, state) in self.held_states(d) {
+            let authorized = hosted
+                .iter()
+                .any(|r| MaintainerSet::from_announcements(r.owner, &all_anns).contains(&state.author));
+            let oids: Vec<String> = state.refs.values().cloned().collect();
+            if authorized && (oids.is_empty() || self.objects_here(&hosted, &oids).await) {
+                self.release(entry, &mut report).await;
+            }
+        }
+
+        // 2. Every repository follows the newest stored state of its maintainers.
+        let states = match EventView::states(&self.store, d).await {
+            Ok(states) => states,
+            Err(e) => {
+                report.errors.push(e.to_string());
+                return report;
+            }
+        };
+        for target in &hosted {
+            let set = MaintainerSet::from_announcements(target.owner, &all_anns);
+            let Some(state) = authoritative_state(&set, &states) else { continue };
+            match align_one(&self.repos, target, state, &hosted).await {
+                Ok(Outcome::Unchanged) => {}
+                Ok(Outcome::Aligned(id, changes, copied)) => {
+                    tracing::info!(repo = %target, state = %id, ?changes, "repository aligned to state");
+                    if copied {
+                        report.copied_into.push(target.clone());
+                    }
+                    self.metrics.repos_aligned.inc();
+                    report.aligned.push((target.clone(), id, changes));
+                }
+                Ok(Outcome::Waiting(missing, copied)) => {
+                    if copied {
+                        report.copied_into.push(target.clone());
+                    }
+                    report.waiting.push((target.clone(), missing));
+                }
+                Err(e) => {
+                    tracing::warn!(repo = %target, error = %e, "aligning repository failed");
+                    report.errors.push(format!("{target}: {e}"));
+                }
+            }
+        }
+
+        // 3. A held announcement is released once its repository follows a state.
+        for (entry, ann) in held_anns {
+            let repo = RepoRef::new(ann.owner, identifier.clone());
+            if self.repos.exists(&repo) && self.follows_a_state(&repo).await {
+                self.release(entry, &mut report).await;
+            }
+        }
+
+        // 4. Pull requests: released when refs/nostr/<id> holds their commit here.
+        self.process_pull_requests(identifier, &hosted, &all_anns, &mut report).await;
+
+        // 5. Placeholders whose event is stored now are no longer waiting.
+        let settled: Vec<EventId> = {
+            let mut settled = Vec::new();
+            for p in self.purgatory.placeholders().into_iter().filter(|p| p.identifier == d) {
+                if matches!(self.store.status(&p.event_id).await, Ok(DatabaseEventStatus::Saved)) {
+                    settled.push(p.event_id);
+                }
+            }
+            settled
+        };
+        if !settled.is_empty() {
+            if let Err(e) = self.purgatory.remove_placeholders(&settled).await {
+                report.errors.push(e.to_string());
+            }
+        }
+        self.update_gauges();
+        report
+    }
+
+    async fn process_pull_requests(
+        &self,
+        identifier: &RepoIdentifier,
+        hosted: &[RepoRef],
+        all_anns: &[RepoAnnouncement],
+        report: &mut ProcessReport,
+    ) {
+        let prs: Vec<HeldEvent> = self
+            .purgatory
+            .held_for(identifier.as_str())
+            .into_iter()
+            .filter(|e| e.kind == HeldKind::PullRequest)
+            .collect();
+        for entry in prs {
+            let Some(commit) = commit_tag(&entry.event) else { continue };
+            let id = entry.event.id;
+            let name = format!("refs/nostr/{}", id.to_hex());
+            let mut holder = None;
+            for repo in hosted {
+                match self.ref_target(repo, &name).await {
+                    Some(target) if target == commit => {
+                        holder.get_or_insert_with(|| repo.clone());
+                    }
+                    Some(other) => {
+                        // The pushed commit is not the one the event names: the ref goes,
+                        // the event keeps waiting for the right commit.
+                        if let Err(e) = self.delete_ref(repo, &name, Some(other.clone())).await {
+                            report.errors.push(format!("{repo}: {e}"));
+                        }
+                        tracing::info!(repo = %repo, event_id = %id, pushed = %other, expected = %commit, "deleted mismatching pull request ref");
+                        report.deleted_refs.push((repo.clone(), name.clone()));
+                        let _ = self.purgatory.remove_placeholders(&[id]).await;
+                    }
+                    None => {}
+                }
+            }
+            let Some(source) = holder else { continue };
+            self.release(entry.clone(), report).await;
+            let _ = self.purgatory.remove_placeholders(&[id]).await;
+            // Offer the PR in every repository here whose maintainers the PR addresses.
+            let tagged: HashSet<_> = crate::nip34::EventReferences::of(&entry.event)
+                .coordinates
+                .into_iter()
+                .filter(|c| c.kind == kinds::REPO_ANNOUNCEMENT && c.identifier == identifier.as_str())
+                .map(|c| c.pubkey)
+                .collect();
+            for target in hosted.iter().filter(|r| **r != source) {
+                let set = MaintainerSet::from_announcements(target.owner, all_anns);
+                if !tagged.iter().any(|pk| set.contains(pk)) || self.ref_target(target, &name).await.is_some()
+                {
+                    continue;
+                }
+                let result = async {
+                    refs::copy_objects(
+                        &self.repos.path(&source),
+                        &self.repos.path(target),
+                        &[commit.clone()],
+                    )
+                    .await?;
+                    let (path, name, commit) = (self.repos.path(target), name.clone(), commit.clone());
+                    self.blocking(move || {
+                        refs::open(&path)?.reference(
+                            &name,
+                            git2::Oid::from_str(&commit)?,
+                            true,
+                            "grasp: pull request",
+                        )?;
+                        Ok(())
+                    })
+                    .await
+                }
+                .await;
+                if let Err(e) = result {
+                    report.errors.push(format!("{target}: {e}"));
+                }
+            }
+        }
+    }
+
+    /// Removes a repository that was created only for a held announcement, unless it got
+    /// refs or a stored announcement meanwhile.
+    async fn remove_repo_if_unused(&self, repo: &RepoRef) {
+        if matches!(self.store.announcements(repo.identifier.as_str()).await, Ok(a) if a.iter().any(|a| a.owner == repo.owner))
+        {
+            return;
+        }
+        let path = self.repos.path(repo);
+        let probe = path.clone();
+        let empty =
+            self.blocking(move || Ok(refs::branches_and_tags(&refs::open(&probe)?)?.is_empty())).await;
+        if !matches!(empty, Ok(true)) {
+            return;
+        }
+        match tokio::fs::remove_dir_all(&path).await {
+            Ok(()) => {
+                tracing::info!(repo = %repo, "removed repository of an expired announcement");
+                if let Some(parent) = path.parent() {
+                    let _ = tokio::fs::remove_dir(parent).await; // only succeeds when empty
+                }
+            }
+            Err(e) => tracing::warn!(repo = %repo, error = %e, "removing repository failed"),
+        }
+    }
+
+    /// Cleans up after held entries that were taken out of purgatory without being
+    /// released: what waited for them goes too, and a repository created only for an
+    /// announcement among them is removed.
+    pub async fn discard(&self, entries: Vec<HeldEvent>) {
+        self.drop_entries(entries, false).await;
+        self.update_gauges();
+    }
+
+    async fn drop_entries(&self, entries: Vec<HeldEvent>, expired: bool) {
+        let mut queue = entries;
+        while let Some(entry) = queue.pop() {
+            if expired {
+                self.metrics.purgatory_expired.with_label_values(&[entry.kind.as_str()]).inc();
+                tracing::info!(event_id = %entry.event.id, kind = entry.kind.as_str(), "purgatory entry expired");
+            }
+            let dependents: Vec<EventId> =
+                self.purgatory.dependents_of(&entry.event.id).iter().map(|e| e.event.id).collect();
+            if let Ok(removed) = self.purgatory.remove(&dependents).await {
+                queue.extend(removed);
+            }
+            if entry.kind == HeldKind::Announcement && entry.created_repo {
+                if let Ok(identifier) = RepoIdentifier::new(&entry.identifier) {
+                    self.remove_repo_if_unused(&RepoRef::new(entry.event.pubkey, identifier)).await;
+                }
+            }
+        }
+    }
+
+    /// Drops everything past its deadline: held events (and their dependents; the bare
+    /// repository of an announcement that never got data) and unmatched `refs/nostr` refs.
+    pub async fn sweep(&self) {
+        let (held, placeholders) = match self.purgatory.take_expired(now_ms()).await {
+            Ok(expired) => expired,
+            Err(e) => {
+                tracing::warn!(error = %e, "purgatory sweep failed");
+                return;
+            }
+        };
+        self.drop_entries(held, true).await;
+        for placeholder in placeholders {
+            self.metrics.purgatory_placeholders_expired.inc();
+            let Ok(identifier) = RepoIdentifier::new(&placeholder.identifier) else { continue };
+            let repo = RepoRef::new(placeholder.owner, identifier);
+            let name = format!("refs/nostr/{}", placeholder.event_id.to_hex());
+            match self.delete_ref(&repo, &name, Some(placeholder.commit.clone())).await {
+                Ok(true) => tracing::info!(repo = %repo, %name, "deleted unmatched pull request ref"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(repo = %repo, %name, error = %e, "deleting unmatched ref failed"),
+            }
+        }
+        self.update_gauges();
+    }
+
+    /// Runs [`Hosting::sweep`] at every deadline, for as long as the server runs.
+    pub async fn run_expiry(self: Arc<Self>) {
+        loop {
+            let now = now_ms();
+            match self.purgatory.next_deadline() {
+                Some(deadline) if deadline <= now => self.sweep().await,
+                next => {
+                    let wait = next.map_or(60_000, |d| (d - now).min(60_000));
+                    self.purgatory.changed_or(Duration::from_millis(wait)).await;
+                }
+            }
+        }
+    }
+
+    /// A NIP-09 deletion also removes the author's matching held events.
+    pub async fn purge_deleted(&self, deletion: &Event) {
+        let ids: HashSet<EventId> = deletion.tags.event_ids().copied().collect();
+        let coordinates: Vec<RepoCoordinate> = deletion
+            .tags
+            .coordinates()
+            .map(|c| RepoCoordinate {
+                kind: c.kind.as_u16(),
+                pubkey: c.public_key,
+                identifier: c.identifier.clone(),
+            })
+            .collect();
+        let targets: Vec<EventId> = self
+            .purgatory
+            .all()
+            .into_iter()
+            .filter(|e| e.event.pubkey == deletion.pubkey)
+            .filter(|e| {
+                ids.contains(&e.event.id)
+                    || RepoCoordinate::of_event(&e.event).is_some_and(|c| {
+                        coordinates.contains(&c) && e.event.created_at <= deletion.created_at
+                    })
+            })
+            .map(|e| e.event.id)
+            .collect();
+        if targets.is_empty() {
+            return;
+        }
+        match self.purgatory.remove(&targets).await {
+            Ok(removed) => {
+                tracing::info!(deleted = removed.len(), "deletion request removed held events");
+                self.drop_entries(removed, false).await;
+            }
+            Err(e) => tracing::warn!(error = %e, "removing deleted held events failed"),
+        }
+        self.update_gauges();
+    }
+
+    /// A push is about to use held events: make sure they do not expire during it.
+    pub async fn extend_for_push(&self, repo: &RepoRef, decision: &PushDecision, updates: &[RefUpdate]) {
+        let mut ids: Vec<EventId> = updates.iter().filter_map(|u| nostr_ref_id(&u.name)).collect();
+        if let PushDecision::Authorized { state: Some(id) } = decision {
+            ids.push(*id);
+            ids.extend(
+                self.held_announcements(repo.identifier.as_str())
+                    .into_iter()
+                    .filter(|(_, a)| a.owner == repo.owner)
+                    .map(|(e, _)| e.event.id),
+            );
+        }
+        ids.retain(|id| self.purgatory.contains(id));
+        if !ids.is_empty() {
+            if let Err(e) = self.purgatory.extend(&ids, self.purgatory.timers().push_extension).await {
+                tracing::warn!(error = %e, "extending held events failed");
+            }
+        }
+    }
+
+    /// After a successful push: `refs/nostr/<id>` refs for events we do not know yet wait
+    /// (hidden from fetches) for their event.
+    pub async fn record_placeholders(&self, repo: &RepoRef, updates: &[RefUpdate]) {
+        for update in updates.iter().filter(|u| !is_zero_oid(&u.new)) {
+            let Some(id) = nostr_ref_id(&update.name) else { continue };
+            let known = self.purgatory.contains(&id)
+                || matches!(self.store.status(&id).await, Ok(DatabaseEventStatus::Saved));
+            if known {
+                continue;
+            }
+            let now = now_ms();
+            let placeholder = Placeholder {
+                event_id: id,
+                commit: update.new.clone(),
+                owner: repo.owner,
+                identifier: repo.identifier.as_str().to_owned(),
+                created_at: now,
+                expires_at: now + self.purgatory.timers().pr_ref_expiry.as_millis() as u64,
+            };
+            if let Err(e) = self.purgatory.add_placeholder(placeholder).await {
+                tracing::warn!(error = %e, "recording pull request placeholder failed");
+            }
+        }
+        self.update_gauges();
+    }
+
+    /// Refs fetchers must not see yet: pull request refs still waiting for their event.
+    pub fn hidden_refs(&self, repo: &RepoRef) -> Vec<String> {
+        self.purgatory
+            .placeholders_in(&repo.owner, repo.identifier.as_str())
+            .into_iter()
+            .map(|p| format!("refs/nostr/{}", p.event_id.to_hex()))
+            .collect()
+    }
+}
+
+/// Push authorization sees stored **and** held events.
+impl EventView for Hosting {
+    fn announcements<'a>(
+        &'a self,
+        identifier: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<RepoAnnouncement>, StoreError>> {
+        Box::pin(async move {
+            let mut all = self.store.announcements(identifier).await?;
+            all.extend(self.held_announcements(identifier).into_iter().map(|(_, a)| a));
+            Ok(all)
+        })
+    }
+
+    fn states<'a>(&'a self, identifier: &'a str) -> BoxFuture<'a, Result<Vec<RepoState>, StoreError>> {
+        Box::pin(async move {
+            let mut all = EventView::states(&self.store, identifier).await?;
+            all.extend(self.held_states(identifier).into_iter().map(|(_, s)| s));
+            Ok(all)
+        })
+    }
+
+    fn pull_request_commits<'a>(
+        &'a self,
+        ids: &'a [EventId],
+    ) -> BoxFuture<'a, Result<std::collections::HashMap<EventId, String>, StoreError>> {
+        Box::pin(async move {
+            let mut commits = self.store.pull_request_commits(ids).await?;
+            for id in ids {
+                if let Some(entry) = self.purgatory.get(id).filter(|e| e.kind == HeldKind::PullRequest) {
+                    if let Some(commit) = commit_tag(&entry.event) {
+                        commits.insert(*id, commit);
+                    }
+                }
+            }
+            Ok(commits)
+        })
+    }
+}

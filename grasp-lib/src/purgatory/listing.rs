@@ -1,0 +1,120 @@
+//! What purgatory holds and why, for operators (`grasp-server purgatory list`).
+
+use nostr::nips::nip19::ToBech32;
+use serde::Serialize;
+
+use super::{now_ms, HeldEvent, HeldKind, Placeholder};
+use crate::nip34::{commit_tag, RepoState};
+
+/// One line of the listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ListingEntry {
+    /// `announcement`, `state`, `pull_request`, `dependent` or `placeholder`.
+    pub kind: String,
+    /// The held event's id (for placeholders: the id in `refs/nostr/<id>`).
+    pub event_id: String,
+    /// Nostr event kind (absent for placeholders).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_kind: Option<u16>,
+    /// Repository identifier.
+    pub identifier: String,
+    /// Author npub (placeholders: the repository owner).
+    pub author: String,
+    /// When it arrived, ms since the Unix epoch.
+    pub received_at: u64,
+    /// When it expires, ms since the Unix epoch.
+    pub expires_at: u64,
+    /// Seconds left (0 when overdue).
+    pub expires_in_secs: u64,
+    /// What would release it.
+    pub waiting_for: String,
+}
+
+fn short(oid: &str) -> &str {
+    &oid[..oid.len().min(7)]
+}
+
+fn waiting_for(entry: &HeldEvent) -> String {
+    match entry.kind {
+        HeldKind::Announcement => "a push matching a maintainer's state for this repository".to_owned(),
+        HeldKind::State => match RepoState::parse(&entry.event) {
+            Ok(state) if state.refs.is_empty() => {
+                "nothing (empty state; released on the next git-data step)".to_owned()
+            }
+            Ok(state) => {
+                let refs: Vec<String> =
+                    state.refs.iter().map(|(name, oid)| format!("{name}={}", short(oid))).collect();
+                format!("git objects for {}", refs.join(", "))
+            }
+            Err(_) => "git objects".to_owned(),
+        },
+        HeldKind::PullRequest => match commit_tag(&entry.event) {
+            Some(c) => format!("commit {} at refs/nostr/{}", short(&c), entry.event.id.to_hex()),
+            None => "its commit".to_owned(),
+        },
+        HeldKind::Dependent => match entry.waits_for {
+            Some(id) => format!("release of held event {}", id.to_hex()),
+            None => "release of the event it references".to_owned(),
+        },
+    }
+}
+
+/// Builds the listing, soonest deadline first.
+pub fn listing(held: &[HeldEvent], placeholders: &[Placeholder]) -> Vec<ListingEntry> {
+    let now = now_ms();
+    let mut out: Vec<ListingEntry> = held
+        .iter()
+        .map(|e| ListingEntry {
+            kind: e.kind.as_str().to_owned(),
+            event_id: e.event.id.to_hex(),
+            event_kind: Some(e.event.kind.as_u16()),
+            identifier: e.identifier.clone(),
+            author: e.event.pubkey.to_bech32().unwrap_or_default(),
+            received_at: e.received_at,
+            expires_at: e.expires_at,
+            expires_in_secs: e.expires_at.saturating_sub(now) / 1000,
+            waiting_for: waiting_for(e),
+        })
+        .chain(placeholders.iter().map(|p| ListingEntry {
+            kind: "placeholder".to_owned(),
+            event_id: p.event_id.to_hex(),
+            event_kind: None,
+            identifier: p.identifier.clone(),
+            author: p.owner.to_bech32().unwrap_or_default(),
+            received_at: p.created_at,
+            expires_at: p.expires_at,
+            expires_in_secs: p.expires_at.saturating_sub(now) / 1000,
+            waiting_for: format!(
+                "a pull request event with this id and 'c' = {} (refs/nostr/{} is hidden until then)",
+                short(&p.commit),
+                p.event_id.to_hex()
+            ),
+        }))
+        .collect();
+    out.sort_by_key(|e| e.expires_at);
+    out
+}
+
+/// The listing as an aligned text table.
+pub fn render_table(entries: &[ListingEntry]) -> String {
+    if entries.is_empty() {
+        return "purgatory is empty\n".to_owned();
+    }
+    let mut out = String::new();
+    out.push_str(&format!(
+        "{:<13} {:<16} {:<20} {:>9}  {}\n",
+        "KIND", "EVENT", "REPOSITORY", "EXPIRES", "WAITING FOR"
+    ));
+    for e in entries {
+        let repo: String = e.identifier.chars().take(20).collect();
+        out.push_str(&format!(
+            "{:<13} {:<16} {:<20} {:>8}s  {}\n",
+            e.kind,
+            &e.event_id[..16],
+            repo,
+            e.expires_in_secs,
+            e.waiting_for
+        ));
+    }
+    out
+}

@@ -1,0 +1,551 @@
+//! Purgatory: events accepted with `OK true` but not served until their git data arrives,
+//! and git data (pull request refs) that arrived before its event.
+//!
+//! - **Held events**: new announcements, states, pull requests and pull request updates
+//!   whose git data is not here yet, plus events that only relate to a held repository
+//!   ("dependents", released with it). They are invisible to REQ, COUNT and negentropy and
+//!   are never broadcast until released.
+//! - **Placeholders**: a `refs/nostr/<id>` push for an event we do not know yet.
+//!
+//! Everything has a wall-clock deadline. Entries are indexed in memory and written to an
+//! append-only journal before a change is acknowledged, so a crash loses nothing and
+//! deadlines survive restarts. Matching against git data is late-bound: held states are
+//! compared with the refs at push time, never pre-computed.
+
+mod journal;
+pub mod listing;
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nostr::{Event, EventId, PublicKey};
+use serde::{Deserialize, Serialize};
+
+use journal::{Journal, Record};
+
+/// What kind of held event an entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeldKind {
+    /// A new repository announcement (30617); its repository exists already.
+    Announcement,
+    /// A repository state (30618) whose objects are not here yet.
+    State,
+    /// A pull request (1618) or pull request update (1619) whose commit is not at
+    /// `refs/nostr/<id>` yet.
+    PullRequest,
+    /// An event that relates only to a held event; released with it.
+    Dependent,
+}
+
+impl HeldKind {
+    /// Lower-case name, used in metrics labels and listings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HeldKind::Announcement => "announcement",
+            HeldKind::State => "state",
+            HeldKind::PullRequest => "pull_request",
+            HeldKind::Dependent => "dependent",
+        }
+    }
+
+    /// Every kind, in listing order.
+    pub const ALL: [HeldKind; 4] =
+        [HeldKind::Announcement, HeldKind::State, HeldKind::PullRequest, HeldKind::Dependent];
+}
+
+/// One held event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldEvent {
+    /// The event, exactly as received.
+    pub event: Event,
+    /// Why it is held.
+    pub kind: HeldKind,
+    /// The repository identifier it belongs to.
+    pub identifier: String,
+    /// When it arrived (ms since the Unix epoch).
+    pub received_at: u64,
+    /// When it is dropped if its data has not arrived (ms since the Unix epoch).
+    pub expires_at: u64,
+    /// For dependents: the held event they wait for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waits_for: Option<EventId>,
+    /// For announcements: the bare repository was created for this entry (and is removed
+    /// if the entry expires).
+    #[serde(default)]
+    pub created_repo: bool,
+}
+
+/// A `refs/nostr/<id>` ref pushed before its pull request event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placeholder {
+    /// The event id the ref is named after.
+    pub event_id: EventId,
+    /// The commit pushed.
+    pub commit: String,
+    /// The repository it was pushed to (owner and identifier).
+    pub owner: PublicKey,
+    /// The repository identifier.
+    pub identifier: String,
+    /// When it was pushed (ms since the Unix epoch).
+    pub created_at: u64,
+    /// When the ref is deleted if no matching event arrived (ms since the Unix epoch).
+    pub expires_at: u64,
+}
+
+/// How long things wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PurgatoryTimers {
+    /// Held events are dropped after this long without their git data.
+    pub expiry: Duration,
+    /// Unmatched `refs/nostr/<id>` refs are deleted after this long.
+    pub pr_ref_expiry: Duration,
+    /// A push that uses a held event makes sure it has at least this long left.
+    pub push_extension: Duration,
+}
+
+impl Default for PurgatoryTimers {
+    fn default() -> Self {
+        Self {
+            expiry: Duration::from_secs(30 * 60),
+            pr_ref_expiry: Duration::from_secs(20 * 60),
+            push_extension: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// The answer to [`Purgatory::hold`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldOutcome {
+    /// Newly held.
+    Held,
+    /// Already held (same event id); nothing changed.
+    Duplicate,
+}
+
+/// Numbers for metrics and listings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PurgatoryCounts {
+    /// Held events by kind.
+    pub held: HashMap<&'static str, usize>,
+    /// Placeholders.
+    pub placeholders: usize,
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or_default()
+}
+
+/// A failure to make a purgatory change durable.
+#[derive(Debug, thiserror::Error)]
+#[error("purgatory journal: {0}")]
+pub struct PurgatoryError(#[from] std::io::Error);
+
+/// In-memory indexes. `deadlines` orders everything by expiry so the sweeper finds the next
+/// deadline and the expired entries without scanning.
+#[derive(Debug, Default)]
+struct Index {
+    held: HashMap<EventId, HeldEvent>,
+    by_identifier: HashMap<String, BTreeSet<EventId>>,
+    placeholders: HashMap<EventId, Placeholder>,
+    /// (deadline, is placeholder, id)
+    deadlines: BTreeSet<(u64, bool, EventId)>,
+}
+
+impl Index {
+    fn insert(&mut self, entry: HeldEvent) {
+        if let Some(old) = self.held.get(&entry.event.id) {
+            self.deadlines.remove(&(old.expires_at, false, entry.event.id));
+        }
+        self.by_identifier.entry(entry.identifier.clone()).or_default().insert(entry.event.id);
+        self.deadlines.insert((entry.expires_at, false, entry.event.id));
+        self.held.insert(entry.event.id, entry);
+    }
+
+    fn remove(&mut self, id: &EventId) -> Option<HeldEvent> {
+        let entry = self.held.remove(id)?;
+        self.deadlines.remove(&(entry.expires_at, false, *id));
+        if let Some(ids) = self.by_identifier.get_mut(&entry.identifier) {
+            ids.remove(id);
+            if ids.is_empty() {
+                self.by_identifier.remove(&entry.identifier);
+            }
+        }
+        Some(entry)
+    }
+
+    fn insert_placeholder(&mut self, placeholder: Placeholder) {
+        if let Some(old) = self.placeholders.get(&placeholder.event_id) {
+            self.deadlines.remove(&(old.expires_at, true, placeholder.event_id));
+        }
+        self.deadlines.insert((placeholder.expires_at, true, placeholder.event_id));
+        self.placeholders.insert(placeholder.event_id, placeholder);
+    }
+
+    fn remove_placeholder(&mut self, id: &EventId) -> Option<Placeholder> {
+        let placeholder = self.placeholders.remove(id)?;
+        self.deadlines.remove(&(placeholder.expires_at, true, *id));
+        Some(placeholder)
+    }
+}
+
+/// The purgatory of one server. Reads are in memory; changes are journaled first.
+#[derive(Debug)]
+pub struct Purgatory {
+    shared: Arc<Shared>,
+    timers: PurgatoryTimers,
+    changed: tokio::sync::Notify,
+}
+
+#[derive(Debug)]
+struct Shared {
+    index: Mutex<Index>,
+    journal: Option<Mutex<Journal>>,
+}
+
+impl Shared {
+    fn index(&self) -> std::sync::MutexGuard<'_, Index> {
+        self.index.lock().expect("purgatory index poisoned")
+    }
+}
+
+impl Purgatory {
+    /// A purgatory that forgets everything on exit (memory store, tests).
+    pub fn in_memory(timers: PurgatoryTimers) -> Self {
+        let shared = Arc::new(Shared { index: Mutex::default(), journal: None });
+        Self { shared, timers, changed: tokio::sync::Notify::new() }
+    }
+
+    /// A durable purgatory journaled in `dir`, with everything it held before.
+    pub fn open(dir: &Path, timers: PurgatoryTimers) -> Result<Self, PurgatoryError> {
+        let (journal, replayed) = Journal::open(dir)?;
+        if replayed.skipped > 0 {
+            tracing::warn!(skipped = replayed.skipped, "purgatory journal had unreadable lines (torn write)");
+        }
+        let mut index = Index::default();
+        for entry in replayed.held.into_values() {
+            index.insert(entry);
+        }
+        for placeholder in replayed.placeholders.into_values() {
+            index.insert_placeholder(placeholder);
+        }
+        tracing::info!(held = index.held.len(), placeholders = index.placeholders.len(), "purgatory loaded");
+        let shared = Arc::new(Shared { index: Mutex::new(index), journal: Some(Mutex::new(journal)) });
+        Ok(Self { shared, timers, changed: tokio::sync::Notify::new() })
+    }
+
+    /// Where the journal of a store in `relay_data_path` lives.
+    pub fn directory(relay_data_path: &Path) -> PathBuf {
+        relay_data_path.join("purgatory")
+    }
+
+    /// Reads what a journal directory holds, without opening it for writing (operator tools;
+    /// safe while a server runs).
+    pub fn read(dir: &Path) -> Result<(Vec<HeldEvent>, Vec<Placeholder>), PurgatoryError> {
+        let replayed = Journal::replay(&dir.join("purgatory.jsonl"))?;
+        Ok((replayed.held.into_values().collect(), replayed.placeholders.into_values().collect()))
+    }
+
+    /// The configured timers.
+    pub fn timers(&self) -> PurgatoryTimers {
+        self.timers
+    }
+
+    fn index(&self) -> std::sync::MutexGuard<'_, Index> {
+        self.shared.index()
+    }
+
+    /// Applies `change` to the index and journals the records it returns, in one order for
+    /// both. The journal write (with its fsync) runs on the blocking pool; the change is
+    /// acknowledged only once it is on disk.
+    async fn change<T, F>(&self, change: F) -> Result<T, PurgatoryError>
+    where
+        F: FnOnce(&mut Index) -> (T, Vec<Record>) + Send + 'static,
+        T: Send + 'static,
+    {
+        let shared = self.shared.clone();
+        let apply = move || -> Result<T, PurgatoryError> {
+            let Some(journal) = &shared.journal else {
+                return Ok(change(&mut shared.index()).0);
+            };
+            let mut journal = journal.lock().expect("purgatory journal poisoned");
+            let (out, records) = change(&mut shared.index());
+            journal.append(&records)?;
+            let index = shared.index();
+            if journal.wants_compaction(index.held.len() + index.placeholders.len()) {
+                if let Err(e) = journal.compact(&index.held, &index.placeholders) {
+                    tracing::warn!(error = %e, "purgatory journal compaction failed");
+                }
+            }
+            Ok(out)
+        };
+        let out = if self.shared.journal.is_some() {
+            tokio::task::spawn_blocking(apply).await.map_err(std::io::Error::other)??
+        } else {
+            apply()?
+        };
+        self.changed.notify_waiters();
+        Ok(out)
+    }
+
+    /// Holds `entry` unless an event with the same id is held already.
+    pub async fn hold(&self, entry: HeldEvent) -> Result<HoldOutcome, PurgatoryError> {
+        self.change(move |index| {
+            if index.held.contains_key(&entry.event.id) {
+                return (HoldOutcome::Duplicate, Vec::new());
+            }
+            let record = Record::Hold { entry: Box::new(entry.clone()) };
+            index.insert(entry);
+            (HoldOutcome::Held, vec![record])
+        })
+        .await
+    }
+
+    /// Removes held events; returns those that were held.
+    pub async fn remove(&self, ids: &[EventId]) -> Result<Vec<HeldEvent>, PurgatoryError> {
+        let ids = ids.to_vec();
+        self.change(move |index| {
+            let removed: Vec<HeldEvent> = ids.iter().filter_map(|id| index.remove(id)).collect();
+            let records = removed.iter().map(|e| Record::Drop { id: e.event.id }).collect();
+            (removed, records)
+        })
+        .await
+    }
+
+    /// Makes sure each of `ids` has at least `min_remaining` left before it expires.
+    pub async fn extend(&self, ids: &[EventId], min_remaining: Duration) -> Result<(), PurgatoryError> {
+        let ids = ids.to_vec();
+        let until = now_ms() + min_remaining.as_millis() as u64;
+        self.change(move |index| {
+            let mut records = Vec::new();
+            for id in &ids {
+                if let Some(mut entry) = index.held.get(id).cloned() {
+                    if entry.expires_at < until {
+                        entry.expires_at = until;
+                        records.push(Record::Hold { entry: Box::new(entry.clone()) });
+                        index.insert(entry);
+                    }
+                }
+            }
+            ((), records)
+        })
+        .await
+    }
+
+    /// Records a git-first `refs/nostr/<id>` push (replacing an older placeholder for the id).
+    pub async fn add_placeholder(&self, placeholder: Placeholder) -> Result<(), PurgatoryError> {
+        self.change(move |index| {
+            let record = Record::Placeholder { placeholder: placeholder.clone() };
+            index.insert_placeholder(placeholder);
+            ((), vec![record])
+        })
+        .await
+    }
+
+    /// Removes placeholders; returns those that existed.
+    pub async fn remove_placeholders(&self, ids: &[EventId]) -> Result<Vec<Placeholder>, PurgatoryError> {
+        let ids = ids.to_vec();
+        self.change(move |index| {
+            let removed: Vec<Placeholder> =
+                ids.iter().filter_map(|id| index.remove_placeholder(id)).collect();
+            let records = removed.iter().map(|p| Record::DropPlaceholder { id: p.event_id }).collect();
+            (removed, records)
+        })
+        .await
+    }
+
+    /// Takes out everything whose deadline is at or before `now`.
+    pub async fn take_expired(&self, now: u64) -> Result<(Vec<HeldEvent>, Vec<Placeholder>), PurgatoryError> {
+        self.change(move |index| {
+            let due: Vec<(u64, bool, EventId)> =
+                index.deadlines.iter().take_while(|(at, _, _)| *at <= now).copied().collect();
+            let held: Vec<HeldEvent> =
+                due.iter().filter(|(_, p, _)| !p).filter_map(|(_, _, id)| index.remove(id)).collect();
+            let placeholders: Vec<Placeholder> = due
+                .iter()
+                .filter(|(_, p, _)| *p)
+                .filter_map(|(_, _, id)| index.remove_placeholder(id))
+                .collect();
+            let records = held
+                .iter()
+                .map(|e| Record::Drop { id: e.event.id })
+                .chain(placeholders.iter().map(|p| Record::DropPlaceholder { id: p.event_id }))
+                .collect();
+            ((held, placeholders), records)
+        })
+        .await
+    }
+
+    /// A held event by id.
+    pub fn get(&self, id: &EventId) -> Option<HeldEvent> {
+        self.index().held.get(id).cloned()
+    }
+
+    /// True when the event is held.
+    pub fn contains(&self, id: &EventId) -> bool {
+        self.index().held.contains_key(id)
+    }
+
+    /// Held events of a repository identifier.
+    pub fn held_for(&self, identifier: &str) -> Vec<HeldEvent> {
+        let index = self.index();
+        index
+            .by_identifier
+            .get(identifier)
+            .map(|ids| ids.iter().filter_map(|id| index.held.get(id).cloned()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Held events waiting for `id` to be released.
+    pub fn dependents_of(&self, id: &EventId) -> Vec<HeldEvent> {
+        self.index().held.values().filter(|e| e.waits_for.as_ref() == Some(id)).cloned().collect()
+    }
+
+    /// Every held event.
+    pub fn all(&self) -> Vec<HeldEvent> {
+        self.index().held.values().cloned().collect()
+    }
+
+    /// The placeholder for `id`, if any.
+    pub fn placeholder(&self, id: &EventId) -> Option<Placeholder> {
+        self.index().placeholders.get(id).cloned()
+    }
+
+    /// Placeholders in one repository.
+    pub fn placeholders_in(&self, owner: &PublicKey, identifier: &str) -> Vec<Placeholder> {
+        self.index()
+            .placeholders
+            .values()
+            .filter(|p| p.owner == *owner && p.identifier == identifier)
+            .cloned()
+            .collect()
+    }
+
+    /// Every placeholder.
+    pub fn placeholders(&self) -> Vec<Placeholder> {
+        self.index().placeholders.values().cloned().collect()
+    }
+
+    /// Counts by kind.
+    pub fn counts(&self) -> PurgatoryCounts {
+        let index = self.index();
+        let mut held: HashMap<&'static str, usize> = HeldKind::ALL.iter().map(|k| (k.as_str(), 0)).collect();
+        for entry in index.held.values() {
+            *held.entry(entry.kind.as_str()).or_default() += 1;
+        }
+        PurgatoryCounts { held, placeholders: index.placeholders.len() }
+    }
+
+    /// The earliest deadline of anything in purgatory.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.index().deadlines.first().map(|(at, _, _)| *at)
+    }
+
+    /// Waits until something changes (or `timeout` passes): lets the expiry sweeper sleep
+    /// until the next deadline yet notice new, earlier ones.
+    pub async fn changed_or(&self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.changed.notified()).await;
+    }
+
+    /// A new held entry for `event` with the default deadline from now.
+    pub fn entry(&self, event: Event, kind: HeldKind, identifier: &str) -> HeldEvent {
+        let now = now_ms();
+        HeldEvent {
+            event,
+            kind,
+            identifier: identifier.to_owned(),
+            received_at: now,
+            expires_at: now + self.timers.expiry.as_millis() as u64,
+            waits_for: None,
+            created_repo: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use nostr::{EventBuilder, Keys};
+
+    use super::*;
+
+    fn event() -> Event {
+        EventBuilder::text_note("x").sign_with_keys(&Keys::generate()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn survives_reopen_with_deadlines_and_drops() {
+        let dir = tempfile::tempdir().unwrap();
+        let timers = PurgatoryTimers::default();
+        let (a, b) = (event(), event());
+        {
+            let p = Purgatory::open(dir.path(), timers).unwrap();
+            let mut ea = p.entry(a.clone(), HeldKind::State, "r");
+            ea.expires_at = 1234;
+            assert_eq!(p.hold(ea).await.unwrap(), HoldOutcome::Held);
+            assert_eq!(
+                p.hold(p.entry(a.clone(), HeldKind::State, "r")).await.unwrap(),
+                HoldOutcome::Duplicate
+            );
+            p.hold(p.entry(b.clone(), HeldKind::PullRequest, "r")).await.unwrap();
+            p.remove(&[b.id]).await.unwrap();
+            p.add_placeholder(Placeholder {
+                event_id: b.id,
+                commit: "c".repeat(40),
+                owner: a.pubkey,
+                identifier: "r".into(),
+                created_at: 1,
+                expires_at: 2,
+            })
+            .await
+            .unwrap();
+        }
+        let p = Purgatory::open(dir.path(), timers).unwrap();
+        assert_eq!(p.get(&a.id).unwrap().expires_at, 1234);
+        assert!(!p.contains(&b.id));
+        assert_eq!(p.placeholder(&b.id).unwrap().commit, "c".repeat(40));
+        assert_eq!(p.held_for("r").len(), 1);
+        assert_eq!(p.next_deadline(), Some(2));
+        let (held, placeholders) = p.take_expired(2000).await.unwrap();
+        assert_eq!((held.len(), placeholders.len()), (1, 1));
+        drop(p);
+        let p = Purgatory::open(dir.path(), timers).unwrap();
+        assert_eq!(p.counts().held["state"], 0);
+        assert!(p.placeholders().is_empty());
+    }
+
+    #[tokio::test]
+    async fn torn_last_line_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = event();
+        {
+            let p = Purgatory::open(dir.path(), PurgatoryTimers::default()).unwrap();
+            p.hold(p.entry(a.clone(), HeldKind::State, "r")).await.unwrap();
+        }
+        let path = dir.path().join("purgatory.jsonl");
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str("{\"op\":\"hold\",\"entry\":{\"ev");
+        std::fs::write(&path, text).unwrap();
+        let p = Purgatory::open(dir.path(), PurgatoryTimers::default()).unwrap();
+        assert!(p.contains(&a.id));
+        let (held, _) = Purgatory::read(dir.path()).unwrap();
+        assert_eq!(held.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn extend_only_moves_deadlines_later() {
+        let p = Purgatory::in_memory(PurgatoryTimers::default());
+        let a = event();
+        let mut entry = p.entry(a.clone(), HeldKind::State, "r");
+        entry.expires_at = now_ms() + 1000;
+        p.hold(entry).await.unwrap();
+        p.extend(&[a.id], Duration::from_secs(600)).await.unwrap();
+        let after = p.get(&a.id).unwrap().expires_at;
+        assert!(after >= now_ms() + 590_000);
+        p.extend(&[a.id], Duration::from_secs(1)).await.unwrap();
+        assert_eq!(p.get(&a.id).unwrap().expires_at, after);
+        assert_eq!(p.dependents_of(&a.id).len(), 0);
+    }
+}
