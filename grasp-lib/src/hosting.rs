@@ -6,7 +6,7 @@
 //! repository with the identifier to its maintainers' newest state, and moves pull request
 //! refs. [`Hosting::sweep`] drops what waited too long.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use nostr_database::DatabaseEventStatus;
 
 use crate::authorization::{nostr_ref_id, EventView, PushDecision};
 use crate::git::pktline::RefUpdate;
-use crate::git::refs::{self};
+use crate::git::refs;
 use crate::git::{is_zero_oid, GitError, RepoRef, Repositories};
 use crate::git_data::{align_one, authoritative_state, IdentifierLocks, Outcome, ProcessReport};
 use crate::maintainers::MaintainerSet;
@@ -26,6 +26,18 @@ use crate::origin::ServiceOrigin;
 use crate::purgatory::{now_ms, HeldEvent, HeldKind, HoldOutcome, Placeholder, Purgatory, PurgatoryError};
 use crate::relay::Publisher;
 use crate::store::{EventStore, StoreError};
+
+/// What made git data (possibly) available, so the git-data step checks only what it
+/// can affect.
+#[derive(Debug, Clone, Copy)]
+pub enum Arrival<'a> {
+    /// A held event just arrived (its data may already be here).
+    Held(EventId),
+    /// Git data landed, in this repository when known (a push, a fetch).
+    GitData(Option<&'a RepoRef>),
+    /// Stored announcements changed, so maintainer sets may have.
+    Announcements,
+}
 
 /// The `OK` message of a held event (the GRASP spec string).
 pub const PURGATORY_MESSAGE: &str = "purgatory: won't be served until git data arrives";
@@ -149,17 +161,47 @@ impl Hosting {
         tokio::task::spawn_blocking(f).await?
     }
 
-    /// True when one of `repos` holds every object in `oids`.
-    async fn objects_here(&self, repos: &[RepoRef], oids: &[String]) -> bool {
-        for repo in repos {
-            let path = self.repos.path(repo);
-            let oids = oids.to_vec();
-            let missing = self.blocking(move || refs::missing_objects(&refs::open(&path)?, &oids)).await;
-            if missing.is_ok_and(|m| m.is_empty()) {
-                return true;
+    /// For each state, whether one of `repos` holds every object it names (each repository
+    /// is opened once, however many states there are).
+    async fn satisfiable(&self, repos: &[RepoRef], states: Vec<RepoState>) -> Vec<(RepoState, bool)> {
+        let paths: Vec<_> = repos.iter().map(|r| self.repos.path(r)).collect();
+        let checked = self
+            .blocking(move || {
+                let gits: Vec<git2::Repository> = paths.iter().filter_map(|p| refs::open(p).ok()).collect();
+                Ok(states
+                    .into_iter()
+                    .map(|state| {
+                        let oids: Vec<String> = state.refs.values().cloned().collect();
+                        let here = oids.is_empty()
+                            || gits
+                                .iter()
+                                .any(|git| refs::missing_objects(git, &oids).is_ok_and(|m| m.is_empty()));
+                        (state, here)
+                    })
+                    .collect())
+            })
+            .await;
+        checked.unwrap_or_default()
+    }
+
+    /// `refs/nostr/<id>` refs of a repository, by event id.
+    async fn nostr_refs(&self, repo: &RepoRef) -> HashMap<EventId, String> {
+        let path = self.repos.path(repo);
+        self.blocking(move || {
+            let git = refs::open(&path)?;
+            let mut out = HashMap::new();
+            for reference in git.references_glob("refs/nostr/*")? {
+                let reference = reference?;
+                if let (Ok(name), Some(target)) = (reference.name(), reference.target()) {
+                    if let Some(id) = nostr_ref_id(name) {
+                        out.insert(id, target.to_string());
+                    }
+                }
             }
-        }
-        false
+            Ok(out)
+        })
+        .await
+        .unwrap_or_default()
     }
 
     async fn ref_target(&self, repo: &RepoRef, name: &str) -> Option<String> {
@@ -191,18 +233,23 @@ impl Hosting {
         self.blocking(move || Ok(refs::applied_state(&refs::open(&path)?).is_some())).await.unwrap_or(false)
     }
 
-    /// Processes newly available git data for every repository with `identifier`: see the
-    /// module documentation. `source` is where data landed (copied from first); `new_oids`
-    /// are the objects that arrived (informational). Safe to call at any time.
-    pub async fn process(
-        &self,
-        identifier: &RepoIdentifier,
-        source: Option<&RepoRef>,
-        new_oids: &[String],
-    ) -> ProcessReport {
+    /// The git-data step for every repository with `identifier`; see the module
+    /// documentation. `arrival` says what happened, so only what it can affect is checked:
+    /// a held event that just arrived is the only candidate for release, while new git data
+    /// re-checks every held state and the pull request refs of the repositories.
+    pub async fn process(&self, identifier: &RepoIdentifier, arrival: Arrival<'_>) -> ProcessReport {
         let _guard = self.locks.lock(identifier).await;
         let d = identifier.as_str();
         let mut report = ProcessReport::default();
+        let arrived = match arrival {
+            Arrival::Held(id) => match self.purgatory.get(&id) {
+                // A dependent waits for its parent, which is held: nothing can change.
+                Some(entry) if entry.kind == HeldKind::Dependent => return report,
+                Some(entry) => Some(entry),
+                None => return report,
+            },
+            _ => None,
+        };
         let stored = match self.store.announcements(d).await {
             Ok(stored) => stored,
             Err(e) => {
@@ -217,37 +264,116 @@ impl Hosting {
         owners.sort();
         owners.dedup();
         let mut hosted = self.repos.with_identifier(owners, identifier);
-        if let Some(source) = source {
+        if let Arrival::GitData(Some(source)) = arrival {
             if !hosted.contains(source) && self.repos.exists(source) {
                 hosted.push(source.clone());
             }
             hosted.sort_by_key(|r| r != source);
         }
-        tracing::debug!(%identifier, repos = hosted.len(), new_oids = new_oids.len(), "processing git data");
+        tracing::debug!(%identifier, repos = hosted.len(), ?arrival, "processing git data");
+        let only = |kind: HeldKind| -> Option<Vec<HeldEvent>> {
+            match &arrived {
+                Some(entry) if entry.kind == kind => Some(vec![entry.clone()]),
+                Some(_) => None,
+                None => Some(self.purgatory.held_for(d).into_iter().filter(|e| e.kind == kind).collect()),
+            }
+        };
 
         // 1. Held states whose objects are here.
-        for (entry, state) in self.held_states(d) {
-            let authorized = hosted
-                .iter()
-                .any(|r| MaintainerSet::from_announcements(r.owner, &all_anns).contains(&state.author));
-            let oids: Vec<String> = state.refs.values().cloned().collect();
-            if authorized && (oids.is_empty() || self.objects_here(&hosted, &oids).await) {
-                self.release(entry, &mut report).await;
+        if let Some(entries) = only(HeldKind::State) {
+            let mut states: Vec<(HeldEvent, RepoState)> =
+                entries.into_iter().filter_map(|e| RepoState::parse(&e.event).ok().map(|s| (e, s))).collect();
+            states.sort_by_key(|(_, s)| s.created_at);
+            let authorized: Vec<(HeldEvent, RepoState)> = states
+                .into_iter()
+                .filter(|(_, s)| {
+                    hosted
+                        .iter()
+                        .any(|r| MaintainerSet::from_announcements(r.owner, &all_anns).contains(&s.author))
+                })
+                .collect();
+            let (entries, states): (Vec<HeldEvent>, Vec<RepoState>) = authorized.into_iter().unzip();
+            let checked = self.satisfiable(&hosted, states).await;
+            for (entry, (_, here)) in entries.into_iter().zip(checked) {
+                if here {
+                    self.release(entry, &mut report).await;
+                }
             }
         }
 
         // 2. Every repository follows the newest stored state of its maintainers.
+        let pr_only = arrived.as_ref().is_some_and(|e| e.kind == HeldKind::PullRequest);
+        if !pr_only {
+            self.align_all(d, &hosted, &all_anns, &mut report).await;
+        }
+
+        // 3. A held announcement is released once its repository follows a state.
+        if let Some(entries) = only(HeldKind::Announcement) {
+            for entry in entries {
+                let Ok(ann) = RepoAnnouncement::parse(&entry.event) else { continue };
+                let repo = RepoRef::new(ann.owner, identifier.clone());
+                if self.repos.exists(&repo) && self.follows_a_state(&repo).await {
+                    self.release(entry, &mut report).await;
+                }
+            }
+        }
+
+        // 4. Pull requests: released when refs/nostr/<id> holds their commit here.
+        match (&arrival, &arrived) {
+            (Arrival::Held(_), Some(entry)) if entry.kind == HeldKind::PullRequest => {
+                let name = format!("refs/nostr/{}", entry.event.id.to_hex());
+                let mut found = Vec::new();
+                for repo in &hosted {
+                    if let Some(target) = self.ref_target(repo, &name).await {
+                        found.push((repo.clone(), target));
+                    }
+                }
+                self.settle_pull_request(entry.clone(), found, &hosted, &all_anns, identifier, &mut report)
+                    .await;
+            }
+            (Arrival::GitData(_), _) => {
+                let mut refs_by_repo = Vec::new();
+                for repo in &hosted {
+                    refs_by_repo.push((repo.clone(), self.nostr_refs(repo).await));
+                }
+                let ids: HashSet<EventId> =
+                    refs_by_repo.iter().flat_map(|(_, m)| m.keys().copied()).collect();
+                for id in ids {
+                    let Some(entry) = self.purgatory.get(&id).filter(|e| e.kind == HeldKind::PullRequest)
+                    else {
+                        continue;
+                    };
+                    let found = refs_by_repo
+                        .iter()
+                        .filter_map(|(r, m)| m.get(&id).map(|t| (r.clone(), t.clone())))
+                        .collect();
+                    self.settle_pull_request(entry, found, &hosted, &all_anns, identifier, &mut report).await;
+                }
+            }
+            _ => {}
+        }
+        self.update_gauges();
+        report
+    }
+
+    async fn align_all(
+        &self,
+        d: &str,
+        hosted: &[RepoRef],
+        all_anns: &[RepoAnnouncement],
+        report: &mut ProcessReport,
+    ) {
         let states = match EventView::states(&self.store, d).await {
             Ok(states) => states,
             Err(e) => {
                 report.errors.push(e.to_string());
-                return report;
+                return;
             }
         };
-        for target in &hosted {
-            let set = MaintainerSet::from_announcements(target.owner, &all_anns);
+        for target in hosted {
+            let set = MaintainerSet::from_announcements(target.owner, all_anns);
             let Some(state) = authoritative_state(&set, &states) else { continue };
-            match align_one(&self.repos, target, state, &hosted).await {
+            match align_one(&self.repos, target, state, hosted).await {
                 Ok(Outcome::Unchanged) => {}
                 Ok(Outcome::Aligned(id, changes, copied)) => {
                     tracing::info!(repo = %target, state = %id, ?changes, "repository aligned to state");
@@ -269,112 +395,71 @@ impl Hosting {
                 }
             }
         }
-
-        // 3. A held announcement is released once its repository follows a state.
-        for (entry, ann) in held_anns {
-            let repo = RepoRef::new(ann.owner, identifier.clone());
-            if self.repos.exists(&repo) && self.follows_a_state(&repo).await {
-                self.release(entry, &mut report).await;
-            }
-        }
-
-        // 4. Pull requests: released when refs/nostr/<id> holds their commit here.
-        self.process_pull_requests(identifier, &hosted, &all_anns, &mut report).await;
-
-        // 5. Placeholders whose event is stored now are no longer waiting.
-        let settled: Vec<EventId> = {
-            let mut settled = Vec::new();
-            for p in self.purgatory.placeholders().into_iter().filter(|p| p.identifier == d) {
-                if matches!(self.store.status(&p.event_id).await, Ok(DatabaseEventStatus::Saved)) {
-                    settled.push(p.event_id);
-                }
-            }
-            settled
-        };
-        if !settled.is_empty() {
-            if let Err(e) = self.purgatory.remove_placeholders(&settled).await {
-                report.errors.push(e.to_string());
-            }
-        }
-        self.update_gauges();
-        report
     }
 
-    async fn process_pull_requests(
+    /// Given where `refs/nostr/<id>` exists (`found`: repository and commit), releases the
+    /// held pull request if one holds its `c` commit (and offers the ref in the other
+    /// repositories it addresses), and deletes refs holding another commit.
+    async fn settle_pull_request(
         &self,
-        identifier: &RepoIdentifier,
+        entry: HeldEvent,
+        found: Vec<(RepoRef, String)>,
         hosted: &[RepoRef],
         all_anns: &[RepoAnnouncement],
+        identifier: &RepoIdentifier,
         report: &mut ProcessReport,
     ) {
-        let prs: Vec<HeldEvent> = self
-            .purgatory
-            .held_for(identifier.as_str())
-            .into_iter()
-            .filter(|e| e.kind == HeldKind::PullRequest)
-            .collect();
-        for entry in prs {
-            let Some(commit) = commit_tag(&entry.event) else { continue };
-            let id = entry.event.id;
-            let name = format!("refs/nostr/{}", id.to_hex());
-            let mut holder = None;
-            for repo in hosted {
-                match self.ref_target(repo, &name).await {
-                    Some(target) if target == commit => {
-                        holder.get_or_insert_with(|| repo.clone());
-                    }
-                    Some(other) => {
-                        // The pushed commit is not the one the event names: the ref goes,
-                        // the event keeps waiting for the right commit.
-                        if let Err(e) = self.delete_ref(repo, &name, Some(other.clone())).await {
-                            report.errors.push(format!("{repo}: {e}"));
-                        }
-                        tracing::info!(repo = %repo, event_id = %id, pushed = %other, expected = %commit, "deleted mismatching pull request ref");
-                        report.deleted_refs.push((repo.clone(), name.clone()));
-                        let _ = self.purgatory.remove_placeholders(&[id]).await;
-                    }
-                    None => {}
-                }
+        let Some(commit) = commit_tag(&entry.event) else { return };
+        let id = entry.event.id;
+        let name = format!("refs/nostr/{}", id.to_hex());
+        let mut holder = None;
+        for (repo, target) in found {
+            if target == commit {
+                holder.get_or_insert(repo);
+                continue;
             }
-            let Some(source) = holder else { continue };
-            self.release(entry.clone(), report).await;
+            // The pushed commit is not the one the event names: the ref goes, the event
+            // keeps waiting for the right commit.
+            if let Err(e) = self.delete_ref(&repo, &name, Some(target.clone())).await {
+                report.errors.push(format!("{repo}: {e}"));
+            }
+            tracing::info!(repo = %repo, event_id = %id, pushed = %target, expected = %commit, "deleted mismatching pull request ref");
+            report.deleted_refs.push((repo, name.clone()));
             let _ = self.purgatory.remove_placeholders(&[id]).await;
-            // Offer the PR in every repository here whose maintainers the PR addresses.
-            let tagged: HashSet<_> = crate::nip34::EventReferences::of(&entry.event)
-                .coordinates
-                .into_iter()
-                .filter(|c| c.kind == kinds::REPO_ANNOUNCEMENT && c.identifier == identifier.as_str())
-                .map(|c| c.pubkey)
-                .collect();
-            for target in hosted.iter().filter(|r| **r != source) {
-                let set = MaintainerSet::from_announcements(target.owner, all_anns);
-                if !tagged.iter().any(|pk| set.contains(pk)) || self.ref_target(target, &name).await.is_some()
-                {
-                    continue;
-                }
-                let result = async {
-                    refs::copy_objects(
-                        &self.repos.path(&source),
-                        &self.repos.path(target),
-                        &[commit.clone()],
-                    )
+        }
+        let Some(source) = holder else { return };
+        self.release(entry.clone(), report).await;
+        let _ = self.purgatory.remove_placeholders(&[id]).await;
+        // Offer the PR in every repository here whose maintainers the PR addresses.
+        let tagged: HashSet<_> = crate::nip34::EventReferences::of(&entry.event)
+            .coordinates
+            .into_iter()
+            .filter(|c| c.kind == kinds::REPO_ANNOUNCEMENT && c.identifier == identifier.as_str())
+            .map(|c| c.pubkey)
+            .collect();
+        for target in hosted.iter().filter(|r| **r != source) {
+            let set = MaintainerSet::from_announcements(target.owner, all_anns);
+            if !tagged.iter().any(|pk| set.contains(pk)) || self.ref_target(target, &name).await.is_some() {
+                continue;
+            }
+            let result = async {
+                refs::copy_objects(&self.repos.path(&source), &self.repos.path(target), &[commit.clone()])
                     .await?;
-                    let (path, name, commit) = (self.repos.path(target), name.clone(), commit.clone());
-                    self.blocking(move || {
-                        refs::open(&path)?.reference(
-                            &name,
-                            git2::Oid::from_str(&commit)?,
-                            true,
-                            "grasp: pull request",
-                        )?;
-                        Ok(())
-                    })
-                    .await
-                }
-                .await;
-                if let Err(e) = result {
-                    report.errors.push(format!("{target}: {e}"));
-                }
+                let (path, name, commit) = (self.repos.path(target), name.clone(), commit.clone());
+                self.blocking(move || {
+                    refs::open(&path)?.reference(
+                        &name,
+                        git2::Oid::from_str(&commit)?,
+                        true,
+                        "grasp: pull request",
+                    )?;
+                    Ok(())
+                })
+                .await
+            }
+            .await;
+            if let Err(e) = result {
+                report.errors.push(format!("{target}: {e}"));
             }
         }
     }

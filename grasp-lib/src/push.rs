@@ -90,7 +90,8 @@ impl Grasp {
         repo: &RepoRef,
         new_oids: &[String],
     ) -> ProcessReport {
-        self.hosting().process(&repo.identifier, Some(repo), new_oids).await
+        tracing::debug!(repo = %repo, new_oids = new_oids.len(), "new git data");
+        self.hosting().process(&repo.identifier, crate::hosting::Arrival::GitData(Some(repo))).await
     }
 
     /// Serves `POST git-receive-pack` for an existing repository. Returns the response body

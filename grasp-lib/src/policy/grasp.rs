@@ -9,7 +9,7 @@ use nostr::{Event, EventId, Timestamp};
 use super::decide::{self, DeletionFacts, ListsService, RelationFacts};
 use super::{EventPolicy, Prefix, Verdict};
 use crate::git::RepoRef;
-use crate::hosting::{Hosting, DUPLICATE_HELD_MESSAGE, PURGATORY_MESSAGE};
+use crate::hosting::{Arrival, Hosting, DUPLICATE_HELD_MESSAGE, PURGATORY_MESSAGE};
 use crate::nip34::{
     commit_tag, kinds, EventReferences, RepoAnnouncement, RepoCoordinate, RepoIdentifier, RepoState,
     MAX_REFERENCES,
@@ -79,7 +79,7 @@ impl GraspPolicy {
             return Ok(Verdict::Hold { message: DUPLICATE_HELD_MESSAGE.to_owned() });
         }
         if let Some(identifier) = identifier {
-            let report = self.hosting.process(&identifier, None, &[]).await;
+            let report = self.hosting.process(&identifier, Arrival::Held(id)).await;
             if report.released.iter().any(|(released, _)| *released == id) {
                 return Ok(Verdict::Released);
             }
@@ -301,7 +301,7 @@ impl GraspPolicy {
             kinds::REPO_ANNOUNCEMENT => {
                 // A replaced or companion announcement can change maintainer sets.
                 if let Ok(ann) = RepoAnnouncement::parse(event) {
-                    self.hosting.process(&ann.identifier, None, &[]).await;
+                    self.hosting.process(&ann.identifier, Arrival::Announcements).await;
                 }
             }
             _ => {}
