@@ -80,6 +80,20 @@ pub struct Config {
     pub pr_ref_expiry_secs: Option<u64>,
     /// Seconds a push that uses a held event guarantees it (default 900; 30 in test mode).
     pub push_extension_secs: Option<u64>,
+    /// `grasp` (GRASP-01 acceptance and purgatory) or `accept-all` (every valid event is
+    /// stored: a plain relay, for benchmarks; never for a public GRASP server).
+    pub event_policy: EventPolicyChoice,
+}
+
+/// Which acceptance policy the relay runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum EventPolicyChoice {
+    /// GRASP-01 acceptance, purgatory and repository provisioning.
+    #[default]
+    Grasp,
+    /// Store every event with a valid id and signature (benchmark baseline).
+    AcceptAll,
 }
 
 impl Default for Config {
@@ -108,6 +122,7 @@ impl Default for Config {
             purgatory_expiry_secs: None,
             pr_ref_expiry_secs: None,
             push_extension_secs: None,
+            event_policy: EventPolicyChoice::Grasp,
         }
     }
 }
@@ -333,6 +348,10 @@ pub struct ConfigArgs {
     #[arg(long, env = "GRASP_PUSH_EXTENSION_SECS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub push_extension_secs: Option<u64>,
+    /// Acceptance policy: grasp, or accept-all (plain relay; benchmarks only)
+    #[arg(long, env = "GRASP_EVENT_POLICY", value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_policy: Option<EventPolicyChoice>,
 }
 
 /// ngit-grasp environment names accepted as aliases: (option, alias).

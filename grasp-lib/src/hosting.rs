@@ -104,23 +104,19 @@ impl Hosting {
     /// Held announcements with `identifier`, parsed.
     pub fn held_announcements(&self, identifier: &str) -> Vec<(HeldEvent, RepoAnnouncement)> {
         self.purgatory
-            .held_for(identifier)
+            .held_for(identifier, HeldKind::Announcement)
             .into_iter()
-            .filter(|e| e.kind == HeldKind::Announcement)
             .filter_map(|e| RepoAnnouncement::parse(&e.event).ok().map(|a| (e, a)))
             .collect()
     }
 
-    fn held_states(&self, identifier: &str) -> Vec<(HeldEvent, RepoState)> {
-        let mut states: Vec<(HeldEvent, RepoState)> = self
-            .purgatory
-            .held_for(identifier)
+    /// Held announcements and states at `coordinate` (several pending states can share one).
+    pub fn held_at(&self, coordinate: &RepoCoordinate) -> Vec<HeldEvent> {
+        [HeldKind::Announcement, HeldKind::State]
             .into_iter()
-            .filter(|e| e.kind == HeldKind::State)
-            .filter_map(|e| RepoState::parse(&e.event).ok().map(|s| (e, s)))
-            .collect();
-        states.sort_by_key(|(_, s)| s.created_at);
-        states
+            .flat_map(|kind| self.purgatory.held_for(&coordinate.identifier, kind))
+            .filter(|e| RepoCoordinate::of_event(&e.event).as_ref() == Some(coordinate))
+            .collect()
     }
 
     /// Holds an event (journaled before this returns).
@@ -275,7 +271,7 @@ impl Hosting {
             match &arrived {
                 Some(entry) if entry.kind == kind => Some(vec![entry.clone()]),
                 Some(_) => None,
-                None => Some(self.purgatory.held_for(d).into_iter().filter(|e| e.kind == kind).collect()),
+                None => Some(self.purgatory.held_for(d, kind)),
             }
         };
 
@@ -558,8 +554,8 @@ impl Hosting {
 
     /// A NIP-09 deletion also removes the author's matching held events.
     pub async fn purge_deleted(&self, deletion: &Event) {
-        let ids: HashSet<EventId> = deletion.tags.event_ids().copied().collect();
-        let coordinates: Vec<RepoCoordinate> = deletion
+        let by_id = deletion.tags.event_ids().filter_map(|id| self.purgatory.get(id));
+        let by_coordinate = deletion
             .tags
             .coordinates()
             .map(|c| RepoCoordinate {
@@ -567,20 +563,15 @@ impl Hosting {
                 pubkey: c.public_key,
                 identifier: c.identifier.clone(),
             })
-            .collect();
-        let targets: Vec<EventId> = self
-            .purgatory
-            .all()
-            .into_iter()
+            .flat_map(|c| self.held_at(&c))
+            .filter(|e| e.event.created_at <= deletion.created_at);
+        let mut targets: Vec<EventId> = by_id
+            .chain(by_coordinate)
             .filter(|e| e.event.pubkey == deletion.pubkey)
-            .filter(|e| {
-                ids.contains(&e.event.id)
-                    || RepoCoordinate::of_event(&e.event).is_some_and(|c| {
-                        coordinates.contains(&c) && e.event.created_at <= deletion.created_at
-                    })
-            })
             .map(|e| e.event.id)
             .collect();
+        targets.sort();
+        targets.dedup();
         if targets.is_empty() {
             return;
         }
@@ -666,7 +657,7 @@ impl EventView for Hosting {
     fn states<'a>(&'a self, identifier: &'a str) -> BoxFuture<'a, Result<Vec<RepoState>, StoreError>> {
         Box::pin(async move {
             let mut all = EventView::states(&self.store, identifier).await?;
-            all.extend(self.held_states(identifier).into_iter().map(|(_, s)| s));
+            all.extend(self.purgatory.held_states(identifier).iter().map(|s| RepoState::clone(s)));
             Ok(all)
         })
     }

@@ -144,7 +144,13 @@ impl Grasp {
             origin.clone(),
             metrics.clone(),
         ));
-        let policy = Arc::new(GraspPolicy::new(hosting.clone()));
+        let policy: Arc<dyn policy::EventPolicy> = match config.event_policy {
+            config::EventPolicyChoice::Grasp => Arc::new(GraspPolicy::new(hosting.clone())),
+            config::EventPolicyChoice::AcceptAll => {
+                tracing::warn!("event_policy = accept-all: every valid event is stored (benchmark mode)");
+                Arc::new(policy::AcceptAll)
+            }
+        };
         let relay = Arc::new(Relay::new(publisher, policy, limits, metrics.clone()));
         tokio::spawn(hosting.clone().run_expiry());
         Ok(Self { config: Arc::new(config), origin, store, relay, metrics, hosting })

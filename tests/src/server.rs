@@ -9,19 +9,20 @@ use std::time::Duration;
 use nostr_sdk::prelude::*;
 use tempfile::TempDir;
 
-/// Path of a workspace binary built next to the test executable.
+/// Path of a workspace binary built next to the running executable: a test binary lives in
+/// `target/<profile>/deps/`, a tool (the benchmark runner) in `target/<profile>/`.
 pub fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let dir = exe.parent().and_then(Path::parent).expect("target profile directory");
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} not found: build the binaries first (cargo build --workspace --bins), \
-         or run the suite with scripts/test.sh",
-        path.display()
-    );
-    path
+    let exe = std::env::current_exe().expect("executable path");
+    let here = exe.parent().expect("executable directory");
+    let candidates = [Some(here), here.parent()];
+    let found = candidates.into_iter().flatten().map(|dir| dir.join(name)).find(|p| p.exists());
+    found.unwrap_or_else(|| {
+        panic!(
+            "{name} not found next to {}: build the binaries first (cargo build --workspace --bins), \
+             or run the suite with scripts/test.sh",
+            exe.display()
+        )
+    })
 }
 
 /// How to start a server.

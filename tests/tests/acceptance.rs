@@ -50,9 +50,9 @@ impl Fixture {
     }
 
     async fn is_served(&mut self, event: &Event) -> bool {
-        let got = self.raw.req("check", &[json!({"ids": [event.id.to_hex()]})]).await.unwrap();
-        self.raw.send(json!(["CLOSE", "check"])).await;
-        !got.is_empty()
+        // A fresh connection: nothing from earlier subscriptions can be in flight.
+        let mut probe = RawClient::connect(&self.server.ws_url()).await;
+        !probe.req("check", &[json!({"ids": [event.id.to_hex()]})]).await.unwrap().is_empty()
     }
 
     /// Hosts a repository owned by a fresh key (announcement, state and a push, so both

@@ -102,8 +102,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(mut config: Config) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(config.bind_address)
-        .await
+    let listener = listen(config.bind_address)
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.bind_address))?;
     let bound = listener.local_addr()?;
     if config.domain.is_none() {
@@ -121,6 +120,18 @@ async fn run(mut config: Config) -> anyhow::Result<()> {
     warp::serve(http::routes(grasp)).incoming(listener).graceful(shutdown_signal()).run().await;
     tracing::info!("grasp-server stopped");
     Ok(())
+}
+
+/// Binds the listener with TCP_NODELAY, which accepted connections inherit on Linux. Git's
+/// smart-HTTP exchanges are request/response ping-pong with small messages; with Nagle's
+/// algorithm each small write can wait for a delayed ACK (tens of ms per round trip).
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket =
+        if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
 }
 
 async fn shutdown_signal() {

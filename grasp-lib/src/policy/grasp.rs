@@ -237,15 +237,7 @@ impl GraspPolicy {
     fn held_parent(&self, refs: &EventReferences) -> Option<HeldEvent> {
         let purgatory = self.hosting.purgatory();
         let by_id = refs.event_ids.iter().find_map(|id| purgatory.get(id));
-        by_id.or_else(|| {
-            refs.coordinates.iter().find_map(|c| {
-                purgatory
-                    .held_for(&c.identifier)
-                    .into_iter()
-                    .filter(|e| e.kind != HeldKind::Dependent)
-                    .find(|e| RepoCoordinate::of_event(&e.event).as_ref() == Some(c))
-            })
-        })
+        by_id.or_else(|| refs.coordinates.iter().find_map(|c| self.hosting.held_at(c).into_iter().next()))
     }
 
     async fn relation_facts(
@@ -286,10 +278,7 @@ impl GraspPolicy {
                 identifier: c.identifier.clone(),
             };
             let known = self.hosting.store().at_coordinate(&c).await?.is_some()
-                || purgatory
-                    .held_for(&c.identifier)
-                    .iter()
-                    .any(|e| RepoCoordinate::of_event(&e.event).as_ref() == Some(&c));
+                || !self.hosting.held_at(&c).is_empty();
             coordinates.push((c, known));
         }
         Ok(DeletionFacts { stored_target_authors: authors, coordinates })

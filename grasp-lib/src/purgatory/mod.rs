@@ -21,6 +21,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nostr::{Event, EventId, PublicKey};
+
+use crate::nip34::RepoState;
 use serde::{Deserialize, Serialize};
 
 use journal::{Journal, Record};
@@ -144,12 +146,17 @@ pub fn now_ms() -> u64 {
 #[error("purgatory journal: {0}")]
 pub struct PurgatoryError(#[from] std::io::Error);
 
-/// In-memory indexes. `deadlines` orders everything by expiry so the sweeper finds the next
+/// In-memory indexes. Lookups by (identifier, kind) touch only that kind, so thousands of
+/// held pull requests do not slow down looking at a repository's states; held states are
+/// parsed once; `deadlines` orders everything by expiry so the sweeper finds the next
 /// deadline and the expired entries without scanning.
 #[derive(Debug, Default)]
 struct Index {
     held: HashMap<EventId, HeldEvent>,
-    by_identifier: HashMap<String, BTreeSet<EventId>>,
+    by_identifier: HashMap<(String, HeldKind), BTreeSet<EventId>>,
+    /// Parsed held states, shared with readers.
+    states: HashMap<EventId, Arc<RepoState>>,
+    counts: HashMap<HeldKind, usize>,
     placeholders: HashMap<EventId, Placeholder>,
     /// (deadline, is placeholder, id)
     deadlines: BTreeSet<(u64, bool, EventId)>,
@@ -157,24 +164,40 @@ struct Index {
 
 impl Index {
     fn insert(&mut self, entry: HeldEvent) {
-        if let Some(old) = self.held.get(&entry.event.id) {
-            self.deadlines.remove(&(old.expires_at, false, entry.event.id));
+        let id = entry.event.id;
+        if let Some(old) = self.remove(&id) {
+            self.deadlines.remove(&(old.expires_at, false, id));
         }
-        self.by_identifier.entry(entry.identifier.clone()).or_default().insert(entry.event.id);
-        self.deadlines.insert((entry.expires_at, false, entry.event.id));
-        self.held.insert(entry.event.id, entry);
+        self.by_identifier.entry((entry.identifier.clone(), entry.kind)).or_default().insert(id);
+        self.deadlines.insert((entry.expires_at, false, id));
+        *self.counts.entry(entry.kind).or_default() += 1;
+        if entry.kind == HeldKind::State {
+            if let Ok(state) = RepoState::parse(&entry.event) {
+                self.states.insert(id, Arc::new(state));
+            }
+        }
+        self.held.insert(id, entry);
     }
 
     fn remove(&mut self, id: &EventId) -> Option<HeldEvent> {
         let entry = self.held.remove(id)?;
         self.deadlines.remove(&(entry.expires_at, false, *id));
-        if let Some(ids) = self.by_identifier.get_mut(&entry.identifier) {
+        self.states.remove(id);
+        if let Some(n) = self.counts.get_mut(&entry.kind) {
+            *n = n.saturating_sub(1);
+        }
+        let key = (entry.identifier.clone(), entry.kind);
+        if let Some(ids) = self.by_identifier.get_mut(&key) {
             ids.remove(id);
             if ids.is_empty() {
-                self.by_identifier.remove(&entry.identifier);
+                self.by_identifier.remove(&key);
             }
         }
         Some(entry)
+    }
+
+    fn ids(&self, identifier: &str, kind: HeldKind) -> impl Iterator<Item = &EventId> {
+        self.by_identifier.get(&(identifier.to_owned(), kind)).into_iter().flatten()
     }
 
     fn insert_placeholder(&mut self, placeholder: Placeholder) {
@@ -389,14 +412,16 @@ impl Purgatory {
         self.index().held.contains_key(id)
     }
 
-    /// Held events of a repository identifier.
-    pub fn held_for(&self, identifier: &str) -> Vec<HeldEvent> {
+    /// Held events of one kind for a repository identifier.
+    pub fn held_for(&self, identifier: &str, kind: HeldKind) -> Vec<HeldEvent> {
         let index = self.index();
-        index
-            .by_identifier
-            .get(identifier)
-            .map(|ids| ids.iter().filter_map(|id| index.held.get(id).cloned()).collect())
-            .unwrap_or_default()
+        index.ids(identifier, kind).filter_map(|id| index.held.get(id).cloned()).collect()
+    }
+
+    /// Held states of a repository identifier, parsed (cheap: shared, parsed once).
+    pub fn held_states(&self, identifier: &str) -> Vec<Arc<RepoState>> {
+        let index = self.index();
+        index.ids(identifier, HeldKind::State).filter_map(|id| index.states.get(id).cloned()).collect()
     }
 
     /// Held events waiting for `id` to be released.
@@ -432,10 +457,8 @@ impl Purgatory {
     /// Counts by kind.
     pub fn counts(&self) -> PurgatoryCounts {
         let index = self.index();
-        let mut held: HashMap<&'static str, usize> = HeldKind::ALL.iter().map(|k| (k.as_str(), 0)).collect();
-        for entry in index.held.values() {
-            *held.entry(entry.kind.as_str()).or_default() += 1;
-        }
+        let held =
+            HeldKind::ALL.iter().map(|k| (k.as_str(), index.counts.get(k).copied().unwrap_or(0))).collect();
         PurgatoryCounts { held, placeholders: index.placeholders.len() }
     }
 
@@ -506,7 +529,8 @@ mod tests {
         assert_eq!(p.get(&a.id).unwrap().expires_at, 1234);
         assert!(!p.contains(&b.id));
         assert_eq!(p.placeholder(&b.id).unwrap().commit, "c".repeat(40));
-        assert_eq!(p.held_for("r").len(), 1);
+        assert_eq!(p.held_for("r", HeldKind::State).len(), 1);
+        assert_eq!(p.held_for("r", HeldKind::PullRequest).len(), 0);
         assert_eq!(p.next_deadline(), Some(2));
         let (held, placeholders) = p.take_expired(2000).await.unwrap();
         assert_eq!((held.len(), placeholders.len()), (1, 1));

@@ -10,18 +10,30 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use nostr::filter::MatchEventOptions;
-use nostr::{ClientMessage, Event, EventId, Filter, JsonUtil};
+use nostr::{ClientMessage, Event, EventId, Filter, JsonUtil, Timestamp};
 use serde_json::Value;
 
 use super::negentropy::NegentropySession;
 use super::{wire, LiveEvent, Relay, MAX_SUBSCRIPTION_ID_LEN};
 use crate::metrics::kind_label;
 
+/// How far back a stored event counts as "recent": such events may still be on their way to
+/// this connection as live events when the REQ answers, so their ids are remembered to
+/// avoid sending them twice.
+const RECENT_SECS: u64 = 600;
+
+/// One open REQ.
+struct Subscription {
+    filters: Vec<Filter>,
+    /// Recent events already sent from the store for this subscription.
+    sent_recent: HashSet<EventId>,
+}
+
 /// Protocol state of one client.
 pub struct Session {
     relay: Arc<Relay>,
     peer: IpAddr,
-    subscriptions: BTreeMap<String, Vec<Filter>>,
+    subscriptions: BTreeMap<String, Subscription>,
     negentropy: HashMap<String, NegentropySession>,
 }
 
@@ -99,8 +111,9 @@ impl Session {
     pub fn on_live(&self, live: &LiveEvent) -> Vec<String> {
         self.subscriptions
             .iter()
-            .filter(|(_, filters)| {
-                filters.iter().any(|f| f.match_event(&live.event, MatchEventOptions::new()))
+            .filter(|(_, sub)| !sub.sent_recent.contains(&live.event.id))
+            .filter(|(_, sub)| {
+                sub.filters.iter().any(|f| f.match_event(&live.event, MatchEventOptions::new()))
             })
             .map(|(id, _)| wire::event(id, &live.json))
             .collect()
@@ -242,7 +255,9 @@ impl Session {
         let mut out: Vec<String> = events.iter().map(|e| wire::event(&sub, &e.as_json())).collect();
         out.push(wire::eose(&sub));
         self.relay.metrics().req_duration.with_label_values(&["ok"]).observe(started.elapsed().as_secs_f64());
-        self.subscriptions.insert(sub, filters);
+        let recent = Timestamp::now().as_secs().saturating_sub(RECENT_SECS);
+        let sent_recent = events.iter().filter(|e| e.created_at.as_secs() >= recent).map(|e| e.id).collect();
+        self.subscriptions.insert(sub, Subscription { filters, sent_recent });
         out
     }
 
@@ -374,5 +389,42 @@ impl Session {
             }
             _ => vec![wire::notice("invalid: unexpected negentropy message")],
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use nostr::{EventBuilder, Keys};
+
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::policy::AcceptAll;
+    use crate::relay::RelayLimits;
+    use crate::store::EventStore;
+
+    #[tokio::test]
+    async fn an_event_sent_from_the_store_is_not_sent_again_live() {
+        let relay = Arc::new(Relay::with_store(
+            EventStore::memory(),
+            Arc::new(AcceptAll),
+            RelayLimits::default(),
+            Metrics::new(),
+        ));
+        let mut live = relay.subscribe_live();
+        let mut session = relay.session("127.0.0.1".parse().unwrap());
+        let event = EventBuilder::text_note("hi").sign_with_keys(&Keys::generate()).unwrap();
+        assert!(relay.ingest(event.clone()).await.accepted);
+        // The REQ is answered before this connection got to the live copy of the event.
+        let replies = session.handle(r#"["REQ","s",{"kinds":[1]}]"#).await;
+        assert_eq!(replies.len(), 2, "{replies:?}");
+        let pending = live.recv().await.unwrap();
+        assert_eq!(pending.event.id, event.id);
+        assert!(session.on_live(&pending).is_empty(), "duplicate live delivery");
+        // A new event still arrives live.
+        let other = EventBuilder::text_note("again").sign_with_keys(&Keys::generate()).unwrap();
+        relay.ingest(other.clone()).await;
+        assert_eq!(session.on_live(&live.recv().await.unwrap()).len(), 1);
     }
 }

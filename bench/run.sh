@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs the benchmarks: builds release binaries, installs the baselines' packages (nginx,
+# fcgiwrap) when missing, prepares data (cached in ~/.cache/grasp-bench) and runs every
+# scenario against its baseline in the same run. Arguments go to grasp-bench, e.g.
+#   bench/run.sh                  # everything
+#   bench/run.sh clone push       # some scenarios
+#   bench/run.sh --quick          # small sizes, a smoke run
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/grasp-target}"
+
+missing=()
+for pair in nginx:nginx fcgiwrap:fcgiwrap; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${pair%%:*}" ] || missing+=("${pair#*:}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing: ${missing[*]}" >&2
+    sudo_cmd=""
+    [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+    $sudo_cmd apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+cargo build --release --locked -p grasp-server -p grasp-bench
+exec "$CARGO_TARGET_DIR/release/grasp-bench" "$@"

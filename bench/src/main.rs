@@ -1,0 +1,95 @@
+//! `grasp-bench`: measures grasp-server against real baselines in one run and prints ratios
+//! with absolute figures and machine facts. Run it through `bench/run.sh`, which builds the
+//! release binaries and installs nginx and fcgiwrap.
+//!
+//! Scenarios: `clone`, `push`, `memory`, `relay`, `purgatory` (default: all). `--quick`
+//! shrinks every size for a smoke run; its numbers are not the reference ones.
+
+mod corpus;
+mod gitbench;
+mod machine;
+mod procs;
+mod purgatorybench;
+mod relaybench;
+mod report;
+mod stats;
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+#[derive(Debug, Parser)]
+#[command(name = "grasp-bench")]
+struct Args {
+    /// Scenarios to run (clone, push, memory, relay, purgatory); all when empty
+    scenarios: Vec<String>,
+    /// Small sizes for a fast smoke run
+    #[arg(long)]
+    quick: bool,
+    /// Repetitions of each clone measurement
+    #[arg(long, default_value_t = 5)]
+    repeat: usize,
+    /// Where the corpus and large files are cached
+    #[arg(long, env = "GRASP_BENCH_CACHE")]
+    cache: Option<PathBuf>,
+    /// Also write the Markdown results here
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let all = ["clone", "push", "memory", "relay", "purgatory"];
+    let wanted: Vec<&str> = if args.scenarios.is_empty() {
+        all.to_vec()
+    } else {
+        args.scenarios.iter().map(String::as_str).collect()
+    };
+    if let Some(unknown) = wanted.iter().find(|s| !all.contains(s)) {
+        anyhow::bail!("unknown scenario '{unknown}'; choose from {all:?}");
+    }
+    let cache = args.cache.clone().unwrap_or_else(|| {
+        PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/tmp".into())).join(".cache/grasp-bench")
+    });
+    std::fs::create_dir_all(&cache)?;
+    let machine = machine::describe();
+    for (k, v) in &machine {
+        eprintln!("{k}: {v}");
+    }
+    let mut report = report::Report::default();
+    let q = args.quick;
+    let needs_corpus = wanted.iter().any(|s| *s == "clone" || *s == "memory");
+    let corpus = if needs_corpus { Some(corpus::ensure(&cache)?) } else { None };
+    for scenario in wanted {
+        eprintln!("\n== {scenario}");
+        match scenario {
+            "clone" => {
+                let (path, bytes) = corpus.as_ref().expect("corpus prepared");
+                gitbench::clone(&mut report, path, *bytes, if q { 2 } else { args.repeat }).await?;
+            }
+            "push" => gitbench::push(&mut report, if q { 10 } else { 50 }).await?,
+            "memory" => {
+                let (path, _) = corpus.as_ref().expect("corpus prepared");
+                let size = if q { 64 << 20 } else { 1 << 30 };
+                gitbench::memory(&mut report, path, size, &cache).await?;
+            }
+            "relay" => {
+                let (ingest, store) = if q { (2_000, 5_000) } else { (20_000, 100_000) };
+                relaybench::relay(&mut report, ingest, store, if q { 50 } else { 300 }).await?;
+            }
+            "purgatory" => {
+                purgatorybench::held_memory(&mut report, if q { 5_000 } else { 100_000 }).await?;
+                purgatorybench::authorization_latency(&mut report, 1_000, if q { 50 } else { 500 }).await?;
+            }
+            _ => unreachable!("checked above"),
+        }
+    }
+    let table = report.markdown(&machine);
+    println!("\n{table}");
+    if let Some(out) = args.out {
+        std::fs::write(&out, &table)?;
+        eprintln!("results written to {}", out.display());
+    }
+    Ok(())
+}
