@@ -48,6 +48,20 @@ async fn host_corpus(server: &TestServer, corpus: &Path) -> anyhow::Result<Strin
         .map_err(anyhow::Error::msg)?;
     let url = server.clone_url(&owner.public_key(), "corpus");
     run_git(corpus, &["push", "-q", &url, "main:main"]).context("pushing the corpus")?;
+    // The server repacks pushed repositories in the background (bitmaps make clones fast);
+    // measure the repository as it serves from then on, like the prepared baselines.
+    let packs = server.repo_path(&owner.public_key(), "corpus").join("objects/pack");
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let has_bitmap = std::fs::read_dir(&packs)?
+            .filter_map(Result::ok)
+            .any(|e| e.file_name().to_string_lossy().ends_with(".bitmap"));
+        if has_bitmap {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the server did not repack the corpus within 10 minutes");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     Ok(url)
 }
 

@@ -15,6 +15,7 @@ use nostr::{Event, EventId};
 use nostr_database::DatabaseEventStatus;
 
 use crate::authorization::{nostr_ref_id, EventView, PushDecision};
+use crate::git::maintenance::Maintenance;
 use crate::git::pktline::RefUpdate;
 use crate::git::refs;
 use crate::git::{is_zero_oid, GitError, RepoRef, Repositories};
@@ -55,6 +56,7 @@ pub struct Hosting {
     publisher: Publisher,
     origin: ServiceOrigin,
     metrics: Metrics,
+    maintenance: Maintenance,
 }
 
 impl Hosting {
@@ -67,8 +69,17 @@ impl Hosting {
         origin: ServiceOrigin,
         metrics: Metrics,
     ) -> Self {
-        let hosting =
-            Self { store, purgatory, repos, locks: IdentifierLocks::default(), publisher, origin, metrics };
+        let maintenance = Maintenance::new(metrics.clone());
+        let hosting = Self {
+            store,
+            purgatory,
+            repos,
+            locks: IdentifierLocks::default(),
+            publisher,
+            origin,
+            metrics,
+            maintenance,
+        };
         hosting.update_gauges();
         hosting
     }
@@ -91,6 +102,11 @@ impl Hosting {
     /// This server's public origin.
     pub fn origin(&self) -> &ServiceOrigin {
         &self.origin
+    }
+
+    /// Background repacks of repositories that received data.
+    pub fn maintenance(&self) -> &Maintenance {
+        &self.maintenance
     }
 
     fn update_gauges(&self) {
@@ -374,6 +390,7 @@ impl Hosting {
                 Ok(Outcome::Aligned(id, changes, copied)) => {
                     tracing::info!(repo = %target, state = %id, ?changes, "repository aligned to state");
                     if copied {
+                        self.maintenance.schedule(self.repos.path(target));
                         report.copied_into.push(target.clone());
                     }
                     self.metrics.repos_aligned.inc();

@@ -46,6 +46,8 @@ pub struct Metrics {
     pub repos_aligned: IntCounter,
     /// Bare repositories created for announcements.
     pub repos_created: IntCounter,
+    /// Background repacks after pushes, by result.
+    pub repacks: IntCounterVec,
     /// Events held in purgatory now, by type.
     pub purgatory_held: IntGaugeVec,
     /// `refs/nostr` placeholders waiting for their event now.
@@ -171,6 +173,12 @@ impl Metrics {
                 &registry,
                 "grasp_repos_created_total",
                 "Bare repositories created for announcements",
+            ),
+            repacks: counter_vec(
+                &registry,
+                "grasp_repo_repacks_total",
+                "Background repacks after pushes, by result",
+                &["result"],
             ),
             git_duration,
             connections_total: counter(

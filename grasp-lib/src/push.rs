@@ -167,6 +167,7 @@ impl Grasp {
             }
             return Ok(out);
         }
+        self.hosting().maintenance().schedule(path.clone());
         self.hosting().record_placeholders(repo, &commands.updates).await;
         let new_oids: Vec<String> =
             commands.updates.iter().filter(|u| !is_zero_oid(&u.new)).map(|u| u.new.clone()).collect();

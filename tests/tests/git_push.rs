@@ -210,14 +210,18 @@ async fn branch_deletion_by_push_is_authorized_by_a_matching_state() {
     let c1 = work.commit("a", b"1");
     h.state(&h.owner, &[("refs/heads/main", &c1), ("refs/heads/old", &c1)], Some("main")).await;
     work.ok(&["push", &h.url(), "main", &format!("{c1}:refs/heads/old")]);
-    // A newer state without 'old' whose objects are here is applied at once when it
-    // arrives; publish it from a second server-less view: pushing the deletion also works.
-    let out = work.fails(&["push", &h.url(), ":refs/heads/main"]);
-    assert_rejected(&out, "refs/heads/main is in the state");
-    h.state(&h.owner, &[("refs/heads/main", &c1)], Some("main")).await;
-    assert_eq!(h.disk().0, vec![("refs/heads/main".to_owned(), c1.clone())]);
-    // deleting a ref that is already gone is reported by git itself, not by us
-    work.ok(&["push", &h.url(), "main"]);
+
+    // Deleting a branch the newest state still lists is refused.
+    let out = work.fails(&["push", &h.url(), ":refs/heads/old"]);
+    assert_rejected(&out, "refs/heads/old is in the state");
+
+    // A state without 'old' whose new commit is not here yet waits for the push, and the
+    // push that moves main and deletes 'old' in one go matches it.
+    let c2 = work.commit("a", b"2");
+    h.state(&h.owner, &[("refs/heads/main", &c2)], Some("main")).await;
+    assert!(h.disk().0.iter().any(|(n, _)| n == "refs/heads/old"), "not applied before the push");
+    work.ok(&["push", &h.url(), "main", ":refs/heads/old"]);
+    assert_eq!(h.disk().0, vec![("refs/heads/main".to_owned(), c2)]);
 }
 
 #[tokio::test]

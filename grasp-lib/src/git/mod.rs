@@ -5,6 +5,7 @@
 //! HEAD go through `git2`; the wire protocol is served by spawning `git` itself
 //! ([`smart_http`]).
 
+pub mod maintenance;
 pub mod pktline;
 pub mod refs;
 pub mod smart_http;

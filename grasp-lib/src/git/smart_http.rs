@@ -17,6 +17,21 @@ use tokio_util::io::ReaderStream;
 use super::pktline::{self, PushCommands};
 use super::GitError;
 
+/// Bytes read from git per response chunk.
+const PACK_CHUNK: usize = 256 * 1024;
+
+/// Grows the pipe git writes the pack into (64 KiB by default on Linux) so git and the
+/// server hand over data in fewer, larger steps. Best effort: a failure only costs speed.
+fn widen_pipe(stdout: &tokio::process::ChildStdout) {
+    #[cfg(target_os = "linux")]
+    {
+        use nix::fcntl::{fcntl, FcntlArg};
+        let _ = fcntl(stdout, FcntlArg::F_SETPIPE_SZ(1024 * 1024));
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = stdout;
+}
+
 /// A request body as an async byte reader (already gzip-decoded by the frontend if needed).
 pub type Body = Pin<Box<dyn AsyncRead + Send>>;
 
@@ -191,10 +206,11 @@ pub async fn upload_pack(
         .stderr(Stdio::piped())
         .spawn()?;
     let stdout = child.stdout.take().expect("stdout is piped");
+    widen_pipe(&stdout);
     let mut stderr = child.stderr.take().expect("stderr is piped");
     let stdin = child.stdin.take().expect("stdin is piped");
     let stdin_task = tokio::spawn(async move { pipe_body(stdin, &[], &mut body, max_request).await });
-    let mut output = ReaderStream::with_capacity(stdout, 64 * 1024);
+    let mut output = ReaderStream::with_capacity(stdout, PACK_CHUNK);
     let first = match output.next().await {
         Some(Ok(chunk)) => chunk,
         other => {

@@ -157,6 +157,8 @@ struct Index {
     /// Parsed held states, shared with readers.
     states: HashMap<EventId, Arc<RepoState>>,
     counts: HashMap<HeldKind, usize>,
+    /// Parent id -> held events waiting for it.
+    dependents: HashMap<EventId, BTreeSet<EventId>>,
     placeholders: HashMap<EventId, Placeholder>,
     /// (deadline, is placeholder, id)
     deadlines: BTreeSet<(u64, bool, EventId)>,
@@ -171,6 +173,9 @@ impl Index {
         self.by_identifier.entry((entry.identifier.clone(), entry.kind)).or_default().insert(id);
         self.deadlines.insert((entry.expires_at, false, id));
         *self.counts.entry(entry.kind).or_default() += 1;
+        if let Some(parent) = entry.waits_for {
+            self.dependents.entry(parent).or_default().insert(id);
+        }
         if entry.kind == HeldKind::State {
             if let Ok(state) = RepoState::parse(&entry.event) {
                 self.states.insert(id, Arc::new(state));
@@ -183,6 +188,14 @@ impl Index {
         let entry = self.held.remove(id)?;
         self.deadlines.remove(&(entry.expires_at, false, *id));
         self.states.remove(id);
+        if let Some(parent) = entry.waits_for {
+            if let Some(children) = self.dependents.get_mut(&parent) {
+                children.remove(id);
+                if children.is_empty() {
+                    self.dependents.remove(&parent);
+                }
+            }
+        }
         if let Some(n) = self.counts.get_mut(&entry.kind) {
             *n = n.saturating_sub(1);
         }
@@ -426,12 +439,8 @@ impl Purgatory {
 
     /// Held events waiting for `id` to be released.
     pub fn dependents_of(&self, id: &EventId) -> Vec<HeldEvent> {
-        self.index().held.values().filter(|e| e.waits_for.as_ref() == Some(id)).cloned().collect()
-    }
-
-    /// Every held event.
-    pub fn all(&self) -> Vec<HeldEvent> {
-        self.index().held.values().cloned().collect()
+        let index = self.index();
+        index.dependents.get(id).into_iter().flatten().filter_map(|d| index.held.get(d).cloned()).collect()
     }
 
     /// The placeholder for `id`, if any.
@@ -571,5 +580,12 @@ mod tests {
         p.extend(&[a.id], Duration::from_secs(1)).await.unwrap();
         assert_eq!(p.get(&a.id).unwrap().expires_at, after);
         assert_eq!(p.dependents_of(&a.id).len(), 0);
+        let child = event();
+        let mut dependent = p.entry(child.clone(), HeldKind::Dependent, "r");
+        dependent.waits_for = Some(a.id);
+        p.hold(dependent).await.unwrap();
+        assert_eq!(p.dependents_of(&a.id)[0].event.id, child.id);
+        p.remove(&[child.id]).await.unwrap();
+        assert!(p.dependents_of(&a.id).is_empty());
     }
 }
