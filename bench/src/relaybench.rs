@@ -82,32 +82,48 @@ pub async fn ingest(url: &str, events: &[Arc<String>]) -> anyhow::Result<(Durati
     Ok((started.elapsed(), accepted))
 }
 
-/// REQ → EOSE round trips for `#a` filters; returns the latencies.
-async fn req_latency(url: &str, coordinates: &[String], queries: usize) -> anyhow::Result<Samples> {
-    // Nagle off on the client too, or every small REQ waits for a delayed ACK.
-    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await?;
-    let mut samples = Samples::default();
-    for i in 0..queries {
-        let sub = format!("q{i}");
-        let filter = json!({"kinds": [1621], "#a": [coordinates[i % coordinates.len()]], "limit": 50});
-        let started = Instant::now();
-        ws.send(Message::text(json!(["REQ", sub, filter]).to_string())).await?;
-        let mut events = 0;
-        loop {
-            let Some(msg) = ws.next().await else { anyhow::bail!("connection closed") };
-            if let Message::Text(text) = msg? {
-                let value: Value = serde_json::from_str(&text)?;
-                match value[0].as_str() {
-                    Some("EVENT") => events += 1,
-                    Some("EOSE") => break,
-                    Some("CLOSED") => anyhow::bail!("REQ closed: {value}"),
-                    _ => {}
-                }
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// One REQ → EOSE round trip for an `#a` filter; returns its latency.
+async fn req_once(ws: &mut Socket, sub: &str, coordinate: &str) -> anyhow::Result<Duration> {
+    let filter = json!({"kinds": [1621], "#a": [coordinate], "limit": 50});
+    let started = Instant::now();
+    ws.send(Message::text(json!(["REQ", sub, filter]).to_string())).await?;
+    let mut events = 0;
+    loop {
+        let Some(msg) = ws.next().await else { anyhow::bail!("connection closed") };
+        if let Message::Text(text) = msg? {
+            let value: Value = serde_json::from_str(&text)?;
+            match value[0].as_str() {
+                Some("EVENT") => events += 1,
+                Some("EOSE") => break,
+                Some("CLOSED") => anyhow::bail!("REQ closed: {value}"),
+                _ => {}
             }
         }
-        samples.push_duration(started.elapsed());
-        anyhow::ensure!(events == 50, "expected 50 events, got {events}");
-        ws.send(Message::text(json!(["CLOSE", sub]).to_string())).await?;
+    }
+    let took = started.elapsed();
+    anyhow::ensure!(events == 50, "expected 50 events, got {events}");
+    ws.send(Message::text(json!(["CLOSE", sub]).to_string())).await?;
+    Ok(took)
+}
+
+/// REQ latencies on every target, queries interleaved so drift and noise hit all alike.
+async fn req_latency(
+    urls: &[String],
+    coordinates: &[String],
+    queries: usize,
+) -> anyhow::Result<Vec<Samples>> {
+    let mut sockets = Vec::new();
+    for url in urls {
+        // Nagle off on the client too, or every small REQ waits for a delayed ACK.
+        sockets.push(tokio_tungstenite::connect_async_with_config(url, None, true).await?.0);
+    }
+    let mut samples = vec![Samples::default(); urls.len()];
+    for i in 0..queries {
+        for (ws, samples) in sockets.iter_mut().zip(samples.iter_mut()) {
+            samples.push_duration(req_once(ws, &format!("q{i}"), &coordinates[i % coordinates.len()]).await?);
+        }
     }
     Ok(samples)
 }
@@ -164,18 +180,19 @@ pub async fn relay(
         [("grasp", grasp.ws_url()), ("policy off", open.ws_url()), ("relay-builder", builder.url.clone())];
 
     let mut rates = Vec::new();
-    let mut latencies = Vec::new();
     for (name, url) in &targets {
         let (took, accepted) = ingest(url, &signed[..ingest_events]).await?;
         anyhow::ensure!(accepted == ingest_events, "{name}: only {accepted} of {ingest_events} accepted");
         let rate = ingest_events as f64 / took.as_secs_f64();
+        eprintln!("  {name}: {rate:.0} events/s");
+        rates.push(rate);
+    }
+    for (name, url) in &targets {
         let (_, rest) = ingest(url, &signed[ingest_events..]).await?;
         anyhow::ensure!(rest == store_events - ingest_events, "{name}: preload incomplete");
-        let lat = req_latency(url, &coordinates, queries).await?;
-        eprintln!("  {name}: {rate:.0} events/s; REQ p50 {}", secs(lat.median()));
-        rates.push(rate);
-        latencies.push(lat);
     }
+    let urls: Vec<String> = targets.iter().map(|(_, url)| url.clone()).collect();
+    let latencies = req_latency(&urls, &coordinates, queries).await?;
     let ratio = rates[0] / rates[1];
     report.add(Row {
         scenario: format!("relay ingest, {ingest_events} issues from {CLIENTS} clients"),

@@ -168,6 +168,19 @@ impl TestServer {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// The NIP-11 document (`GET /` with `Accept: application/nostr+json`).
+    pub async fn nip11(&self) -> serde_json::Value {
+        reqwest::Client::new()
+            .get(self.http_url())
+            .header("Accept", "application/nostr+json")
+            .send()
+            .await
+            .expect("NIP-11 request")
+            .json()
+            .await
+            .expect("NIP-11 JSON")
+    }
+
     /// The text of `/metrics`.
     pub async fn metrics(&self) -> String {
         reqwest::get(format!("{}/metrics", self.http_url()))

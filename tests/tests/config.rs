@@ -78,15 +78,7 @@ async fn ngit_environment_names_configure_the_server() {
         .env("NGIT_RELAY_DESCRIPTION", "described by ngit env")
         .env("NGIT_DATABASE_BACKEND", "memory")
         .start();
-    let doc: serde_json::Value = reqwest::Client::new()
-        .get(server.http_url())
-        .header("Accept", "application/nostr+json")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = server.nip11().await;
     assert_eq!(doc["name"], "from ngit env");
     assert_eq!(doc["description"], "described by ngit env");
     assert!(!server.data_dir().join("relay").join("data.mdb").exists(), "memory backend writes no LMDB file");
@@ -101,15 +93,7 @@ async fn config_file_values_apply_and_flags_override_them() {
         .arg(format!("--config={}", file.display()))
         .arg("--relay-name=from flag")
         .start();
-    let doc: serde_json::Value = reqwest::Client::new()
-        .get(server.http_url())
-        .header("Accept", "application/nostr+json")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = server.nip11().await;
     assert_eq!(doc["name"], "from flag");
     assert_eq!(doc["description"], "file description");
 }
