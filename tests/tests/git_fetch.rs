@@ -117,3 +117,13 @@ async fn unadvertised_reachable_commit_can_be_fetched_by_id() {
         assert_eq!(work.rev("FETCH_HEAD"), commits[0]);
     }
 }
+
+#[tokio::test]
+async fn shallow_clone_and_deepen() {
+    let (_server, url, commits) = populated().await;
+    let shallow = Workdir::clone_from(&url, &["--depth=1"]);
+    assert_eq!(shallow.rev("HEAD"), commits[1]);
+    assert_eq!(shallow.ok(&["rev-list", "--count", "HEAD"]), "1");
+    shallow.ok(&["fetch", "-q", "--unshallow"]);
+    assert_eq!(shallow.ok(&["rev-list", "--count", "HEAD"]), "2");
+}
