@@ -36,9 +36,10 @@ impl Setup {
         self.raw.publish(&events::json(event)).await
     }
 
-    /// A state of the owner, strictly newer than the previous one published here.
+    /// A state of the owner, strictly newer than any state signed before it (including the
+    /// one `host_repository` signed "now", even when a second boundary passed meanwhile).
     fn state(&self, refs: &[(&str, &str)]) -> Event {
-        let at = Timestamp::now().as_secs().max(self.last.load(Ordering::SeqCst) + 1);
+        let at = (Timestamp::now().as_secs() + 1).max(self.last.load(Ordering::SeqCst) + 1);
         self.last.store(at, Ordering::SeqCst);
         events::state_at(&self.owner, D, refs, Some("main"), Timestamp::from(at))
     }
