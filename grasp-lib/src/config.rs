@@ -67,6 +67,9 @@ pub struct Config {
     pub max_limit: usize,
     /// EVENT messages per minute per client IP (0 = unlimited).
     pub events_per_minute: u32,
+    /// Take the client IP from the last `X-Forwarded-For` entry (set by your reverse proxy)
+    /// instead of the TCP peer, for per-IP limits. Only behind a proxy you run.
+    pub trust_forwarded_for: bool,
     /// Live events buffered per connection before a slow subscriber is cut off.
     pub subscriber_queue: usize,
     /// Most records one negentropy (NIP-77) session may cover.
@@ -116,6 +119,7 @@ impl Default for Config {
             max_filters: 16,
             max_limit: 500,
             events_per_minute: 600,
+            trust_forwarded_for: false,
             subscriber_queue: 4096,
             max_negentropy_items: 500_000,
             max_push_size: 2 * 1024 * 1024 * 1024,
@@ -324,6 +328,11 @@ pub struct ConfigArgs {
     #[arg(long, env = "GRASP_EVENTS_PER_MINUTE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub events_per_minute: Option<u32>,
+    /// Use the last X-Forwarded-For address as the client IP (only behind your own reverse proxy)
+    #[arg(long, env = "GRASP_TRUST_FORWARDED_FOR", value_parser = BoolishValueParser::new(),
+          num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trust_forwarded_for: Option<bool>,
     /// Live events buffered per connection before a slow subscriber is cut off
     #[arg(long, env = "GRASP_SUBSCRIBER_QUEUE")]
     #[serde(skip_serializing_if = "Option::is_none")]

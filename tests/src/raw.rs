@@ -21,6 +21,21 @@ impl RawClient {
         Self { ws }
     }
 
+    /// Connects with extra request headers (e.g. what a reverse proxy adds).
+    pub async fn connect_with_headers(url: &str, headers: &[(&str, &str)]) -> Self {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = url.into_client_request().expect("websocket request");
+        for (name, value) in headers {
+            request.headers_mut().insert(
+                tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes())
+                    .expect("header name"),
+                value.parse().expect("header value"),
+            );
+        }
+        let (ws, _) = connect_async(request).await.expect("websocket connect");
+        Self { ws }
+    }
+
     /// Sends text as-is.
     pub async fn send_text(&mut self, text: impl Into<String>) {
         self.ws.send(Message::text(text.into())).await.expect("send");

@@ -236,6 +236,29 @@ async fn events_per_minute_per_ip_is_enforced() {
 }
 
 #[tokio::test]
+async fn forwarded_for_gives_each_client_behind_a_proxy_its_own_budget() {
+    let server = TestServer::builder().arg("--events-per-minute=2").arg("--trust-forwarded-for").start();
+    let keys = Keys::generate();
+    let mut n = 0;
+    let mut publish_as = |forwarded: &'static str| {
+        n += 1;
+        let ev = events::announcement(&keys, &format!("r{n}"), &server.addr, &[]);
+        let url = server.ws_url();
+        async move {
+            // what nginx's $proxy_add_x_forwarded_for sends: client-supplied entries, then the real one
+            let header = format!("1.1.1.1, {forwarded}");
+            let mut raw = RawClient::connect_with_headers(&url, &[("X-Forwarded-For", &header)]).await;
+            raw.publish(&events::json(&ev)).await
+        }
+    };
+    assert!(publish_as("203.0.113.1").await.0);
+    assert!(publish_as("203.0.113.1").await.0);
+    let (ok, msg) = publish_as("203.0.113.1").await;
+    assert!(!ok && msg.starts_with("rate-limited:"), "third event from one client: {msg}");
+    assert!(publish_as("203.0.113.2").await.0, "another client behind the same proxy has its own budget");
+}
+
+#[tokio::test]
 async fn negentropy_errors_are_reported_per_session() {
     let server = TestServer::start();
     let mut raw = RawClient::connect(&server.ws_url()).await;

@@ -50,6 +50,7 @@ pub fn routes(grasp: Grasp) -> impl Filter<Extract = (impl Reply,), Error = Infa
         .and(warp::get())
         .and(warp::ws())
         .and(warp::addr::remote())
+        .and(warp::header::optional::<String>("x-forwarded-for"))
         .and(with_grasp(grasp.clone()))
         .map(websocket::upgrade);
 

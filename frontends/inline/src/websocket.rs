@@ -8,13 +8,32 @@ use grasp_lib::Grasp;
 use warp::ws::{Message, WebSocket, Ws};
 use warp::Reply;
 
+/// The client address for per-IP limits: the TCP peer, or, when the operator trusts their
+/// reverse proxy, the last `X-Forwarded-For` entry (the one that proxy appended; entries
+/// further left come from the client and can be forged).
+pub fn client_ip(
+    remote: Option<SocketAddr>,
+    forwarded_for: Option<&str>,
+    trust_forwarded_for: bool,
+) -> IpAddr {
+    let forwarded = trust_forwarded_for
+        .then(|| forwarded_for?.rsplit(',').next()?.trim().parse::<IpAddr>().ok())
+        .flatten();
+    forwarded.or(remote.map(|a| a.ip())).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+}
+
 /// Accepts the upgrade. The transport cap sits above the relay's own message limit, so an
 /// oversized message gets a NOTICE from the relay instead of a dropped connection; only
 /// absurd frames hit the transport limit.
-pub fn upgrade(ws: Ws, remote: Option<SocketAddr>, grasp: Grasp) -> impl Reply {
+pub fn upgrade(
+    ws: Ws,
+    remote: Option<SocketAddr>,
+    forwarded_for: Option<String>,
+    grasp: Grasp,
+) -> impl Reply {
     let limit = grasp.config().max_message_size;
     let transport_cap = limit.saturating_mul(2).max(limit + 64 * 1024);
-    let peer = remote.map(|a| a.ip()).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let peer = client_ip(remote, forwarded_for.as_deref(), grasp.config().trust_forwarded_for);
     ws.max_message_size(transport_cap)
         .max_frame_size(transport_cap)
         .on_upgrade(move |socket| serve(socket, peer, grasp))
@@ -46,4 +65,19 @@ async fn serve(socket: WebSocket, peer: IpAddr, grasp: Grasp) {
 
     metrics.connections_active.dec();
     tracing::debug!(%peer, "websocket disconnected");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_is_used_only_when_trusted_and_only_its_last_entry() {
+        let remote = Some("10.0.0.1:5000".parse().unwrap());
+        let header = Some("6.6.6.6, 203.0.113.7");
+        assert_eq!(client_ip(remote, header, false).to_string(), "10.0.0.1");
+        assert_eq!(client_ip(remote, header, true).to_string(), "203.0.113.7");
+        assert_eq!(client_ip(remote, Some("garbage"), true).to_string(), "10.0.0.1");
+        assert_eq!(client_ip(remote, None, true).to_string(), "10.0.0.1");
+    }
 }
