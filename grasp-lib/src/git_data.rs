@@ -25,6 +25,9 @@ use crate::purgatory::HeldKind;
 pub struct ProcessReport {
     /// Held events released from purgatory (stored and delivered live).
     pub released: Vec<(EventId, HeldKind)>,
+    /// Held events whose data arrived but which the store refused as superseded (a newer
+    /// version is stored); they left purgatory without being served.
+    pub superseded: Vec<EventId>,
     /// `refs/nostr` refs deleted because they did not hold their event's commit.
     pub deleted_refs: Vec<(RepoRef, String)>,
     /// Repositories whose refs or HEAD changed, with what changed and the state applied.

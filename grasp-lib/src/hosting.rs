@@ -155,6 +155,7 @@ impl Hosting {
                         report.released.push((id, entry.kind));
                     } else {
                         tracing::debug!(event_id = %id, ?status, "held event superseded; dropped");
+                        report.superseded.push(id);
                     }
                     if let Err(e) = self.purgatory.remove(&[id]).await {
                         report.errors.push(e.to_string());

@@ -20,7 +20,7 @@ use warp::path::FullPath;
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
-use crate::http::InternalError;
+use crate::http::{with_grasp, InternalError};
 use crate::pages;
 
 /// What a request under a repository URL asks for.
@@ -47,10 +47,6 @@ fn parse(path: &str) -> Option<(RepoRef, Action)> {
         other => Action::Rpc(Service::from_name(other)?),
     };
     Some((RepoRef::new(owner, identifier), action))
-}
-
-fn with_grasp(grasp: Grasp) -> impl Filter<Extract = (Grasp,), Error = std::convert::Infallible> + Clone {
-    warp::any().map(move || grasp.clone())
 }
 
 /// Turns the request body into a reader, gunzipping it when the client compressed it.

@@ -27,7 +27,8 @@ fn cors_headers() -> HeaderMap {
     headers
 }
 
-fn with_grasp(grasp: Grasp) -> impl Filter<Extract = (Grasp,), Error = Infallible> + Clone {
+/// Hands each request a clone of the service handle.
+pub(crate) fn with_grasp(grasp: Grasp) -> impl Filter<Extract = (Grasp,), Error = Infallible> + Clone {
     warp::any().map(move || grasp.clone())
 }
 

@@ -83,14 +83,14 @@ impl GraspPolicy {
             if report.released.iter().any(|(released, _)| *released == id) {
                 return Ok(Verdict::Released);
             }
-        }
-        if !self.hosting.purgatory().contains(&id) {
-            // Its data was here but the store kept a newer version instead.
-            return Ok(Verdict::reject(
-                Prefix::Invalid,
-                "superseded",
-                "a newer version of this event is already stored",
-            ));
+            if report.superseded.contains(&id) {
+                // Its data was here but the store keeps a newer version instead.
+                return Ok(Verdict::reject(
+                    Prefix::Invalid,
+                    "superseded",
+                    "a newer version of this event is already stored",
+                ));
+            }
         }
         Ok(held())
     }
@@ -123,14 +123,14 @@ impl GraspPolicy {
             if decide::announcement(&ann, origin, &stored) == Verdict::Accept {
                 return Ok(Verdict::Accept);
             }
+            // The author's own older announcement does not vouch; the new one stands in for it.
+            let mut chain: Vec<RepoAnnouncement> =
+                all.iter().filter(|a| a.owner != ann.owner).cloned().collect();
+            chain.push(ann.clone());
             let root = held.iter().find(|(_, root)| {
-                root.owner != ann.owner && {
-                    let mut chain = all.clone();
-                    chain.retain(|a| a.owner != ann.owner);
-                    chain.push(ann.clone());
-                    crate::maintainers::MaintainerSet::from_announcements(root.owner, &chain)
+                root.owner != ann.owner
+                    && crate::maintainers::MaintainerSet::from_announcements(root.owner, &chain)
                         .contains(&ann.owner)
-                }
             });
             let Some((root_entry, _)) = root else { return Ok(Verdict::Accept) };
             let mut entry = self.hosting.purgatory().entry(event.clone(), HeldKind::Dependent, d);
