@@ -69,6 +69,7 @@ mod tests {
             author: Keys::generate().public_key(),
             identifier: RepoIdentifier::new("r").unwrap(),
             refs: refs.iter().map(|(n, o)| (n.to_string(), o.to_string())).collect(),
+            malformed_refs: Vec::new(),
             head: head.map(str::to_owned),
             created_at: Timestamp::now(),
         }

@@ -47,7 +47,7 @@ use nostr::{EventId, Filter, Kind, Timestamp};
 use crate::git::pktline::RefUpdate;
 use crate::git::{refs, GitError, RepoRef};
 use crate::maintainers::MaintainerSet;
-use crate::nip34::{kinds, RepoAnnouncement, RepoState};
+use crate::nip34::{is_object_id, kinds, raw_commit_tag, RepoAnnouncement, RepoState};
 use crate::store::{EventStore, StoreError};
 
 /// Read access to the events authorization depends on. The event store implements it;
@@ -62,7 +62,8 @@ pub trait EventView: Send + Sync {
     /// Every state event with `identifier` that may authorize a push, from any author.
     fn states<'a>(&'a self, identifier: &'a str) -> BoxFuture<'a, Result<Vec<RepoState>, StoreError>>;
 
-    /// The `c` tag of each known pull request (1618) or pull request update (1619) among `ids`.
+    /// The `c` tag of each known pull request (1618) or pull request update (1619) among `ids`,
+    /// as written (a malformed value must refuse the push, not make the event look unknown).
     fn pull_request_commits<'a>(
         &'a self,
         ids: &'a [EventId],
@@ -93,7 +94,7 @@ impl EventView for EventStore {
             Ok(found
                 .iter()
                 .filter(|e| matches!(e.kind.as_u16(), kinds::PULL_REQUEST | kinds::PULL_REQUEST_UPDATE))
-                .filter_map(|e| crate::nip34::commit_tag(e).map(|c| (e.id, c)))
+                .filter_map(|e| raw_commit_tag(e).map(|c| (e.id, c.to_ascii_lowercase())))
                 .collect())
         })
     }
@@ -195,6 +196,12 @@ pub fn decide(updates: &[RefUpdate], ctx: &PushContext<'_>) -> PushDecision {
                 return reject(format!("{name}: pull request refs cannot be deleted by a push"));
             }
             if let Some(commit) = ctx.pr_commits.get(&id) {
+                if !is_object_id(commit) {
+                    return reject(format!(
+                        "{name}: the pull request event's 'c' tag ({commit:?}) is not a full commit id, so no push \
+                         can match it; publish a corrected event"
+                    ));
+                }
                 if !commit.eq_ignore_ascii_case(&update.new) {
                     return reject(format!(
                         "{name}: the pull request event names commit {} but you pushed {}; push the commit in its 'c' tag",
@@ -222,7 +229,7 @@ pub fn decide(updates: &[RefUpdate], ctx: &PushContext<'_>) -> PushDecision {
         }
     }
     let mut candidates: Vec<&RepoState> =
-        ctx.states.iter().filter(|s| !s.refs.is_empty() && ctx.maintainers.contains(&s.author)).collect();
+        ctx.states.iter().filter(|s| s.can_drive_refs() && ctx.maintainers.contains(&s.author)).collect();
     if candidates.is_empty() {
         return reject(
             "no state event (kind 30618) from a maintainer of this repository; publish one that lists the refs \
@@ -301,6 +308,7 @@ mod tests {
             author,
             identifier: RepoIdentifier::new("r").unwrap(),
             refs: refs.iter().map(|(n, o)| (n.to_string(), o.to_string())).collect(),
+            malformed_refs: Vec::new(),
             head: None,
             created_at: Timestamp::from(at),
         }
@@ -382,6 +390,25 @@ mod tests {
         // an empty state never authorizes
         w.states.push(state(w.owner, &[], 11));
         assert!(rejected(w.decide(&[upd("refs/heads/main", Z, A)])).contains("no state event"));
+    }
+
+    #[test]
+    fn a_state_with_a_malformed_ref_value_never_authorizes() {
+        let mut w = World::new();
+        // The well-formed part matches the push, but the state also names a short id.
+        let mut s = state(w.owner, &[("refs/heads/main", A)], 10);
+        s.malformed_refs.push("refs/heads/dev".into());
+        w.states.push(s);
+        assert!(rejected(w.decide(&[upd("refs/heads/main", Z, A)])).contains("no state event"));
+    }
+
+    #[test]
+    fn a_pull_request_with_a_malformed_commit_refuses_its_ref() {
+        let mut w = World::new();
+        let id = "cd".repeat(32);
+        w.prs.insert(EventId::from_hex(&id).unwrap(), "abc123".into());
+        let reason = rejected(w.decide(&[upd(&format!("refs/nostr/{id}"), Z, A)]));
+        assert!(reason.contains("not a full commit id"), "{reason}");
     }
 
     #[test]

@@ -58,11 +58,12 @@ impl IdentifierLocks {
     }
 }
 
-/// The newest non-empty state authored by a member of `set` (ties: lowest id).
+/// The newest state that can drive refs ([`RepoState::can_drive_refs`]) authored by a
+/// member of `set` (ties: lowest id).
 pub fn authoritative_state<'a>(set: &MaintainerSet, states: &'a [RepoState]) -> Option<&'a RepoState> {
     states
         .iter()
-        .filter(|s| !s.refs.is_empty() && set.contains(&s.author))
+        .filter(|s| s.can_drive_refs() && set.contains(&s.author))
         .max_by(|a, b| a.created_at.cmp(&b.created_at).then(b.id.cmp(&a.id)))
 }
 

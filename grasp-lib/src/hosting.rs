@@ -22,7 +22,9 @@ use crate::git::{is_zero_oid, GitError, RepoRef, Repositories};
 use crate::git_data::{align_one, authoritative_state, IdentifierLocks, Outcome, ProcessReport};
 use crate::maintainers::MaintainerSet;
 use crate::metrics::Metrics;
-use crate::nip34::{commit_tag, kinds, RepoAnnouncement, RepoCoordinate, RepoIdentifier, RepoState};
+use crate::nip34::{
+    commit_tag, kinds, raw_commit_tag, RepoAnnouncement, RepoCoordinate, RepoIdentifier, RepoState,
+};
 use crate::origin::ServiceOrigin;
 use crate::purgatory::{now_ms, HeldEvent, HeldKind, HoldOutcome, Placeholder, Purgatory, PurgatoryError};
 use crate::relay::Publisher;
@@ -185,10 +187,12 @@ impl Hosting {
                     .into_iter()
                     .map(|state| {
                         let oids: Vec<String> = state.refs.values().cloned().collect();
-                        let here = oids.is_empty()
-                            || gits
-                                .iter()
-                                .any(|git| refs::missing_objects(git, &oids).is_ok_and(|m| m.is_empty()));
+                        // Data for a malformed ref value can never arrive (decision 15b).
+                        let here = state.is_well_formed()
+                            && (oids.is_empty()
+                                || gits.iter().any(|git| {
+                                    refs::missing_objects(git, &oids).is_ok_and(|m| m.is_empty())
+                                }));
                         (state, here)
                     })
                     .collect())
@@ -423,12 +427,14 @@ impl Hosting {
         identifier: &RepoIdentifier,
         report: &mut ProcessReport,
     ) {
-        let Some(commit) = commit_tag(&entry.event) else { return };
+        // A malformed `c` matches no commit: every ref found is deleted and the event waits
+        // until it expires.
+        let commit = commit_tag(&entry.event);
         let id = entry.event.id;
         let name = format!("refs/nostr/{}", id.to_hex());
         let mut holder = None;
         for (repo, target) in found {
-            if target == commit {
+            if commit.as_ref() == Some(&target) {
                 holder.get_or_insert(repo);
                 continue;
             }
@@ -437,11 +443,11 @@ impl Hosting {
             if let Err(e) = self.delete_ref(&repo, &name, Some(target.clone())).await {
                 report.errors.push(format!("{repo}: {e}"));
             }
-            tracing::info!(repo = %repo, event_id = %id, pushed = %target, expected = %commit, "deleted mismatching pull request ref");
+            tracing::info!(repo = %repo, event_id = %id, pushed = %target, expected = ?commit, "deleted mismatching pull request ref");
             report.deleted_refs.push((repo, name.clone()));
             let _ = self.purgatory.remove_placeholders(&[id]).await;
         }
-        let Some(source) = holder else { return };
+        let (Some(source), Some(commit)) = (holder, commit) else { return };
         self.release(entry.clone(), report).await;
         let _ = self.purgatory.remove_placeholders(&[id]).await;
         // Offer the PR in every repository here whose maintainers the PR addresses.
@@ -688,8 +694,8 @@ impl EventView for Hosting {
             let mut commits = self.store.pull_request_commits(ids).await?;
             for id in ids {
                 if let Some(entry) = self.purgatory.get(id).filter(|e| e.kind == HeldKind::PullRequest) {
-                    if let Some(commit) = commit_tag(&entry.event) {
-                        commits.insert(*id, commit);
+                    if let Some(commit) = raw_commit_tag(&entry.event) {
+                        commits.insert(*id, commit.to_ascii_lowercase());
                     }
                 }
             }

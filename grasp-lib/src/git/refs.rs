@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use git2::{Oid, Repository, RepositoryInitOptions};
+use git2::{Oid, Repository};
 use nostr::{EventId, Timestamp};
 
 use super::GitError;
@@ -14,15 +14,33 @@ use crate::alignment::AlignmentPlan;
 /// so an older state can never roll it back.
 const APPLIED_STATE_KEY: &str = "grasp.appliedState";
 
-/// Creates a bare repository at `path` (parents included) with HEAD on `main`. Returns
-/// `false` when one already existed.
+/// Creates a bare repository at `path` (parents included) exactly as `git init --bare` on
+/// this machine makes it: HEAD names git's `init.defaultBranch` when the operator configured
+/// one, otherwise git's built-in default, and the operator's templates apply. Clients that
+/// clone the still-empty repository then see what any stock git server shows them (an
+/// unborn default branch), until a state event sets HEAD. Returns `false` when a repository
+/// already existed.
 pub fn init_bare(path: &Path) -> Result<bool, GitError> {
     if path.join("HEAD").is_file() {
         return Ok(false);
     }
-    let mut opts = RepositoryInitOptions::new();
-    opts.bare(true).mkpath(true).initial_head("main").no_reinit(false);
-    Repository::init_opts(path, &opts)?;
+    let output = std::process::Command::new("git")
+        .args(["init", "--bare", "--quiet"])
+        .arg(path)
+        // A server started from inside a git hook or work tree must not init that one.
+        .env_remove("GIT_DIR")
+        .env_remove("GIT_WORK_TREE")
+        .env_remove("GIT_OBJECT_DIRECTORY")
+        .env_remove("GIT_ALTERNATE_OBJECT_DIRECTORIES")
+        .env_remove("GIT_INDEX_FILE")
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    if !output.status.success() {
+        return Err(GitError::Command {
+            command: format!("init --bare {}", path.display()),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        });
+    }
     Ok(true)
 }
 
@@ -166,7 +184,13 @@ mod tests {
         assert!(!init_bare(&path).unwrap());
         let repo = open(&path).unwrap();
         assert!(branches_and_tags(&repo).unwrap().is_empty());
-        assert_eq!(repo.find_reference("HEAD").unwrap().symbolic_target().unwrap(), Some("refs/heads/main"));
+        // HEAD is whatever `git init --bare` gives on this machine.
+        let reference = dir.path().join("reference.git");
+        let status =
+            std::process::Command::new("git").args(["init", "--bare", "-q"]).arg(&reference).status();
+        assert!(status.unwrap().success());
+        let head = |p: &Path| std::fs::read_to_string(p.join("HEAD")).unwrap();
+        assert_eq!(head(&path), head(&reference));
         assert_eq!(applied_state(&repo), None);
         let id = EventId::all_zeros();
         record_applied_state(&repo, &id, Timestamp::from(42)).unwrap();

@@ -141,6 +141,10 @@ pub struct RepoState {
     /// `refs/heads/*` and `refs/tags/*` to object id (lowercase hex), peeled `^{}` entries
     /// dropped.
     pub refs: BTreeMap<String, String>,
+    /// `refs/heads/*` and `refs/tags/*` names whose value is not a full object id (short,
+    /// non-hex). Git data for them can never arrive, so such a state is held until it
+    /// expires: never served, applied or used to authorize a push (decision 15b).
+    pub malformed_refs: Vec<String>,
     /// The branch `HEAD` points at (`refs/heads/x`), if the event names one.
     pub head: Option<String>,
     /// When the state was signed.
@@ -154,6 +158,7 @@ impl RepoState {
         expect_kind(event, kinds::REPO_STATE)?;
         let identifier = identifier_of(event)?;
         let mut refs = BTreeMap::new();
+        let mut malformed_refs = Vec::new();
         let mut head = None;
         for tag in event.tags.iter() {
             let slice = tag.as_slice();
@@ -167,18 +172,50 @@ impl RepoState {
                 }
             } else if (name.starts_with("refs/heads/") || name.starts_with("refs/tags/"))
                 && !name.ends_with("^{}")
-                && is_object_id(value)
             {
-                refs.insert(name.clone(), value.to_ascii_lowercase());
+                if is_object_id(value) {
+                    refs.insert(name.clone(), value.to_ascii_lowercase());
+                } else {
+                    malformed_refs.push(name.clone());
+                }
             }
         }
-        Ok(Self { id: event.id, author: event.pubkey, identifier, refs, head, created_at: event.created_at })
+        Ok(Self {
+            id: event.id,
+            author: event.pubkey,
+            identifier,
+            refs,
+            malformed_refs,
+            head,
+            created_at: event.created_at,
+        })
+    }
+
+    /// False when a ref value is not a full object id: the state waits for data that can
+    /// never arrive.
+    pub fn is_well_formed(&self) -> bool {
+        self.malformed_refs.is_empty()
+    }
+
+    /// True when this state may drive a repository (authorize a push, be applied): it is
+    /// well formed and names at least one ref. A state with no refs is stored but never
+    /// applied (decision 15), so it cannot delete every branch.
+    pub fn can_drive_refs(&self) -> bool {
+        self.is_well_formed() && !self.refs.is_empty()
     }
 }
 
-/// The commit a pull request (1618) or pull request update (1619) names in its `c` tag.
+/// The commit a pull request (1618) or pull request update (1619) names in its `c` tag,
+/// when it is a full object id.
 pub fn commit_tag(event: &Event) -> Option<String> {
-    tag_values(event, "c").next().filter(|c| is_object_id(c)).map(str::to_ascii_lowercase)
+    raw_commit_tag(event).filter(|c| is_object_id(c)).map(str::to_ascii_lowercase)
+}
+
+/// The first `c` tag value as written, well formed or not. A pull request whose `c` is not a
+/// full object id waits for data that can never arrive: it is held until it expires, and a
+/// push to its `refs/nostr/<id>` is refused.
+pub fn raw_commit_tag(event: &Event) -> Option<&str> {
+    tag_values(event, "c").next()
 }
 
 /// True for a 40-hex (SHA-1) or 64-hex (SHA-256) git object id.
@@ -246,9 +283,19 @@ mod tests {
         );
         let st = RepoState::parse(&ev).unwrap();
         assert_eq!(st.refs.keys().collect::<Vec<_>>(), vec!["refs/heads/main", "refs/tags/v1"]);
+        assert_eq!(st.malformed_refs, vec!["refs/heads/bad"]);
+        assert!(!st.is_well_formed() && !st.can_drive_refs());
         assert_eq!(st.head.as_deref(), Some("refs/heads/main"));
 
         let bare = sign(30618, vec![vec!["d", "repo"], vec!["HEAD", "refs/heads/dev"]]);
-        assert_eq!(RepoState::parse(&bare).unwrap().head.as_deref(), Some("refs/heads/dev"));
+        let bare = RepoState::parse(&bare).unwrap();
+        assert_eq!(bare.head.as_deref(), Some("refs/heads/dev"));
+        assert!(bare.is_well_formed() && !bare.can_drive_refs(), "no refs: stored, never applied");
+
+        for value in ["abc123", &"g".repeat(40), &"a".repeat(41)] {
+            let short = sign(30618, vec![vec!["d", "repo"], vec!["refs/heads/main", value]]);
+            let short = RepoState::parse(&short).unwrap();
+            assert!(short.refs.is_empty() && !short.is_well_formed(), "{value} is not an object id");
+        }
     }
 }

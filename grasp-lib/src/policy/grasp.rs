@@ -11,7 +11,7 @@ use super::{EventPolicy, Prefix, Verdict};
 use crate::git::RepoRef;
 use crate::hosting::{Arrival, Hosting, DUPLICATE_HELD_MESSAGE, PURGATORY_MESSAGE};
 use crate::nip34::{
-    commit_tag, kinds, EventReferences, RepoAnnouncement, RepoCoordinate, RepoIdentifier, RepoState,
+    kinds, raw_commit_tag, EventReferences, RepoAnnouncement, RepoCoordinate, RepoIdentifier, RepoState,
     MAX_REFERENCES,
 };
 use crate::purgatory::{HeldEvent, HeldKind, HoldOutcome, PurgatoryError};
@@ -205,7 +205,9 @@ impl GraspPolicy {
                 "pull request must tag a repository hosted here ('a' tag 30617:<owner>:<identifier>)",
             ));
         };
-        if commit_tag(event).is_none() {
+        // A `c` that is present but not a full commit id is held like any PR whose data is
+        // missing (its data can never arrive, so it expires unserved); no `c` at all is refused.
+        if raw_commit_tag(event).is_none() {
             return Ok(Verdict::reject(
                 Prefix::Invalid,
                 "malformed",

@@ -4,7 +4,7 @@ use nostr::nips::nip19::ToBech32;
 use serde::Serialize;
 
 use super::{now_ms, HeldEvent, HeldKind, Placeholder};
-use crate::nip34::{commit_tag, RepoState};
+use crate::nip34::{commit_tag, raw_commit_tag, RepoState};
 
 /// One line of the listing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -38,6 +38,10 @@ fn waiting_for(entry: &HeldEvent) -> String {
     match entry.kind {
         HeldKind::Announcement => "a push matching a maintainer's state for this repository".to_owned(),
         HeldKind::State => match RepoState::parse(&entry.event) {
+            Ok(state) if !state.is_well_formed() => format!(
+                "nothing that can arrive: {} not a full object id; expires unserved",
+                state.malformed_refs.join(", ")
+            ),
             Ok(state) if state.refs.is_empty() => {
                 "nothing (empty state; released on the next git-data step)".to_owned()
             }
@@ -48,9 +52,12 @@ fn waiting_for(entry: &HeldEvent) -> String {
             }
             Err(_) => "git objects".to_owned(),
         },
-        HeldKind::PullRequest => match commit_tag(&entry.event) {
-            Some(c) => format!("commit {} at refs/nostr/{}", short(&c), entry.event.id.to_hex()),
-            None => "its commit".to_owned(),
+        HeldKind::PullRequest => match (commit_tag(&entry.event), raw_commit_tag(&entry.event)) {
+            (Some(c), _) => format!("commit {} at refs/nostr/{}", short(&c), entry.event.id.to_hex()),
+            (None, Some(raw)) => {
+                format!("nothing that can arrive: 'c' tag {raw:?} is not a full commit id; expires unserved")
+            }
+            (None, None) => "its commit".to_owned(),
         },
         HeldKind::Dependent => match entry.waits_for {
             Some(id) => format!("release of held event {}", id.to_hex()),
