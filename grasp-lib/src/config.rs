@@ -86,6 +86,27 @@ pub struct Config {
     /// `grasp` (GRASP-01 acceptance and purgatory) or `accept-all` (every valid event is
     /// stored: a plain relay, for benchmarks; never for a public GRASP server).
     pub event_policy: EventPolicyChoice,
+    /// Fetch the missing git data of held events from the other clone URLs.
+    pub hunting: bool,
+    /// Milliseconds before the first hunt for an event a client published (default 180000;
+    /// 1000 in test mode).
+    pub hunt_client_delay_ms: Option<u64>,
+    /// Milliseconds before the first hunt for an event relay sync brought (default 500;
+    /// 100 in test mode).
+    pub hunt_sync_delay_ms: Option<u64>,
+    /// Milliseconds of backoff after the first attempt that left events waiting; doubles
+    /// each time (default 20000; 500 in test mode).
+    pub hunt_backoff_base_ms: Option<u64>,
+    /// Longest backoff between attempts, in milliseconds (default 120000; 2000 in test mode).
+    pub hunt_backoff_max_ms: Option<u64>,
+    /// Hunting fetches in flight at once per domain.
+    pub hunt_domain_concurrency: u32,
+    /// Hunting fetches started per minute per domain.
+    pub hunt_domain_requests_per_minute: u32,
+    /// Seconds one hunting fetch may run (default 300; 30 in test mode).
+    pub hunt_fetch_timeout_secs: Option<u64>,
+    /// Most bytes one hunting fetch may bring.
+    pub hunt_max_fetch_size: u64,
 }
 
 /// Which acceptance policy the relay runs.
@@ -127,6 +148,15 @@ impl Default for Config {
             pr_ref_expiry_secs: None,
             push_extension_secs: None,
             event_policy: EventPolicyChoice::Grasp,
+            hunting: true,
+            hunt_client_delay_ms: None,
+            hunt_sync_delay_ms: None,
+            hunt_backoff_base_ms: None,
+            hunt_backoff_max_ms: None,
+            hunt_domain_concurrency: 5,
+            hunt_domain_requests_per_minute: 30,
+            hunt_fetch_timeout_secs: None,
+            hunt_max_fetch_size: 1024 * 1024 * 1024,
         }
     }
 }
@@ -199,6 +229,26 @@ impl Config {
                 return invalid(option, "must be at least 1 second".to_owned());
             }
         }
+        for (option, value) in [
+            ("hunt_domain_concurrency", self.hunt_domain_concurrency),
+            ("hunt_domain_requests_per_minute", self.hunt_domain_requests_per_minute),
+        ] {
+            if value == 0 {
+                return invalid(option, "must be at least 1".to_owned());
+            }
+        }
+        for (option, value) in [
+            ("hunt_backoff_base_ms", self.hunt_backoff_base_ms),
+            ("hunt_backoff_max_ms", self.hunt_backoff_max_ms),
+            ("hunt_fetch_timeout_secs", self.hunt_fetch_timeout_secs),
+        ] {
+            if value == Some(0) {
+                return invalid(option, "must be at least 1".to_owned());
+            }
+        }
+        if self.hunt_max_fetch_size < 1024 {
+            return invalid("hunt_max_fetch_size", "must be at least 1024 bytes".to_owned());
+        }
         if self.subscriber_queue < 16 {
             return invalid("subscriber_queue", "must be at least 16".to_owned());
         }
@@ -216,6 +266,30 @@ impl Config {
             expiry: Duration::from_secs(self.purgatory_expiry_secs.unwrap_or(expiry)),
             pr_ref_expiry: Duration::from_secs(self.pr_ref_expiry_secs.unwrap_or(pr_refs)),
             push_extension: Duration::from_secs(self.push_extension_secs.unwrap_or(extension)),
+        }
+    }
+
+    /// Hunting settings: the configured values, or the defaults (short timers in test mode).
+    pub fn hunt_settings(&self) -> crate::hunt::HuntSettings {
+        use std::time::Duration;
+        let (client, sync, base, max, timeout) =
+            if self.test_mode { (1000, 100, 500, 2000, 30) } else { (180_000, 500, 20_000, 120_000, 300) };
+        let base = self.hunt_backoff_base_ms.unwrap_or(base);
+        crate::hunt::HuntSettings {
+            timers: crate::hunt::queue::QueueTimers {
+                client_delay: Duration::from_millis(self.hunt_client_delay_ms.unwrap_or(client)),
+                sync_delay: Duration::from_millis(self.hunt_sync_delay_ms.unwrap_or(sync)),
+                backoff_base: Duration::from_millis(base),
+                backoff_max: Duration::from_millis(self.hunt_backoff_max_ms.unwrap_or(max).max(base)),
+            },
+            limits: crate::hunt::throttle::ThrottleLimits {
+                concurrent: self.hunt_domain_concurrency,
+                per_minute: self.hunt_domain_requests_per_minute,
+            },
+            fetch: crate::hunt::fetch::FetchLimits {
+                timeout: Duration::from_secs(self.hunt_fetch_timeout_secs.unwrap_or(timeout)),
+                max_bytes: self.hunt_max_fetch_size,
+            },
         }
     }
 
@@ -361,6 +435,43 @@ pub struct ConfigArgs {
     #[arg(long, env = "GRASP_EVENT_POLICY", value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub event_policy: Option<EventPolicyChoice>,
+    /// Fetch the missing git data of held events from the other clone URLs
+    #[arg(long, env = "GRASP_HUNTING", value_parser = BoolishValueParser::new(),
+          num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hunting: Option<bool>,
+    /// Milliseconds before hunting for an event a client published [default: 180000, or 1000 in test mode]
+    #[arg(long, env = "GRASP_HUNT_CLIENT_DELAY_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hunt_client_delay_ms: Option<u64>,
+    /// Milliseconds before hunting for an event relay sync brought [default: 500, or 100 in test mode]
+    #[arg(long, env = "GRASP_HUNT_SYNC_DELAY_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hunt_sync_delay_ms: Option<u64>,
+    /// First hunting backoff in milliseconds, doubling per attempt [default: 20000, or 500 in test mode]
+    #[arg(long, env = "GRASP_HUNT_BACKOFF_BASE_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hunt_backoff_base_ms: Option<u64>,
+    /// Longest hunting backoff in milliseconds [default: 120000, or 2000 in test mode]
+    #[arg(long, env = "GRASP_HUNT_BACKOFF_MAX_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hunt_backoff_max_ms: Option<u64>,
+    /// Hunting fetches in flight at once per domain
+    #[arg(long, env = "GRASP_HUNT_DOMAIN_CONCURRENCY")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hunt_domain_concurrency: Option<u32>,
+    /// Hunting fetches started per minute per domain
+    #[arg(long, env = "GRASP_HUNT_DOMAIN_REQUESTS_PER_MINUTE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hunt_domain_requests_per_minute: Option<u32>,
+    /// Seconds one hunting fetch may run before it is killed [default: 300, or 30 in test mode]
+    #[arg(long, env = "GRASP_HUNT_FETCH_TIMEOUT_SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hunt_fetch_timeout_secs: Option<u64>,
+    /// Most bytes one hunting fetch may bring before it is killed
+    #[arg(long, env = "GRASP_HUNT_MAX_FETCH_SIZE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hunt_max_fetch_size: Option<u64>,
 }
 
 /// ngit-grasp environment names accepted as aliases: (option, alias).
@@ -499,6 +610,21 @@ mod tests {
         assert!(Config::load(&bad).unwrap_err().to_string().contains("relay_owner_nsec"));
         let bad = ConfigArgs { max_limit: Some(0), ..Default::default() };
         assert!(Config::load(&bad).unwrap_err().to_string().contains("max_limit"));
+    }
+
+    #[test]
+    fn hunt_timers_are_short_in_test_mode_and_explicit_values_win() {
+        let normal = Config::default().hunt_settings();
+        assert_eq!(normal.timers.client_delay.as_secs(), 180);
+        assert_eq!(normal.timers.sync_delay.as_millis(), 500);
+        assert_eq!((normal.timers.backoff_base.as_secs(), normal.timers.backoff_max.as_secs()), (20, 120));
+        assert_eq!((normal.limits.concurrent, normal.limits.per_minute), (5, 30));
+        let test =
+            Config { test_mode: true, hunt_sync_delay_ms: Some(7), ..Config::default() }.hunt_settings();
+        assert_eq!(test.timers.client_delay.as_millis(), 1000);
+        assert_eq!(test.timers.sync_delay.as_millis(), 7);
+        let bad = ConfigArgs { hunt_domain_concurrency: Some(0), ..Default::default() };
+        assert!(Config::load(&bad).unwrap_err().to_string().contains("hunt_domain_concurrency"));
     }
 
     #[test]

@@ -21,6 +21,7 @@
 //! | [`git_data`] | which state a repository follows and how it gets there |
 //! | [`purgatory`] | events held until their git data arrives (durable) |
 //! | [`hosting`] | repositories + events + purgatory: the git-data step, releases, expiry |
+//! | [`hunt`] | fetching the missing git data of held events from other clone URLs |
 //! | [`push`] | a receive-pack request end to end |
 //! | [`relay`] | the transport-agnostic Nostr relay engine (NIP-01/45/77) |
 //! | [`nip11`] | the relay information document |
@@ -51,6 +52,7 @@ pub mod config;
 pub mod git;
 pub mod git_data;
 pub mod hosting;
+pub mod hunt;
 pub mod logging;
 pub mod maintainers;
 pub mod metrics;
@@ -104,6 +106,35 @@ pub enum OpenError {
     },
 }
 
+/// Starts the hunter for `hosting` (when `hunting` is on), resuming what purgatory holds.
+fn start_hunting(config: &Config, hosting: &Arc<Hosting>, metrics: &Metrics) -> hunt::HuntRequests {
+    if !config.hunting {
+        tracing::info!("hunting is off: held events wait for a push");
+        return hunt::HuntRequests::disabled();
+    }
+    let quarantine = hunt::fetch::quarantine_root(&config.git_data_path);
+    hunt::fetch::sweep(&quarantine);
+    let settings = config.hunt_settings();
+    let hunt_metrics = hunt::metrics::HuntMetrics::register(metrics.registry());
+    let remote =
+        Arc::new(hunt::HostingRemote::new(hosting.clone(), quarantine, settings.fetch, hunt_metrics.clone()));
+    let status_path = (config.database_backend == StoreBackend::Lmdb)
+        .then(|| hunt::status::HuntStatus::path(&config.relay_data_path));
+    let status = status_path.as_deref().map(hunt::status::HuntStatus::read).transpose().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "the hunt status is unreadable; starting afresh");
+        None
+    });
+    let mut held: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    for entry in
+        hosting.purgatory().all_held().into_iter().filter(|e| e.kind != purgatory::HeldKind::Dependent)
+    {
+        let at = held.entry(entry.identifier).or_default();
+        *at = (*at).max(entry.received_at);
+    }
+    let resume = hunt::Resume { held: held.into_iter().collect(), status: status.unwrap_or_default() };
+    hunt::Hunter::start(remote, settings, resume, status_path, hunt_metrics)
+}
+
 /// The shared service handle: everything a frontend needs, cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Grasp {
@@ -145,7 +176,10 @@ impl Grasp {
             metrics.clone(),
         ));
         let policy: Arc<dyn policy::EventPolicy> = match config.event_policy {
-            config::EventPolicyChoice::Grasp => Arc::new(GraspPolicy::new(hosting.clone())),
+            config::EventPolicyChoice::Grasp => {
+                let hunt = start_hunting(&config, &hosting, &metrics);
+                Arc::new(GraspPolicy::new(hosting.clone()).with_hunting(hunt))
+            }
             config::EventPolicyChoice::AcceptAll => {
                 tracing::warn!("event_policy = accept-all: every valid event is stored (benchmark mode)");
                 Arc::new(policy::AcceptAll)

@@ -75,6 +75,26 @@ impl ServiceOrigin {
         parse_repo_path(url.path().trim_end_matches('/')).is_some()
     }
 
+    /// True when `url` (any scheme, any path) addresses this server, however it is spelled:
+    /// host case, a trailing dot, numeric IPv4 forms, explicit default ports. When this
+    /// server is on a loopback address or `localhost`, every loopback spelling with the
+    /// same port counts too. Used to never fetch git data from ourselves.
+    pub fn is_own(&self, url: &Url) -> bool {
+        let Some(host) = url.host_str() else { return false };
+        let host = normalize_host(host);
+        let ours = normalize_host(&self.host);
+        let same_host = host == ours || (is_loopback(&host) && is_loopback(&ours));
+        if !same_host {
+            return false;
+        }
+        let port = url.port_or_known_default();
+        match self.port {
+            Some(p) => port == Some(p),
+            // No port configured: the server answers on the scheme's default port.
+            None => url.port().is_none() || matches!(port, Some(80 | 443)),
+        }
+    }
+
     /// True when `value` is a ws(s) URL of the relay on this server (path `/` or empty).
     pub fn is_relay_url(&self, value: &str) -> bool {
         let Ok(url) = Url::parse(value.trim()) else { return false };
@@ -84,6 +104,22 @@ impl ServiceOrigin {
             && matches!(url.path(), "" | "/")
             && self.matches_authority(&url)
     }
+}
+
+/// Lower case, without the brackets of an IPv6 literal or a trailing dot.
+fn normalize_host(host: &str) -> String {
+    host.trim_start_matches('[').trim_end_matches(']').trim_end_matches('.').to_ascii_lowercase()
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host.ends_with(".localhost")
+        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| match ip {
+            std::net::IpAddr::V4(v4) => v4.is_loopback(),
+            std::net::IpAddr::V6(v6) => {
+                v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+            }
+        })
 }
 
 /// Splits a URL path `/<npub>/<pct-identifier>.git` into its owner and identifier.
@@ -153,6 +189,30 @@ mod tests {
         assert!(!o.is_relay_url("ws://127.0.0.1:7335"));
         assert!(!o.is_relay_url("ws://127.0.0.1:7334/other"));
         assert!(!o.is_relay_url("http://127.0.0.1:7334"));
+    }
+
+    #[test]
+    fn own_urls_in_every_spelling() {
+        let own =
+            |domain: &str, url: &str| ServiceOrigin::parse(domain).unwrap().is_own(&Url::parse(url).unwrap());
+        assert!(own("git.example.com", "https://git.example.com/x.git"));
+        assert!(own("git.example.com", "http://GIT.Example.COM./x.git"));
+        assert!(own("git.example.com", "https://git.example.com:443/x"));
+        assert!(own("git.example.com", "http://git.example.com:80/x"));
+        assert!(!own("git.example.com", "https://git.example.com:8443/x"));
+        assert!(!own("git.example.com", "https://git.example.com.evil/x"));
+        assert!(!own("git.example.com", "https://evil.example/?git.example.com"));
+        assert!(own("127.0.0.1:7334", "http://127.0.0.1:7334/x.git"));
+        assert!(own("127.0.0.1:7334", "http://localhost:7334/x.git"));
+        assert!(own("127.0.0.1:7334", "http://LOCALHOST.:7334/x.git"));
+        assert!(own("127.0.0.1:7334", "http://[::1]:7334/x.git"));
+        assert!(own("127.0.0.1:7334", "http://0x7f.1:7334/x.git"), "numeric IPv4 forms");
+        assert!(own("127.0.0.1:7334", "http://2130706433:7334/x.git"));
+        assert!(own("127.0.0.1:7334", "http://127.1.2.3:7334/x.git"));
+        assert!(own("localhost:7334", "http://127.0.0.1:7334/x.git"));
+        assert!(own("127.0.0.1:7334", "http://user@127.0.0.1:7334/x.git"));
+        assert!(!own("127.0.0.1:7334", "http://127.0.0.1:7335/x.git"));
+        assert!(!own("127.0.0.1:7334", "http://10.0.0.1:7334/x.git"));
     }
 
     #[test]

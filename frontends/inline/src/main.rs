@@ -11,6 +11,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use grasp_lib::config::{self, Config, ConfigArgs};
+use grasp_lib::hunt::status::HuntStatus;
 use grasp_lib::purgatory::{listing, Purgatory};
 use grasp_lib::Grasp;
 
@@ -36,7 +37,8 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum PurgatoryAction {
-    /// List what is held and what would release it (safe while the server runs)
+    /// List what is held, what would release it, and when the server next looks for its git
+    /// data elsewhere (safe while the server runs)
     List {
         /// Print JSON instead of a table
         #[arg(long)]
@@ -51,7 +53,9 @@ fn list_purgatory(config: &Config, json: bool) -> ExitCode {
         Ok(found) => found,
         Err(e) => return fail(format!("cannot read purgatory in {}: {e}", dir.display())),
     };
-    let entries = listing::listing(&held, &placeholders);
+    // Written by the running server; absent when nothing was ever hunted.
+    let hunt = HuntStatus::read(&HuntStatus::path(&config.relay_data_path)).unwrap_or_default();
+    let entries = listing::listing(&held, &placeholders, &hunt);
     if json {
         println!("{}", serde_json::to_string_pretty(&entries).expect("listing serializes"));
     } else {

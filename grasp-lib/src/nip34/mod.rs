@@ -218,6 +218,11 @@ pub fn raw_commit_tag(event: &Event) -> Option<&str> {
     tag_values(event, "c").next()
 }
 
+/// The URLs in an event's `clone` tags (a pull request names where its commits are).
+pub fn clone_tag_urls(event: &Event) -> Vec<String> {
+    tag_values(event, "clone").map(str::to_owned).collect()
+}
+
 /// True for a 40-hex (SHA-1) or 64-hex (SHA-256) git object id.
 pub fn is_object_id(value: &str) -> bool {
     (value.len() == 40 || value.len() == 64) && value.bytes().all(|b| b.is_ascii_hexdigit())

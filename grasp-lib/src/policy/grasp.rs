@@ -7,9 +7,10 @@ use futures::future::BoxFuture;
 use nostr::{Event, EventId, Timestamp};
 
 use super::decide::{self, DeletionFacts, ListsService, RelationFacts};
-use super::{EventPolicy, Prefix, Verdict};
+use super::{EventPolicy, EventSource, Prefix, Verdict};
 use crate::git::RepoRef;
 use crate::hosting::{Arrival, Hosting, DUPLICATE_HELD_MESSAGE, PURGATORY_MESSAGE};
+use crate::hunt::HuntRequests;
 use crate::nip34::{
     kinds, raw_commit_tag, EventReferences, RepoAnnouncement, RepoCoordinate, RepoIdentifier, RepoState,
     MAX_REFERENCES,
@@ -33,10 +34,12 @@ enum PolicyError {
 /// New announcements, states, pull requests and pull request updates are held until their
 /// git data is here (released at once when it already is); events that relate only to a
 /// held repository wait with it. An announcement that lists this server gets its bare
-/// repository immediately, so the push that brings the data can land.
+/// repository immediately, so the push that brings the data can land. Held events are
+/// handed to the hunter, which looks for their data at the other clone URLs.
 #[derive(Debug, Clone)]
 pub struct GraspPolicy {
     hosting: Arc<Hosting>,
+    hunt: HuntRequests,
 }
 
 fn malformed(e: impl std::fmt::Display) -> Verdict {
@@ -48,12 +51,18 @@ fn held() -> Verdict {
 }
 
 impl GraspPolicy {
-    /// A policy acting on `hosting`.
+    /// A policy acting on `hosting` (without hunting; see [`GraspPolicy::with_hunting`]).
     pub fn new(hosting: Arc<Hosting>) -> Self {
-        Self { hosting }
+        Self { hosting, hunt: HuntRequests::disabled() }
     }
 
-    async fn decide(&self, event: &Event) -> Result<Verdict, PolicyError> {
+    /// Hands every event this policy holds to `hunt`.
+    pub fn with_hunting(mut self, hunt: HuntRequests) -> Self {
+        self.hunt = hunt;
+        self
+    }
+
+    async fn decide(&self, event: &Event, source: EventSource) -> Result<Verdict, PolicyError> {
         if let Some(verdict) = decide::preliminary(event, Timestamp::now()) {
             return Ok(verdict);
         }
@@ -61,19 +70,22 @@ impl GraspPolicy {
             return Ok(Verdict::Hold { message: DUPLICATE_HELD_MESSAGE.to_owned() });
         }
         match event.kind.as_u16() {
-            kinds::REPO_ANNOUNCEMENT => self.announcement(event).await,
-            kinds::REPO_STATE => self.state(event).await,
-            kinds::PULL_REQUEST | kinds::PULL_REQUEST_UPDATE => self.pull_request(event).await,
+            kinds::REPO_ANNOUNCEMENT => self.announcement(event, source).await,
+            kinds::REPO_STATE => self.state(event, source).await,
+            kinds::PULL_REQUEST | kinds::PULL_REQUEST_UPDATE => self.pull_request(event, source).await,
             kinds::DELETION => Ok(decide::deletion(&event.pubkey, &self.deletion_facts(event).await?)),
             kinds::USER_GRASP_LIST => Ok(Verdict::Accept),
-            _ => self.related(event).await,
+            _ => self.related(event, source).await,
         }
     }
 
     /// Holds `entry`, lets the git-data step run, and reports whether it was released
-    /// right away (its data was already here).
-    async fn hold_and_process(&self, entry: HeldEvent) -> Result<Verdict, PolicyError> {
+    /// right away (its data was already here). What stays held is handed to the hunter,
+    /// which waits longer for events from clients (a push usually follows) than for synced
+    /// ones.
+    async fn hold_and_process(&self, entry: HeldEvent, source: EventSource) -> Result<Verdict, PolicyError> {
         let id = entry.event.id;
+        let hunted = entry.kind != HeldKind::Dependent;
         let identifier = RepoIdentifier::new(&entry.identifier).ok();
         if self.hosting.hold(entry).await? == HoldOutcome::Duplicate {
             return Ok(Verdict::Hold { message: DUPLICATE_HELD_MESSAGE.to_owned() });
@@ -91,11 +103,14 @@ impl GraspPolicy {
                     "a newer version of this event is already stored",
                 ));
             }
+            if hunted {
+                self.hunt.enqueue(identifier.as_str(), source);
+            }
         }
         Ok(held())
     }
 
-    async fn announcement(&self, event: &Event) -> Result<Verdict, PolicyError> {
+    async fn announcement(&self, event: &Event, source: EventSource) -> Result<Verdict, PolicyError> {
         let ann = match RepoAnnouncement::parse(event) {
             Ok(ann) => ann,
             Err(e) => return Ok(malformed(e)),
@@ -136,7 +151,7 @@ impl GraspPolicy {
             let mut entry = self.hosting.purgatory().entry(event.clone(), HeldKind::Dependent, d);
             entry.waits_for = Some(root_entry.event.id);
             entry.expires_at = root_entry.expires_at;
-            return self.hold_and_process(entry).await;
+            return self.hold_and_process(entry, source).await;
         }
         if stored.iter().any(|a| a.owner == ann.owner) {
             // A newer version of an announcement we already serve.
@@ -162,10 +177,10 @@ impl GraspPolicy {
         }
         let mut entry = self.hosting.purgatory().entry(event.clone(), HeldKind::Announcement, d);
         entry.created_repo = created_repo;
-        self.hold_and_process(entry).await
+        self.hold_and_process(entry, source).await
     }
 
-    async fn state(&self, event: &Event) -> Result<Verdict, PolicyError> {
+    async fn state(&self, event: &Event, source: EventSource) -> Result<Verdict, PolicyError> {
         let state = match RepoState::parse(event) {
             Ok(state) => state,
             Err(e) => return Ok(malformed(e)),
@@ -178,7 +193,7 @@ impl GraspPolicy {
         match decide::state(&state, &all, latest_own) {
             Verdict::Accept => {
                 let entry = self.hosting.purgatory().entry(event.clone(), HeldKind::State, d);
-                self.hold_and_process(entry).await
+                self.hold_and_process(entry, source).await
             }
             other => Ok(other),
         }
@@ -196,7 +211,7 @@ impl GraspPolicy {
         Ok(None)
     }
 
-    async fn pull_request(&self, event: &Event) -> Result<Verdict, PolicyError> {
+    async fn pull_request(&self, event: &Event, source: EventSource) -> Result<Verdict, PolicyError> {
         let refs = EventReferences::of(event);
         let Some(identifier) = self.tagged_repository(&refs).await? else {
             return Ok(Verdict::reject(
@@ -215,10 +230,10 @@ impl GraspPolicy {
             ));
         }
         let entry = self.hosting.purgatory().entry(event.clone(), HeldKind::PullRequest, &identifier);
-        self.hold_and_process(entry).await
+        self.hold_and_process(entry, source).await
     }
 
-    async fn related(&self, event: &Event) -> Result<Verdict, PolicyError> {
+    async fn related(&self, event: &Event, source: EventSource) -> Result<Verdict, PolicyError> {
         let refs = EventReferences::of(event);
         let facts = self.relation_facts(event, &refs).await?;
         if decide::related(facts) == Verdict::Accept {
@@ -230,7 +245,7 @@ impl GraspPolicy {
                 self.hosting.purgatory().entry(event.clone(), HeldKind::Dependent, &parent.identifier);
             entry.waits_for = Some(parent.event.id);
             entry.expires_at = parent.expires_at;
-            return self.hold_and_process(entry).await;
+            return self.hold_and_process(entry, source).await;
         }
         Ok(decide::related(facts))
     }
@@ -301,9 +316,9 @@ impl GraspPolicy {
 }
 
 impl EventPolicy for GraspPolicy {
-    fn evaluate<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, Verdict> {
+    fn evaluate<'a>(&'a self, event: &'a Event, source: EventSource) -> BoxFuture<'a, Verdict> {
         Box::pin(async move {
-            self.decide(event).await.unwrap_or_else(|e| {
+            self.decide(event, source).await.unwrap_or_else(|e| {
                 tracing::warn!(event_id = %event.id, error = %e, "policy failed");
                 Verdict::reject(Prefix::Error, "internal", "could not process this event; try again later")
             })

@@ -89,12 +89,35 @@ impl Verdict {
     }
 }
 
+/// Where an event came from. Acceptance is the same for every source; what differs is how
+/// soon the server goes looking for the git data of a held event (a client that publishes
+/// a state usually pushes right after; an event synced from another relay has no push
+/// coming).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum EventSource {
+    /// Published by a client on a websocket (or another frontend's client path).
+    #[default]
+    Client,
+    /// Copied from another relay by relay sync (GRASP-02).
+    Sync,
+}
+
+impl EventSource {
+    /// Lower-case name, for logs and listings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventSource::Client => "client",
+            EventSource::Sync => "sync",
+        }
+    }
+}
+
 /// Decides about verified events and learns about the ones that were stored.
 ///
 /// Both methods get events whose id and signature are already checked.
 pub trait EventPolicy: Send + Sync + 'static {
-    /// Decides whether the relay takes `event`.
-    fn evaluate<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, Verdict>;
+    /// Decides whether the relay takes `event`, which arrived from `source`.
+    fn evaluate<'a>(&'a self, event: &'a Event, source: EventSource) -> BoxFuture<'a, Verdict>;
 
     /// Called after an accepted event was stored (not for duplicates), so the policy can act
     /// on it (e.g. create the repository of an announcement).
@@ -109,7 +132,7 @@ pub trait EventPolicy: Send + Sync + 'static {
 pub struct AcceptAll;
 
 impl EventPolicy for AcceptAll {
-    fn evaluate<'a>(&'a self, _event: &'a Event) -> BoxFuture<'a, Verdict> {
+    fn evaluate<'a>(&'a self, _event: &'a Event, _source: EventSource) -> BoxFuture<'a, Verdict> {
         Box::pin(async { Verdict::Accept })
     }
 }

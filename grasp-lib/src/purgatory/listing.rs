@@ -4,6 +4,7 @@ use nostr::nips::nip19::ToBech32;
 use serde::Serialize;
 
 use super::{now_ms, HeldEvent, HeldKind, Placeholder};
+use crate::hunt::status::{HuntStatus, TriedUrl};
 use crate::nip34::{commit_tag, raw_commit_tag, RepoState};
 
 /// One line of the listing.
@@ -28,6 +29,16 @@ pub struct ListingEntry {
     pub expires_in_secs: u64,
     /// What would release it.
     pub waiting_for: String,
+    /// When the server next looks for the git data at other clone URLs (ms since the Unix
+    /// epoch); absent when the repository is not queued for hunting.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_hunt_at: Option<u64>,
+    /// Seconds until then (0 when due or running).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_hunt_in_secs: Option<u64>,
+    /// Clone URLs already tried for this repository, with their latest result.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tried_urls: Vec<TriedUrl>,
 }
 
 fn short(oid: &str) -> &str {
@@ -66,12 +77,17 @@ fn waiting_for(entry: &HeldEvent) -> String {
     }
 }
 
-/// Builds the listing, soonest deadline first.
-pub fn listing(held: &[HeldEvent], placeholders: &[Placeholder]) -> Vec<ListingEntry> {
+/// Builds the listing, soonest deadline first, with the hunting status of each held
+/// event's repository (dependents follow the event they wait for, so they show none).
+pub fn listing(held: &[HeldEvent], placeholders: &[Placeholder], hunt: &HuntStatus) -> Vec<ListingEntry> {
     let now = now_ms();
     let mut out: Vec<ListingEntry> = held
         .iter()
-        .map(|e| ListingEntry {
+        .map(|e| {
+            let hunting = hunt.identifiers.get(&e.identifier).filter(|_| e.kind != HeldKind::Dependent);
+            (e, hunting)
+        })
+        .map(|(e, hunting)| ListingEntry {
             kind: e.kind.as_str().to_owned(),
             event_id: e.event.id.to_hex(),
             event_kind: Some(e.event.kind.as_u16()),
@@ -81,6 +97,15 @@ pub fn listing(held: &[HeldEvent], placeholders: &[Placeholder]) -> Vec<ListingE
             expires_at: e.expires_at,
             expires_in_secs: e.expires_at.saturating_sub(now) / 1000,
             waiting_for: waiting_for(e),
+            next_hunt_at: hunting.map(|h| h.next_attempt),
+            next_hunt_in_secs: hunting.map(|h| {
+                if h.running {
+                    0
+                } else {
+                    h.next_attempt.saturating_sub(now) / 1000
+                }
+            }),
+            tried_urls: hunting.map(|h| h.tried.clone()).unwrap_or_default(),
         })
         .chain(placeholders.iter().map(|p| ListingEntry {
             kind: "placeholder".to_owned(),
@@ -96,6 +121,9 @@ pub fn listing(held: &[HeldEvent], placeholders: &[Placeholder]) -> Vec<ListingE
                 short(&p.commit),
                 p.event_id.to_hex()
             ),
+            next_hunt_at: None,
+            next_hunt_in_secs: None,
+            tried_urls: Vec::new(),
         }))
         .collect();
     out.sort_by_key(|e| e.expires_at);
@@ -109,19 +137,24 @@ pub fn render_table(entries: &[ListingEntry]) -> String {
     }
     let mut out = String::new();
     out.push_str(&format!(
-        "{:<13} {:<16} {:<20} {:>9}  {}\n",
-        "KIND", "EVENT", "REPOSITORY", "EXPIRES", "WAITING FOR"
+        "{:<13} {:<16} {:<20} {:>9} {:>9}  {}\n",
+        "KIND", "EVENT", "REPOSITORY", "EXPIRES", "NEXT HUNT", "WAITING FOR"
     ));
     for e in entries {
         let repo: String = e.identifier.chars().take(20).collect();
+        let hunt = e.next_hunt_in_secs.map_or("-".to_owned(), |s| format!("{s}s"));
         out.push_str(&format!(
-            "{:<13} {:<16} {:<20} {:>8}s  {}\n",
+            "{:<13} {:<16} {:<20} {:>8}s {:>9}  {}\n",
             e.kind,
             &e.event_id[..16],
             repo,
             e.expires_in_secs,
+            hunt,
             e.waiting_for
         ));
+        for tried in &e.tried_urls {
+            out.push_str(&format!("{:>14}tried {}: {}\n", "", tried.url, tried.result));
+        }
     }
     out
 }

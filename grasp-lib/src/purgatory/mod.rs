@@ -437,6 +437,11 @@ impl Purgatory {
         index.ids(identifier, HeldKind::State).filter_map(|id| index.states.get(id).cloned()).collect()
     }
 
+    /// Every held event (to resume work on them after a restart).
+    pub fn all_held(&self) -> Vec<HeldEvent> {
+        self.index().held.values().cloned().collect()
+    }
+
     /// Held events waiting for `id` to be released.
     pub fn dependents_of(&self, id: &EventId) -> Vec<HeldEvent> {
         let index = self.index();

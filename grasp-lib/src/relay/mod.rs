@@ -25,7 +25,7 @@ use tokio::sync::broadcast;
 
 use crate::config::Config;
 use crate::metrics::{kind_label, Metrics};
-use crate::policy::{EventPolicy, Verdict};
+use crate::policy::{EventPolicy, EventSource, Verdict};
 use crate::store::EventStore;
 
 /// Per-connection and per-IP limits, taken from [`Config`].
@@ -226,17 +226,24 @@ impl Relay {
         self.publisher.broadcast(event);
     }
 
-    /// Decides about, stores and broadcasts an event whose id and signature were verified.
+    /// Decides about, stores and broadcasts an event a client published, whose id and
+    /// signature were verified.
     pub async fn ingest(&self, event: Event) -> IngestOutcome {
+        self.ingest_from(event, EventSource::Client).await
+    }
+
+    /// [`Relay::ingest`] for an event from `source`: relay sync submits what it copies from
+    /// other relays here, so synced events pass exactly the policy client events pass.
+    pub async fn ingest_from(&self, event: Event, source: EventSource) -> IngestOutcome {
         let started = Instant::now();
         let kind = kind_label(event.kind.as_u16());
         self.metrics.events_received.with_label_values(&[kind]).inc();
-        let outcome = self.ingest_verified(event, kind).await;
+        let outcome = self.ingest_verified(event, kind, source).await;
         self.metrics.event_duration.observe(started.elapsed().as_secs_f64());
         outcome
     }
 
-    async fn ingest_verified(&self, event: Event, kind: &'static str) -> IngestOutcome {
+    async fn ingest_verified(&self, event: Event, kind: &'static str, source: EventSource) -> IngestOutcome {
         match self.store().status(&event.id).await {
             Ok(DatabaseEventStatus::Saved) => {
                 return IngestOutcome::accepted("duplicate: already have this event")
@@ -250,7 +257,7 @@ impl Relay {
                 return self.refuse(kind, "store", "error: could not read the event store; try again later");
             }
         }
-        match self.policy.evaluate(&event).await {
+        match self.policy.evaluate(&event, source).await {
             Verdict::Reject(rejection) => {
                 tracing::debug!(event_id = %event.id, kind, reason = rejection.code, "event rejected");
                 self.refuse(kind, rejection.code, rejection.wire_message())

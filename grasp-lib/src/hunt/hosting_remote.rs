@@ -1,0 +1,263 @@
+//! The real [`HuntRemote`]: needs come from purgatory and the repositories here, URLs from
+//! the announcements of the identifier's maintainers and the `clone` tags of held pull
+//! requests, fetches go through a quarantine, and the git-data step is [`Hosting::process`],
+//! the same one a push runs.
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use nostr::PublicKey;
+
+use super::fetch::{self, FetchLimits, Quarantine};
+use super::metrics::HuntMetrics;
+use super::remote::{FetchError, Fetched, HuntRemote, Wanted};
+use super::urls::fetchable;
+use crate::authorization::EventView;
+use crate::git::{refs, RepoRef};
+use crate::git_data::authoritative_state;
+use crate::hosting::{Arrival, Hosting};
+use crate::maintainers::MaintainerSet;
+use crate::nip34::{clone_tag_urls, commit_tag, RepoAnnouncement, RepoIdentifier, RepoState};
+use crate::purgatory::HeldKind;
+
+/// Hunting over this server's hosting.
+#[derive(Debug)]
+pub struct HostingRemote {
+    hosting: Arc<Hosting>,
+    quarantine_root: PathBuf,
+    limits: FetchLimits,
+    metrics: HuntMetrics,
+}
+
+/// A SHA-1 object id: the only kind the repositories here can hold.
+fn is_sha1(oid: &str) -> bool {
+    oid.len() == 40 && oid.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// What one identifier looks like right now.
+struct Situation {
+    announcements: Vec<RepoAnnouncement>,
+    /// Where fetched data lands; the git-data step copies it to the other repositories.
+    landing: RepoRef,
+    /// Members of the maintainer set of any repository here with the identifier.
+    authorized: HashSet<PublicKey>,
+}
+
+impl HostingRemote {
+    /// Hunting for `hosting`, with quarantines under `quarantine_root`.
+    pub fn new(
+        hosting: Arc<Hosting>,
+        quarantine_root: PathBuf,
+        limits: FetchLimits,
+        metrics: HuntMetrics,
+    ) -> Self {
+        Self { hosting, quarantine_root, limits, metrics }
+    }
+
+    async fn situation(&self, identifier: &RepoIdentifier) -> Option<Situation> {
+        let d = identifier.as_str();
+        let mut announcements = match self.hosting.store().announcements(d).await {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::warn!(%identifier, error = %e, "hunting cannot read announcements");
+                return None;
+            }
+        };
+        announcements.extend(self.hosting.held_announcements(d).into_iter().map(|(_, a)| a));
+        let owners: BTreeSet<PublicKey> = announcements.iter().map(|a| a.owner).collect();
+        let mut hosted = self.hosting.repos().with_identifier(owners, identifier);
+        hosted.sort();
+        let authorized = hosted
+            .iter()
+            .flat_map(|r| {
+                MaintainerSet::from_announcements(r.owner, &announcements)
+                    .members()
+                    .copied()
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let landing = hosted.into_iter().next()?;
+        Some(Situation { announcements, landing, authorized })
+    }
+
+    /// Object ids the held events of the identifier name.
+    async fn named_oids(&self, d: &str, situation: &Situation) -> BTreeSet<String> {
+        let purgatory = self.hosting.purgatory();
+        let mut oids = BTreeSet::new();
+        for entry in purgatory.held_for(d, HeldKind::State) {
+            if let Ok(state) = RepoState::parse(&entry.event) {
+                if situation.authorized.contains(&state.author) {
+                    oids.extend(state.refs.into_values());
+                }
+            }
+        }
+        for entry in purgatory.held_for(d, HeldKind::PullRequest) {
+            oids.extend(commit_tag(&entry.event));
+        }
+        let held_owners: Vec<PublicKey> =
+            self.hosting.held_announcements(d).into_iter().map(|(_, a)| a.owner).collect();
+        if !held_owners.is_empty() {
+            // A held announcement waits for its repository to follow a stored state.
+            if let Ok(states) = EventView::states(self.hosting.store(), d).await {
+                for owner in held_owners {
+                    let set = MaintainerSet::from_announcements(owner, &situation.announcements);
+                    if let Some(state) = authoritative_state(&set, &states) {
+                        oids.extend(state.refs.values().cloned());
+                    }
+                }
+            }
+        }
+        oids.retain(|o| is_sha1(o));
+        oids
+    }
+
+    fn urls(&self, d: &str, situation: &Situation) -> Vec<String> {
+        let origin = self.hosting.origin();
+        let from_announcements = situation
+            .announcements
+            .iter()
+            .filter(|a| situation.authorized.contains(&a.owner))
+            .flat_map(|a| a.clone_urls.clone());
+        let from_pull_requests = self
+            .hosting
+            .purgatory()
+            .held_for(d, HeldKind::PullRequest)
+            .into_iter()
+            .flat_map(|e| clone_tag_urls(&e.event));
+        let mut seen = HashSet::new();
+        from_announcements
+            .chain(from_pull_requests)
+            .filter_map(|u| fetchable(&u, origin).ok())
+            .map(|u| u.to_string())
+            .filter(|u| seen.insert(u.clone()))
+            .collect()
+    }
+
+    async fn wanted_now(&self, identifier: &str) -> Wanted {
+        let Ok(identifier) = RepoIdentifier::new(identifier) else { return Wanted::default() };
+        let d = identifier.as_str();
+        let purgatory = self.hosting.purgatory();
+        let held = [HeldKind::State, HeldKind::PullRequest, HeldKind::Announcement]
+            .into_iter()
+            .any(|kind| !purgatory.held_for(d, kind).is_empty());
+        if !held {
+            return Wanted::default();
+        }
+        let Some(situation) = self.situation(&identifier).await else {
+            return Wanted { held, ..Wanted::default() };
+        };
+        let named: Vec<String> = self.named_oids(d, &situation).await.into_iter().collect();
+        let path = self.hosting.repos().path(&situation.landing);
+        let missing = tokio::task::spawn_blocking(move || refs::missing_objects(&refs::open(&path)?, &named))
+            .await
+            .map_err(crate::git::GitError::from)
+            .and_then(|r| r);
+        let oids = match missing {
+            Ok(missing) => missing.into_iter().collect(),
+            Err(e) => {
+                tracing::warn!(%identifier, error = %e, "hunting cannot read the repository");
+                BTreeSet::new()
+            }
+        };
+        Wanted { held, oids, urls: self.urls(d, &situation) }
+    }
+
+    async fn fetch_now(&self, identifier: &str, url: &str, oids: &[String]) -> Result<Fetched, FetchError> {
+        fetchable(url, self.hosting.origin()).map_err(|why| FetchError::Refused(why.to_owned()))?;
+        let identifier = RepoIdentifier::new(identifier).map_err(|e| FetchError::Local(e.to_string()))?;
+        let situation = self
+            .situation(&identifier)
+            .await
+            .ok_or_else(|| FetchError::Local("no repository here for this identifier".to_owned()))?;
+        let landing = self.hosting.repos().path(&situation.landing);
+        let quarantine = Quarantine::create(&self.quarantine_root, &landing)
+            .map_err(|e| FetchError::Local(format!("cannot create a quarantine: {e}")))?;
+        fetch::fetch(&quarantine, url, oids, self.limits).await?;
+        let bytes = quarantine.size();
+        let new_objects = quarantine.object_count();
+        let landed = quarantine.present(oids);
+        if !landed.is_empty() && new_objects > 0 {
+            refs::copy_objects(quarantine.path(), &landing, &landed)
+                .await
+                .map_err(|e| FetchError::Local(format!("landing the fetched objects failed: {e}")))?;
+            self.hosting.maintenance().schedule(landing.clone());
+        }
+        self.metrics.objects_fetched.inc_by(new_objects);
+        self.metrics.bytes_fetched.inc_by(bytes);
+        Ok(Fetched { landed, new_objects, bytes })
+    }
+
+    /// Points `refs/nostr/<id>` at the commit of each held pull request whose commit is now
+    /// in the landing repository, as the pull request's author pushing it would have.
+    async fn adopt_pull_request_commits(&self, d: &str, landing: &RepoRef) {
+        let wanted: Vec<(String, String)> = self
+            .hosting
+            .purgatory()
+            .held_for(d, HeldKind::PullRequest)
+            .into_iter()
+            .filter_map(|e| commit_tag(&e.event).map(|c| (format!("refs/nostr/{}", e.event.id.to_hex()), c)))
+            .filter(|(_, c)| is_sha1(c))
+            .collect();
+        if wanted.is_empty() {
+            return;
+        }
+        let path = self.hosting.repos().path(landing);
+        let result = tokio::task::spawn_blocking(move || -> Result<usize, crate::git::GitError> {
+            let git = refs::open(&path)?;
+            let mut adopted = 0;
+            for (name, commit) in wanted {
+                let oid = git2::Oid::from_str(&commit)?;
+                if git.find_reference(&name).is_err() && git.find_commit(oid).is_ok() {
+                    git.reference(&name, oid, false, "grasp: pull request commit found by hunting")?;
+                    adopted += 1;
+                }
+            }
+            Ok(adopted)
+        })
+        .await;
+        match result {
+            Ok(Ok(n)) if n > 0 => {
+                tracing::debug!(identifier = d, adopted = n, "pull request refs set from fetched commits")
+            }
+            Ok(Err(e)) => tracing::warn!(identifier = d, error = %e, "setting pull request refs failed"),
+            Err(e) => tracing::warn!(identifier = d, error = %e, "setting pull request refs failed"),
+            _ => {}
+        }
+    }
+
+    async fn process_now(&self, identifier: &str) -> usize {
+        let Ok(identifier) = RepoIdentifier::new(identifier) else { return 0 };
+        let Some(situation) = self.situation(&identifier).await else { return 0 };
+        self.adopt_pull_request_commits(identifier.as_str(), &situation.landing).await;
+        let report = self.hosting.process(&identifier, Arrival::GitData(Some(&situation.landing))).await;
+        for (id, kind) in &report.released {
+            tracing::info!(%identifier, event_id = %id, kind = kind.as_str(), "hunting found the git data: released");
+            self.metrics.released.with_label_values(&[kind.as_str()]).inc();
+        }
+        for error in &report.errors {
+            tracing::warn!(%identifier, %error, "git-data step after hunting");
+        }
+        report.released.len()
+    }
+}
+
+impl HuntRemote for HostingRemote {
+    fn wanted<'a>(&'a self, identifier: &'a str) -> BoxFuture<'a, Wanted> {
+        Box::pin(self.wanted_now(identifier))
+    }
+
+    fn fetch<'a>(
+        &'a self,
+        identifier: &'a str,
+        url: &'a str,
+        oids: &'a [String],
+    ) -> BoxFuture<'a, Result<Fetched, FetchError>> {
+        Box::pin(self.fetch_now(identifier, url, oids))
+    }
+
+    fn process<'a>(&'a self, identifier: &'a str) -> BoxFuture<'a, usize> {
+        Box::pin(self.process_now(identifier))
+    }
+}
