@@ -8,6 +8,7 @@ pub mod http;
 pub mod memory;
 pub mod poll;
 pub mod raw;
+pub mod remotes;
 pub mod server;
 
 pub use poll::wait_until;

@@ -162,23 +162,45 @@ fn dir_size(path: &Path) -> u64 {
         .sum()
 }
 
-/// Fetches `oids` from `url` into `quarantine`. When the remote refuses to hand out
-/// objects it did not advertise (older servers, protocol v0), fetches its branches, tags
-/// and `refs/nostr/*` instead, which bring the wanted objects if they are reachable.
+/// Fetches `oids` from `url` into `quarantine`.
+///
+/// A fetch of several ids fails as a whole when the remote lacks one of them; git names
+/// that id, so it is dropped and the rest asked for again (a remote that has none of them
+/// is not an error: nothing lands). When the remote refuses to hand out objects it did not
+/// advertise (older servers, protocol v0), its branches, tags and `refs/nostr/*` are
+/// fetched instead, which brings the wanted objects if they are reachable from those.
 pub async fn fetch(
     quarantine: &Quarantine,
     url: &str,
     oids: &[String],
     limits: FetchLimits,
 ) -> Result<(), FetchError> {
-    match run_git_fetch(quarantine, url, oids, limits).await {
-        Err(FetchError::Failed(message)) if message.contains(UNADVERTISED) => {
-            tracing::debug!(%url, "remote refuses unadvertised objects; fetching its refs");
-            let specs: Vec<String> = REF_SPECS.iter().map(|s| s.to_string()).collect();
-            run_git_fetch(quarantine, url, &specs, limits).await
+    let mut asking = oids.to_vec();
+    while !asking.is_empty() {
+        match run_git_fetch(quarantine, url, &asking, limits).await {
+            Err(FetchError::Failed(message)) if message.contains(UNADVERTISED) => {
+                tracing::debug!(%url, "remote refuses unadvertised objects; fetching its refs");
+                let specs: Vec<String> = REF_SPECS.iter().map(|s| s.to_string()).collect();
+                return run_git_fetch(quarantine, url, &specs, limits).await;
+            }
+            Err(FetchError::Failed(message)) => match absent_id(&message) {
+                Some(id) if asking.contains(&id) => {
+                    tracing::debug!(%url, %id, "remote lacks this object");
+                    asking.retain(|o| *o != id);
+                }
+                _ => return Err(FetchError::Failed(message)),
+            },
+            other => return other,
         }
-        other => other,
     }
+    Ok(())
+}
+
+/// The id in git's "not our ref <id>" (the remote does not have that object).
+fn absent_id(message: &str) -> Option<String> {
+    let (_, rest) = message.split_once("not our ref ")?;
+    let id: String = rest.chars().take_while(char::is_ascii_hexdigit).collect();
+    (id.len() == 40 || id.len() == 64).then(|| id.to_ascii_lowercase())
 }
 
 async fn run_git_fetch(
@@ -338,6 +360,14 @@ mod tests {
         v1.extend(3u32.to_be_bytes());
         assert_eq!(pack_index_count(&v1), 3);
         assert_eq!(pack_index_count(b"short"), 0);
+    }
+
+    #[test]
+    fn absent_ids_are_read_from_git_errors() {
+        let id = "9".repeat(40);
+        assert_eq!(absent_id(&format!("fatal: remote error: upload-pack: not our ref {id}; x")), Some(id));
+        assert_eq!(absent_id("fatal: unable to access: Connection refused"), None);
+        assert_eq!(absent_id("not our ref abc"), None);
     }
 
     #[tokio::test]

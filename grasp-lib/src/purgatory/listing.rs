@@ -36,6 +36,9 @@ pub struct ListingEntry {
     /// Seconds until then (0 when due or running).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_hunt_in_secs: Option<u64>,
+    /// Hunting attempts for this repository since its last new event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hunt_attempts: Option<u32>,
     /// Clone URLs already tried for this repository, with their latest result.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tried_urls: Vec<TriedUrl>,
@@ -105,6 +108,7 @@ pub fn listing(held: &[HeldEvent], placeholders: &[Placeholder], hunt: &HuntStat
                     h.next_attempt.saturating_sub(now) / 1000
                 }
             }),
+            hunt_attempts: hunting.map(|h| h.attempts),
             tried_urls: hunting.map(|h| h.tried.clone()).unwrap_or_default(),
         })
         .chain(placeholders.iter().map(|p| ListingEntry {
@@ -123,6 +127,7 @@ pub fn listing(held: &[HeldEvent], placeholders: &[Placeholder], hunt: &HuntStat
             ),
             next_hunt_at: None,
             next_hunt_in_secs: None,
+            hunt_attempts: None,
             tried_urls: Vec::new(),
         }))
         .collect();
