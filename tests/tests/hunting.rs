@@ -61,6 +61,16 @@ async fn host_on(server: &TestServer, owner: &Keys, ann: &Event, state: &Event, 
     wait_served(server, state, "state served where it was pushed").await;
 }
 
+/// Waits until the repository of `owner` on `server` has exactly `expected` (the git-data
+/// step releases a state first and aligns the repository right after).
+async fn wait_refs(server: &TestServer, owner: &Keys, expected: &[(&str, &str)]) {
+    let expected: Vec<(String, String)> =
+        expected.iter().map(|(n, o)| (n.to_string(), o.to_string())).collect();
+    let path = server.repo_path(&owner.public_key(), D);
+    let what = format!("refs {expected:?}");
+    wait_until(&what, LONG, || async { (bare_refs(&path).0 == expected).then_some(()) }).await;
+}
+
 fn object_exists(repo: &std::path::Path, oid: &str) -> bool {
     git(repo, &["cat-file", "-e", oid]).status.success()
 }
@@ -86,11 +96,8 @@ async fn state_sent_to_a_with_its_data_only_on_b_is_released_on_a_without_a_push
     wait_served(&a, &s, "state released on A by hunting").await;
     wait_served(&a, &ann, "announcement released with it").await;
 
-    let (refs, head) = bare_refs(&a.repo_path(&owner.public_key(), D));
-    let expected =
-        vec![("refs/heads/main".to_owned(), c1.clone()), ("refs/heads/release".to_owned(), c1.clone())];
-    assert_eq!(refs, expected, "A's repository equals the state");
-    assert_eq!(head, "refs/heads/main");
+    wait_refs(&a, &owner, &[("refs/heads/main", &c1), ("refs/heads/release", &c1)]).await;
+    assert_eq!(bare_refs(&a.repo_path(&owner.public_key(), D)).1, "refs/heads/main");
     let clone = Workdir::clone_from(&npub_urls[0], &[]);
     assert_eq!(clone.rev("HEAD"), c1, "and serves it");
 
@@ -155,8 +162,7 @@ async fn ids_split_across_two_remotes_are_gathered() {
     assert_eq!(publish(&a, &ann).await, (true, HELD.to_owned()));
     assert_eq!(publish(&a, &both).await, (true, HELD.to_owned()));
     wait_served(&a, &both, "state released once ids from both remotes landed").await;
-    let (refs, _) = bare_refs(&a.repo_path(&owner.public_key(), D));
-    assert_eq!(refs, vec![("refs/heads/feature".to_owned(), feature), ("refs/heads/main".to_owned(), main)]);
+    wait_refs(&a, &owner, &[("refs/heads/feature", &feature), ("refs/heads/main", &main)]).await;
     wait_until("one fetch from each remote is counted", LONG, || async {
         (metric(&a, "grasp_hunt_fetches_total{result=\"objects\"} ").await == 2).then_some(())
     })
@@ -292,8 +298,7 @@ async fn a_remote_that_refuses_unadvertised_objects_is_fetched_by_its_refs() {
     assert_eq!(publish(&a, &ann).await, (true, HELD.to_owned()));
     assert_eq!(publish(&a, &s).await, (true, HELD.to_owned()));
     wait_served(&a, &s, "released after fetching the remote's refs").await;
-    let (refs, _) = bare_refs(&a.repo_path(&owner.public_key(), D));
-    assert_eq!(refs, vec![("refs/heads/main".to_owned(), older)]);
+    wait_refs(&a, &owner, &[("refs/heads/main", &older)]).await;
 }
 
 #[tokio::test]
@@ -320,5 +325,5 @@ async fn sigkill_while_a_hunt_is_pending_then_the_restarted_server_releases_the_
     assert!(entry.get("tried_urls").is_none(), "not attempted yet: {entry}");
     a.restart(); // SIGKILL, then the same data directory
     wait_served(&a, &s, "released by the restarted server's hunt").await;
-    assert_eq!(bare_refs(&a.repo_path(&owner.public_key(), D)).0, vec![("refs/heads/main".to_owned(), c1)]);
+    wait_refs(&a, &owner, &[("refs/heads/main", &c1)]).await;
 }

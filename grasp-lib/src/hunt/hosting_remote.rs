@@ -88,7 +88,8 @@ impl HostingRemote {
         let mut oids = BTreeSet::new();
         for entry in purgatory.held_for(d, HeldKind::State) {
             if let Ok(state) = RepoState::parse(&entry.event) {
-                if situation.authorized.contains(&state.author) {
+                // A state with malformed ref values can never be released: nothing to fetch.
+                if state.is_well_formed() && situation.authorized.contains(&state.author) {
                     oids.extend(state.refs.into_values());
                 }
             }
