@@ -41,6 +41,13 @@ async fn metric(server: &TestServer, line_prefix: &str) -> u64 {
         .map_or(0, |v| v as u64)
 }
 
+/// Waits until the metric line starting with `line_prefix` has a value `ok` accepts (a fetch
+/// is counted when its task reports back, just after the release it caused).
+async fn wait_metric(server: &TestServer, line_prefix: &str, ok: impl Fn(u64) -> bool) {
+    let what = format!("metric {line_prefix}");
+    wait_until(&what, LONG, || async { ok(metric(server, line_prefix).await).then_some(()) }).await;
+}
+
 /// An announcement of `owner` listing every clone URL (and each GRASP server's relay).
 fn announce(owner: &Keys, clone: &[String], relays: &[&TestServer]) -> Event {
     let relays: Vec<String> = relays.iter().map(|s| s.ws_url()).collect();
@@ -135,10 +142,7 @@ async fn pull_request_is_released_from_its_clone_tag_on_a_plain_git_server() {
     let nostr_ref = format!("refs/nostr/{}", pr.id.to_hex());
     let listed = work.ok(&["ls-remote", &url, &nostr_ref]);
     assert!(listed.starts_with(&tip), "A serves {nostr_ref} at the pull request's tip: {listed:?}");
-    wait_until("the release is counted", LONG, || async {
-        (metric(&a, "grasp_hunt_released_total{type=\"pull_request\"} ").await == 1).then_some(())
-    })
-    .await;
+    wait_metric(&a, "grasp_hunt_released_total{type=\"pull_request\"} ", |n| n == 1).await;
 }
 
 #[tokio::test]
@@ -163,10 +167,8 @@ async fn ids_split_across_two_remotes_are_gathered() {
     assert_eq!(publish(&a, &both).await, (true, HELD.to_owned()));
     wait_served(&a, &both, "state released once ids from both remotes landed").await;
     wait_refs(&a, &owner, &[("refs/heads/feature", &feature), ("refs/heads/main", &main)]).await;
-    wait_until("one fetch from each remote is counted", LONG, || async {
-        (metric(&a, "grasp_hunt_fetches_total{result=\"objects\"} ").await == 2).then_some(())
-    })
-    .await;
+    // One fetch from each remote.
+    wait_metric(&a, "grasp_hunt_fetches_total{result=\"objects\"} ", |n| n == 2).await;
 }
 
 #[tokio::test]
@@ -190,10 +192,7 @@ async fn an_unreachable_remote_is_skipped_and_retried_with_backoff_while_the_oth
     assert!(!served(&a, &nowhere).await);
 
     // The dead remote keeps being tried, attempt after attempt, with growing pauses.
-    wait_until("three failed fetches from the dead remote", LONG, || async {
-        (metric(&a, "grasp_hunt_fetches_total{result=\"error\"} ").await >= 3).then_some(())
-    })
-    .await;
+    wait_metric(&a, "grasp_hunt_fetches_total{result=\"error\"} ", |n| n >= 3).await;
     let entry = listed(&a, &nowhere).expect("still held");
     assert!(entry["hunt_attempts"].as_u64().unwrap() >= 2, "{entry}");
     assert!(entry["next_hunt_at"].as_u64().is_some(), "{entry}");
@@ -274,12 +273,8 @@ async fn a_remote_that_never_answers_times_out_without_holding_up_other_reposito
     wait_served(&a, &quick_state, "the other repository is released while the silent remote hangs").await;
     assert!(!served(&a, &slow_state).await, "still waiting for the silent remote (15 s timeout)");
     wait_served(&a, &slow_state, "released from B once the silent remote timed out").await;
-    wait_until("the timeout is counted and no fetch is left running", LONG, || async {
-        let timeouts = metric(&a, "grasp_hunt_fetches_total{result=\"timeout\"} ").await;
-        let running = metric(&a, "grasp_hunt_domain_in_flight{domain=\"127.0.0.1\"} ").await;
-        (timeouts == 1 && running == 0).then_some(())
-    })
-    .await;
+    wait_metric(&a, "grasp_hunt_fetches_total{result=\"timeout\"} ", |n| n == 1).await;
+    wait_metric(&a, "grasp_hunt_domain_in_flight{domain=\"127.0.0.1\"} ", |n| n == 0).await;
     drop(silent);
 }
 
