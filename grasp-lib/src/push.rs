@@ -55,6 +55,53 @@ impl Grasp {
         authorization::authorize_push(repo, &self.repositories().path(repo), updates, self.event_view()).await
     }
 
+    /// Decides about a push before git stores anything, as every frontend must: runs
+    /// [`Grasp::authorize_push`], counts and logs the decision, and, when authorized, makes
+    /// sure the held events the push relies on do not expire while it lands. The inline
+    /// server calls it for each receive-pack request; a `pre-receive` hook reaches it
+    /// through the [local API](crate::local_api).
+    pub async fn admit_push(
+        &self,
+        repo: &RepoRef,
+        updates: &[RefUpdate],
+    ) -> Result<PushDecision, AuthorizationError> {
+        let decision = self.authorize_push(repo, updates).await?;
+        let metrics = self.metrics();
+        match &decision {
+            PushDecision::Rejected { reason } => {
+                metrics.push_authorizations.with_label_values(&["rejected"]).inc();
+                tracing::info!(repo = %repo, %reason, "push rejected");
+            }
+            PushDecision::Authorized { .. } => {
+                metrics.push_authorizations.with_label_values(&["authorized"]).inc();
+                self.hosting().extend_for_push(repo, &decision, updates).await;
+            }
+        }
+        Ok(decision)
+    }
+
+    /// What runs after git stored an admitted push (`updates` are its ref updates): a
+    /// background repack is scheduled, `refs/nostr/<id>` refs for unknown events become
+    /// placeholders, and the git-data step releases and aligns what the new data allows.
+    /// The inline server calls it after `git receive-pack` succeeded; a `post-receive` hook
+    /// reaches it through the [local API](crate::local_api).
+    pub async fn push_received(&self, repo: &RepoRef, updates: &[RefUpdate]) -> ProcessReport {
+        self.hosting().maintenance().schedule(self.repositories().path(repo));
+        self.hosting().record_placeholders(repo, updates).await;
+        let new_oids: Vec<String> =
+            updates.iter().filter(|u| !is_zero_oid(&u.new)).map(|u| u.new.clone()).collect();
+        let report = self.process_newly_available_git_data(repo, &new_oids).await;
+        tracing::info!(
+            repo = %repo,
+            refs = updates.len(),
+            released = report.released.len(),
+            aligned = report.aligned.len(),
+            waiting = report.waiting.len(),
+            "push received"
+        );
+        report
+    }
+
     /// The step that runs whenever git data arrived in `repo` (a push, a fetch): releases
     /// held events whose data is now here, aligns every repository with the identifier to
     /// its maintainers' newest state (copying objects, refs, HEAD) and settles pull request
@@ -108,16 +155,12 @@ impl Grasp {
         let (commands, leftover) = pktline::read_push_commands(&mut body, MAX_COMMAND_BYTES)
             .await
             .map_err(|e| ReceivePackError::BadRequest(e.to_string()))?;
-        let decision = self.authorize_push(repo, &commands.updates).await?;
+        let decision = self.admit_push(repo, &commands.updates).await?;
         let metrics = self.metrics();
         if let PushDecision::Rejected { reason } = &decision {
-            metrics.push_authorizations.with_label_values(&["rejected"]).inc();
-            tracing::info!(repo = %repo, %reason, "push rejected");
             drain(&mut body, drain_allowance).await;
             return Ok(smart_http::rejection_response(&commands, &format!("rejected by GRASP: {reason}")));
         }
-        metrics.push_authorizations.with_label_values(&["authorized"]).inc();
-        self.hosting().extend_for_push(repo, &decision, &commands.updates).await;
 
         let path = self.repositories().path(repo);
         let mut child = smart_http::command(Service::ReceivePack, &path, git_protocol, false, &[])
@@ -167,18 +210,7 @@ impl Grasp {
             }
             return Ok(out);
         }
-        self.hosting().maintenance().schedule(path.clone());
-        self.hosting().record_placeholders(repo, &commands.updates).await;
-        let new_oids: Vec<String> =
-            commands.updates.iter().filter(|u| !is_zero_oid(&u.new)).map(|u| u.new.clone()).collect();
-        let report = self.process_newly_available_git_data(repo, &new_oids).await;
-        tracing::info!(
-            repo = %repo,
-            refs = commands.updates.len(),
-            aligned = report.aligned.len(),
-            waiting = report.waiting.len(),
-            "push received"
-        );
+        self.push_received(repo, &commands.updates).await;
         metrics.git_requests.with_label_values(&["receive_pack", "ok"]).inc();
         metrics.git_duration.with_label_values(&["receive_pack"]).observe(started.elapsed().as_secs_f64());
         Ok(out)

@@ -83,6 +83,28 @@ pub enum GitError {
     Task(#[from] tokio::task::JoinError),
 }
 
+/// Why a directory is not a hosted repository (see [`Repositories::repo_at`]).
+#[derive(Debug, thiserror::Error)]
+pub enum RepoPathError {
+    /// The path or the root cannot be resolved.
+    #[error("cannot resolve {0}: {1}")]
+    Unreadable(PathBuf, String),
+    /// The path is not under the repository root.
+    #[error("{path} is not under the repository root {root}")]
+    OutsideRoot {
+        /// The repository path (resolved).
+        path: PathBuf,
+        /// The root (resolved).
+        root: PathBuf,
+    },
+    /// The path under the root is not `<npub>/<identifier>.git`.
+    #[error("{0} is not <npub>/<identifier>.git under the repository root")]
+    Layout(PathBuf),
+    /// The directory name is not a valid identifier.
+    #[error(transparent)]
+    Identifier(crate::nip34::IdentifierError),
+}
+
 /// The directory holding every hosted bare repository.
 #[derive(Debug, Clone)]
 pub struct Repositories {
@@ -117,6 +139,31 @@ impl Repositories {
         tokio::task::spawn_blocking(move || refs::init_bare(&path)).await?
     }
 
+    /// The repository at `path`, the inverse of [`Repositories::path`]: `path` must be
+    /// `<root>/<npub>/<identifier>.git` (after resolving symbolic links and `..`). The
+    /// directory name is the identifier verbatim, as [`Repositories::create`] writes it; it
+    /// is not percent-decoded, because `%` is an ordinary identifier character on disk and
+    /// decoding would let two identifiers share a directory.
+    pub fn repo_at(&self, path: &Path) -> Result<RepoRef, RepoPathError> {
+        let canonical = |p: &Path| {
+            p.canonicalize().map_err(|e| RepoPathError::Unreadable(p.to_path_buf(), e.to_string()))
+        };
+        let root = canonical(&self.root)?;
+        let path = canonical(path)?;
+        let relative = path
+            .strip_prefix(&root)
+            .map_err(|_| RepoPathError::OutsideRoot { path: path.clone(), root: root.clone() })?;
+        let mut parts = relative.components().map(|c| c.as_os_str().to_str());
+        let (Some(Some(npub)), Some(Some(dir)), None) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(RepoPathError::Layout(relative.to_path_buf()));
+        };
+        let owner =
+            crate::origin::parse_npub(npub).ok_or_else(|| RepoPathError::Layout(relative.to_path_buf()))?;
+        let name = dir.strip_suffix(".git").ok_or_else(|| RepoPathError::Layout(relative.to_path_buf()))?;
+        let identifier = RepoIdentifier::new(name).map_err(RepoPathError::Identifier)?;
+        Ok(RepoRef::new(owner, identifier))
+    }
+
     /// Every repository with `identifier`, across owners, that exists on disk.
     pub fn with_identifier(
         &self,
@@ -147,5 +194,34 @@ mod tests {
         assert_eq!(repo.url_path(), format!("/{}/my%20repo.git", repo.npub()));
         assert!(is_zero_oid(ZERO_OID));
         assert!(!is_zero_oid("0000000000000000000000000000000000000001"));
+    }
+
+    #[test]
+    fn repo_at_inverts_path_and_refuses_other_layouts() {
+        let dir = tempfile::tempdir().unwrap();
+        let repos = Repositories::new(dir.path());
+        let owner = Keys::generate().public_key();
+        for id in ["my repo", "a%20b", "émoji"] {
+            let repo = RepoRef::new(owner, RepoIdentifier::new(id).unwrap());
+            std::fs::create_dir_all(repos.path(&repo)).unwrap();
+            assert_eq!(repos.repo_at(&repos.path(&repo)).unwrap(), repo, "{id}");
+            // a relative path with `..` resolves to the same repository
+            let npub_dir = repos.path(&repo).parent().unwrap().to_path_buf();
+            let detour = npub_dir.join("..").join(repo.npub()).join(format!("{id}.git"));
+            assert_eq!(repos.repo_at(&detour).unwrap(), repo);
+        }
+        let npub = RepoRef::new(owner, RepoIdentifier::new("x").unwrap()).npub();
+        for bad in [
+            dir.path().join(&npub).join("plain"),
+            dir.path().join("npub1nope").join("x.git"),
+            dir.path().join(&npub).join("x.git").join("deeper.git"),
+            dir.path().join("x.git"),
+        ] {
+            std::fs::create_dir_all(&bad).unwrap();
+            assert!(matches!(repos.repo_at(&bad), Err(RepoPathError::Layout(_))), "{}", bad.display());
+        }
+        let outside = tempfile::tempdir().unwrap();
+        assert!(matches!(repos.repo_at(outside.path()), Err(RepoPathError::OutsideRoot { .. })));
+        assert!(matches!(repos.repo_at(&dir.path().join("missing")), Err(RepoPathError::Unreadable(..))));
     }
 }

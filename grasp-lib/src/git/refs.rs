@@ -14,12 +14,23 @@ use crate::alignment::AlignmentPlan;
 /// so an older state can never roll it back.
 const APPLIED_STATE_KEY: &str = "grasp.appliedState";
 
+/// Settings every hosted repository carries in its own config, so a stock git server
+/// (`git daemon`, `git http-backend`, a forge's ssh) serving it behind `grasp-hook` lets
+/// clients fetch exactly what GRASP clients ask for: commits named by a state event or a
+/// pull request (`allowTipSHA1InWant`, `allowReachableSHA1InWant`) and partial clones
+/// (`allowFilter`). The inline server passes the same settings on its command line.
+pub const UPLOAD_PACK_SETTINGS: [(&str, bool); 3] = [
+    ("uploadpack.allowTipSHA1InWant", true),
+    ("uploadpack.allowReachableSHA1InWant", true),
+    ("uploadpack.allowFilter", true),
+];
+
 /// Creates a bare repository at `path` (parents included) exactly as `git init --bare` on
 /// this machine makes it: HEAD names git's `init.defaultBranch` when the operator configured
 /// one, otherwise git's built-in default, and the operator's templates apply. Clients that
 /// clone the still-empty repository then see what any stock git server shows them (an
-/// unborn default branch), until a state event sets HEAD. Returns `false` when a repository
-/// already existed.
+/// unborn default branch), until a state event sets HEAD. It carries
+/// [`UPLOAD_PACK_SETTINGS`]. Returns `false` when a repository already existed.
 pub fn init_bare(path: &Path) -> Result<bool, GitError> {
     if path.join("HEAD").is_file() {
         return Ok(false);
@@ -40,6 +51,10 @@ pub fn init_bare(path: &Path) -> Result<bool, GitError> {
             command: format!("init --bare {}", path.display()),
             stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
         });
+    }
+    let mut config = open(path)?.config()?.open_level(git2::ConfigLevel::Local)?;
+    for (key, value) in UPLOAD_PACK_SETTINGS {
+        config.set_bool(key, value)?;
     }
     Ok(true)
 }
@@ -192,6 +207,10 @@ mod tests {
         let head = |p: &Path| std::fs::read_to_string(p.join("HEAD")).unwrap();
         assert_eq!(head(&path), head(&reference));
         assert_eq!(applied_state(&repo), None);
+        let config = repo.config().unwrap();
+        for (key, value) in UPLOAD_PACK_SETTINGS {
+            assert_eq!(config.get_bool(key).unwrap(), value, "{key}");
+        }
         let id = EventId::all_zeros();
         record_applied_state(&repo, &id, Timestamp::from(42)).unwrap();
         assert_eq!(applied_state(&repo), Some((id, Timestamp::from(42))));

@@ -104,14 +104,11 @@ pub fn command(
 ) -> Command {
     let mut cmd = Command::new("git");
     if service == Service::UploadPack {
-        cmd.args([
-            "-c",
-            "uploadpack.allowTipSHA1InWant=true",
-            "-c",
-            "uploadpack.allowReachableSHA1InWant=true",
-            "-c",
-            "uploadpack.allowFilter=true",
-        ]);
+        // Also in every repository's own config, for stock servers; passed here so
+        // repositories created before that still serve GRASP clients.
+        for (key, value) in super::refs::UPLOAD_PACK_SETTINGS {
+            cmd.arg("-c").arg(format!("{key}={value}"));
+        }
         for name in hidden_refs {
             cmd.arg("-c").arg(format!("uploadpack.hideRefs={name}"));
         }
