@@ -107,6 +107,14 @@ pub struct Config {
     pub hunt_fetch_timeout_secs: Option<u64>,
     /// Most bytes one hunting fetch may bring.
     pub hunt_max_fetch_size: u64,
+    /// Serve the local API (a Unix socket) that `grasp-hook` and other programs on this
+    /// machine use to ask the node about pushes.
+    pub local_api: bool,
+    /// Path of the local API socket (default `<relay_data_path>/local-api.sock`).
+    pub local_api_socket: Option<PathBuf>,
+    /// Group allowed to use the local API socket (mode 0660); unset: only the node's user
+    /// (mode 0600).
+    pub local_api_group: Option<String>,
 }
 
 /// Which acceptance policy the relay runs.
@@ -157,6 +165,9 @@ impl Default for Config {
             hunt_domain_requests_per_minute: 30,
             hunt_fetch_timeout_secs: None,
             hunt_max_fetch_size: 1024 * 1024 * 1024,
+            local_api: true,
+            local_api_socket: None,
+            local_api_group: None,
         }
     }
 }
@@ -291,6 +302,12 @@ impl Config {
                 max_bytes: self.hunt_max_fetch_size,
             },
         }
+    }
+
+    /// Where the local API socket is: `local_api_socket`, or `local-api.sock` in the relay
+    /// data directory.
+    pub fn local_api_socket_path(&self) -> PathBuf {
+        self.local_api_socket.clone().unwrap_or_else(|| self.relay_data_path.join("local-api.sock"))
     }
 
     /// The relay operator's keys, when an owner key is configured.
@@ -472,6 +489,19 @@ pub struct ConfigArgs {
     #[arg(long, env = "GRASP_HUNT_MAX_FETCH_SIZE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hunt_max_fetch_size: Option<u64>,
+    /// Serve the local API socket used by grasp-hook (true or false)
+    #[arg(long, env = "GRASP_LOCAL_API", value_parser = BoolishValueParser::new(),
+          num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_api: Option<bool>,
+    /// Path of the local API socket [default: <relay_data_path>/local-api.sock]
+    #[arg(long, env = "GRASP_LOCAL_API_SOCKET")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_api_socket: Option<PathBuf>,
+    /// Group allowed to connect to the local API socket (mode 0660) [default: none, mode 0600]
+    #[arg(long, env = "GRASP_LOCAL_API_GROUP")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_api_group: Option<String>,
 }
 
 /// ngit-grasp environment names accepted as aliases: (option, alias).

@@ -22,7 +22,8 @@
 //! | [`purgatory`] | events held until their git data arrives (durable) |
 //! | [`hosting`] | repositories + events + purgatory: the git-data step, releases, expiry |
 //! | [`hunt`] | fetching the missing git data of held events from other clone URLs |
-//! | [`push`] | a receive-pack request end to end |
+//! | [`push`] | a receive-pack request end to end; the pre- and post-push steps every frontend runs |
+//! | `local_api` | the node's Unix-socket API for git hooks (`grasp-hook`) on the same machine |
 //! | [`relay`] | the transport-agnostic Nostr relay engine (NIP-01/45/77) |
 //! | [`nip11`] | the relay information document |
 //! | [`config`] | configuration from file, environment and CLI |
@@ -53,6 +54,8 @@ pub mod git;
 pub mod git_data;
 pub mod hosting;
 pub mod hunt;
+#[cfg(unix)]
+pub mod local_api;
 pub mod logging;
 pub mod maintainers;
 pub mod metrics;

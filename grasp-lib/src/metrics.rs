@@ -58,6 +58,8 @@ pub struct Metrics {
     pub purgatory_expired: IntCounterVec,
     /// Unmatched `refs/nostr` refs deleted after their deadline.
     pub purgatory_placeholders_expired: IntCounter,
+    /// Local API requests (git hooks), by result.
+    pub local_api_requests: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -145,6 +147,12 @@ impl Metrics {
                 &registry,
                 "grasp_purgatory_placeholders_expired_total",
                 "Unmatched refs/nostr refs deleted after their deadline",
+            ),
+            local_api_requests: counter_vec(
+                &registry,
+                "grasp_local_api_requests_total",
+                "Local API requests (git hooks), by result",
+                &["result"],
             ),
             git_requests: counter_vec(
                 &registry,

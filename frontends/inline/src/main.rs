@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use grasp_lib::config::{self, Config, ConfigArgs};
 use grasp_lib::hunt::status::HuntStatus;
+use grasp_lib::local_api::{self, LocalApiOptions};
 use grasp_lib::purgatory::{listing, Purgatory};
 use grasp_lib::Grasp;
 
@@ -113,6 +114,12 @@ async fn run(mut config: Config) -> anyhow::Result<()> {
         config.domain = Some(bound.to_string());
     }
     let grasp = Grasp::open(config).await?;
+    // Git hooks (grasp-hook) on this machine ask the node through this socket; it is
+    // removed when `_local_api` drops at shutdown.
+    let _local_api = match LocalApiOptions::from_config(grasp.config()) {
+        Some(options) => Some(local_api::serve(grasp.clone(), options).await?),
+        None => None,
+    };
     tracing::info!(
         address = %bound,
         domain = %grasp.origin().authority(),

@@ -50,6 +50,32 @@ pub struct RefUpdate {
 }
 
 impl RefUpdate {
+    /// Parses one `<old> <new> <ref>` command: a line of a push's command section, or a
+    /// line git writes to the standard input of `pre-receive` and `post-receive` hooks.
+    /// Object ids are lower-cased.
+    pub fn parse(text: &str) -> Result<Self, PktLineError> {
+        let mut parts = text.splitn(3, ' ');
+        let (Some(old), Some(new), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(PktLineError::Malformed(format!(
+                "expected '<old> <new> <ref>', got '{}'",
+                text.escape_debug()
+            )));
+        };
+        if !is_object_id(old) || !is_object_id(new) || old.len() != new.len() {
+            return Err(PktLineError::Malformed(format!("bad object id in '{}'", text.escape_debug())));
+        }
+        if name.is_empty() || name.chars().any(|c| c == ' ' || c.is_control()) {
+            return Err(PktLineError::Malformed(format!("bad ref name '{}'", name.escape_debug())));
+        }
+        Ok(RefUpdate { old: old.to_ascii_lowercase(), new: new.to_ascii_lowercase(), name: name.to_owned() })
+    }
+
+    /// Parses what git writes to a `pre-receive` or `post-receive` hook: one
+    /// `<old> <new> <ref>` line per ref (blank lines are skipped).
+    pub fn parse_hook_input(input: &str) -> Result<Vec<Self>, PktLineError> {
+        input.lines().filter(|l| !l.trim().is_empty()).map(Self::parse).collect()
+    }
+
     /// True when the push deletes the ref.
     pub fn is_delete(&self) -> bool {
         is_zero_oid(&self.new)
@@ -58,6 +84,13 @@ impl RefUpdate {
     /// True when old and new are equal (nothing changes).
     pub fn is_noop(&self) -> bool {
         self.old == self.new
+    }
+}
+
+impl std::fmt::Display for RefUpdate {
+    /// `<old> <new> <ref>`, the form [`RefUpdate::parse`] reads.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} {}", self.old, self.new, self.name)
     }
 }
 
@@ -105,24 +138,7 @@ fn parse_command(line: &[u8], first: bool, out: &mut PushCommands) -> Result<(),
     };
     let text =
         std::str::from_utf8(command).map_err(|_| PktLineError::Malformed("command is not UTF-8".into()))?;
-    let mut parts = text.splitn(3, ' ');
-    let (Some(old), Some(new), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
-        return Err(PktLineError::Malformed(format!(
-            "expected '<old> <new> <ref>', got '{}'",
-            text.escape_debug()
-        )));
-    };
-    if !is_object_id(old) || !is_object_id(new) {
-        return Err(PktLineError::Malformed(format!("bad object id in '{}'", text.escape_debug())));
-    }
-    if name.is_empty() || name.contains([' ', '\0']) {
-        return Err(PktLineError::Malformed(format!("bad ref name '{}'", name.escape_debug())));
-    }
-    out.updates.push(RefUpdate {
-        old: old.to_ascii_lowercase(),
-        new: new.to_ascii_lowercase(),
-        name: name.to_owned(),
-    });
+    out.updates.push(RefUpdate::parse(text)?);
     if let Some(caps) = caps {
         let caps = String::from_utf8_lossy(caps);
         out.capabilities = caps.split_whitespace().map(str::to_owned).collect();
@@ -186,6 +202,26 @@ mod tests {
     const A: &str = "1111111111111111111111111111111111111111";
     const B: &str = "2222222222222222222222222222222222222222";
     const Z: &str = "0000000000000000000000000000000000000000";
+
+    #[test]
+    fn hook_input_lines_parse_and_round_trip() {
+        let input = format!("{Z} {A} refs/heads/main\n\n{A} {Z} refs/tags/v1\n");
+        let updates = RefUpdate::parse_hook_input(&input).unwrap();
+        assert_eq!(updates.len(), 2);
+        assert!(updates[1].is_delete());
+        assert_eq!(RefUpdate::parse(&updates[0].to_string()).unwrap(), updates[0]);
+        assert_eq!(RefUpdate::parse(&format!("{} {B} refs/heads/x", A.to_uppercase())).unwrap().old, A);
+        for bad in [
+            format!("{Z} {A}"),
+            format!("{Z} {A} "),
+            format!("{Z} xyz refs/heads/main"),
+            format!("{Z} {} refs/heads/main", "1".repeat(64)),
+            format!("{Z} {A} refs/heads/a b"),
+            format!("{Z} {A} refs/heads/a\tb"),
+        ] {
+            assert!(RefUpdate::parse(&bad).is_err(), "{bad:?}");
+        }
+    }
 
     fn request(lines: &[&str], tail: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
