@@ -10,6 +10,7 @@ pub mod poll;
 pub mod raw;
 pub mod remotes;
 pub mod server;
+pub mod stock;
 
 pub use poll::wait_until;
 pub use raw::RawClient;

@@ -206,6 +206,18 @@ impl TestServer {
         self.addr = addr;
     }
 
+    /// Kills the process (SIGKILL) and keeps its data directory, e.g. to see what clients
+    /// of a stopped node get.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The node's local API socket (what `grasp-hook` connects to).
+    pub fn local_api_socket(&self) -> PathBuf {
+        self.data.path().join("relay").join("local-api.sock")
+    }
+
     /// A connected nostr-sdk client for this relay.
     pub async fn client(&self) -> Client {
         self.client_with_keys(Keys::generate()).await
