@@ -42,6 +42,22 @@ pub enum Arrival<'a> {
     Announcements,
 }
 
+/// An event that left purgatory because its git data arrived: it is stored and served
+/// from now on. See [`Hosting::subscribe_released`].
+#[derive(Debug, Clone)]
+pub struct ReleasedEvent {
+    /// The event, exactly as received.
+    pub event: Event,
+    /// Why it was held.
+    pub kind: HeldKind,
+    /// The repository identifier it belongs to.
+    pub identifier: String,
+}
+
+/// Released events buffered for a subscriber that reads slowly; beyond this it is told how
+/// many it missed (`RecvError::Lagged`).
+const RELEASED_BUFFER: usize = 1024;
+
 /// The `OK` message of a held event (the GRASP spec string).
 pub const PURGATORY_MESSAGE: &str = "purgatory: won't be served until git data arrives";
 
@@ -59,6 +75,7 @@ pub struct Hosting {
     origin: ServiceOrigin,
     metrics: Metrics,
     maintenance: Maintenance,
+    released: tokio::sync::broadcast::Sender<ReleasedEvent>,
 }
 
 impl Hosting {
@@ -81,6 +98,7 @@ impl Hosting {
             origin,
             metrics,
             maintenance,
+            released: tokio::sync::broadcast::channel(RELEASED_BUFFER).0,
         };
         hosting.update_gauges();
         hosting
@@ -109,6 +127,14 @@ impl Hosting {
     /// Background repacks of repositories that received data.
     pub fn maintenance(&self) -> &Maintenance {
         &self.maintenance
+    }
+
+    /// Every event released from purgatory from now on (after it was stored), for
+    /// programs that react to them: a forge that shows a repository once its announcement
+    /// is served, a notifier, a mirror. A receiver that falls more than 1,024 events behind
+    /// gets `RecvError::Lagged` with the number it missed, then continues.
+    pub fn subscribe_released(&self) -> tokio::sync::broadcast::Receiver<ReleasedEvent> {
+        self.released.subscribe()
     }
 
     fn update_gauges(&self) {
@@ -155,6 +181,12 @@ impl Hosting {
                         tracing::info!(event_id = %id, kind = entry.kind.as_str(), "released from purgatory");
                         self.metrics.purgatory_released.with_label_values(&[entry.kind.as_str()]).inc();
                         report.released.push((id, entry.kind));
+                        // Nobody subscribed is fine.
+                        let _ = self.released.send(ReleasedEvent {
+                            event: entry.event.clone(),
+                            kind: entry.kind,
+                            identifier: entry.identifier.clone(),
+                        });
                     } else {
                         tracing::debug!(event_id = %id, ?status, "held event superseded; dropped");
                         report.superseded.push(id);

@@ -233,6 +233,12 @@ impl Grasp {
         self.hosting.purgatory()
     }
 
+    /// Events released from purgatory from now on (their git data arrived; they are stored
+    /// and served). See [`hosting::Hosting::subscribe_released`].
+    pub fn released_events(&self) -> tokio::sync::broadcast::Receiver<hosting::ReleasedEvent> {
+        self.hosting.subscribe_released()
+    }
+
     /// What push authorization reads: stored events and held ones.
     pub fn event_view(&self) -> &dyn EventView {
         self.hosting.as_ref()

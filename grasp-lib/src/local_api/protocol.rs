@@ -62,7 +62,7 @@ pub enum Request {
 
 /// An event the git-data step released from purgatory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReleasedEvent {
+pub struct ReleasedId {
     /// Event id (hex).
     pub id: String,
     /// `announcement`, `state`, `pull_request` or `dependent`.
@@ -87,7 +87,7 @@ pub enum Response {
     /// The git-data step ran.
     Processed {
         /// Held events released (stored and served on the relay now).
-        released: Vec<ReleasedEvent>,
+        released: Vec<ReleasedId>,
         /// Repositories whose refs or HEAD were aligned to a state.
         aligned: usize,
         /// Repositories whose authoritative state still lacks objects.

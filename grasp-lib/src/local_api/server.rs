@@ -12,7 +12,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
-use super::protocol::{self, ProtocolError, ReleasedEvent, RepositoryRef, Request, Response};
+use super::protocol::{self, ProtocolError, ReleasedId, RepositoryRef, Request, Response};
 use crate::authorization::PushDecision;
 use crate::config::Config;
 use crate::git::pktline::RefUpdate;
@@ -279,7 +279,7 @@ pub(super) async fn handle(grasp: &Grasp, request: Request) -> Response {
                 released: report
                     .released
                     .iter()
-                    .map(|(id, kind)| ReleasedEvent { id: id.to_hex(), kind: kind.as_str().to_owned() })
+                    .map(|(id, kind)| ReleasedId { id: id.to_hex(), kind: kind.as_str().to_owned() })
                     .collect(),
                 aligned: report.aligned.len(),
                 waiting: report.waiting.len(),
