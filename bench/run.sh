@@ -21,5 +21,5 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-cargo build --release --locked -p grasp-server -p grasp-bench
+cargo build --release --locked -p grasp-server -p grasp-hook -p grasp-bench
 exec "$CARGO_TARGET_DIR/release/grasp-bench" "$@"

@@ -2,11 +2,12 @@
 //! with absolute figures and machine facts. Run it through `bench/run.sh`, which builds the
 //! release binaries and installs nginx and fcgiwrap.
 //!
-//! Scenarios: `clone`, `push`, `memory`, `relay`, `purgatory` (default: all). `--quick`
+//! Scenarios: `clone`, `push`, `memory`, `relay`, `purgatory`, `hook` (default: all). `--quick`
 //! shrinks every size for a smoke run; its numbers are not the reference ones.
 
 mod corpus;
 mod gitbench;
+mod hookbench;
 mod machine;
 mod procs;
 mod purgatorybench;
@@ -21,7 +22,7 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(name = "grasp-bench")]
 struct Args {
-    /// Scenarios to run (clone, push, memory, relay, purgatory); all when empty
+    /// Scenarios to run (clone, push, memory, relay, purgatory, hook); all when empty
     scenarios: Vec<String>,
     /// Small sizes for a fast smoke run
     #[arg(long)]
@@ -40,7 +41,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let all = ["clone", "push", "memory", "relay", "purgatory"];
+    let all = ["clone", "push", "memory", "relay", "purgatory", "hook"];
     let wanted: Vec<&str> = if args.scenarios.is_empty() {
         all.to_vec()
     } else {
@@ -82,6 +83,7 @@ async fn main() -> anyhow::Result<()> {
                 purgatorybench::held_memory(&mut report, if q { 5_000 } else { 100_000 }).await?;
                 purgatorybench::authorization_latency(&mut report, 1_000, if q { 50 } else { 500 }).await?;
             }
+            "hook" => hookbench::hook(&mut report, if q { 10 } else { 50 }).await?,
             _ => unreachable!("checked above"),
         }
     }
