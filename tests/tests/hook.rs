@@ -241,3 +241,34 @@ async fn forge_layouts_name_the_repository_and_must_be_the_nodes_directory() {
     work.ok(&["push", &daemon.url(&linked), "main"]);
     assert_eq!(bare_refs(&node.repo()).0, vec![("refs/heads/main".to_owned(), c1)]);
 }
+
+#[test]
+fn a_shared_hooks_directory_serves_repositories_created_later() {
+    // No node runs: the shared hooks must still be the ones git uses, and refuse.
+    let dir = tempfile::tempdir().unwrap();
+    let (root, hooks) = (dir.path().join("repos"), dir.path().join("hooks"));
+    let socket = dir.path().join("node.sock").display().to_string();
+    std::fs::create_dir_all(&root).unwrap();
+    let (hooks_arg, root_arg) = (hooks.display().to_string(), root.display().to_string());
+    let (ok, out) =
+        grasp_hook(&["install", "--hooks-dir", &hooks_arg, "--root", &root_arg, "--socket", &socket]);
+    assert!(ok && out.contains("pre-receive: new") && out.contains("post-receive: new"), "{out}");
+    // A repository created afterwards, pointed at the shared directory (as core.hooksPath
+    // in the git server user's config would do for all of them).
+    let npub = Keys::generate().public_key().to_bech32().unwrap();
+    let repo = root.join(&npub).join("later.git");
+    grasp_tests::git::git_ok(dir.path(), &["init", "-q", "--bare", &repo.display().to_string()]);
+    grasp_tests::git::git_ok(&repo, &["config", "core.hooksPath", &hooks.display().to_string()]);
+    // install on the root finds the shared directory through git and rewrites it once
+    let (ok, out) = grasp_hook(&["install", &root.display().to_string(), "--socket", &socket]);
+    assert!(
+        ok && out.contains(&hooks.display().to_string()) && out.contains("pre-receive: updated"),
+        "{out}"
+    );
+    assert!(!repo.join("hooks/pre-receive").exists(), "nothing written into the repository's own hooks");
+
+    let work = Workdir::new();
+    work.commit("README", b"x");
+    let out = work.fails(&["push", &repo.display().to_string(), "main"]);
+    rejected(&out, "cannot reach the GRASP node");
+}
