@@ -158,17 +158,10 @@ fn group_id(group: &str) -> Result<u32, ServeError> {
     if let Ok(gid) = group.parse::<u32>() {
         return Ok(gid);
     }
-    // /etc/group: name:password:gid:members
-    let groups = std::fs::read_to_string("/etc/group").unwrap_or_default();
-    groups
-        .lines()
-        .filter_map(|line| {
-            let mut fields = line.split(':');
-            Some((fields.next()?, fields.nth(1)?))
-        })
-        .find(|(name, _)| *name == group)
-        .and_then(|(_, gid)| gid.parse().ok())
-        .ok_or_else(|| ServeError::UnknownGroup(group.to_owned()))
+    match nix::unistd::Group::from_name(group) {
+        Ok(Some(found)) => Ok(found.gid.as_raw()),
+        _ => Err(ServeError::UnknownGroup(group.to_owned())),
+    }
 }
 
 async fn accept_loop(listener: UnixListener, grasp: Grasp, idle_timeout: Duration) {
