@@ -74,6 +74,9 @@ pub struct Config {
     pub subscriber_queue: usize,
     /// Most records one negentropy (NIP-77) session may cover.
     pub max_negentropy_items: usize,
+    /// An IP holding more websocket connections than this at once counts in
+    /// `ngit_websocket_flagged_abusers` (nothing is refused).
+    pub abuser_connection_threshold: usize,
     /// Largest push (request body after decompression) accepted, in bytes.
     pub max_push_size: u64,
     /// Seconds a held event waits for its git data (default 1800; 60 in test mode).
@@ -151,6 +154,7 @@ impl Default for Config {
             trust_forwarded_for: false,
             subscriber_queue: 4096,
             max_negentropy_items: 500_000,
+            abuser_connection_threshold: 20,
             max_push_size: 2 * 1024 * 1024 * 1024,
             purgatory_expiry_secs: None,
             pr_ref_expiry_secs: None,
@@ -223,6 +227,7 @@ impl Config {
             ("max_filters", self.max_filters),
             ("max_limit", self.max_limit),
             ("max_negentropy_items", self.max_negentropy_items),
+            ("abuser_connection_threshold", self.abuser_connection_threshold),
         ] {
             if value == 0 {
                 return invalid(option, "must be at least 1".to_owned());
@@ -432,6 +437,10 @@ pub struct ConfigArgs {
     #[arg(long, env = "GRASP_MAX_NEGENTROPY_ITEMS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_negentropy_items: Option<usize>,
+    /// Open websocket connections from one IP above which it is counted as a flagged abuser
+    #[arg(long, env = "GRASP_ABUSER_CONNECTION_THRESHOLD")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub abuser_connection_threshold: Option<usize>,
     /// Largest push accepted, in bytes (after gzip decoding)
     #[arg(long, env = "GRASP_MAX_PUSH_SIZE")]
     #[serde(skip_serializing_if = "Option::is_none")]

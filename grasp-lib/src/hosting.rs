@@ -523,20 +523,14 @@ impl Hosting {
         {
             return;
         }
-        let path = self.repos.path(repo);
-        let probe = path.clone();
+        let probe = self.repos.path(repo);
         let empty =
             self.blocking(move || Ok(refs::branches_and_tags(&refs::open(&probe)?)?.is_empty())).await;
         if !matches!(empty, Ok(true)) {
             return;
         }
-        match tokio::fs::remove_dir_all(&path).await {
-            Ok(()) => {
-                tracing::info!(repo = %repo, "removed repository of an expired announcement");
-                if let Some(parent) = path.parent() {
-                    let _ = tokio::fs::remove_dir(parent).await; // only succeeds when empty
-                }
-            }
+        match self.repos.remove(repo).await {
+            Ok(()) => tracing::info!(repo = %repo, "removed repository of an expired announcement"),
             Err(e) => tracing::warn!(repo = %repo, error = %e, "removing repository failed"),
         }
     }

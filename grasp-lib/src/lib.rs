@@ -22,6 +22,7 @@
 //! | [`purgatory`] | events held until their git data arrives (durable) |
 //! | [`hosting`] | repositories + events + purgatory: the git-data step, releases, expiry |
 //! | [`hunt`] | fetching the missing git data of held events from other clone URLs |
+//! | [`fetch`] | ref advertisement and upload-pack (clone, fetch), metered |
 //! | [`push`] | a receive-pack request end to end; the pre- and post-push steps every frontend runs |
 //! | `local_api` | the node's Unix-socket API for git hooks (`grasp-hook`) on the same machine |
 //! | [`relay`] | the transport-agnostic Nostr relay engine (NIP-01/45/77) |
@@ -50,6 +51,7 @@
 pub mod alignment;
 pub mod authorization;
 pub mod config;
+pub mod fetch;
 pub mod git;
 pub mod git_data;
 pub mod hosting;
@@ -173,7 +175,7 @@ impl Grasp {
         let hosting = Arc::new(Hosting::new(
             store.clone(),
             Arc::new(purgatory),
-            Repositories::new(&config.git_data_path),
+            Repositories::new(&config.git_data_path).with_metrics(metrics.clone()),
             publisher.clone(),
             origin.clone(),
             metrics.clone(),

@@ -1,26 +1,54 @@
 //! Prometheus metrics, rendered as text at `/metrics` by the frontends.
 //!
+//! Where ngit-grasp already has a metric for the same thing, the name, type and labels are
+//! ngit-grasp's (`ngit_*`), so operators keep their dashboards and alerts when they switch.
+//! What ngit-grasp has no name for (purgatory, repository housekeeping, relay internals)
+//! uses `grasp_*`. Every label has a bounded set of values: kinds outside a fixed list fold
+//! into `other`, reasons are the fixed rejection codes, and per-repository series exist only
+//! for the [`TOP_REPOS`] busiest repositories. `docs/reference/metrics.md` lists them all.
+//!
 //! One registry per [`crate::Grasp`] instance (not the global default), so several servers
 //! in one process (tests, embedding forges) keep separate counts.
 
+pub mod git;
+
+use std::time::Instant;
+
+use prometheus::core::Collector;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
+pub use self::git::{Direction, OperationStatus, UploadPackMeter, AUTHORIZATION_RESULTS, TOP_REPOS};
 use crate::nip34::kinds;
+use crate::purgatory::HeldKind;
+use crate::relay::{wire, CLIENT_MESSAGE_TYPES};
 
 /// All metrics of one server. Cheap to clone (the metric handles are shared).
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
-    /// Open websocket connections.
-    pub connections_active: IntGauge,
+    started: Instant,
+    /// `ngit_build_info{version, commit}`: constant 1.
+    build_info: IntGaugeVec,
+    /// Seconds since start, set when rendered.
+    uptime: Gauge,
     /// Websocket connections accepted since start.
     pub connections_total: IntCounter,
-    /// Client messages by type (`event`, `req`, `close`, `count`, `neg_open`, … `invalid`).
-    pub messages_total: IntCounterVec,
-    /// EVENTs received with a valid id and signature, by kind.
+    /// Open websocket connections.
+    pub connections_active: IntGauge,
+    /// How long websocket connections stayed open.
+    pub connection_duration: Histogram,
+    /// Client messages by type (`EVENT`, `REQ`, `CLOSE`, … `INVALID`).
+    pub messages_received: IntCounterVec,
+    /// Relay messages by type (`EVENT`, `EOSE`, `OK`, `NOTICE`, …).
+    pub messages_sent: IntCounterVec,
+    /// Distinct client IPs with an open websocket connection.
+    pub unique_ips: IntGauge,
+    /// Client IPs holding more open connections than the abuse threshold.
+    pub flagged_abusers: IntGauge,
+    /// EVENTs received, by kind.
     pub events_received: IntCounterVec,
     /// Events written to the store, by kind.
     pub events_stored: IntCounterVec,
@@ -34,14 +62,20 @@ pub struct Metrics {
     pub req_duration: HistogramVec,
     /// Time to decide and store one EVENT.
     pub event_duration: Histogram,
-    /// Git HTTP requests by service and result.
-    pub git_requests: IntCounterVec,
-    /// Git payload bytes by direction (`received` for pushes, `sent` for fetches).
+    /// Git operations (`clone`, `fetch`, `push`) by status.
+    pub git_operations: IntCounterVec,
+    /// How long git operations took.
+    pub git_operation_duration: Histogram,
+    /// Git smart-HTTP body bytes by direction (`in`, `out`).
     pub git_bytes: IntCounterVec,
-    /// Push authorization decisions (`authorized`, `rejected`).
+    /// Push authorization decisions (`accepted`, `rejected`).
     pub push_authorizations: IntCounterVec,
-    /// Time to serve a git request, by service.
-    pub git_duration: HistogramVec,
+    /// Bytes of the busiest repositories, refreshed when rendered.
+    top_repos_bytes: IntGaugeVec,
+    /// Git traffic per repository, the source of `top_repos_bytes`.
+    repo_traffic: git::RepoTraffic,
+    /// Bare repositories on disk.
+    pub repositories: IntGauge,
     /// Repositories aligned to a state (refs or HEAD changed).
     pub repos_aligned: IntCounter,
     /// Bare repositories created for announcements.
@@ -74,166 +108,240 @@ impl Default for Metrics {
     }
 }
 
-fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-    registry.register(Box::new(c.clone())).expect("unique metric");
-    c
+/// Registers `metric` (names are fixed in this file, so failures are programming errors).
+fn register<C: Collector + Clone + 'static>(registry: &Registry, metric: prometheus::Result<C>) -> C {
+    let metric = metric.expect("valid metric");
+    registry.register(Box::new(metric.clone())).expect("unique metric");
+    metric
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
-    let c = IntCounter::new(name, help).expect("valid metric");
-    registry.register(Box::new(c.clone())).expect("unique metric");
-    c
+    register(registry, IntCounter::new(name, help))
 }
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    register(registry, IntCounterVec::new(Opts::new(name, help), labels))
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    register(registry, IntGauge::new(name, help))
+}
+
+fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    register(registry, IntGaugeVec::new(Opts::new(name, help), labels))
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str, buckets: &[f64]) -> Histogram {
+    register(registry, Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec())))
+}
+
+/// Seconds, for durations from a millisecond request to a multi-gigabyte clone.
+const GIT_BUCKETS: &[f64] =
+    &[0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
+/// Seconds, for websocket connections from a probe to a client open all day.
+const CONNECTION_BUCKETS: &[f64] =
+    &[0.1, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 4.0 * 3600.0, 24.0 * 3600.0];
 
 impl Metrics {
     /// A fresh registry with every metric registered at zero.
     pub fn new() -> Self {
-        let registry = Registry::new();
-        let connections_active =
-            IntGauge::new("grasp_websocket_connections", "Open websocket connections").expect("valid metric");
-        registry.register(Box::new(connections_active.clone())).expect("unique metric");
-        let req_duration = HistogramVec::new(
-            HistogramOpts::new("grasp_req_duration_seconds", "Time to send the stored events of a REQ")
-                .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
-            &["outcome"],
-        )
-        .expect("valid metric");
-        registry.register(Box::new(req_duration.clone())).expect("unique metric");
-        let event_duration = Histogram::with_opts(
-            HistogramOpts::new("grasp_event_duration_seconds", "Time to decide about and store one EVENT")
-                .buckets(vec![0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0]),
-        )
-        .expect("valid metric");
-        registry.register(Box::new(event_duration.clone())).expect("unique metric");
-        let git_duration = HistogramVec::new(
-            HistogramOpts::new("grasp_git_request_duration_seconds", "Time to serve a git HTTP request")
-                .buckets(vec![0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0]),
-            &["service"],
-        )
-        .expect("valid metric");
-        registry.register(Box::new(git_duration.clone())).expect("unique metric");
-        let purgatory_held = IntGaugeVec::new(
-            Opts::new(
-                "grasp_purgatory_held",
-                "Events held in purgatory until their git data arrives, by type",
-            ),
-            &["type"],
-        )
-        .expect("valid metric");
-        registry.register(Box::new(purgatory_held.clone())).expect("unique metric");
-        let purgatory_placeholders = IntGauge::new(
-            "grasp_purgatory_placeholders",
-            "refs/nostr refs pushed before their pull request event",
-        )
-        .expect("valid metric");
-        registry.register(Box::new(purgatory_placeholders.clone())).expect("unique metric");
-        Self {
-            purgatory_held,
-            purgatory_placeholders,
-            purgatory_released: counter_vec(
-                &registry,
-                "grasp_purgatory_released_total",
-                "Events released from purgatory when their git data arrived, by type",
-                &["type"],
-            ),
-            purgatory_expired: counter_vec(
-                &registry,
-                "grasp_purgatory_expired_total",
-                "Events dropped from purgatory because their git data never arrived, by type",
-                &["type"],
-            ),
-            purgatory_placeholders_expired: counter(
-                &registry,
-                "grasp_purgatory_placeholders_expired_total",
-                "Unmatched refs/nostr refs deleted after their deadline",
-            ),
-            local_api_requests: counter_vec(
-                &registry,
-                "grasp_local_api_requests_total",
-                "Local API requests (git hooks), by result",
-                &["result"],
-            ),
-            git_requests: counter_vec(
-                &registry,
-                "grasp_git_requests_total",
-                "Git HTTP requests by service and result",
-                &["service", "result"],
-            ),
-            git_bytes: counter_vec(
-                &registry,
-                "grasp_git_bytes_total",
-                "Git payload bytes by direction",
-                &["direction"],
-            ),
-            push_authorizations: counter_vec(
-                &registry,
-                "grasp_push_authorizations_total",
-                "Push authorization decisions",
-                &["result"],
-            ),
-            repos_aligned: counter(
-                &registry,
-                "grasp_repos_aligned_total",
-                "Repositories aligned to a state event",
-            ),
-            repos_created: counter(
-                &registry,
-                "grasp_repos_created_total",
-                "Bare repositories created for announcements",
-            ),
-            repacks: counter_vec(
-                &registry,
-                "grasp_repo_repacks_total",
-                "Background repacks after pushes, by result",
-                &["result"],
-            ),
-            git_duration,
+        let r = Registry::new();
+        let build_info = gauge_vec(
+            &r,
+            "ngit_build_info",
+            "Always 1; the labels say which build is running",
+            &["version", "commit"],
+        );
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION"), "unknown"]).set(1);
+        let metrics = Self {
+            started: Instant::now(),
+            build_info,
+            uptime: register(&r, Gauge::new("ngit_uptime_seconds", "Seconds since the server started")),
             connections_total: counter(
-                &registry,
-                "grasp_websocket_connections_total",
+                &r,
+                "ngit_websocket_connections_total",
                 "Websocket connections accepted",
             ),
-            messages_total: counter_vec(
-                &registry,
-                "grasp_relay_messages_total",
+            connections_active: gauge(&r, "ngit_websocket_connections_active", "Open websocket connections"),
+            connection_duration: histogram(
+                &r,
+                "ngit_websocket_connection_duration_seconds",
+                "How long websocket connections stayed open",
+                CONNECTION_BUCKETS,
+            ),
+            messages_received: counter_vec(
+                &r,
+                "ngit_websocket_messages_received_total",
                 "Client messages by type",
                 &["type"],
             ),
+            messages_sent: counter_vec(
+                &r,
+                "ngit_websocket_messages_sent_total",
+                "Relay messages by type",
+                &["type"],
+            ),
+            unique_ips: gauge(
+                &r,
+                "ngit_websocket_unique_ips",
+                "Distinct client IPs with an open websocket connection",
+            ),
+            flagged_abusers: gauge(
+                &r,
+                "ngit_websocket_flagged_abusers",
+                "Client IPs holding more open websocket connections than abuser_connection_threshold",
+            ),
             events_received: counter_vec(
-                &registry,
-                "grasp_events_received_total",
-                "EVENTs with a valid id and signature, by kind",
+                &r,
+                "ngit_events_received_total",
+                "EVENTs received, by kind",
                 &["kind"],
             ),
-            events_stored: counter_vec(
-                &registry,
-                "grasp_events_stored_total",
-                "Events stored, by kind",
-                &["kind"],
-            ),
+            events_stored: counter_vec(&r, "ngit_events_stored_total", "Events stored, by kind", &["kind"]),
             events_rejected: counter_vec(
-                &registry,
-                "grasp_events_rejected_total",
+                &r,
+                "ngit_events_rejected_total",
                 "Events refused, by kind and reason",
                 &["kind", "reason"],
             ),
             events_held: counter_vec(
-                &registry,
+                &r,
                 "grasp_events_held_total",
                 "Events accepted but held until their git data arrives, by kind",
                 &["kind"],
             ),
             slow_subscriptions_closed: counter(
-                &registry,
+                &r,
                 "grasp_slow_subscriptions_closed_total",
                 "Live subscriptions closed because the client read too slowly",
             ),
-            connections_active,
-            req_duration,
-            event_duration,
-            registry,
+            req_duration: register(
+                &r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "grasp_req_duration_seconds",
+                        "Time to send the stored events of a REQ",
+                    )
+                    .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
+                    &["outcome"],
+                ),
+            ),
+            event_duration: histogram(
+                &r,
+                "grasp_event_duration_seconds",
+                "Time to decide about and store one EVENT",
+                &[0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0],
+            ),
+            git_operations: counter_vec(
+                &r,
+                "ngit_git_operations_total",
+                "Git operations (clone, fetch, push) by status",
+                &["operation", "status"],
+            ),
+            git_operation_duration: histogram(
+                &r,
+                "ngit_git_operation_duration_seconds",
+                "How long git operations took",
+                GIT_BUCKETS,
+            ),
+            git_bytes: counter_vec(
+                &r,
+                "ngit_git_bytes_total",
+                "Git smart-HTTP body bytes by direction",
+                &["direction"],
+            ),
+            push_authorizations: counter_vec(
+                &r,
+                "ngit_git_push_authorization_total",
+                "Push authorization decisions",
+                &["result"],
+            ),
+            top_repos_bytes: gauge_vec(
+                &r,
+                "ngit_git_top_repos_bytes",
+                "Git bytes since start of the busiest repositories",
+                &["repo"],
+            ),
+            repo_traffic: git::RepoTraffic::default(),
+            repositories: gauge(&r, "ngit_repositories_total", "Repositories hosted"),
+            repos_aligned: counter(&r, "grasp_repos_aligned_total", "Repositories aligned to a state event"),
+            repos_created: counter(
+                &r,
+                "grasp_repos_created_total",
+                "Bare repositories created for announcements",
+            ),
+            repacks: counter_vec(
+                &r,
+                "grasp_repo_repacks_total",
+                "Background repacks after pushes, by result",
+                &["result"],
+            ),
+            purgatory_held: gauge_vec(
+                &r,
+                "grasp_purgatory_held",
+                "Events held in purgatory until their git data arrives, by type",
+                &["type"],
+            ),
+            purgatory_placeholders: gauge(
+                &r,
+                "grasp_purgatory_placeholders",
+                "refs/nostr refs pushed before their pull request event",
+            ),
+            purgatory_released: counter_vec(
+                &r,
+                "grasp_purgatory_released_total",
+                "Events released from purgatory when their git data arrived, by type",
+                &["type"],
+            ),
+            purgatory_expired: counter_vec(
+                &r,
+                "grasp_purgatory_expired_total",
+                "Events dropped from purgatory because their git data never arrived, by type",
+                &["type"],
+            ),
+            purgatory_placeholders_expired: counter(
+                &r,
+                "grasp_purgatory_placeholders_expired_total",
+                "Unmatched refs/nostr refs deleted after their deadline",
+            ),
+            local_api_requests: counter_vec(
+                &r,
+                "grasp_local_api_requests_total",
+                "Local API requests (git hooks), by result",
+                &["result"],
+            ),
+            registry: r,
+        };
+        metrics.preset();
+        metrics
+    }
+
+    /// Creates the series of every fixed label set at zero, so dashboards show 0 (and
+    /// `rate()` works) before the first occurrence. Kinds and rejection reasons are left
+    /// to appear when they happen.
+    fn preset(&self) {
+        self.preset_git();
+        for t in CLIENT_MESSAGE_TYPES {
+            self.messages_received.with_label_values(&[t]);
         }
+        for t in wire::MESSAGE_TYPES {
+            self.messages_sent.with_label_values(&[t]);
+        }
+        for kind in HeldKind::ALL {
+            self.purgatory_released.with_label_values(&[kind.as_str()]);
+            self.purgatory_expired.with_label_values(&[kind.as_str()]);
+        }
+        for result in ["ok", "error"] {
+            self.repacks.with_label_values(&[result]);
+            self.req_duration.with_label_values(&[result]);
+        }
+    }
+
+    /// Names the running build in `ngit_build_info` (frontends pass their version and the
+    /// git commit they were built from).
+    pub fn set_build_info(&self, version: &str, commit: &str) {
+        self.build_info.reset();
+        self.build_info.with_label_values(&[version, commit]).set(1);
     }
 
     /// The registry, for frontends that add their own metrics.
@@ -243,6 +351,8 @@ impl Metrics {
 
     /// Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        self.uptime.set(self.started.elapsed().as_secs_f64());
+        self.refresh_top_repos();
         let mut buf = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding never fails");
         String::from_utf8(buf).expect("prometheus text is UTF-8")
@@ -287,9 +397,13 @@ mod tests {
         let m = Metrics::new();
         m.events_rejected.with_label_values(&[kind_label(1621), "unrelated"]).inc();
         m.connections_active.inc();
+        m.set_build_info("9.9.9", "abc123");
         let text = m.render();
-        assert!(text.contains("grasp_events_rejected_total{kind=\"1621\",reason=\"unrelated\"} 1"), "{text}");
-        assert!(text.contains("grasp_websocket_connections 1"));
+        assert!(text.contains("ngit_events_rejected_total{kind=\"1621\",reason=\"unrelated\"} 1"), "{text}");
+        assert!(text.contains("ngit_websocket_connections_active 1"));
+        assert!(text.contains("ngit_build_info{commit=\"abc123\",version=\"9.9.9\"} 1"), "{text}");
+        assert!(!text.contains("commit=\"unknown\""), "the default build info is replaced");
+        assert!(text.contains("# TYPE ngit_uptime_seconds gauge"));
         assert_eq!(kind_label(4242), "other");
     }
 }

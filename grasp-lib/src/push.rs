@@ -7,10 +7,12 @@ use std::time::Instant;
 use tokio::io::AsyncReadExt;
 
 use crate::authorization::{self, AuthorizationError, PushDecision};
+use crate::git::observe::GitOperation;
 use crate::git::pktline::{self, RefUpdate};
 use crate::git::smart_http::{self, Body, Piped, Service};
 use crate::git::{is_zero_oid, RepoRef};
 use crate::git_data::ProcessReport;
+use crate::metrics::{Direction, OperationStatus};
 use crate::Grasp;
 
 /// Largest command section (ref updates) we read before deciding.
@@ -73,7 +75,7 @@ impl Grasp {
                 tracing::info!(repo = %repo, %reason, "push rejected");
             }
             PushDecision::Authorized { .. } => {
-                metrics.push_authorizations.with_label_values(&["authorized"]).inc();
+                metrics.push_authorizations.with_label_values(&["accepted"]).inc();
                 self.hosting().extend_for_push(repo, &decision, updates).await;
             }
         }
@@ -147,19 +149,41 @@ impl Grasp {
         &self,
         repo: &RepoRef,
         git_protocol: Option<&str>,
-        mut body: Body,
+        body: Body,
     ) -> Result<Vec<u8>, ReceivePackError> {
         let started = Instant::now();
+        let metrics = self.metrics();
+        let result = self.receive_pack_unmetered(repo, git_protocol, body).await;
+        let status = match &result {
+            Ok(answer) => {
+                metrics.count_git_bytes(repo, Direction::In, answer.request_bytes);
+                metrics.count_git_bytes(repo, Direction::Out, answer.body.len() as u64);
+                answer.status
+            }
+            Err(ReceivePackError::BadRequest(_)) => OperationStatus::BadRequest,
+            Err(ReceivePackError::Internal(_)) => OperationStatus::Error,
+        };
+        metrics.record_git_operation(GitOperation::Push, status, started.elapsed());
+        result.map(|answer| answer.body)
+    }
+
+    async fn receive_pack_unmetered(
+        &self,
+        repo: &RepoRef,
+        git_protocol: Option<&str>,
+        mut body: Body,
+    ) -> Result<PushAnswer, ReceivePackError> {
         let limit = self.config().max_push_size;
         let drain_allowance = limit.max(MIN_DRAIN_BYTES);
         let (commands, leftover) = pktline::read_push_commands(&mut body, MAX_COMMAND_BYTES)
             .await
             .map_err(|e| ReceivePackError::BadRequest(e.to_string()))?;
+        let command_bytes = (commands.raw.len() + leftover.len()) as u64;
         let decision = self.admit_push(repo, &commands.updates).await?;
-        let metrics = self.metrics();
         if let PushDecision::Rejected { reason } = &decision {
             drain(&mut body, drain_allowance).await;
-            return Ok(smart_http::rejection_response(&commands, &format!("rejected by GRASP: {reason}")));
+            let body = smart_http::rejection_response(&commands, &format!("rejected by GRASP: {reason}"));
+            return Ok(PushAnswer { body, status: OperationStatus::Rejected, request_bytes: command_bytes });
         }
 
         let path = self.repositories().path(repo);
@@ -185,11 +209,11 @@ impl Grasp {
         if matches!(piped, Ok(Piped::TooLarge)) {
             let _ = child.kill().await;
             drain(&mut body, drain_allowance).await;
-            metrics.git_requests.with_label_values(&["receive_pack", "too_large"]).inc();
             let reason =
                 format!("push is larger than the {} bytes this server accepts (max_push_size)", limit);
             tracing::info!(repo = %repo, limit, "push refused: too large");
-            return Ok(smart_http::rejection_response(&commands, &reason));
+            let body = smart_http::rejection_response(&commands, &reason);
+            return Ok(PushAnswer { body, status: OperationStatus::Rejected, request_bytes: limit });
         }
         if let Err(e) = &piped {
             // git stopped reading (it failed); let the client finish so it sees git's answer.
@@ -198,21 +222,26 @@ impl Grasp {
         }
         let status = child.wait().await.map_err(|e| ReceivePackError::Internal(e.to_string()))?;
         let (out, err) = output.await.map_err(|e| ReceivePackError::Internal(e.to_string()))?;
-        if let Ok(Piped::Complete(bytes)) = piped {
-            metrics.git_bytes.with_label_values(&["received"]).inc_by(bytes);
-        }
+        let request_bytes = match piped {
+            Ok(Piped::Complete(bytes)) => bytes,
+            _ => command_bytes,
+        };
         if !status.success() {
             let stderr = String::from_utf8_lossy(&err).trim().to_owned();
             tracing::warn!(repo = %repo, %stderr, "git receive-pack failed");
-            metrics.git_requests.with_label_values(&["receive_pack", "error"]).inc();
             if out.is_empty() {
                 return Err(ReceivePackError::Internal(format!("git receive-pack failed: {stderr}")));
             }
-            return Ok(out);
+            return Ok(PushAnswer { body: out, status: OperationStatus::Error, request_bytes });
         }
         self.push_received(repo, &commands.updates).await;
-        metrics.git_requests.with_label_values(&["receive_pack", "ok"]).inc();
-        metrics.git_duration.with_label_values(&["receive_pack"]).observe(started.elapsed().as_secs_f64());
-        Ok(out)
+        Ok(PushAnswer { body: out, status: OperationStatus::Success, request_bytes })
     }
+}
+
+/// A receive-pack answer and what the metrics need to know about it.
+struct PushAnswer {
+    body: Vec<u8>,
+    status: OperationStatus,
+    request_bytes: u64,
 }

@@ -6,6 +6,7 @@ pub mod events;
 pub mod git;
 pub mod http;
 pub mod memory;
+pub mod metrics;
 pub mod poll;
 pub mod raw;
 pub mod remotes;

@@ -108,13 +108,13 @@ async fn metrics_count_connections_and_events() {
     assert_cors(resp.headers(), "metrics");
     let text = resp.text().await.unwrap();
     for line in [
-        "grasp_websocket_connections 1",
-        "grasp_events_received_total{kind=\"30617\"} 1",
+        "ngit_websocket_connections_active 1",
+        "ngit_events_received_total{kind=\"30617\"} 1",
         "grasp_events_held_total{kind=\"30617\"} 1",
         "grasp_purgatory_held{type=\"announcement\"} 1",
-        "grasp_events_stored_total{kind=\"10317\"} 1",
-        "grasp_events_rejected_total{kind=\"1\",reason=\"unrelated\"} 1",
-        "grasp_relay_messages_total{type=\"event\"} 3",
+        "ngit_events_stored_total{kind=\"10317\"} 1",
+        "ngit_events_rejected_total{kind=\"1\",reason=\"unrelated\"} 1",
+        "ngit_websocket_messages_received_total{type=\"EVENT\"} 3",
     ] {
         assert!(text.lines().any(|l| l == line), "missing `{line}` in:\n{text}");
     }

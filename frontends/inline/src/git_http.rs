@@ -2,11 +2,10 @@
 //! calls (advertisement, upload-pack, receive-pack) and the repository web page.
 
 use std::collections::HashMap;
-use std::time::Instant;
 
 use async_compression::tokio::bufread::GzipDecoder;
-use bytes::{Buf, Bytes};
-use futures::{Stream, StreamExt, TryStreamExt};
+use bytes::Buf;
+use futures::{Stream, TryStreamExt};
 use grasp_lib::git::smart_http::{self, Body, Service};
 use grasp_lib::git::{GitError, RepoRef};
 use grasp_lib::origin::parse_repo_path;
@@ -129,17 +128,8 @@ async fn info_refs(
             "only the smart HTTP protocol is served: request info/refs?service=git-upload-pack or git-receive-pack",
         ));
     };
-    let label = match service {
-        Service::UploadPack => "info_refs_upload_pack",
-        Service::ReceivePack => "info_refs_receive_pack",
-    };
-    let metrics = grasp.metrics();
-    let hidden = grasp.hosting().hidden_refs(repo);
-    match smart_http::advertisement(&grasp.repositories().path(repo), service, protocol.as_deref(), &hidden)
-        .await
-    {
+    match grasp.advertise_refs(repo, service, protocol.as_deref()).await {
         Ok(body) => {
-            metrics.git_requests.with_label_values(&[label, "ok"]).inc();
             let mut response = Response::new(body.into());
             let headers = response.headers_mut();
             headers
@@ -148,7 +138,6 @@ async fn info_refs(
             Ok(response)
         }
         Err(e) => {
-            metrics.git_requests.with_label_values(&[label, "error"]).inc();
             tracing::warn!(repo = %repo, error = %e, "ref advertisement failed");
             Err(warp::reject::custom(InternalError(format!("git could not read this repository: {e}"))))
         }
@@ -162,64 +151,26 @@ async fn rpc(
     protocol: Option<String>,
     body: Body,
 ) -> Result<Response, Rejection> {
-    let metrics = grasp.metrics().clone();
-    let (status, payload): (StatusCode, Vec<u8>) = match service {
+    let mut response = match service {
         Service::ReceivePack => match grasp.receive_pack(repo, protocol.as_deref(), body).await {
-            Ok(bytes) => (StatusCode::OK, bytes),
-            Err(ReceivePackError::BadRequest(msg)) => {
-                metrics.git_requests.with_label_values(&["receive_pack", "bad_request"]).inc();
-                return Ok(text(StatusCode::BAD_REQUEST, msg));
+            Ok(bytes) => Response::new(bytes.into()),
+            Err(ReceivePackError::BadRequest(msg)) => return Ok(text(StatusCode::BAD_REQUEST, msg)),
+            Err(ReceivePackError::Internal(msg)) => return Err(warp::reject::custom(InternalError(msg))),
+        },
+        Service::UploadPack => match grasp.upload_pack(repo, protocol.as_deref(), body).await {
+            Ok(stream) => warp::reply::stream(SyncStream::new(stream)).into_response(),
+            Err(GitError::BadRequest(reason)) => {
+                return Ok(text(
+                    StatusCode::BAD_REQUEST,
+                    format!("git upload-pack refused the request: {reason}"),
+                ))
             }
-            Err(ReceivePackError::Internal(msg)) => {
-                return Err(warp::reject::custom(InternalError(msg)));
+            Err(e) => {
+                tracing::warn!(repo = %repo, error = %e, "upload-pack failed");
+                return Err(warp::reject::custom(InternalError(format!("git upload-pack failed: {e}"))));
             }
         },
-        Service::UploadPack => {
-            let started = Instant::now();
-            let limit = grasp.config().max_push_size;
-            let path = grasp.repositories().path(repo);
-            let hidden = grasp.hosting().hidden_refs(repo);
-            let stream = match smart_http::upload_pack(&path, protocol.as_deref(), &hidden, body, limit).await
-            {
-                Ok(stream) => stream,
-                Err(GitError::BadRequest(reason)) => {
-                    metrics.git_requests.with_label_values(&["upload_pack", "bad_request"]).inc();
-                    return Ok(text(
-                        StatusCode::BAD_REQUEST,
-                        format!("git upload-pack refused the request: {reason}"),
-                    ));
-                }
-                Err(e) => {
-                    metrics.git_requests.with_label_values(&["upload_pack", "error"]).inc();
-                    tracing::warn!(repo = %repo, error = %e, "upload-pack failed");
-                    return Err(warp::reject::custom(InternalError(format!("git upload-pack failed: {e}"))));
-                }
-            };
-            metrics.git_requests.with_label_values(&["upload_pack", "ok"]).inc();
-            let counted = {
-                let metrics = metrics.clone();
-                stream.inspect(move |chunk| {
-                    if let Ok(chunk) = chunk {
-                        metrics.git_bytes.with_label_values(&["sent"]).inc_by(chunk.len() as u64);
-                    }
-                })
-            };
-            let timed = counted.chain(futures::stream::once(async move {
-                metrics
-                    .git_duration
-                    .with_label_values(&["upload_pack"])
-                    .observe(started.elapsed().as_secs_f64());
-                Ok(Bytes::new())
-            }));
-            let mut response = warp::reply::stream(SyncStream::new(timed)).into_response();
-            let headers = response.headers_mut();
-            headers.insert(CONTENT_TYPE, service.result_content_type().parse().expect("static header"));
-            headers.insert(CACHE_CONTROL, "no-cache".parse().expect("static header"));
-            return Ok(response);
-        }
     };
-    let mut response = Response::new(payload.into());
-    *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, service.result_content_type().parse().expect("static header"));
     headers.insert(CACHE_CONTROL, "no-cache".parse().expect("static header"));

@@ -114,6 +114,7 @@ async fn run(mut config: Config) -> anyhow::Result<()> {
         config.domain = Some(bound.to_string());
     }
     let grasp = Grasp::open(config).await?;
+    grasp.metrics().set_build_info(env!("CARGO_PKG_VERSION"), env!("GRASP_BUILD_COMMIT"));
     // Git hooks (grasp-hook) on this machine ask the node through this socket; it is
     // removed when `_local_api` drops at shutdown.
     let _local_api = match LocalApiOptions::from_config(grasp.config()) {

@@ -40,9 +40,6 @@ pub fn upgrade(
 }
 
 async fn serve(socket: WebSocket, peer: IpAddr, grasp: Grasp) {
-    let metrics = grasp.metrics().clone();
-    metrics.connections_total.inc();
-    metrics.connections_active.inc();
     tracing::debug!(%peer, "websocket connected");
 
     let (sink, stream) = socket.split();
@@ -62,8 +59,6 @@ async fn serve(socket: WebSocket, peer: IpAddr, grasp: Grasp) {
     let outgoing = sink.with(|text: String| future::ok::<_, warp::Error>(Message::text(text)));
     let relay = grasp.relay().clone();
     connection::drive(relay.session(peer), &relay, Box::pin(incoming), Box::pin(outgoing)).await;
-
-    metrics.connections_active.dec();
     tracing::debug!(%peer, "websocket disconnected");
 }
 

@@ -6,6 +6,7 @@
 //! ([`smart_http`]).
 
 pub mod maintenance;
+pub mod observe;
 pub mod pktline;
 pub mod refs;
 pub mod smart_http;
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 use nostr::nips::nip19::ToBech32;
 use nostr::PublicKey;
 
+use crate::metrics::Metrics;
 use crate::nip34::RepoIdentifier;
 
 /// The all-zero object id git uses for "no object" (create/delete in a push).
@@ -109,12 +111,35 @@ pub enum RepoPathError {
 #[derive(Debug, Clone)]
 pub struct Repositories {
     root: PathBuf,
+    metrics: Option<Metrics>,
 }
 
 impl Repositories {
     /// Repositories under `root` (created on first use).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self { root: root.into(), metrics: None }
+    }
+
+    /// Counts the repositories on disk now into `ngit_repositories_total` and keeps the
+    /// count as repositories are created and removed through this handle.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        metrics.repositories.set(self.count_on_disk() as i64);
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Bare repositories under the root (`<npub>/<identifier>.git` with a `HEAD`).
+    pub fn count_on_disk(&self) -> usize {
+        let dirs = |path: &Path| -> Vec<PathBuf> {
+            std::fs::read_dir(path)
+                .map(|entries| entries.filter_map(Result::ok).map(|e| e.path()).collect())
+                .unwrap_or_default()
+        };
+        dirs(&self.root)
+            .iter()
+            .flat_map(|owner| dirs(owner))
+            .filter(|repo| repo.extension().is_some_and(|e| e == "git") && repo.join("HEAD").is_file())
+            .count()
     }
 
     /// The root directory.
@@ -136,7 +161,25 @@ impl Repositories {
     /// created by this call.
     pub async fn create(&self, repo: &RepoRef) -> Result<bool, GitError> {
         let path = self.path(repo);
-        tokio::task::spawn_blocking(move || refs::init_bare(&path)).await?
+        let created = tokio::task::spawn_blocking(move || refs::init_bare(&path)).await??;
+        if let (true, Some(metrics)) = (created, &self.metrics) {
+            metrics.repos_created.inc();
+            metrics.repositories.inc();
+        }
+        Ok(created)
+    }
+
+    /// Deletes the repository from disk (and its owner directory when that is left empty).
+    pub async fn remove(&self, repo: &RepoRef) -> std::io::Result<()> {
+        let path = self.path(repo);
+        tokio::fs::remove_dir_all(&path).await?;
+        if let Some(metrics) = &self.metrics {
+            metrics.repositories.dec();
+        }
+        if let Some(parent) = path.parent() {
+            let _ = tokio::fs::remove_dir(parent).await; // only succeeds when empty
+        }
+        Ok(())
     }
 
     /// The repository at `path`, the inverse of [`Repositories::path`]: `path` must be
@@ -223,5 +266,28 @@ mod tests {
         let outside = tempfile::tempdir().unwrap();
         assert!(matches!(repos.repo_at(outside.path()), Err(RepoPathError::OutsideRoot { .. })));
         assert!(matches!(repos.repo_at(&dir.path().join("missing")), Err(RepoPathError::Unreadable(..))));
+    }
+
+    #[tokio::test]
+    async fn counts_repositories_on_disk_and_as_they_come_and_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo =
+            |name: &str| RepoRef::new(Keys::generate().public_key(), RepoIdentifier::new(name).unwrap());
+        let (a, b) = (repo("a"), repo("b"));
+        Repositories::new(dir.path()).create(&a).await.unwrap();
+        std::fs::create_dir_all(dir.path().join("npub1x").join("not-a-repo.git")).unwrap();
+        let metrics = Metrics::new();
+        let repos = Repositories::new(dir.path()).with_metrics(metrics.clone());
+        assert_eq!(
+            metrics.repositories.get(),
+            1,
+            "counted at start; a directory without HEAD is no repository"
+        );
+        assert!(repos.create(&b).await.unwrap());
+        assert!(!repos.create(&b).await.unwrap(), "already there: not counted twice");
+        assert_eq!((metrics.repositories.get(), metrics.repos_created.get()), (2, 1));
+        repos.remove(&a).await.unwrap();
+        assert_eq!(metrics.repositories.get(), 1);
+        assert!(!dir.path().join(a.npub()).exists(), "the empty owner directory goes too");
     }
 }

@@ -1,5 +1,7 @@
 //! Joins a [`Session`] to a transport: reads client messages, writes replies, and forwards
-//! live events, until either side closes.
+//! live events, until either side closes. The connection metrics (open connections, their
+//! duration, client IPs, messages sent by type) are counted here, so every transport that
+//! hosts the relay counts the same way.
 //!
 //! Slow clients: while this loop waits on a client that does not read, live events pile up
 //! in the relay's bounded broadcast buffer. When this connection falls behind by more than
@@ -30,6 +32,7 @@ where
     R: Stream<Item = Inbound> + Unpin,
     W: Sink<String> + Unpin,
 {
+    let _open = relay.peers().open(session.peer());
     let mut live = relay.subscribe_live();
     loop {
         let replies = tokio::select! {
@@ -45,6 +48,10 @@ where
                 Err(RecvError::Closed) => break,
             },
         };
+        let sent = relay.metrics();
+        for reply in &replies {
+            sent.messages_sent.with_label_values(&[wire::message_type(reply)]).inc();
+        }
         if send_all(&mut outgoing, replies).await.is_err() {
             break;
         }

@@ -8,10 +8,11 @@
 
 pub mod connection;
 mod negentropy;
+pub mod peers;
 mod session;
 pub mod wire;
 
-pub use session::Session;
+pub use session::{Session, CLIENT_MESSAGE_TYPES};
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -27,6 +28,7 @@ use crate::config::Config;
 use crate::metrics::{kind_label, Metrics};
 use crate::policy::{EventPolicy, EventSource, Verdict};
 use crate::store::EventStore;
+use peers::Peers;
 
 /// Per-connection and per-IP limits, taken from [`Config`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +47,8 @@ pub struct RelayLimits {
     pub subscriber_queue: usize,
     /// Most records one negentropy session may cover.
     pub max_negentropy_items: usize,
+    /// Open connections from one IP above which it counts as a flagged abuser (metrics).
+    pub abuser_connection_threshold: usize,
 }
 
 /// Longest subscription id NIP-01 allows.
@@ -61,6 +65,7 @@ impl RelayLimits {
             events_per_minute: config.events_per_minute,
             subscriber_queue: config.subscriber_queue,
             max_negentropy_items: config.max_negentropy_items,
+            abuser_connection_threshold: config.abuser_connection_threshold,
         }
     }
 }
@@ -154,6 +159,7 @@ pub struct Relay {
     policy: Arc<dyn EventPolicy>,
     limits: RelayLimits,
     rate: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    peers: Peers,
     metrics: Metrics,
 }
 
@@ -173,7 +179,8 @@ impl Relay {
     ) -> Self {
         let rate =
             NonZeroU32::new(limits.events_per_minute).map(|n| RateLimiter::keyed(Quota::per_minute(n)));
-        Self { publisher, policy, limits, rate, metrics }
+        let peers = Peers::new(metrics.clone(), limits.abuser_connection_threshold);
+        Self { publisher, policy, limits, rate, peers, metrics }
     }
 
     /// A relay with its own publisher over `store` (for embedding and tests).
@@ -200,6 +207,11 @@ impl Relay {
     /// The metrics this relay counts into.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// Open connections per client IP.
+    pub fn peers(&self) -> &Peers {
+        &self.peers
     }
 
     /// A new session for a client at `peer`.
@@ -306,6 +318,18 @@ impl Relay {
                 self.refuse(kind, "store", "error: could not store the event; try again later")
             }
         }
+    }
+
+    /// Refuses an EVENT before [`Relay::ingest`] saw it (rate limit, bad id or signature);
+    /// it still counts as received.
+    pub(crate) fn refuse_unverified(
+        &self,
+        kind: &'static str,
+        code: &str,
+        message: impl Into<String>,
+    ) -> IngestOutcome {
+        self.metrics.events_received.with_label_values(&[kind]).inc();
+        self.refuse(kind, code, message)
     }
 
     pub(crate) fn refuse(&self, kind: &'static str, code: &str, message: impl Into<String>) -> IngestOutcome {

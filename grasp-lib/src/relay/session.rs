@@ -46,23 +46,26 @@ impl std::fmt::Debug for Session {
     }
 }
 
+/// Every `type` label of client messages: the NIP-01/45/77 names, then [`INVALID`].
+pub const CLIENT_MESSAGE_TYPES: &[&str] =
+    &["EVENT", "REQ", "CLOSE", "COUNT", "AUTH", "NEG-OPEN", "NEG-MSG", "NEG-CLOSE", INVALID];
+
+/// Label of messages that are not valid client messages (bounded, whatever clients send).
+const INVALID: &str = "INVALID";
+
+/// The `type` label of a client message.
 fn message_type_label(kind: &str) -> &'static str {
-    match kind {
-        "EVENT" => "event",
-        "REQ" => "req",
-        "CLOSE" => "close",
-        "COUNT" => "count",
-        "AUTH" => "auth",
-        "NEG-OPEN" => "neg_open",
-        "NEG-MSG" => "neg_msg",
-        "NEG-CLOSE" => "neg_close",
-        _ => "invalid",
-    }
+    CLIENT_MESSAGE_TYPES.iter().find(|t| **t == kind).copied().unwrap_or(INVALID)
 }
 
 impl Session {
     pub(super) fn new(relay: Arc<Relay>, peer: IpAddr) -> Self {
         Self { relay, peer, subscriptions: BTreeMap::new(), negentropy: HashMap::new() }
+    }
+
+    /// The client's address.
+    pub fn peer(&self) -> IpAddr {
+        self.peer
     }
 
     /// Number of open REQ subscriptions.
@@ -75,7 +78,7 @@ impl Session {
         let metrics = self.relay.metrics();
         let limit = self.relay.limits().max_message_size;
         if text.len() > limit {
-            metrics.messages_total.with_label_values(&["invalid"]).inc();
+            metrics.messages_received.with_label_values(&[INVALID]).inc();
             return vec![wire::notice(&format!(
                 "invalid: message of {} bytes exceeds the limit of {limit} bytes",
                 text.len()
@@ -84,18 +87,18 @@ impl Session {
         let value: Value = match serde_json::from_str(text) {
             Ok(v) => v,
             Err(e) => {
-                metrics.messages_total.with_label_values(&["invalid"]).inc();
+                metrics.messages_received.with_label_values(&[INVALID]).inc();
                 return vec![wire::notice(&format!("invalid: message is not valid JSON: {e}"))];
             }
         };
         let Some(kind) = value.as_array().and_then(|a| a.first()).and_then(Value::as_str).map(str::to_owned)
         else {
-            metrics.messages_total.with_label_values(&["invalid"]).inc();
+            metrics.messages_received.with_label_values(&[INVALID]).inc();
             return vec![wire::notice(
                 "invalid: a message must be a JSON array whose first element is its type",
             )];
         };
-        metrics.messages_total.with_label_values(&[message_type_label(&kind)]).inc();
+        metrics.messages_received.with_label_values(&[message_type_label(&kind)]).inc();
         match kind.as_str() {
             "EVENT" => vec![self.handle_event(&value).await],
             "REQ" => self.handle_req(value).await,
@@ -156,15 +159,15 @@ impl Session {
             let msg = format!(
                 "rate-limited: more than {per_minute} events per minute from your address; slow down"
             );
-            return wire::ok(&id, false, &self.relay.refuse(kind, "rate_limited", msg).message);
+            return wire::ok(&id, false, &self.relay.refuse_unverified(kind, "rate_limited", msg).message);
         }
         if !event.verify_id() {
             let msg = "invalid: event id does not match the hash of its content";
-            return wire::ok(&id, false, &self.relay.refuse(kind, "bad_id", msg).message);
+            return wire::ok(&id, false, &self.relay.refuse_unverified(kind, "bad_id", msg).message);
         }
         if !event.verify_signature() {
             let msg = "invalid: signature verification failed";
-            return wire::ok(&id, false, &self.relay.refuse(kind, "bad_signature", msg).message);
+            return wire::ok(&id, false, &self.relay.refuse_unverified(kind, "bad_signature", msg).message);
         }
         let outcome = self.relay.ingest(event).await;
         wire::ok(&id, outcome.accepted, &outcome.message)

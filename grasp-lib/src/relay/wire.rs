@@ -49,9 +49,28 @@ pub fn neg_err(subscription_id: &str, reason: &str) -> String {
     json!(["NEG-ERR", subscription_id, reason]).to_string()
 }
 
+/// Every value [`message_type`] returns.
+pub const MESSAGE_TYPES: &[&str] =
+    &["EVENT", "OK", "EOSE", "CLOSED", "NOTICE", "COUNT", "NEG-MSG", "NEG-ERR", "AUTH", "OTHER"];
+
+/// The type of a relay message written by this module (`EVENT`, `OK`, …), for metrics.
+pub fn message_type(message: &str) -> &'static str {
+    let name = message.strip_prefix("[\"").and_then(|rest| rest.split('"').next()).unwrap_or("");
+    MESSAGE_TYPES.iter().find(|t| **t == name).copied().unwrap_or("OTHER")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn message_types_are_read_from_the_written_text() {
+        assert_eq!(message_type(&event("s", "{}")), "EVENT");
+        assert_eq!(message_type(&ok("ab", true, "")), "OK");
+        assert_eq!(message_type(&neg_err("s", "x")), "NEG-ERR");
+        assert_eq!(message_type(&closed("s", "x")), "CLOSED");
+        assert_eq!(message_type("[\"WHATEVER\"]"), "OTHER");
+    }
 
     #[test]
     fn messages_are_valid_json_arrays() {

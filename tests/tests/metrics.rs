@@ -1,0 +1,175 @@
+//! `/metrics` after real traffic: every metric of ngit-grasp that applies to what this
+//! server does is there with ngit-grasp's name, type and labels, and the counts match what
+//! the clients did.
+
+use std::time::Duration;
+
+use grasp_tests::events;
+use grasp_tests::git::Workdir;
+use grasp_tests::metrics::Exposition;
+use grasp_tests::{host_repository, publish, wait_until, RawClient, TestServer};
+use nostr_sdk::prelude::*;
+use serde_json::json;
+
+/// (name, type, label names) of the ngit-grasp metrics this server produces. The sync rows
+/// of the reference table come with GRASP-02 relay sync (docs/reference/metrics.md).
+const NGIT_METRICS: &[(&str, &str, &[&str])] = &[
+    ("ngit_build_info", "gauge", &["version", "commit"]),
+    ("ngit_uptime_seconds", "gauge", &[]),
+    ("ngit_websocket_connections_total", "counter", &[]),
+    ("ngit_websocket_connections_active", "gauge", &[]),
+    ("ngit_websocket_connection_duration_seconds", "histogram", &[]),
+    ("ngit_websocket_messages_received_total", "counter", &["type"]),
+    ("ngit_websocket_messages_sent_total", "counter", &["type"]),
+    ("ngit_websocket_unique_ips", "gauge", &[]),
+    ("ngit_websocket_flagged_abusers", "gauge", &[]),
+    ("ngit_git_operations_total", "counter", &["operation", "status"]),
+    ("ngit_git_operation_duration_seconds", "histogram", &[]),
+    ("ngit_git_bytes_total", "counter", &["direction"]),
+    ("ngit_git_push_authorization_total", "counter", &["result"]),
+    ("ngit_git_top_repos_bytes", "gauge", &["repo"]),
+    ("ngit_events_received_total", "counter", &["kind"]),
+    ("ngit_events_stored_total", "counter", &["kind"]),
+    ("ngit_events_rejected_total", "counter", &["kind", "reason"]),
+    ("ngit_repositories_total", "gauge", &[]),
+];
+
+/// Asserts family `name` is declared with `kind` and every sample carries exactly `labels`
+/// (plus `le` on histogram buckets).
+fn assert_family(m: &Exposition, name: &str, kind: &str, labels: &[&str]) {
+    assert_eq!(m.type_of(name), Some(kind), "# TYPE of {name}");
+    let samples: Vec<_> = m
+        .samples
+        .iter()
+        .filter(|s| s.name == name || (kind == "histogram" && s.name.starts_with(name)))
+        .collect();
+    assert!(!samples.is_empty(), "{name} has no samples");
+    for s in samples {
+        let mut expected: Vec<&str> = labels.to_vec();
+        if s.name.ends_with("_bucket") {
+            expected.push("le");
+        }
+        expected.sort();
+        let got: Vec<&str> = s.labels.keys().map(String::as_str).collect();
+        assert_eq!(got, expected, "labels of {s:?}");
+    }
+}
+
+fn value(m: &Exposition, name: &str, labels: &[(&str, &str)]) -> f64 {
+    m.value(name, labels).unwrap_or_else(|| panic!("no sample {name} {labels:?}"))
+}
+
+#[tokio::test]
+async fn ngit_metrics_count_clones_fetches_pushes_and_events() {
+    let server = TestServer::start();
+    let client = server.client().await;
+    let owner = Keys::generate();
+    let d = "metered";
+    let repo = host_repository(&server, &client, &owner, d, &[]).await; // one accepted push
+    let url = server.clone_url(&owner.public_key(), d);
+
+    let first = Workdir::clone_from(&url, &[]); // protocol v2
+    // `clone -c` configures the new repository before it fetches: protocol v0 throughout.
+    let second = Workdir::clone_from(&url, &["-c", "protocol.version=0"]);
+    let next = first.commit("more", b"more");
+    publish(&client, &events::state(&owner, d, &[("refs/heads/main", &next)], Some("main"))).await.unwrap();
+    first.ok(&["push", "-q", &url, "main"]);
+    second.ok(&["fetch", "-q", "origin"]);
+    assert_eq!(second.rev("origin/main"), next);
+    first.commit("unsigned", b"no state for this");
+    first.fails(&["push", &url, "main"]);
+
+    publish(&client, &events::issue(&owner, &repo)).await.unwrap();
+    assert!(publish(&client, &events::orphan(&owner)).await.is_err());
+    let mut raw = RawClient::connect(&server.ws_url()).await;
+    raw.send_text("not json").await;
+    assert_eq!(raw.recv().await[0], "NOTICE");
+    raw.req("s", &[json!({"kinds": [30617]})]).await.unwrap();
+    raw.send(json!(["CLOSE", "s"])).await;
+    drop(raw);
+
+    let m = wait_until("the closed connection is counted", Duration::from_secs(20), || async {
+        let m = Exposition::parse(&server.metrics().await);
+        (m.value("ngit_websocket_connection_duration_seconds_count", &[]) >= Some(1.0)).then_some(m)
+    })
+    .await;
+    for (name, kind, labels) in NGIT_METRICS {
+        assert_family(&m, name, kind, labels);
+    }
+
+    let ops = |operation, status| {
+        value(&m, "ngit_git_operations_total", &[("operation", operation), ("status", status)])
+    };
+    assert_eq!(ops("clone", "success"), 2.0, "one v2 and one v0 clone");
+    assert_eq!(ops("fetch", "success"), 1.0, "a fetch sends have lines");
+    assert_eq!(ops("push", "success"), 2.0);
+    assert_eq!(ops("push", "rejected"), 1.0);
+    assert_eq!(ops("clone", "error") + ops("fetch", "error") + ops("push", "error"), 0.0);
+    assert_eq!(value(&m, "ngit_git_operation_duration_seconds_count", &[]), 6.0);
+    assert_eq!(value(&m, "ngit_git_push_authorization_total", &[("result", "accepted")]), 2.0);
+    assert_eq!(value(&m, "ngit_git_push_authorization_total", &[("result", "rejected")]), 1.0);
+    let bytes_in = value(&m, "ngit_git_bytes_total", &[("direction", "in")]);
+    let bytes_out = value(&m, "ngit_git_bytes_total", &[("direction", "out")]);
+    assert!(bytes_in > 0.0 && bytes_out > 0.0, "in {bytes_in}, out {bytes_out}");
+    let repo_label = format!("{}/{d}", owner.public_key().to_bech32().unwrap());
+    assert_eq!(value(&m, "ngit_git_top_repos_bytes", &[("repo", &repo_label)]), bytes_in + bytes_out);
+    assert_eq!(value(&m, "ngit_repositories_total", &[]), 1.0);
+
+    assert_eq!(value(&m, "ngit_events_received_total", &[("kind", "30618")]), 2.0);
+    assert_eq!(value(&m, "ngit_events_stored_total", &[("kind", "1621")]), 1.0);
+    assert_eq!(value(&m, "ngit_events_rejected_total", &[("kind", "1"), ("reason", "unrelated")]), 1.0);
+    let received = |t| value(&m, "ngit_websocket_messages_received_total", &[("type", t)]);
+    assert_eq!((received("EVENT"), received("INVALID"), received("CLOSE")), (5.0, 1.0, 1.0));
+    assert!(received("REQ") >= 1.0);
+    let sent = |t| value(&m, "ngit_websocket_messages_sent_total", &[("type", t)]);
+    assert_eq!((sent("OK"), sent("NOTICE")), (5.0, 1.0));
+    assert!(sent("EOSE") >= 1.0);
+
+    assert_eq!(value(&m, "ngit_websocket_connections_active", &[]), 1.0, "the nostr-sdk client");
+    assert!(value(&m, "ngit_websocket_connections_total", &[]) >= 2.0);
+    assert_eq!(value(&m, "ngit_websocket_unique_ips", &[]), 1.0);
+    assert_eq!(value(&m, "ngit_websocket_flagged_abusers", &[]), 0.0);
+    assert!(value(&m, "ngit_uptime_seconds", &[]) > 0.0);
+    let build = m.samples_of("ngit_build_info").next().unwrap();
+    assert_eq!(build.value, 1.0);
+    assert_eq!(build.labels["version"], env!("CARGO_PKG_VERSION"));
+    let commit = &build.labels["commit"];
+    let head = std::process::Command::new("git")
+        .args(["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    if let Some(head) = head {
+        assert_eq!(commit, &head, "the binary names the commit it was built from");
+    }
+}
+
+#[tokio::test]
+async fn an_ip_over_the_connection_threshold_is_flagged_and_unflagged() {
+    let server = TestServer::builder().arg("--abuser-connection-threshold=2").start();
+    let gauge = |name: &'static str| {
+        let server = &server;
+        async move { Exposition::parse(&server.metrics().await).value(name, &[]).unwrap() }
+    };
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(RawClient::connect(&server.ws_url()).await);
+    }
+    wait_until("three connections from one IP are flagged", Duration::from_secs(20), || async {
+        (gauge("ngit_websocket_connections_active").await == 3.0).then_some(())
+    })
+    .await;
+    assert_eq!(gauge("ngit_websocket_flagged_abusers").await, 1.0);
+    assert_eq!(gauge("ngit_websocket_unique_ips").await, 1.0, "a count of IPs, never the IPs");
+    open.pop();
+    wait_until("back at the threshold, the IP is no longer flagged", Duration::from_secs(20), || async {
+        (gauge("ngit_websocket_flagged_abusers").await == 0.0).then_some(())
+    })
+    .await;
+    drop(open);
+    wait_until("no connection left", Duration::from_secs(20), || async {
+        (gauge("ngit_websocket_unique_ips").await == 0.0).then_some(())
+    })
+    .await;
+}
