@@ -69,10 +69,13 @@ async fn ngit_metrics_count_clones_fetches_pushes_and_events() {
     let url = server.clone_url(&owner.public_key(), d);
 
     let first = Workdir::clone_from(&url, &[]); // protocol v2
-    // `clone -c` configures the new repository before it fetches: protocol v0 throughout.
+                                                // `clone -c` configures the new repository before it fetches: protocol v0 throughout.
     let second = Workdir::clone_from(&url, &["-c", "protocol.version=0"]);
     let next = first.commit("more", b"more");
-    publish(&client, &events::state(&owner, d, &[("refs/heads/main", &next)], Some("main"))).await.unwrap();
+    // One second after the state host_repository signed, so it is strictly newer.
+    let later = Timestamp::from(Timestamp::now().as_secs() + 1);
+    let state = events::state_at(&owner, d, &[("refs/heads/main", &next)], Some("main"), later);
+    publish(&client, &state).await.unwrap();
     first.ok(&["push", "-q", &url, "main"]);
     second.ok(&["fetch", "-q", "origin"]);
     assert_eq!(second.rev("origin/main"), next);
