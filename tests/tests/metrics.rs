@@ -1,7 +1,8 @@
 //! `/metrics` after real traffic: every metric of ngit-grasp that applies to what this
 //! server does is there with ngit-grasp's name, type and labels, and the counts match what
-//! the clients did.
+//! the clients did. The Grafana dashboard in docs/ queries only metrics a server exports.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use grasp_tests::events;
@@ -144,7 +145,10 @@ async fn ngit_metrics_count_clones_fetches_pushes_and_events() {
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
     if let Some(head) = head {
-        assert_eq!(commit, &head, "the binary names the commit it was built from");
+        assert_eq!(
+            commit, &head,
+            "the binary names the commit it was built from (stale binaries? cargo build --workspace --bins)"
+        );
     }
 }
 
@@ -175,4 +179,118 @@ async fn an_ip_over_the_connection_threshold_is_flagged_and_unflagged() {
         (gauge("ngit_websocket_unique_ips").await == 0.0).then_some(())
     })
     .await;
+}
+
+/// The dashboard operators import (docs/grafana/grasp-server.json).
+fn dashboard() -> serde_json::Value {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/grafana/grasp-server.json");
+    let text = std::fs::read_to_string(path).expect("read the dashboard");
+    serde_json::from_str(&text).expect("the dashboard is JSON")
+}
+
+/// Every panel, those inside collapsed rows included.
+fn all_panels(dashboard: &serde_json::Value) -> Vec<&serde_json::Value> {
+    let mut out = Vec::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        out.push(panel);
+        out.extend(panel["panels"].as_array().into_iter().flatten());
+    }
+    out
+}
+
+/// Metric names (`ngit_*`, `grasp_*`) a PromQL expression uses: its identifiers with
+/// those prefixes (label values are quoted strings, which never start with them here).
+fn metric_names(expr: &str) -> Vec<String> {
+    expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|word| word.starts_with("ngit_") || word.starts_with("grasp_"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn metric_names_are_read_from_promql() {
+    let names = metric_names(
+        "histogram_quantile(0.5, sum by (le) (rate(ngit_git_operation_duration_seconds_bucket{job=~\"$job\"}[5m]))) / grasp_x",
+    );
+    assert_eq!(names, vec!["ngit_git_operation_duration_seconds_bucket", "grasp_x"]);
+    assert!(metric_names("sum(rate(my_ngit_thing[5m]))").is_empty());
+}
+
+#[tokio::test]
+async fn the_grafana_dashboard_queries_only_exported_metrics() {
+    let dashboard = dashboard();
+    assert_eq!(dashboard["uid"], "grasp-server");
+    assert!(dashboard["schemaVersion"].as_u64().is_some_and(|v| v >= 30), "a current Grafana schema");
+    let panels = all_panels(&dashboard);
+    let rows: Vec<&str> =
+        panels.iter().filter(|p| p["type"] == "row").map(|p| p["title"].as_str().unwrap()).collect();
+    for row in ["Relay", "Git", "Purgatory", "Hunting", "Sync"] {
+        assert!(rows.contains(&row), "the dashboard has a {row} row: {rows:?}");
+    }
+    let ids: BTreeSet<u64> = panels.iter().map(|p| p["id"].as_u64().expect("panel id")).collect();
+    assert_eq!(ids.len(), panels.len(), "panel ids are unique");
+
+    // Every query, grouped by the row it sits under.
+    let mut queries: Vec<(String, String)> = Vec::new();
+    let mut row = String::new();
+    for panel in &panels {
+        if panel["type"] == "row" {
+            row = panel["title"].as_str().unwrap().to_owned();
+            continue;
+        }
+        assert!(
+            panel["gridPos"]["w"].is_u64() && panel["gridPos"]["h"].is_u64(),
+            "{} has a size",
+            panel["title"]
+        );
+        if panel["type"] == "text" {
+            continue;
+        }
+        assert_eq!(
+            panel["datasource"]["uid"], "${datasource}",
+            "{} uses the datasource variable",
+            panel["title"]
+        );
+        let targets = panel["targets"].as_array().filter(|t| !t.is_empty());
+        for target in targets.unwrap_or_else(|| panic!("{} has no query", panel["title"])) {
+            queries.push((row.clone(), target["expr"].as_str().expect("expr").to_owned()));
+        }
+    }
+    for variable in dashboard["templating"]["list"].as_array().unwrap() {
+        if let Some(query) = variable["definition"].as_str() {
+            queries.push(("variables".to_owned(), query.to_owned()));
+        }
+    }
+
+    // A server that served a clone, an accepted and a rejected push, and events.
+    let server = TestServer::start();
+    let client = server.client().await;
+    let owner = Keys::generate();
+    host_repository(&server, &client, &owner, "dash", &[]).await;
+    let url = server.clone_url(&owner.public_key(), "dash");
+    let work = Workdir::clone_from(&url, &[]);
+    work.commit("x", b"unsigned");
+    work.fails(&["push", &url, "main"]);
+    assert!(publish(&client, &events::orphan(&owner)).await.is_err());
+    let m = Exposition::parse(&server.metrics().await);
+
+    let mut checked = BTreeSet::new();
+    for (row, expr) in &queries {
+        let names = metric_names(expr);
+        assert!(!names.is_empty(), "a query in {row} names no grasp/ngit metric: {expr}");
+        for name in names {
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix).filter(|f| m.type_of(f) == Some("histogram")))
+                .unwrap_or(&name);
+            assert!(m.type_of(family).is_some(), "{row} queries {name}, which the server does not export");
+            checked.insert(family.to_owned());
+        }
+    }
+    // Hunting and sync rows get queries when their metrics are part of the server; until
+    // then they hold a note (docs/reference/metrics.md, "Not produced yet").
+    for row in ["Relay", "Git", "Purgatory"] {
+        assert!(queries.iter().any(|(r, _)| r == row), "the {row} row has queries");
+    }
+    assert!(checked.len() >= 30, "the dashboard covers the metrics ({} checked)", checked.len());
 }
