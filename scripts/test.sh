@@ -12,8 +12,9 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/grasp-target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
-# Debian packages the tests use, as "command:package".
-needed=(git:git)
+# Debian packages the tests use, as "command:package". chromium, node and npm run the
+# real-browser test (tests/tests/browser.rs).
+needed=(git:git chromium:chromium node:nodejs npm:npm)
 missing=()
 for pair in "${needed[@]}"; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
@@ -38,6 +39,9 @@ cargo fmt --all -- --check
 
 step "lint"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "browser test packages (puppeteer-core, isomorphic-git, nostr-tools, esbuild)"
+npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 
 step "build binaries (the black-box tests start them)"
 cargo build --workspace --bins --locked

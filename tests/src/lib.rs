@@ -2,12 +2,14 @@
 //! ephemeral port and temporary directories, build signed events, talk raw websocket, and
 //! poll for conditions with a deadline instead of sleeping.
 
+pub mod browser;
 pub mod events;
 pub mod git;
 pub mod http;
 pub mod memory;
 pub mod metrics;
 pub mod poll;
+pub mod process;
 pub mod raw;
 pub mod remotes;
 pub mod server;
