@@ -5,6 +5,7 @@
 pub mod browser;
 pub mod events;
 pub mod git;
+pub mod hostile;
 pub mod http;
 pub mod memory;
 pub mod metrics;

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use grasp_tests::git::bare_refs;
-use grasp_tests::{browser, host_repository, TestServer};
+use grasp_tests::{browser, host_repository, hostile, TestServer};
 use nostr_sdk::prelude::*;
 use serde_json::{json, Value};
 
@@ -38,6 +38,8 @@ async fn a_browser_client_clones_publishes_pushes_and_sees_a_refusal() {
     let signed_at = Timestamp::now().as_secs();
     let path = server.repo_path(&owner.public_key(), d);
     let hosted = bare_refs(&path).0[0].1.clone();
+    let hostile = hostile::host(&server, &client).await;
+    let repo_page = server.clone_url(&owner.public_key(), d);
 
     let options = json!({
         "chromium": chromium,
@@ -48,6 +50,7 @@ async fn a_browser_client_clones_publishes_pushes_and_sees_a_refusal() {
             "sk": owner.secret_key().to_secret_hex(),
             "after": signed_at.to_string(),
         },
+        "pages": [repo_page, hostile.url],
         "timeout_ms": 120_000,
     });
     let out =
@@ -74,4 +77,32 @@ async fn a_browser_client_clones_publishes_pushes_and_sees_a_refusal() {
     assert!(reason.contains("rejected by GRASP"), "the browser sees why: {reason}");
     assert_eq!(bare_refs(&path).0[0].1, pushed, "the refused commit did not land");
     assert_clean("client page", page);
+
+    // The repository pages render in the browser, from the server's own origin.
+    let pages = out["pages"].as_array().unwrap();
+    for page in pages {
+        assert_eq!(page["status"], 200, "{page:#}");
+        assert_clean(page["url"].as_str().unwrap(), page);
+        assert_eq!(page["injected"], false, "no script from events ran");
+        let links = strings(&page["links"]);
+        assert!(links.iter().any(|l| l.starts_with("https://gitworkshop.dev/naddr1")), "{links:?}");
+        assert!(links.iter().any(|l| l.starts_with("nostr:naddr1")), "{links:?}");
+        assert!(!links.iter().any(|l| l.starts_with("javascript:")), "{links:?}");
+        let text = page["text"].as_str().unwrap();
+        for heading in ["Clone", "Maintainers", "Latest state", "Branches", "Tags", "Waiting in purgatory"] {
+            assert!(text.contains(heading), "{heading} missing from:\n{text}");
+        }
+    }
+    let text = pages[0]["text"].as_str().unwrap();
+    assert!(text.contains(&format!("git clone {repo_page}")), "{text}");
+    assert!(text.contains(&owner.public_key().to_bech32().unwrap()));
+    assert!(text.contains(pushed), "the page shows the state the browser pushed:\n{text}");
+    // Markup from events is shown as the text it is.
+    assert_eq!(pages[1]["title"], hostile::NAME);
+    let text = pages[1]["text"].as_str().unwrap();
+    for shown in
+        [hostile::DESCRIPTION, hostile::BRANCH, hostile::TAG, hostile::SCRIPT_URL, hostile::HELD_BRANCH]
+    {
+        assert!(text.contains(shown), "{shown} is not shown as text:\n{text}");
+    }
 }
