@@ -99,6 +99,8 @@ pub struct UploadPackObserver {
     pub haves: bool,
     /// The response carried a pack.
     pub pack_sent: bool,
+    /// The response reported an error (an `ERR` packet, or side-band channel 3).
+    pub failed: bool,
 }
 
 /// The kinds of git operations counted in metrics.
@@ -140,13 +142,13 @@ impl UploadPackObserver {
 
     /// The next bytes of the response body.
     pub fn on_response(&mut self, chunk: &[u8]) {
-        if self.pack_sent {
-            return;
-        }
-        let pack_sent = &mut self.pack_sent;
+        let (pack_sent, failed) = (&mut self.pack_sent, &mut self.failed);
         self.response.feed(chunk, |packet| match packet {
             // Side-band channel 1 carrying the pack signature (v0 side-band, v2 packfile).
-            Packet::Data(data) => *pack_sent |= data.starts_with(b"\x01PACK"),
+            Packet::Data(data) => {
+                *pack_sent |= data.starts_with(b"\x01PACK");
+                *failed |= data.starts_with(b"ERR ") || data.starts_with(b"\x03");
+            }
             Packet::Raw(head) => *pack_sent |= &head == b"PACK",
             Packet::Special => {}
         });
@@ -154,6 +156,7 @@ impl UploadPackObserver {
 
     /// The operation this exchange was, if it was one: a pack was sent, or the request
     /// wanted objects and the exchange failed (then it may have been the last round).
+    /// Callers fold [`Self::failed`] into `succeeded`.
     pub fn operation(&self, succeeded: bool) -> Option<GitOperation> {
         let counts = self.pack_sent || (!succeeded && self.wants);
         counts.then_some(if self.haves { GitOperation::Fetch } else { GitOperation::Clone })
@@ -236,6 +239,18 @@ mod tests {
         for o in observe(&round, &acks) {
             assert_eq!(o.operation(true), None);
             assert_eq!(o.operation(false), Some(GitOperation::Fetch), "a failed round counts as an error");
+        }
+    }
+
+    #[test]
+    fn an_error_git_reports_makes_a_wanted_exchange_a_failed_one() {
+        let request = lines(&[&format!("want {OID}\n"), "done\n"]);
+        for response in [encode(b"ERR upload-pack: not our ref 1111\n"), sideband(3, b"fatal: bad object\n")]
+        {
+            for o in observe(&request, &response) {
+                assert!(o.failed);
+                assert_eq!(o.operation(!o.failed), Some(GitOperation::Clone));
+            }
         }
     }
 

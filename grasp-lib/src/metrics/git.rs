@@ -169,6 +169,8 @@ impl UploadPackMeter {
         if std::mem::replace(&mut self.finished, true) {
             return;
         }
+        // git can fail inside a complete response (an `ERR` packet).
+        let status = if self.observer.failed { OperationStatus::Error } else { status };
         if let Some(operation) = self.observer.operation(status == OperationStatus::Success) {
             self.metrics.record_git_operation(operation, status, self.started.elapsed());
         }
