@@ -80,6 +80,8 @@ async fn ngit_metrics_count_clones_fetches_pushes_and_events() {
     first.ok(&["push", "-q", &url, "main"]);
     second.ok(&["fetch", "-q", "origin"]);
     assert_eq!(second.rev("origin/main"), next);
+    // git answers a want of an unknown object with an error inside a complete response.
+    second.fails(&["fetch", "-q", "origin", &"ab".repeat(20)]);
     first.commit("unsigned", b"no state for this");
     first.fails(&["push", &url, "main"]);
 
@@ -108,8 +110,9 @@ async fn ngit_metrics_count_clones_fetches_pushes_and_events() {
     assert_eq!(ops("fetch", "success"), 1.0, "a fetch sends have lines");
     assert_eq!(ops("push", "success"), 2.0);
     assert_eq!(ops("push", "rejected"), 1.0);
-    assert_eq!(ops("clone", "error") + ops("fetch", "error") + ops("push", "error"), 0.0);
-    assert_eq!(value(&m, "ngit_git_operation_duration_seconds_count", &[]), 6.0);
+    assert_eq!(ops("fetch", "error"), 1.0, "the fetch of an unknown object");
+    assert_eq!(ops("clone", "error") + ops("push", "error"), 0.0);
+    assert_eq!(value(&m, "ngit_git_operation_duration_seconds_count", &[]), 7.0);
     assert_eq!(value(&m, "ngit_git_push_authorization_total", &[("result", "accepted")]), 2.0);
     assert_eq!(value(&m, "ngit_git_push_authorization_total", &[("result", "rejected")]), 1.0);
     let bytes_in = value(&m, "ngit_git_bytes_total", &[("direction", "in")]);
