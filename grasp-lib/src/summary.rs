@@ -9,6 +9,7 @@ use nostr::{Kind, PublicKey, RelayUrl};
 
 use crate::git::{refs, GitError, RepoRef};
 use crate::git_data::authoritative_state;
+use crate::hunt::status::HuntStatus;
 use crate::maintainers::MaintainerSet;
 use crate::nip34::{kinds, RepoAnnouncement, RepoState};
 use crate::purgatory::listing::{self, ListingEntry};
@@ -101,13 +102,16 @@ impl Grasp {
         let placeholders = purgatory.placeholders_in(&repo.owner, d);
 
         let path = self.repositories().path(repo);
-        let (refs, head) = tokio::task::spawn_blocking(move || -> Result<_, GitError> {
+        let hunt_status = HuntStatus::path(&self.config().relay_data_path);
+        let (refs, head, hunt) = tokio::task::spawn_blocking(move || -> Result<_, GitError> {
             let git = refs::open(&path)?;
             let head = git
                 .find_reference("HEAD")
                 .ok()
                 .and_then(|h| h.symbolic_target().ok().flatten().map(str::to_owned));
-            Ok((refs::branches_and_tags(&git)?, head))
+            // When the server next hunts for held data (as `purgatory list` shows it).
+            let hunt = HuntStatus::read(&hunt_status).unwrap_or_default();
+            Ok((refs::branches_and_tags(&git)?, head, hunt))
         })
         .await
         .map_err(GitError::from)??;
@@ -118,7 +122,7 @@ impl Grasp {
             state,
             refs,
             head,
-            held: listing::listing(&held, &placeholders),
+            held: listing::listing(&held, &placeholders, &hunt),
             naddr: naddr(repo, &hints),
             relay_url,
         }))

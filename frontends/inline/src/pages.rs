@@ -179,16 +179,19 @@ fn purgatory_section(summary: &RepoSummary) -> String {
     }
     out.push_str(
         "<p class=\"muted\">Accepted events that are not served until their git data arrives.</p>\n\
-         <table>\n<tr><th>What</th><th>Event</th><th>Author</th><th>Expires in</th><th>Waiting for</th></tr>\n",
+         <table>\n<tr><th>What</th><th>Event</th><th>Author</th><th>Expires in</th><th>Waiting for</th>\
+         <th>Next look at other servers</th></tr>\n",
     );
     for entry in &summary.held {
+        let next_hunt = entry.next_hunt_in_secs.map_or_else(|| "-".to_owned(), |secs| format!("in {secs} s"));
         out.push_str(&format!(
-            "<tr><td>{}</td><td><code>{}</code></td><td><code>{}</code></td><td>{} min</td><td>{}</td></tr>\n",
+            "<tr><td>{}</td><td><code>{}</code></td><td><code>{}</code></td><td>{} min</td><td>{}</td><td>{}</td></tr>\n",
             escape(&entry.kind.replace('_', " ")),
             escape(&entry.event_id[..entry.event_id.len().min(16)]),
             escape(&entry.author),
             entry.expires_in_secs.div_ceil(60),
             escape(&entry.waiting_for),
+            next_hunt,
         ));
     }
     out.push_str("</table>\n");
