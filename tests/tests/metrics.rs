@@ -8,6 +8,7 @@ use std::time::Duration;
 use grasp_tests::events;
 use grasp_tests::git::Workdir;
 use grasp_tests::metrics::Exposition;
+use grasp_tests::remotes::refused_url;
 use grasp_tests::{host_repository, publish, wait_until, RawClient, TestServer};
 use nostr_sdk::prelude::*;
 use serde_json::json;
@@ -275,7 +276,21 @@ async fn the_grafana_dashboard_queries_only_exported_metrics() {
     work.commit("x", b"unsigned");
     work.fails(&["push", &url, "main"]);
     assert!(publish(&client, &events::orphan(&owner)).await.is_err());
-    let m = Exposition::parse(&server.metrics().await);
+    // A held state whose data is nowhere: the hunter tries the other announced clone URL.
+    let hunted = Keys::generate();
+    let clone = [server.clone_url(&hunted.public_key(), "hunted"), refused_url("nobody/hunted.git")];
+    let announcement = events::announcement_with(&hunted, "hunted", &clone, &[server.ws_url()], &[]);
+    publish(&client, &announcement).await.unwrap();
+    let nowhere = "9".repeat(40);
+    publish(&client, &events::state(&hunted, "hunted", &[("refs/heads/main", &nowhere)], Some("main")))
+        .await
+        .unwrap();
+    let m = wait_until("the hunter tried the other clone URL", Duration::from_secs(30), || async {
+        let m = Exposition::parse(&server.metrics().await);
+        let tried = m.samples_of("grasp_hunt_domain_requests_total").next().is_some();
+        tried.then_some(m)
+    })
+    .await;
 
     let mut checked = BTreeSet::new();
     for (row, expr) in &queries {
@@ -290,9 +305,9 @@ async fn the_grafana_dashboard_queries_only_exported_metrics() {
             checked.insert(family.to_owned());
         }
     }
-    // Hunting and sync rows get queries when their metrics are part of the server; until
-    // then they hold a note (docs/reference/metrics.md, "Not produced yet").
-    for row in ["Relay", "Git", "Purgatory"] {
+    // The sync row gets queries when relay sync is part of the server; until then it holds
+    // a note (docs/reference/metrics.md, "Not produced yet").
+    for row in ["Relay", "Git", "Purgatory", "Hunting"] {
         assert!(queries.iter().any(|(r, _)| r == row), "the {row} row has queries");
     }
     assert!(checked.len() >= 30, "the dashboard covers the metrics ({} checked)", checked.len());

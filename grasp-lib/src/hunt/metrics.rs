@@ -8,6 +8,14 @@ use std::sync::{Arc, Mutex};
 
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
+/// Values of the `result` label of `grasp_hunt_attempts_total`.
+const ATTEMPT_RESULTS: [&str; 2] = ["done", "waiting"];
+
+/// Values of the `result` label of `grasp_hunt_fetches_total`: what a fetch brought, or
+/// [`super::remote::FetchError::label`].
+const FETCH_RESULTS: [&str; 7] =
+    ["objects", "nothing", "error", "timeout", "too_large", "refused", "local_error"];
+
 /// Most distinct `domain` label values.
 pub const MAX_DOMAIN_LABELS: usize = 100;
 
@@ -102,6 +110,22 @@ impl HuntMetrics {
             ),
             labelled: Arc::default(),
         }
+        .preset()
+    }
+
+    /// Creates the series of every fixed label value at zero, so dashboards show 0 (and
+    /// `rate()` works) before the first hunt.
+    fn preset(self) -> Self {
+        for result in ATTEMPT_RESULTS {
+            self.attempts.with_label_values(&[result]);
+        }
+        for result in FETCH_RESULTS {
+            self.fetches.with_label_values(&[result]);
+        }
+        for kind in crate::purgatory::HeldKind::ALL {
+            self.released.with_label_values(&[kind.as_str()]);
+        }
+        self
     }
 
     /// The label for `domain`: itself while there is room, `other` after that.
