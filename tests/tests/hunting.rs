@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use grasp_tests::events;
 use grasp_tests::git::{bare_refs, git, git_ok, Workdir};
+use grasp_tests::metrics::Exposition;
 use grasp_tests::remotes::{incompressible, refused_url, GitHttpBackend, SilentRemote};
 use grasp_tests::{wait_until, RawClient, TestServer};
 use nostr_sdk::prelude::*;
@@ -83,7 +84,14 @@ fn object_exists(repo: &std::path::Path, oid: &str) -> bool {
 }
 
 fn no_push_received(metrics: &str) -> bool {
-    !metrics.lines().any(|l| l.starts_with("grasp_git_requests_total{") && l.contains("\"receive_pack\""))
+    let m = Exposition::parse(metrics);
+    let pushes: Vec<f64> = m
+        .samples_of("ngit_git_operations_total")
+        .filter(|s| s.labels["operation"] == "push")
+        .map(|s| s.value)
+        .collect();
+    assert!(!pushes.is_empty(), "push operations are exported (at 0 before the first)");
+    pushes.iter().all(|n| *n == 0.0)
 }
 
 #[tokio::test]
