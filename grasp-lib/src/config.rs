@@ -118,6 +118,61 @@ pub struct Config {
     /// Group allowed to use the local API socket (mode 0660); unset: only the node's user
     /// (mode 0600).
     pub local_api_group: Option<String>,
+    /// Pull the events of hosted repositories from the other relays their announcements
+    /// list (GRASP-02 relay sync).
+    pub sync: bool,
+    /// Relays always synced with (scheme optional: `wss://`, or `ws://` for loopback hosts).
+    pub sync_bootstrap_relays: Vec<String>,
+    /// Use NIP-77 negentropy with peers that support it (`false`: always REQ pages).
+    pub sync_negentropy: bool,
+    /// Most peers synced with at once.
+    pub sync_max_peers: usize,
+    /// Milliseconds before the first reconnect; doubles per failure (default 5000; 200 in
+    /// test mode).
+    pub sync_reconnect_min_ms: Option<u64>,
+    /// Longest wait between reconnects, in seconds (default 3600; 5 in test mode).
+    pub sync_reconnect_max_secs: Option<u64>,
+    /// Seconds a peer that rate-limited us is left alone (default 600; 3 in test mode).
+    pub sync_rate_limit_cooldown_secs: Option<u64>,
+    /// Seconds without a connection after which a peer is dead (default 86400; 30 in test
+    /// mode).
+    pub sync_dead_after_secs: Option<u64>,
+    /// Seconds between attempts to reach a dead peer (default 21600; 5 in test mode).
+    pub sync_dead_retry_secs: Option<u64>,
+    /// A reconnect this many seconds after a disconnect catches up with `since` (default 900).
+    pub sync_catch_up_window_secs: Option<u64>,
+    /// Seconds between full reconciliations with a connected peer (default 86400; 60 in test
+    /// mode).
+    pub sync_full_interval_secs: Option<u64>,
+    /// Seconds to open a connection to a peer (and to wait for its first negentropy answer)
+    /// (default 10; 5 in test mode).
+    pub sync_connect_timeout_secs: Option<u64>,
+    /// Seconds one reconciliation or REQ page may take (default 120; 30 in test mode).
+    pub sync_request_timeout_secs: Option<u64>,
+    /// Milliseconds changes settle before sync re-reads what is hosted (default 1000; 100 in
+    /// test mode).
+    pub sync_debounce_ms: Option<u64>,
+    /// Events per REQ page when a peer is paged instead of reconciled.
+    pub sync_page_size: usize,
+    /// Tag values (coordinates, ids) per filter.
+    pub sync_filter_batch_size: usize,
+    /// Filters per REQ sent to a peer.
+    pub sync_filters_per_req: usize,
+    /// Live subscriptions per peer.
+    pub sync_max_subscriptions: usize,
+    /// Seconds refused synced events are kept in full, to evaluate them again when what
+    /// they depend on arrives (default 600; 60 in test mode).
+    pub sync_rejected_hot_secs: Option<u64>,
+    /// Most refused synced events kept in full.
+    pub sync_rejected_hot_capacity: usize,
+    /// Seconds refused synced events are remembered by id, so they are not fetched again
+    /// (default 604800).
+    pub sync_rejected_cold_secs: Option<u64>,
+    /// Most refused synced events remembered by id.
+    pub sync_rejected_cold_capacity: usize,
+    /// Seconds a synced copy of an event that expired in purgatory here is refused
+    /// (decision 10; default 86400).
+    pub sync_expired_block_secs: Option<u64>,
 }
 
 /// Which acceptance policy the relay runs.
@@ -172,6 +227,29 @@ impl Default for Config {
             local_api: true,
             local_api_socket: None,
             local_api_group: None,
+            sync: true,
+            sync_bootstrap_relays: Vec::new(),
+            sync_negentropy: true,
+            sync_max_peers: 500,
+            sync_reconnect_min_ms: None,
+            sync_reconnect_max_secs: None,
+            sync_rate_limit_cooldown_secs: None,
+            sync_dead_after_secs: None,
+            sync_dead_retry_secs: None,
+            sync_catch_up_window_secs: None,
+            sync_full_interval_secs: None,
+            sync_connect_timeout_secs: None,
+            sync_request_timeout_secs: None,
+            sync_debounce_ms: None,
+            sync_page_size: 250,
+            sync_filter_batch_size: 100,
+            sync_filters_per_req: 10,
+            sync_max_subscriptions: 8,
+            sync_rejected_hot_secs: None,
+            sync_rejected_hot_capacity: 10_000,
+            sync_rejected_cold_secs: None,
+            sync_rejected_cold_capacity: 100_000,
+            sync_expired_block_secs: None,
         }
     }
 }
@@ -268,6 +346,7 @@ impl Config {
         if self.subscriber_queue < 16 {
             return invalid("subscriber_queue", "must be at least 16".to_owned());
         }
+        self.validate_sync()?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
             return invalid("log_level", e.to_string());
         }
@@ -313,6 +392,103 @@ impl Config {
     /// data directory.
     pub fn local_api_socket_path(&self) -> PathBuf {
         self.local_api_socket.clone().unwrap_or_else(|| self.relay_data_path.join("local-api.sock"))
+    }
+
+    fn validate_sync(&self) -> Result<(), ConfigError> {
+        let invalid = |option, reason: String| Err(ConfigError::Invalid { option, reason });
+        for relay in &self.sync_bootstrap_relays {
+            if let Err(e) = crate::sync::peers::PeerUrl::parse(relay) {
+                return invalid("sync_bootstrap_relays", e.to_string());
+            }
+        }
+        for (option, value) in [
+            ("sync_max_peers", self.sync_max_peers),
+            ("sync_page_size", self.sync_page_size),
+            ("sync_filter_batch_size", self.sync_filter_batch_size),
+            ("sync_filters_per_req", self.sync_filters_per_req),
+            ("sync_max_subscriptions", self.sync_max_subscriptions),
+            ("sync_rejected_hot_capacity", self.sync_rejected_hot_capacity),
+            ("sync_rejected_cold_capacity", self.sync_rejected_cold_capacity),
+        ] {
+            if value == 0 {
+                return invalid(option, "must be at least 1".to_owned());
+            }
+        }
+        for (option, value) in [
+            ("sync_reconnect_min_ms", self.sync_reconnect_min_ms),
+            ("sync_reconnect_max_secs", self.sync_reconnect_max_secs),
+            ("sync_dead_retry_secs", self.sync_dead_retry_secs),
+            ("sync_full_interval_secs", self.sync_full_interval_secs),
+            ("sync_connect_timeout_secs", self.sync_connect_timeout_secs),
+            ("sync_request_timeout_secs", self.sync_request_timeout_secs),
+        ] {
+            if value == Some(0) {
+                return invalid(option, "must be at least 1".to_owned());
+            }
+        }
+        Ok(())
+    }
+
+    /// Relay sync settings: the configured values, or the defaults (short timers in test
+    /// mode). Bootstrap relays that do not parse are skipped ([`Config::validate`] refuses
+    /// them).
+    pub fn sync_settings(&self) -> crate::sync::SyncSettings {
+        use crate::sync::{filters::FilterLimits, health::HealthTimers, historic::HistoricSettings};
+        use std::time::Duration;
+        let secs = |value: Option<u64>, normal: u64, test: u64| {
+            Duration::from_secs(value.unwrap_or(if self.test_mode { test } else { normal }))
+        };
+        let millis = |value: Option<u64>, normal: u64, test: u64| {
+            Duration::from_millis(value.unwrap_or(if self.test_mode { test } else { normal }))
+        };
+        let reconnect_min = millis(self.sync_reconnect_min_ms, 5000, 200);
+        let connect = secs(self.sync_connect_timeout_secs, 10, 5);
+        crate::sync::SyncSettings {
+            bootstrap: self
+                .sync_bootstrap_relays
+                .iter()
+                .filter_map(|r| crate::sync::peers::PeerUrl::parse(r).ok())
+                .collect(),
+            max_peers: self.sync_max_peers,
+            peer: crate::sync::peer::PeerSettings {
+                historic: HistoricSettings {
+                    negentropy: self.sync_negentropy,
+                    page_size: self.sync_page_size,
+                    ..HistoricSettings::default()
+                },
+                limits: FilterLimits {
+                    batch: self.sync_filter_batch_size,
+                    max_batch: self.sync_filter_batch_size.max(1000),
+                    filters_per_req: self.sync_filters_per_req,
+                    max_subscriptions: self.sync_max_subscriptions,
+                    ..FilterLimits::default()
+                },
+                timers: HealthTimers {
+                    reconnect_min,
+                    reconnect_max: secs(self.sync_reconnect_max_secs, 3600, 5).max(reconnect_min),
+                    rate_limit_cooldown: secs(self.sync_rate_limit_cooldown_secs, 600, 3),
+                    dead_after: secs(self.sync_dead_after_secs, 24 * 3600, 30),
+                    dead_retry: secs(self.sync_dead_retry_secs, 6 * 3600, 5),
+                    catch_up_window: secs(self.sync_catch_up_window_secs, 15 * 60, 15 * 60),
+                    full_interval: secs(self.sync_full_interval_secs, 24 * 3600, 60),
+                },
+            },
+            memory: crate::sync::rejected::MemoryLimits {
+                hot_ttl: secs(self.sync_rejected_hot_secs, 600, 60),
+                hot_capacity: self.sync_rejected_hot_capacity,
+                cold_ttl: secs(self.sync_rejected_cold_secs, 7 * 24 * 3600, 7 * 24 * 3600),
+                cold_capacity: self.sync_rejected_cold_capacity,
+                expired_block: secs(self.sync_expired_block_secs, 24 * 3600, 24 * 3600),
+                expired_capacity: self.sync_rejected_cold_capacity,
+            },
+            timeouts: crate::sync::remote::RemoteTimeouts {
+                connect,
+                negentropy_probe: connect,
+                request: secs(self.sync_request_timeout_secs, 120, 30),
+            },
+            debounce: millis(self.sync_debounce_ms, 1000, 100),
+            refresh: secs(None, 30, 1),
+        }
     }
 
     /// The relay operator's keys, when an owner key is configured.
@@ -511,6 +687,100 @@ pub struct ConfigArgs {
     #[arg(long, env = "GRASP_LOCAL_API_GROUP")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub local_api_group: Option<String>,
+    /// Pull the events of hosted repositories from the other relays their announcements list (GRASP-02)
+    #[arg(long, env = "GRASP_SYNC", value_parser = BoolishValueParser::new(),
+          num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync: Option<bool>,
+    /// Relays always synced with, comma-separated; scheme optional (wss://, or ws:// for loopback hosts)
+    #[arg(long, env = "GRASP_SYNC_BOOTSTRAP_RELAYS", value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync_bootstrap_relays: Option<Vec<String>>,
+    /// Use NIP-77 negentropy with peers that support it (false: always page with REQ)
+    #[arg(long, env = "GRASP_SYNC_NEGENTROPY", value_parser = BoolishValueParser::new(),
+          num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync_negentropy: Option<bool>,
+    /// Most peer relays synced with at once
+    #[arg(long, env = "GRASP_SYNC_MAX_PEERS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync_max_peers: Option<usize>,
+    /// Milliseconds before the first reconnect to a peer, doubling per failure [default: 5000, or 200 in test mode]
+    #[arg(long, env = "GRASP_SYNC_RECONNECT_MIN_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync_reconnect_min_ms: Option<u64>,
+    /// Longest wait between reconnects to a peer, in seconds [default: 3600, or 5 in test mode]
+    #[arg(long, env = "GRASP_SYNC_RECONNECT_MAX_SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync_reconnect_max_secs: Option<u64>,
+    /// Seconds a peer that rate-limited us is left alone [default: 600, or 3 in test mode]
+    #[arg(long, env = "GRASP_SYNC_RATE_LIMIT_COOLDOWN_SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync_rate_limit_cooldown_secs: Option<u64>,
+    /// Seconds without a connection after which a peer is dead [default: 86400, or 30 in test mode]
+    #[arg(long, env = "GRASP_SYNC_DEAD_AFTER_SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync_dead_after_secs: Option<u64>,
+    /// Seconds between attempts to reach a dead peer [default: 21600, or 5 in test mode]
+    #[arg(long, env = "GRASP_SYNC_DEAD_RETRY_SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync_dead_retry_secs: Option<u64>,
+    /// A reconnect within this many seconds of a disconnect catches up with since [default: 900]
+    #[arg(long, env = "GRASP_SYNC_CATCH_UP_WINDOW_SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync_catch_up_window_secs: Option<u64>,
+    /// Seconds between full reconciliations with a connected peer [default: 86400, or 60 in test mode]
+    #[arg(long, env = "GRASP_SYNC_FULL_INTERVAL_SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync_full_interval_secs: Option<u64>,
+    /// Seconds to connect to a peer and to wait for its first negentropy answer [default: 10, or 5 in test mode]
+    #[arg(long, env = "GRASP_SYNC_CONNECT_TIMEOUT_SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync_connect_timeout_secs: Option<u64>,
+    /// Seconds one reconciliation or REQ page may take [default: 120, or 30 in test mode]
+    #[arg(long, env = "GRASP_SYNC_REQUEST_TIMEOUT_SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync_request_timeout_secs: Option<u64>,
+    /// Milliseconds changes settle before sync re-reads what is hosted [default: 1000, or 100 in test mode]
+    #[arg(long, env = "GRASP_SYNC_DEBOUNCE_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync_debounce_ms: Option<u64>,
+    /// Events per REQ page when a peer is paged instead of reconciled
+    #[arg(long, env = "GRASP_SYNC_PAGE_SIZE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync_page_size: Option<usize>,
+    /// Tag values (coordinates, event ids) per sync filter
+    #[arg(long, env = "GRASP_SYNC_FILTER_BATCH_SIZE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync_filter_batch_size: Option<usize>,
+    /// Filters per REQ sent to a peer
+    #[arg(long, env = "GRASP_SYNC_FILTERS_PER_REQ")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync_filters_per_req: Option<usize>,
+    /// Live subscriptions per peer
+    #[arg(long, env = "GRASP_SYNC_MAX_SUBSCRIPTIONS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync_max_subscriptions: Option<usize>,
+    /// Seconds refused synced events are kept in full to evaluate them again [default: 600, or 60 in test mode]
+    #[arg(long, env = "GRASP_SYNC_REJECTED_HOT_SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync_rejected_hot_secs: Option<u64>,
+    /// Most refused synced events kept in full
+    #[arg(long, env = "GRASP_SYNC_REJECTED_HOT_CAPACITY")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync_rejected_hot_capacity: Option<usize>,
+    /// Seconds refused synced events are remembered by id [default: 604800]
+    #[arg(long, env = "GRASP_SYNC_REJECTED_COLD_SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync_rejected_cold_secs: Option<u64>,
+    /// Most refused synced events remembered by id
+    #[arg(long, env = "GRASP_SYNC_REJECTED_COLD_CAPACITY")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync_rejected_cold_capacity: Option<usize>,
+    /// Seconds a synced copy of an event that expired here is refused [default: 86400]
+    #[arg(long, env = "GRASP_SYNC_EXPIRED_BLOCK_SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync_expired_block_secs: Option<u64>,
 }
 
 /// ngit-grasp environment names accepted as aliases: (option, alias).

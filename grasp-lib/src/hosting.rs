@@ -76,6 +76,7 @@ pub struct Hosting {
     metrics: Metrics,
     maintenance: Maintenance,
     released: tokio::sync::broadcast::Sender<ReleasedEvent>,
+    expired: tokio::sync::broadcast::Sender<Event>,
 }
 
 impl Hosting {
@@ -89,6 +90,7 @@ impl Hosting {
         metrics: Metrics,
     ) -> Self {
         let maintenance = Maintenance::new(metrics.clone());
+        let (expired, _) = tokio::sync::broadcast::channel(4096);
         let hosting = Self {
             store,
             purgatory,
@@ -99,6 +101,7 @@ impl Hosting {
             metrics,
             maintenance,
             released: tokio::sync::broadcast::channel(RELEASED_BUFFER).0,
+            expired,
         };
         hosting.update_gauges();
         hosting
@@ -122,6 +125,12 @@ impl Hosting {
     /// This server's public origin.
     pub fn origin(&self) -> &ServiceOrigin {
         &self.origin
+    }
+
+    /// Events that expire in purgatory from now on, as they expire (relay sync refuses
+    /// synced copies of them for a while: decision 10).
+    pub fn expired_events(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.expired.subscribe()
     }
 
     /// Background repacks of repositories that received data.
@@ -547,6 +556,8 @@ impl Hosting {
         let mut queue = entries;
         while let Some(entry) = queue.pop() {
             if expired {
+                // Nobody listening (sync off) is fine.
+                let _ = self.expired.send(entry.event.clone());
                 self.metrics.purgatory_expired.with_label_values(&[entry.kind.as_str()]).inc();
                 tracing::info!(event_id = %entry.event.id, kind = entry.kind.as_str(), "purgatory entry expired");
             }

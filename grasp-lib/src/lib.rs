@@ -26,6 +26,7 @@
 //! | [`push`] | a receive-pack request end to end; the pre- and post-push steps every frontend runs |
 //! | `local_api` | the node's Unix-socket API for git hooks (`grasp-hook`) on the same machine |
 //! | [`relay`] | the transport-agnostic Nostr relay engine (NIP-01/45/77) |
+//! | [`sync`] | GRASP-02 relay sync: pulling hosted repositories' events from peer relays |
 //! | [`nip11`] | the relay information document |
 //! | [`config`] | configuration from file, environment and CLI |
 //! | [`metrics`] | Prometheus metrics |
@@ -70,6 +71,7 @@ pub mod push;
 pub mod relay;
 pub mod store;
 pub mod summary;
+pub mod sync;
 
 use std::sync::Arc;
 
@@ -83,6 +85,22 @@ use policy::GraspPolicy;
 use purgatory::{Purgatory, PurgatoryError};
 use relay::{Publisher, Relay, RelayLimits};
 use store::{EventStore, StoreBackend, StoreError};
+
+/// Starts relay sync (GRASP-02) when it is on.
+fn start_sync(
+    config: &Config,
+    origin: &ServiceOrigin,
+    relay: &Arc<Relay>,
+    hosting: &Arc<Hosting>,
+    metrics: &Metrics,
+) {
+    if !config.sync {
+        tracing::info!("relay sync is off: events arrive only from clients");
+        return;
+    }
+    let own = sync::peers::OwnUrls::new(origin.clone(), config.bind_address);
+    sync::start(relay.clone(), hosting.clone(), own, config.sync_settings(), metrics);
+}
 
 /// Why a server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -192,6 +210,7 @@ impl Grasp {
         };
         let relay = Arc::new(Relay::new(publisher, policy, limits, metrics.clone()));
         tokio::spawn(hosting.clone().run_expiry());
+        start_sync(&config, &origin, &relay, &hosting, &metrics);
         Ok(Self { config: Arc::new(config), origin, store, relay, metrics, hosting })
     }
 

@@ -431,6 +431,23 @@ impl Purgatory {
         index.ids(identifier, kind).filter_map(|id| index.held.get(id).cloned()).collect()
     }
 
+    /// Held events of one kind, for every identifier.
+    pub fn held_of_kind(&self, kind: HeldKind) -> Vec<HeldEvent> {
+        self.index().held.values().filter(|e| e.kind == kind).cloned().collect()
+    }
+
+    /// `(id, created_at)` of held events matching `filter` (relay sync counts them as
+    /// present, so it does not fetch them again).
+    pub fn held_items_matching(&self, filter: &nostr::Filter) -> Vec<(EventId, nostr::Timestamp)> {
+        let options = nostr::filter::MatchEventOptions::new();
+        self.index()
+            .held
+            .values()
+            .filter(|e| filter.match_event(&e.event, options))
+            .map(|e| (e.event.id, e.event.created_at))
+            .collect()
+    }
+
     /// Held states of a repository identifier, parsed (cheap: shared, parsed once).
     pub fn held_states(&self, identifier: &str) -> Vec<Arc<RepoState>> {
         let index = self.index();

@@ -1,0 +1,258 @@
+//! Where synced events enter this server: the same relay ingest a client's EVENT goes
+//! through (the same acceptance policy, the same purgatory), after a look at the memory
+//! of refused events.
+//!
+//! nostr-sdk hands every event a peer sends (after checking its id and signature) to
+//! [`SyncAdmission`], which submits it here; nothing else ever re-publishes it. Events
+//! this server refuses are remembered ([`RejectedMemory`]); when an event is stored that
+//! one of them depended on, the refused one is evaluated again.
+
+use std::sync::{Arc, Mutex};
+
+use futures::future::BoxFuture;
+use nostr::{Event, EventId, Filter, RelayUrl, SubscriptionId, Timestamp};
+use nostr_sdk::pool::policy::{AdmitPolicy, AdmitStatus, PolicyError};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::historic::LocalItems;
+use super::metrics::SyncMetrics;
+use super::peers::PeerUrl;
+use super::rejected::{MemoryLimits, Recall, RejectedMemory};
+use super::remote::is_rate_limit;
+use crate::hosting::Hosting;
+use crate::relay::{IngestOutcome, Relay};
+
+/// What became of one synced event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ingested {
+    /// Stored (and delivered to subscribers), or released from purgatory at once.
+    Stored,
+    /// Held in purgatory until its git data arrives.
+    Held,
+    /// Already here (stored or held).
+    Duplicate,
+    /// Refused by the acceptance policy; remembered.
+    Rejected,
+    /// Refused for a passing reason (`error:`, `rate-limited:`); not remembered.
+    Transient,
+    /// Refused before and nothing it depends on arrived since; not evaluated again.
+    Remembered,
+    /// It expired here recently (decision 10); refused without evaluation.
+    ExpiredHere,
+}
+
+impl Ingested {
+    /// The `outcome` label of `grasp_sync_peer_events_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ingested::Stored => "stored",
+            Ingested::Held => "held",
+            Ingested::Duplicate => "duplicate",
+            Ingested::Rejected => "rejected",
+            Ingested::Transient => "error",
+            Ingested::Remembered => "remembered",
+            Ingested::ExpiredHere => "expired_here",
+        }
+    }
+
+    /// Newly accepted (stored or held).
+    pub fn is_new(self) -> bool {
+        matches!(self, Ingested::Stored | Ingested::Held)
+    }
+}
+
+/// Reads the relay's answer: the `OK` flag and its NIP-01 prefix.
+fn classify(outcome: &IngestOutcome) -> Ingested {
+    let message = outcome.message.as_str();
+    if outcome.accepted {
+        if message.starts_with("duplicate:") {
+            Ingested::Duplicate
+        } else if message.starts_with("purgatory:") {
+            Ingested::Held
+        } else {
+            Ingested::Stored
+        }
+    } else if message.starts_with("error:") || is_rate_limit(message) {
+        Ingested::Transient
+    } else {
+        Ingested::Rejected
+    }
+}
+
+/// A request to fetch events again from the peer that offered them (they were refused,
+/// forgotten, and what they depended on has arrived).
+pub type Refetch = (PeerUrl, Vec<EventId>);
+
+/// The entry point of synced events.
+pub struct SyncIngest {
+    relay: Arc<Relay>,
+    hosting: Arc<Hosting>,
+    memory: Mutex<RejectedMemory>,
+    metrics: SyncMetrics,
+    refetch: mpsc::UnboundedSender<Refetch>,
+}
+
+impl std::fmt::Debug for SyncIngest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncIngest").field("memory", &self.memory).finish_non_exhaustive()
+    }
+}
+
+impl SyncIngest {
+    /// An ingest into `relay` over `hosting`; refetch requests go to `refetch`.
+    pub fn new(
+        relay: Arc<Relay>,
+        hosting: Arc<Hosting>,
+        limits: MemoryLimits,
+        metrics: SyncMetrics,
+        refetch: mpsc::UnboundedSender<Refetch>,
+    ) -> Self {
+        let memory = Mutex::new(RejectedMemory::new(limits, metrics.clone()));
+        Self { relay, hosting, memory, metrics, refetch }
+    }
+
+    fn memory(&self) -> std::sync::MutexGuard<'_, RejectedMemory> {
+        self.memory.lock().expect("sync memory poisoned")
+    }
+
+    /// Submits an event `peer` sent (its id and signature checked by the client library).
+    pub async fn submit(&self, peer: &PeerUrl, event: Event) -> Ingested {
+        self.metrics.events.inc();
+        let now = Instant::now();
+        let recalled = self.memory().recall(&event, now);
+        let ingested = match recalled {
+            Recall::ExpiredHere => Ingested::ExpiredHere,
+            Recall::Rejected => Ingested::Remembered,
+            Recall::Unknown => {
+                let outcome = self.relay.ingest(event.clone()).await;
+                let ingested = classify(&outcome);
+                if ingested == Ingested::Rejected {
+                    tracing::debug!(event_id = %event.id, url = %peer, reason = %outcome.message, "synced event refused");
+                    self.memory().remember(&event, peer, now);
+                }
+                ingested
+            }
+        };
+        if ingested.is_new() {
+            self.metrics.events_synced.inc();
+            tracing::debug!(event_id = %event.id, kind = event.kind.as_u16(), url = %peer, outcome = ingested.as_str(), "synced event accepted");
+        }
+        self.metrics.peer_events.with_label_values(&[peer.as_str(), ingested.as_str()]).inc();
+        ingested
+    }
+
+    /// An event was stored here (by anyone): evaluates again the refused events that
+    /// waited for it, and asks peers again for those no longer kept in full.
+    pub async fn on_stored(&self, event: &Event) {
+        let invalidated = self.memory().invalidated_by(event, Instant::now());
+        self.resubmit(invalidated.hot).await;
+        let mut by_peer: std::collections::BTreeMap<PeerUrl, Vec<EventId>> = Default::default();
+        for (peer, id) in invalidated.cold {
+            by_peer.entry(peer).or_default().push(id);
+        }
+        for request in by_peer {
+            let _ = self.refetch.send(request);
+        }
+    }
+
+    /// The feed of stored events skipped some: evaluate every fully kept refusal again.
+    pub async fn on_feed_gap(&self) {
+        let hot = self.memory().take_all_hot();
+        self.resubmit(hot).await;
+    }
+
+    async fn resubmit(&self, events: Vec<(PeerUrl, Event)>) {
+        for (peer, event) in events {
+            let outcome = self.submit(&peer, event).await;
+            tracing::debug!(url = %peer, outcome = outcome.as_str(), "refused synced event evaluated again");
+        }
+    }
+
+    /// A held event expired here: refuse synced copies for a while (decision 10).
+    pub fn on_expired(&self, event: &Event) {
+        self.memory().expired_here(event, Instant::now());
+    }
+
+    /// Drops what the memory kept too long.
+    pub fn sweep(&self) {
+        self.memory().sweep(Instant::now());
+    }
+}
+
+impl LocalItems for SyncIngest {
+    /// Stored, held and remembered events matching `filter`.
+    fn items(&self, filter: &Filter) -> BoxFuture<'_, Vec<(EventId, Timestamp)>> {
+        let filter = filter.clone();
+        Box::pin(async move {
+            let mut items = match self.hosting.store().negentropy_items(filter.clone()).await {
+                Ok(items) => items,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading negentropy items failed");
+                    Vec::new()
+                }
+            };
+            items.extend(self.hosting.purgatory().held_items_matching(&filter));
+            items.extend(self.memory().negentropy_items(&filter));
+            items.sort_unstable();
+            items.dedup_by_key(|(id, _)| *id);
+            items
+        })
+    }
+}
+
+/// The nostr-sdk admission hook: submits every event a peer sends to [`SyncIngest`] and
+/// lets the library go on (its own database only remembers ids).
+#[derive(Debug, Clone)]
+pub struct SyncAdmission {
+    ingest: Arc<SyncIngest>,
+}
+
+impl SyncAdmission {
+    /// A hook submitting to `ingest`.
+    pub fn new(ingest: Arc<SyncIngest>) -> Self {
+        Self { ingest }
+    }
+}
+
+impl AdmitPolicy for SyncAdmission {
+    fn admit_event<'a>(
+        &'a self,
+        relay_url: &'a RelayUrl,
+        _subscription_id: &'a SubscriptionId,
+        event: &'a Event,
+    ) -> nostr::util::BoxedFuture<'a, Result<AdmitStatus, PolicyError>> {
+        Box::pin(async move {
+            match PeerUrl::parse(relay_url.as_str()) {
+                Ok(peer) => {
+                    self.ingest.submit(&peer, event.clone()).await;
+                }
+                Err(e) => tracing::warn!(error = %e, "event from an unknown relay URL ignored"),
+            }
+            // Always admitted: pagination needs to see every event of a page, whatever
+            // this server decided about it.
+            Ok(AdmitStatus::success())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(accepted: bool, message: &str) -> IngestOutcome {
+        IngestOutcome { accepted, message: message.to_owned() }
+    }
+
+    #[test]
+    fn answers_are_classified_by_prefix() {
+        assert_eq!(classify(&outcome(true, "")), Ingested::Stored);
+        assert_eq!(classify(&outcome(true, crate::hosting::PURGATORY_MESSAGE)), Ingested::Held);
+        assert_eq!(classify(&outcome(true, crate::hosting::DUPLICATE_HELD_MESSAGE)), Ingested::Duplicate);
+        assert_eq!(classify(&outcome(true, "duplicate: already have this event")), Ingested::Duplicate);
+        assert_eq!(classify(&outcome(false, "blocked: unrelated")), Ingested::Rejected);
+        assert_eq!(classify(&outcome(false, "invalid: bad")), Ingested::Rejected);
+        assert_eq!(classify(&outcome(false, "error: store")), Ingested::Transient);
+        assert_eq!(classify(&outcome(false, "rate-limited: slow")), Ingested::Transient);
+    }
+}

@@ -1,0 +1,167 @@
+//! Relay sync metrics, registered in the server's registry.
+//!
+//! Where ngit-grasp exports a metric for the same thing, the name, type and labels are
+//! its own (`ngit_sync_*`), so existing dashboards keep working; what it has no metric for
+//! is `grasp_sync_*`. The `relay` label holds a peer URL: peers are capped (see
+//! `sync_max_peers`), so its cardinality is bounded.
+
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+
+/// The sync metrics of one server. Cheap to clone.
+#[derive(Clone)]
+pub struct SyncMetrics {
+    /// Connection state per peer: 0 disconnected, 1 connecting, 2 syncing, 3 connected,
+    /// 4 connected with historic-sync failures.
+    pub relay_connected: IntGaugeVec,
+    /// Status per peer: 1 healthy, 2 disconnected, 3 degraded, 4 dead, 5 rate limited.
+    pub relay_status: IntGaugeVec,
+    /// Consecutive failures per peer.
+    pub relay_failures: IntGaugeVec,
+    /// Connection attempts per peer and result (`success`, `failure`).
+    pub connection_attempts: IntCounterVec,
+    /// Events newly accepted (stored or held) through sync.
+    pub events_synced: IntCounter,
+    /// Events received from peers, whatever became of them.
+    pub events: IntCounter,
+    /// Events newly accepted by a `since` catch-up after a short disconnect.
+    pub gap_events: IntCounter,
+    /// Events received per peer and outcome (`stored`, `held`, `duplicate`, `rejected`,
+    /// `remembered`, `expired_here`, `error`).
+    pub peer_events: IntCounterVec,
+    /// Peers known.
+    pub relays_tracked: IntGauge,
+    /// Peers connected now.
+    pub relays_connected: IntGauge,
+    /// Peers marked dead.
+    pub relays_dead: IntGauge,
+    /// Historic syncs per method (`negentropy`, `req`) and result (`ok`, `error`).
+    pub reconciliations: IntCounterVec,
+    /// Refused events kept in full, by kind.
+    pub rejected_hot_current: IntGaugeVec,
+    /// Refused events seen again while kept in full, by kind.
+    pub rejected_hot_hits: IntCounterVec,
+    /// Events seen that were not kept in full, by kind.
+    pub rejected_hot_misses: IntCounterVec,
+    /// Full events dropped from memory after their time, by kind.
+    pub rejected_hot_expired: IntCounterVec,
+    /// Refused events remembered by summary (full ones included), by kind.
+    pub rejected_cold_current: IntGaugeVec,
+    /// Refused events seen again while only summarized, by kind.
+    pub rejected_cold_hits: IntCounterVec,
+    /// Summaries dropped after their time or for room, by kind.
+    pub rejected_cold_expired: IntCounterVec,
+    /// Refused events evaluated again because what they depended on arrived, by kind.
+    pub rejected_invalidated: IntCounterVec,
+}
+
+impl std::fmt::Debug for SyncMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SyncMetrics")
+    }
+}
+
+fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
+    // A second registration on one registry (tests) keeps counting into the first.
+    let _ = registry.register(Box::new(c.clone()));
+    c
+}
+
+impl SyncMetrics {
+    /// Registers the sync metrics in `registry`.
+    pub fn register(registry: &Registry) -> Self {
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            register(registry, IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+        };
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            register(registry, IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
+        };
+        let counter =
+            |name: &str, help: &str| register(registry, IntCounter::new(name, help).expect("valid metric"));
+        let gauge =
+            |name: &str, help: &str| register(registry, IntGauge::new(name, help).expect("valid metric"));
+        Self {
+            relay_connected: gauge_vec(
+                "ngit_sync_relay_connected",
+                "Peer connection: 0 disconnected, 1 connecting, 2 syncing, 3 connected, 4 connected with sync failures",
+                &["relay"],
+            ),
+            relay_status: gauge_vec(
+                "ngit_sync_relay_status",
+                "Peer status: 1 healthy, 2 disconnected, 3 degraded, 4 dead, 5 rate limited",
+                &["relay"],
+            ),
+            relay_failures: gauge_vec("ngit_sync_relay_failures", "Consecutive failures of a peer", &["relay"]),
+            connection_attempts: counter_vec(
+                "ngit_sync_connection_attempts_total",
+                "Connection attempts to peers, by result",
+                &["relay", "result"],
+            ),
+            events_synced: counter("ngit_sync_events_synced_total", "Events newly accepted through sync"),
+            events: counter("ngit_sync_events_total", "Events received from peers"),
+            gap_events: counter(
+                "ngit_sync_gap_events_total",
+                "Events newly accepted by a catch-up after a short disconnect",
+            ),
+            peer_events: counter_vec(
+                "grasp_sync_peer_events_total",
+                "Events received per peer and outcome",
+                &["relay", "outcome"],
+            ),
+            relays_tracked: gauge("ngit_sync_relays_tracked_total", "Peers known"),
+            relays_connected: gauge("ngit_sync_relays_connected_total", "Peers connected"),
+            relays_dead: gauge("ngit_sync_relays_dead_total", "Peers marked dead"),
+            reconciliations: counter_vec(
+                "grasp_sync_reconciliations_total",
+                "Historic syncs of one filter, by method and result",
+                &["method", "result"],
+            ),
+            rejected_hot_current: gauge_vec(
+                "ngit_sync_rejected_hot_cache_current",
+                "Refused synced events kept in full",
+                &["event_type"],
+            ),
+            rejected_hot_hits: counter_vec(
+                "ngit_sync_rejected_hot_cache_hits_total",
+                "Refused synced events seen again while kept in full",
+                &["event_type"],
+            ),
+            rejected_hot_misses: counter_vec(
+                "ngit_sync_rejected_hot_cache_misses_total",
+                "Synced events not kept in full",
+                &["event_type"],
+            ),
+            rejected_hot_expired: counter_vec(
+                "ngit_sync_rejected_hot_cache_expired_total",
+                "Refused synced events dropped from the full cache",
+                &["event_type"],
+            ),
+            rejected_cold_current: gauge_vec(
+                "ngit_sync_rejected_cold_index_current",
+                "Refused synced events remembered by id",
+                &["event_type"],
+            ),
+            rejected_cold_hits: counter_vec(
+                "grasp_sync_rejected_cold_index_hits_total",
+                "Refused synced events seen again while remembered only by id",
+                &["event_type"],
+            ),
+            rejected_cold_expired: counter_vec(
+                "ngit_sync_rejected_cold_index_expired_total",
+                "Refused synced events forgotten after their time or for room",
+                &["event_type"],
+            ),
+            rejected_invalidated: counter_vec(
+                "ngit_sync_rejected_invalidated_total",
+                "Refused synced events evaluated again because what they depended on arrived",
+                &["event_type"],
+            ),
+        }
+    }
+
+    /// Removes every per-peer series of `relay` (it is no longer a peer).
+    pub fn forget_relay(&self, relay: &str) {
+        let _ = self.relay_connected.remove_label_values(&[relay]);
+        let _ = self.relay_status.remove_label_values(&[relay]);
+        let _ = self.relay_failures.remove_label_values(&[relay]);
+    }
+}

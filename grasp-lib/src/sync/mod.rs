@@ -1,0 +1,344 @@
+//! GRASP-02 relay sync: pull the events of hosted repositories from the other relays their
+//! announcements list, both what happened before we connected and what happens after.
+//!
+//! | Module | What it holds |
+//! |---|---|
+//! | [`peers`] | which relays are peers; canonical URLs; our own URL in every spelling |
+//! | [`scope`] | what this server hosts, read from the store and purgatory |
+//! | [`filters`] | the filters in layers, batched and consolidated to fit a peer |
+//! | [`historic`] | negentropy reconciliation, or REQ pages with `until` |
+//! | [`live`] | the live subscriptions of a connection |
+//! | [`health`] | backoff, cool-down, dead peers, `since` catch-up, daily reconciliation |
+//! | [`peer`] | one peer's task: connection, history, live, scope changes |
+//! | [`remote`] | the [`remote::Remote`] trait and its nostr-sdk implementation |
+//! | [`ingest`] | synced events into the relay's acceptance policy |
+//! | [`rejected`] | the bounded memory of refused events (and decision 10) |
+//! | [`metrics`] | `ngit_sync_*` / `grasp_sync_*` metrics |
+//!
+//! Sync only pulls. Every event a peer sends goes through the same acceptance policy as a
+//! client's EVENT; duplicates are not stored or broadcast again, so two servers hosting the
+//! same repository and syncing from each other stop as soon as both have every event.
+
+pub mod filters;
+pub mod health;
+pub mod historic;
+pub mod ingest;
+pub mod live;
+pub mod metrics;
+pub mod peer;
+pub mod peers;
+pub mod rejected;
+pub mod remote;
+pub mod scope;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nostr_sdk::{Client, ClientOptions, RelayOptions};
+use tokio::sync::{broadcast, mpsc, watch, Notify};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::hosting::Hosting;
+use crate::metrics::Metrics;
+use crate::nip34::kinds;
+use crate::relay::Relay;
+use filters::{FilterPlan, SyncScope, ROOT_KINDS};
+use health::{ConnectionState, PeerStatus};
+use ingest::{Refetch, SyncAdmission, SyncIngest};
+use metrics::SyncMetrics;
+use peer::{PeerCommand, PeerSession, PeerSettings};
+use peers::{OwnUrls, PeerUrl};
+use rejected::MemoryLimits;
+use remote::{RemoteTimeouts, SdkRemote};
+
+/// Every relay sync setting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncSettings {
+    /// Relays always synced with, whatever the announcements say.
+    pub bootstrap: Vec<PeerUrl>,
+    /// Most peers at once.
+    pub max_peers: usize,
+    /// How each peer session runs.
+    pub peer: PeerSettings,
+    /// Bounds of the memory of refused events.
+    pub memory: MemoryLimits,
+    /// Connection and request timeouts.
+    pub timeouts: RemoteTimeouts,
+    /// How long to gather changes before re-reading the scope.
+    pub debounce: Duration,
+    /// Re-read the scope at least this often.
+    pub refresh: Duration,
+}
+
+/// A running relay sync; dropping it does not stop it, [`SyncHandle::stop`] does.
+#[derive(Debug, Clone)]
+pub struct SyncHandle {
+    stop: CancellationToken,
+}
+
+impl SyncHandle {
+    /// Stops every peer session and closes their connections.
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+}
+
+struct PeerTask {
+    stop: CancellationToken,
+    commands: mpsc::UnboundedSender<PeerCommand>,
+}
+
+/// Starts relay sync in the background: one task that follows what is hosted and
+/// manages the peers, and one task per peer.
+pub fn start(
+    relay: Arc<Relay>,
+    hosting: Arc<Hosting>,
+    own: OwnUrls,
+    settings: SyncSettings,
+    metrics: &Metrics,
+) -> SyncHandle {
+    let stop = CancellationToken::new();
+    let metrics = SyncMetrics::register(metrics.registry());
+    let (refetch_tx, refetch_rx) = mpsc::unbounded_channel();
+    let ingest = Arc::new(SyncIngest::new(
+        relay.clone(),
+        hosting.clone(),
+        settings.memory,
+        metrics.clone(),
+        refetch_tx,
+    ));
+    let dirty = Arc::new(Notify::new());
+    tokio::spawn(follow_stored(relay.subscribe_live(), ingest.clone(), dirty.clone(), stop.clone()));
+    tokio::spawn(follow_expired(hosting.expired_events(), ingest.clone(), dirty.clone(), stop.clone()));
+    tokio::spawn(follow_purgatory(hosting.clone(), dirty.clone(), stop.clone()));
+    let supervisor = Supervisor { hosting, own, settings, metrics, ingest, dirty, peers: HashMap::new() };
+    tokio::spawn(supervisor.run(refetch_rx, stop.clone()));
+    SyncHandle { stop }
+}
+
+/// Every stored event: refused events that waited for it are evaluated again; new
+/// repositories and roots change the scope.
+async fn follow_stored(
+    mut live: broadcast::Receiver<Arc<crate::relay::LiveEvent>>,
+    ingest: Arc<SyncIngest>,
+    dirty: Arc<Notify>,
+    stop: CancellationToken,
+) {
+    loop {
+        let received = tokio::select! {
+            received = live.recv() => received,
+            _ = stop.cancelled() => return,
+        };
+        match received {
+            Ok(live) => {
+                let kind = live.event.kind.as_u16();
+                if kind == kinds::REPO_ANNOUNCEMENT || kind == kinds::DELETION || ROOT_KINDS.contains(&kind) {
+                    dirty.notify_one();
+                }
+                if !live.event.kind.is_ephemeral() {
+                    ingest.on_stored(&live.event).await;
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::debug!(missed, "relay sync skipped stored events; evaluating refusals again");
+                dirty.notify_one();
+                ingest.on_feed_gap().await;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Held events that expired: their synced copies are refused for a while (decision 10).
+async fn follow_expired(
+    mut expired: broadcast::Receiver<nostr::Event>,
+    ingest: Arc<SyncIngest>,
+    dirty: Arc<Notify>,
+    stop: CancellationToken,
+) {
+    loop {
+        let received = tokio::select! {
+            received = expired.recv() => received,
+            _ = stop.cancelled() => return,
+        };
+        match received {
+            Ok(event) => {
+                ingest.on_expired(&event);
+                if event.kind.as_u16() == kinds::REPO_ANNOUNCEMENT {
+                    dirty.notify_one();
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!(
+                    missed,
+                    "relay sync missed expired events; their copies may be held once more"
+                );
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Purgatory changes (announcements held or dropped) change the scope.
+async fn follow_purgatory(hosting: Arc<Hosting>, dirty: Arc<Notify>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = hosting.purgatory().changed_or(Duration::from_secs(3600)) => dirty.notify_one(),
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
+struct Supervisor {
+    hosting: Arc<Hosting>,
+    own: OwnUrls,
+    settings: SyncSettings,
+    metrics: SyncMetrics,
+    ingest: Arc<SyncIngest>,
+    dirty: Arc<Notify>,
+    peers: HashMap<PeerUrl, PeerTask>,
+}
+
+impl Supervisor {
+    async fn run(mut self, mut refetch: mpsc::UnboundedReceiver<Refetch>, stop: CancellationToken) {
+        let client = Client::builder()
+            .admit_policy(SyncAdmission::new(self.ingest.clone()))
+            .opts(ClientOptions::new().automatic_authentication(false))
+            .build();
+        let (plans, _) =
+            watch::channel(Arc::new(FilterPlan::new(SyncScope::default(), &self.settings.peer.limits)));
+        let mut next_refresh = Instant::now();
+        loop {
+            self.rescan(&client, &plans, &stop).await;
+            next_refresh = next_refresh.max(Instant::now() + self.settings.refresh);
+            loop {
+                tokio::select! {
+                    _ = self.dirty.notified() => {
+                        // Let a burst of changes settle into one rescan.
+                        tokio::select! {
+                            _ = tokio::time::sleep(self.settings.debounce) => {}
+                            _ = stop.cancelled() => {}
+                        }
+                        break;
+                    }
+                    Some((peer, ids)) = refetch.recv() => {
+                        if let Some(task) = self.peers.get(&peer) {
+                            let _ = task.commands.send(PeerCommand::Refetch(ids));
+                        }
+                    }
+                    _ = tokio::time::sleep_until(next_refresh) => {
+                        next_refresh = Instant::now() + self.settings.refresh;
+                        self.ingest.sweep();
+                        self.update_gauges();
+                    }
+                    _ = stop.cancelled() => break,
+                }
+            }
+            if stop.is_cancelled() {
+                break;
+            }
+        }
+        for (_, task) in self.peers.drain() {
+            task.stop.cancel();
+        }
+        client.shutdown().await;
+    }
+
+    /// Re-reads the scope, tells the peers, and starts or stops peers.
+    async fn rescan(
+        &mut self,
+        client: &Client,
+        plans: &watch::Sender<Arc<FilterPlan>>,
+        stop: &CancellationToken,
+    ) {
+        let hosted = match scope::gather(&self.hosting).await {
+            Ok(hosted) => hosted,
+            Err(e) => {
+                tracing::warn!(error = %e, "relay sync could not read what is hosted");
+                return;
+            }
+        };
+        if plans.borrow().scope != hosted.scope {
+            // One plan for every peer (with the configured limits); planning is not free.
+            plans.send_replace(Arc::new(FilterPlan::new(hosted.scope.clone(), &self.settings.peer.limits)));
+        }
+        let wanted = peers::discover(
+            &self.settings.bootstrap,
+            &hosted.announcements,
+            &self.own,
+            self.settings.max_peers,
+        );
+        let gone: Vec<PeerUrl> = self.peers.keys().filter(|p| !wanted.contains(p)).cloned().collect();
+        for url in gone {
+            if let Some(task) = self.peers.remove(&url) {
+                tracing::info!(url = %url, "relay sync: no longer a peer");
+                task.stop.cancel();
+                let client = client.clone();
+                tokio::spawn(async move {
+                    // Let the session close its subscriptions first.
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let _ = client.pool().force_remove_relay(url.relay_url()).await;
+                });
+            }
+        }
+        for url in wanted {
+            if self.peers.contains_key(&url) {
+                continue;
+            }
+            if let Err(e) = self.start_peer(client, &url, plans.subscribe(), stop).await {
+                tracing::warn!(url = %url, error = %e, "relay sync cannot use this peer");
+            }
+        }
+        self.update_gauges();
+    }
+
+    async fn start_peer(
+        &mut self,
+        client: &Client,
+        url: &PeerUrl,
+        plans: watch::Receiver<Arc<FilterPlan>>,
+        stop: &CancellationToken,
+    ) -> Result<(), nostr_sdk::pool::pool::Error> {
+        // Read-only: nostr-sdk refuses to send an EVENT on this connection. Reconnects are
+        // ours (see `health`), not the library's.
+        let options = RelayOptions::new().write(false).reconnect(false).ping(true);
+        client.pool().add_relay(url.relay_url(), options).await?;
+        let relay = client.pool().relay(url.relay_url()).await?;
+        let remote = SdkRemote::new(relay, self.settings.timeouts);
+        let (commands, commands_rx) = mpsc::unbounded_channel();
+        let session = PeerSession::new(
+            url.clone(),
+            remote,
+            self.ingest.clone(),
+            self.settings.peer,
+            plans,
+            commands_rx,
+            self.metrics.clone(),
+        );
+        let peer_stop = stop.child_token();
+        tokio::spawn(session.run(peer_stop.clone()));
+        tracing::info!(url = %url, "relay sync: new peer");
+        self.peers.insert(url.clone(), PeerTask { stop: peer_stop, commands });
+        Ok(())
+    }
+
+    fn update_gauges(&self) {
+        let mut connected = 0;
+        let mut dead = 0;
+        for url in self.peers.keys() {
+            let label = [url.as_str()];
+            let state = self.metrics.relay_connected.with_label_values(&label).get();
+            if state >= ConnectionState::Syncing as i64 {
+                connected += 1;
+            }
+            if self.metrics.relay_status.with_label_values(&label).get() == PeerStatus::Dead as i64 {
+                dead += 1;
+            }
+        }
+        self.metrics.relays_tracked.set(self.peers.len() as i64);
+        self.metrics.relays_connected.set(connected);
+        self.metrics.relays_dead.set(dead);
+    }
+}

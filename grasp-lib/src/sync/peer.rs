@@ -1,0 +1,501 @@
+//! One peer's life: connect, subscribe live, catch up on history, follow scope changes,
+//! reconcile fully once a day, and reconnect with backoff when the connection drops.
+//!
+//! Each peer runs in its own task, so a peer that is down or slow never delays the others.
+
+use std::sync::Arc;
+
+use nostr::{EventId, Filter, Timestamp};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::filters::{FilterLimits, FilterPlan, LayeredFilter};
+use super::health::{CatchUp, HealthTimers, PeerHealth};
+use super::historic::{self, HistoricSettings, LocalItems, NegentropySupport};
+use super::live::{on_closed, ClosedAction, LiveSubscriptions};
+use super::metrics::SyncMetrics;
+use super::peers::PeerUrl;
+use super::remote::{is_rate_limit, Remote, RemoteError, Signal};
+
+/// How every peer session runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PeerSettings {
+    /// Historic sync.
+    pub historic: HistoricSettings,
+    /// Filter and subscription limits (adapted per peer when it refuses them).
+    pub limits: FilterLimits,
+    /// Reconnects, cool-down, dead peers, catch-up.
+    pub timers: HealthTimers,
+}
+
+/// Something the rest of sync asks of one peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerCommand {
+    /// Fetch these events again (refused before, and what they depended on arrived).
+    Refetch(Vec<EventId>),
+}
+
+/// Why a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    Disconnected,
+    RateLimited,
+    Shutdown,
+}
+
+impl From<RemoteError> for End {
+    fn from(e: RemoteError) -> Self {
+        match e {
+            RemoteError::RateLimited(_) => End::RateLimited,
+            _ => End::Disconnected,
+        }
+    }
+}
+
+/// One peer and everything sync knows about it.
+pub struct PeerSession<R: Remote> {
+    url: PeerUrl,
+    remote: R,
+    local: Arc<dyn LocalItems>,
+    settings: PeerSettings,
+    limits: FilterLimits,
+    health: PeerHealth,
+    support: NegentropySupport,
+    live: LiveSubscriptions,
+    plans: watch::Receiver<Arc<FilterPlan>>,
+    commands: mpsc::UnboundedReceiver<PeerCommand>,
+    metrics: SyncMetrics,
+}
+
+fn jitter_seed(url: &PeerUrl) -> u64 {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut hasher = DefaultHasher::new();
+    url.hash(&mut hasher);
+    hasher.finish()
+}
+
+impl<R: Remote> PeerSession<R> {
+    /// A session for `url` over `remote`, following `plans` (made with
+    /// `settings.limits`; a peer that refuses those limits gets its own).
+    pub fn new(
+        url: PeerUrl,
+        remote: R,
+        local: Arc<dyn LocalItems>,
+        settings: PeerSettings,
+        plans: watch::Receiver<Arc<FilterPlan>>,
+        commands: mpsc::UnboundedReceiver<PeerCommand>,
+        metrics: SyncMetrics,
+    ) -> Self {
+        let health = PeerHealth::new(settings.timers, jitter_seed(&url));
+        Self {
+            url,
+            remote,
+            local,
+            limits: settings.limits,
+            settings,
+            health,
+            support: NegentropySupport::Unknown,
+            live: LiveSubscriptions::default(),
+            plans,
+            commands,
+            metrics,
+        }
+    }
+
+    fn label(&self) -> [&str; 1] {
+        [self.url.as_str()]
+    }
+
+    /// Publishes the peer's gauges.
+    fn report(&self) {
+        let label = self.label();
+        let now = Instant::now();
+        self.metrics.relay_connected.with_label_values(&label).set(self.health.state() as i64);
+        self.metrics.relay_status.with_label_values(&label).set(self.health.status(now) as i64);
+        self.metrics.relay_failures.with_label_values(&label).set(i64::from(self.health.failures()));
+    }
+
+    fn attempt(&self, result: &str) {
+        self.metrics.connection_attempts.with_label_values(&[self.url.as_str(), result]).inc();
+    }
+
+    /// Events this peer brought that were newly accepted so far.
+    fn accepted_so_far(&self) -> u64 {
+        ["stored", "held"]
+            .iter()
+            .map(|outcome| self.metrics.peer_events.with_label_values(&[self.url.as_str(), outcome]).get())
+            .sum()
+    }
+
+    /// Runs until `stop` is cancelled.
+    pub async fn run(mut self, stop: CancellationToken) {
+        self.report();
+        loop {
+            if let Some(at) = self.health.retry_at() {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at) => {}
+                    _ = stop.cancelled() => break,
+                }
+            }
+            self.health.connecting(Instant::now());
+            self.report();
+            let connected = tokio::select! {
+                result = self.remote.connect() => result,
+                _ = stop.cancelled() => break,
+            };
+            if let Err(e) = connected {
+                tracing::debug!(url = %self.url, error = %e, "sync peer unreachable");
+                self.attempt("failure");
+                self.health.connect_failed(Instant::now());
+                self.report();
+                continue;
+            }
+            self.attempt("success");
+            let catch_up = self.health.connected(Instant::now());
+            tracing::info!(url = %self.url, ?catch_up, "sync peer connected");
+            self.report();
+            let end = {
+                let serve = self.serve(catch_up);
+                tokio::select! {
+                    end = serve => end,
+                    _ = stop.cancelled() => End::Shutdown,
+                }
+            };
+            self.live.close_all(&self.remote).await;
+            self.remote.disconnect().await;
+            let now = Instant::now();
+            match end {
+                End::Shutdown => break,
+                End::RateLimited => {
+                    tracing::warn!(url = %self.url, "sync peer rate-limited us; cooling down");
+                    self.health.rate_limited(now);
+                }
+                End::Disconnected => tracing::info!(url = %self.url, "sync peer disconnected"),
+            }
+            self.health.disconnected(now, Timestamp::now());
+            self.report();
+        }
+        self.metrics.forget_relay(self.url.as_str());
+    }
+
+    fn plan(&self) -> Arc<FilterPlan> {
+        let shared = self.plans.borrow().clone();
+        if self.limits == self.settings.limits {
+            shared
+        } else {
+            Arc::new(FilterPlan::new(shared.scope.clone(), &self.limits))
+        }
+    }
+
+    async fn historic(&mut self, filters: &[LayeredFilter], since: Option<Timestamp>) -> Result<bool, End> {
+        let report = historic::sync(
+            &self.remote,
+            self.local.as_ref(),
+            filters,
+            since,
+            &self.settings.historic,
+            &mut self.support,
+            &self.metrics,
+        )
+        .await?;
+        Ok(report.failed == 0)
+    }
+
+    /// One connection, until it ends.
+    async fn serve(&mut self, catch_up: CatchUp) -> End {
+        self.plans.mark_unchanged();
+        let mut plan = self.plan();
+        if let Err(e) = self.live.apply(&self.remote, &plan.subscriptions).await {
+            return e.into();
+        }
+        let since = match catch_up {
+            CatchUp::Full => None,
+            CatchUp::Since(at) => Some(at),
+        };
+        let before = self.accepted_so_far();
+        let ok = match self.historic(&plan.historic_filters(), since).await {
+            Ok(ok) => ok,
+            Err(end) => return end,
+        };
+        if since.is_some() {
+            self.metrics.gap_events.inc_by(self.accepted_so_far().saturating_sub(before));
+        }
+        self.health.historic_done(Instant::now(), since.is_none(), !ok);
+        self.report();
+        loop {
+            let full_at = self
+                .health
+                .next_full_sync()
+                .unwrap_or_else(|| Instant::now() + self.settings.timers.full_interval);
+            tokio::select! {
+                changed = self.plans.changed() => {
+                    if changed.is_err() {
+                        return End::Shutdown;
+                    }
+                    let next = self.plan();
+                    if let Err(e) = self.live.apply(&self.remote, &next.subscriptions).await {
+                        return e.into();
+                    }
+                    let catch_up = next.catch_up_filters(&plan);
+                    plan = next;
+                    if !catch_up.is_empty() {
+                        if let Err(end) = self.historic(&catch_up, None).await {
+                            return end;
+                        }
+                    }
+                }
+                Some(command) = self.commands.recv() => match command {
+                    PeerCommand::Refetch(ids) => {
+                        let filter = Filter::new().ids(ids);
+                        match self.remote.fetch(filter).await {
+                            Ok(_) => {}
+                            Err(e @ (RemoteError::Disconnected | RemoteError::RateLimited(_))) => return e.into(),
+                            Err(e) => tracing::debug!(url = %self.url, error = %e, "refetch failed"),
+                        }
+                    }
+                },
+                _ = tokio::time::sleep_until(full_at) => {
+                    tracing::info!(url = %self.url, "daily full reconciliation");
+                    let ok = match self.historic(&plan.historic_filters(), None).await {
+                        Ok(ok) => ok,
+                        Err(end) => return end,
+                    };
+                    self.health.historic_done(Instant::now(), true, !ok);
+                    self.report();
+                }
+                signal = self.remote.next_signal() => match signal {
+                    Signal::Disconnected => return End::Disconnected,
+                    Signal::Notice(message) if is_rate_limit(&message) => return End::RateLimited,
+                    Signal::Notice(message) => tracing::debug!(url = %self.url, %message, "notice from sync peer"),
+                    Signal::Closed { subscription, message } if self.live.owns(&subscription) => {
+                        tracing::info!(url = %self.url, %subscription, %message, "sync peer closed a live subscription");
+                        match on_closed(&message) {
+                            ClosedAction::CoolDown => return End::RateLimited,
+                            ClosedAction::FewerSubscriptions { cool_down } => {
+                                self.limits.max_subscriptions = (self.live.len() / 2).max(1);
+                                if cool_down {
+                                    return End::RateLimited;
+                                }
+                                plan = self.plan();
+                                if let Err(e) = self.live.apply(&self.remote, &plan.subscriptions).await {
+                                    return e.into();
+                                }
+                            }
+                            ClosedAction::FewerFilters if self.limits.filters_per_req > 1 => {
+                                self.limits.filters_per_req /= 2;
+                                self.live.close_all(&self.remote).await;
+                                plan = self.plan();
+                                if let Err(e) = self.live.apply(&self.remote, &plan.subscriptions).await {
+                                    return e.into();
+                                }
+                            }
+                            ClosedAction::FewerFilters | ClosedAction::Reconnect => return End::Disconnected,
+                        }
+                    }
+                    Signal::Closed { .. } => {}
+                },
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use futures::future::BoxFuture;
+
+    use super::*;
+    use crate::sync::filters::SyncScope;
+    use crate::sync::historic::tests::NoItems;
+
+    fn plan(scope: SyncScope) -> Arc<FilterPlan> {
+        Arc::new(FilterPlan::new(scope, &FilterLimits::default()))
+    }
+
+    /// A scripted peer: connection results in order, then signals in order.
+    #[derive(Default)]
+    struct Script {
+        connects: Mutex<VecDeque<Result<(), RemoteError>>>,
+        signals: Mutex<VecDeque<Signal>>,
+        log: Mutex<Vec<String>>,
+        signal_ready: tokio::sync::Notify,
+    }
+
+    impl Script {
+        fn log(&self, entry: impl Into<String>) {
+            self.log.lock().unwrap().push(entry.into());
+        }
+    }
+
+    impl Remote for Arc<Script> {
+        fn connect(&self) -> BoxFuture<'_, Result<(), RemoteError>> {
+            let result = self.connects.lock().unwrap().pop_front().unwrap_or(Err(RemoteError::Timeout));
+            self.log(if result.is_ok() { "connect ok" } else { "connect failed" });
+            Box::pin(async move { result })
+        }
+        fn disconnect(&self) -> BoxFuture<'_, ()> {
+            self.log("disconnect");
+            Box::pin(async {})
+        }
+        fn reconcile(
+            &self,
+            f: Filter,
+            _: Vec<(EventId, Timestamp)>,
+        ) -> BoxFuture<'_, Result<usize, RemoteError>> {
+            self.log(format!("reconcile since={:?}", f.since.map(|s| s.as_secs())));
+            Box::pin(async { Ok(0) })
+        }
+        fn fetch(&self, f: Filter) -> BoxFuture<'_, Result<Vec<(EventId, Timestamp)>, RemoteError>> {
+            self.log(format!("fetch {}", f.ids.map_or(0, |i| i.len())));
+            Box::pin(async { Ok(Vec::new()) })
+        }
+        fn subscribe(&self, id: String, _: Vec<Filter>) -> BoxFuture<'_, Result<(), RemoteError>> {
+            self.log(format!("subscribe {id}"));
+            Box::pin(async { Ok(()) })
+        }
+        fn unsubscribe(&self, id: String) -> BoxFuture<'_, ()> {
+            self.log(format!("unsubscribe {id}"));
+            Box::pin(async {})
+        }
+        fn next_signal(&self) -> BoxFuture<'_, Signal> {
+            Box::pin(async move {
+                loop {
+                    if let Some(signal) = self.signals.lock().unwrap().pop_front() {
+                        return signal;
+                    }
+                    self.signal_ready.notified().await;
+                }
+            })
+        }
+    }
+
+    fn session(
+        script: Arc<Script>,
+        plans: watch::Receiver<Arc<FilterPlan>>,
+    ) -> (PeerSession<Arc<Script>>, mpsc::UnboundedSender<PeerCommand>, SyncMetrics) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let metrics = SyncMetrics::register(&prometheus::Registry::new());
+        let url = PeerUrl::parse("ws://127.0.0.1:7001").unwrap();
+        let session = PeerSession::new(
+            url,
+            script,
+            Arc::new(NoItems),
+            PeerSettings::default(),
+            plans,
+            rx,
+            metrics.clone(),
+        );
+        (session, tx, metrics)
+    }
+
+    async fn wait_count(script: &Script, entry: &str, n: usize) {
+        // Virtual time (paused clock): 200 000 × 10 ms covers the longest cool-down.
+        for _ in 0..200_000 {
+            if script.log.lock().unwrap().iter().filter(|e| e.starts_with(entry)).count() >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("never logged {entry} {n} times: {:?}", script.log.lock().unwrap());
+    }
+
+    async fn wait_for(script: &Script, entry: &str) {
+        wait_count(script, entry, 1).await;
+    }
+
+    fn attempts(metrics: &SyncMetrics, result: &str) -> u64 {
+        metrics.connection_attempts.with_label_values(&["ws://127.0.0.1:7001", result]).get()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unreachable_peers_are_retried_with_growing_waits() {
+        let script = Arc::new(Script::default());
+        script.connects.lock().unwrap().extend([
+            Err(RemoteError::Timeout),
+            Err(RemoteError::Timeout),
+            Ok(()),
+        ]);
+        let (_scope_tx, scope) = watch::channel(plan(SyncScope::default()));
+        let (session, _commands, metrics) = session(script.clone(), scope);
+        let stop = CancellationToken::new();
+        let started = Instant::now();
+        let task = tokio::spawn(session.run(stop.clone()));
+        wait_for(&script, "subscribe grasp-sync-0").await;
+        let waited = started.elapsed();
+        // 5 s then 10 s (±10 %).
+        assert!(
+            waited >= Duration::from_millis(13_500) && waited <= Duration::from_millis(16_500),
+            "{waited:?}"
+        );
+        assert_eq!((attempts(&metrics, "failure"), attempts(&metrics, "success")), (2, 1));
+        stop.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn live_first_then_history_then_scope_changes() {
+        let script = Arc::new(Script::default());
+        script.connects.lock().unwrap().push_back(Ok(()));
+        let (scope_tx, scope) = watch::channel(plan(SyncScope::default()));
+        let (session, commands, _metrics) = session(script.clone(), scope);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(session.run(stop.clone()));
+        wait_for(&script, "reconcile since=None").await;
+        let mut bigger = SyncScope::default();
+        bigger.state_identifiers.insert("repo".into());
+        scope_tx.send(plan(bigger)).unwrap();
+        wait_count(&script, "reconcile", 2).await;
+        commands.send(PeerCommand::Refetch(vec![EventId::all_zeros()])).unwrap();
+        wait_for(&script, "fetch 1").await;
+        stop.cancel();
+        task.await.unwrap();
+        let log = script.log.lock().unwrap().clone();
+        assert_eq!(&log[..3], ["connect ok", "subscribe grasp-sync-0", "reconcile since=None"], "{log:?}");
+        // the new state filter: resubscribed, then only the new values caught up
+        assert_eq!(log.iter().filter(|l| l.starts_with("reconcile")).count(), 2, "{log:?}");
+        assert!(log.ends_with(&["unsubscribe grasp-sync-0".to_owned(), "disconnect".to_owned()]), "{log:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_short_disconnect_catches_up_with_since() {
+        let script = Arc::new(Script::default());
+        script.connects.lock().unwrap().extend([Ok(()), Ok(())]);
+        let (_scope_tx, scope) = watch::channel(plan(SyncScope::default()));
+        let (session, _commands, _metrics) = session(script.clone(), scope);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(session.run(stop.clone()));
+        wait_for(&script, "reconcile since=None").await;
+        script.signals.lock().unwrap().push_back(Signal::Disconnected);
+        script.signal_ready.notify_one();
+        wait_for(&script, "reconcile since=Some").await;
+        stop.cancel();
+        task.await.unwrap();
+        let log = script.log.lock().unwrap().clone();
+        assert!(log.iter().any(|l| l.starts_with("reconcile since=Some")), "{log:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_rate_limits_us_is_left_alone_for_the_cool_down() {
+        let script = Arc::new(Script::default());
+        script.connects.lock().unwrap().extend([Ok(()), Ok(())]);
+        script.signals.lock().unwrap().push_back(Signal::Closed {
+            subscription: "grasp-sync-0".into(),
+            message: "rate-limited: slow down".into(),
+        });
+        let (_scope_tx, scope) = watch::channel(plan(SyncScope::default()));
+        let (session, _commands, metrics) = session(script.clone(), scope);
+        let stop = CancellationToken::new();
+        let started = Instant::now();
+        let task = tokio::spawn(session.run(stop.clone()));
+        wait_for(&script, "disconnect").await;
+        assert_eq!(metrics.relay_status.with_label_values(&["ws://127.0.0.1:7001"]).get(), 5);
+        wait_count(&script, "connect ok", 2).await;
+        assert!(started.elapsed() >= HealthTimers::default().rate_limit_cooldown);
+        stop.cancel();
+        task.await.unwrap();
+    }
+}
