@@ -15,6 +15,7 @@ pub mod raw;
 pub mod remotes;
 pub mod server;
 pub mod stock;
+pub mod sync;
 
 pub use poll::wait_until;
 pub use raw::RawClient;
