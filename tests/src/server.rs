@@ -207,7 +207,7 @@ impl TestServer {
     }
 
     /// Kills the process (SIGKILL) and keeps its data directory, e.g. to see what clients
-    /// of a stopped node get.
+    /// of a stopped node get; [`TestServer::resume`] starts it again.
     pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -216,6 +216,14 @@ impl TestServer {
     /// The node's local API socket (what `grasp-hook` connects to).
     pub fn local_api_socket(&self) -> PathBuf {
         self.data.path().join("relay").join("local-api.sock")
+    }
+
+    /// Starts a stopped server again on the same data directory (and, when the builder
+    /// fixed `--bind-address`, the same port).
+    pub fn resume(&mut self) {
+        let (child, addr) = Self::spawn(&self.builder, self.data.path());
+        self.child = child;
+        self.addr = addr;
     }
 
     /// A connected nostr-sdk client for this relay.

@@ -256,3 +256,116 @@ mod tests {
         assert_eq!(classify(&outcome(false, "rate-limited: slow")), Ingested::Transient);
     }
 }
+
+/// The real relay and acceptance policy, in process: refused events are remembered and
+/// evaluated again when what they depend on is stored.
+#[cfg(test)]
+mod policy_tests {
+    use nostr::{EventBuilder, Keys, Kind, Tag};
+
+    use super::*;
+    use crate::config::Config;
+    use crate::store::StoreBackend;
+    use crate::Grasp;
+
+    async fn grasp(dir: &std::path::Path) -> Grasp {
+        let config = Config {
+            domain: Some("127.0.0.1:7000".into()),
+            database_backend: StoreBackend::Memory,
+            git_data_path: dir.join("repos"),
+            relay_data_path: dir.join("relay"),
+            sync: false,
+            ..Config::default()
+        };
+        Grasp::open(config).await.unwrap()
+    }
+
+    fn peer() -> PeerUrl {
+        PeerUrl::parse("ws://127.0.0.1:7001").unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_refused_event_is_evaluated_again_when_its_dependency_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let grasp = grasp(dir.path()).await;
+        let metrics = SyncMetrics::register(grasp.metrics().registry());
+        let (tx, mut refetch) = mpsc::unbounded_channel();
+        let ingest = SyncIngest::new(
+            grasp.relay().clone(),
+            grasp.hosting().clone(),
+            MemoryLimits::default(),
+            metrics.clone(),
+            tx,
+        );
+        // A user's grasp list (10317) is accepted from anyone; a comment on it relates to it.
+        let user = Keys::generate();
+        let list = EventBuilder::new(Kind::Custom(10317), "").sign_with_keys(&user).unwrap();
+        let comment = EventBuilder::new(Kind::Custom(1111), "nice list")
+            .tag(Tag::parse(["A", &format!("10317:{}:", user.public_key().to_hex())]).unwrap())
+            .sign_with_keys(&Keys::generate())
+            .unwrap();
+        assert_eq!(
+            ingest.submit(&peer(), comment.clone()).await,
+            Ingested::Rejected,
+            "its parent is not here"
+        );
+        assert_eq!(
+            ingest.submit(&peer(), comment.clone()).await,
+            Ingested::Remembered,
+            "not evaluated twice"
+        );
+        assert_eq!(ingest.submit(&peer(), list.clone()).await, Ingested::Stored);
+        ingest.on_stored(&list).await; // what the feed of stored events does
+        assert!(grasp.store().event(&comment.id).await.unwrap().is_some(), "evaluated again and stored");
+        assert!(refetch.try_recv().is_err(), "nothing to fetch again: it was kept in full");
+        let text = grasp.metrics().render();
+        assert!(text.contains("ngit_sync_rejected_invalidated_total{event_type=\"1111\"} 1"), "{text}");
+        assert!(text.contains("ngit_sync_rejected_hot_cache_hits_total{event_type=\"1111\"} 1"), "{text}");
+        assert!(text.contains("ngit_sync_events_synced_total 2"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_forgotten_refusal_is_fetched_again_from_its_peer() {
+        let dir = tempfile::tempdir().unwrap();
+        let grasp = grasp(dir.path()).await;
+        let metrics = SyncMetrics::register(grasp.metrics().registry());
+        let (tx, mut refetch) = mpsc::unbounded_channel();
+        let limits = MemoryLimits { hot_ttl: std::time::Duration::ZERO, ..MemoryLimits::default() };
+        let ingest = SyncIngest::new(grasp.relay().clone(), grasp.hosting().clone(), limits, metrics, tx);
+        let user = Keys::generate();
+        let list = EventBuilder::new(Kind::Custom(10317), "").sign_with_keys(&user).unwrap();
+        let comment = EventBuilder::new(Kind::Custom(1111), "nice list")
+            .tag(Tag::parse(["A", &format!("10317:{}:", user.public_key().to_hex())]).unwrap())
+            .sign_with_keys(&Keys::generate())
+            .unwrap();
+        assert_eq!(ingest.submit(&peer(), comment.clone()).await, Ingested::Rejected);
+        assert_eq!(ingest.submit(&peer(), list.clone()).await, Ingested::Stored);
+        ingest.on_stored(&list).await;
+        assert_eq!(refetch.try_recv().unwrap(), (peer(), vec![comment.id]));
+        assert_eq!(ingest.submit(&peer(), comment).await, Ingested::Stored, "the fetched copy is evaluated");
+    }
+
+    #[tokio::test]
+    async fn negentropy_counts_stored_held_and_remembered_events_as_present() {
+        let dir = tempfile::tempdir().unwrap();
+        let grasp = grasp(dir.path()).await;
+        let metrics = SyncMetrics::register(grasp.metrics().registry());
+        let (tx, _refetch) = mpsc::unbounded_channel();
+        let ingest = SyncIngest::new(
+            grasp.relay().clone(),
+            grasp.hosting().clone(),
+            MemoryLimits::default(),
+            metrics,
+            tx,
+        );
+        let stored = EventBuilder::new(Kind::Custom(10317), "").sign_with_keys(&Keys::generate()).unwrap();
+        ingest.submit(&peer(), stored.clone()).await;
+        let refused =
+            EventBuilder::new(Kind::Custom(1), "unrelated").sign_with_keys(&Keys::generate()).unwrap();
+        assert_eq!(ingest.submit(&peer(), refused.clone()).await, Ingested::Rejected);
+        let all = Filter::new().kinds([Kind::Custom(1), Kind::Custom(10317)]);
+        let ids: Vec<EventId> = ingest.items(&all).await.into_iter().map(|(id, _)| id).collect();
+        assert!(ids.contains(&stored.id) && ids.contains(&refused.id), "{ids:?}");
+        assert!(ingest.items(&Filter::new().kind(Kind::Custom(7))).await.is_empty());
+    }
+}

@@ -293,6 +293,8 @@ impl<R: Remote> PeerSession<R> {
                             ClosedAction::FewerFilters | ClosedAction::Reconnect => return End::Disconnected,
                         }
                     }
+                    // A refused history request (negentropy's fetch of what is missing).
+                    Signal::Closed { message, .. } if is_rate_limit(&message) => return End::RateLimited,
                     Signal::Closed { .. } => {}
                 },
             }

@@ -122,6 +122,9 @@ pub struct SdkRemote {
     notifications: Mutex<Option<broadcast::Receiver<RelayNotification>>>,
 }
 
+/// How often a waiting request looks at the connection status.
+const STATUS_CHECK: Duration = Duration::from_millis(500);
+
 fn is_down(status: RelayStatus) -> bool {
     matches!(status, RelayStatus::Disconnected | RelayStatus::Terminated | RelayStatus::Banned)
 }
@@ -146,13 +149,33 @@ impl SdkRemote {
         Self { relay, timeouts, notifications: Mutex::new(None) }
     }
 
+    /// The connection's status changes are announced once; a request that starts just
+    /// after the connection died would wait for an answer that never comes. So requests
+    /// check the status before they start and while they wait.
+    fn ensure_up(&self) -> Result<(), RemoteError> {
+        if is_down(self.relay.status()) {
+            Err(RemoteError::Disconnected)
+        } else {
+            Ok(())
+        }
+    }
+
     async fn page(&self, filter: Filter) -> Result<Vec<(EventId, Timestamp)>, RemoteError> {
         let mut notifications = self.relay.notifications();
+        self.ensure_up()?;
         let id = SubscriptionId::generate();
         self.relay.send_msg(ClientMessage::req(id.clone(), vec![filter])).map_err(map_error)?;
         let mut found = Vec::new();
+        let mut status_check = tokio::time::interval(STATUS_CHECK);
         loop {
-            match notifications.recv().await {
+            let received = tokio::select! {
+                received = notifications.recv() => received,
+                _ = status_check.tick() => {
+                    self.ensure_up()?;
+                    continue;
+                }
+            };
+            match received {
                 Ok(RelayNotification::Message { message }) => match message {
                     RelayMessage::Event { subscription_id, event } if *subscription_id == id => {
                         found.push((event.id, event.created_at));
@@ -211,12 +234,19 @@ impl Remote for SdkRemote {
             let opts = SyncOptions::new()
                 .direction(SyncDirection::Down)
                 .initial_timeout(self.timeouts.negentropy_probe);
+            self.ensure_up()?;
             let run = self.relay.sync_with_items(filter, items, &opts);
-            match tokio::time::timeout(self.timeouts.request, run).await {
+            let result = match tokio::time::timeout(self.timeouts.request, run).await {
                 Ok(Ok(reconciliation)) => Ok(reconciliation.remote.len()),
                 Ok(Err(e)) => Err(map_error(e)),
                 Err(_) => Err(RemoteError::Timeout),
+            };
+            // A reconciliation cut short by a lost connection (the library waits for the
+            // first answer without watching the connection) is not a peer lacking NIP-77.
+            if result.is_err() {
+                self.ensure_up()?;
             }
+            result
         })
     }
 
