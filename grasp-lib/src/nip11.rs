@@ -9,8 +9,20 @@ use crate::relay::MAX_SUBSCRIPTION_ID_LEN;
 /// NIPs this server implements.
 pub const SUPPORTED_NIPS: &[u16] = &[1, 9, 11, 34, 45, 77];
 
-/// GRASP documents this server implements (only what is complete).
+/// GRASP documents this server always implements; [`supported_grasps`] adds the optional
+/// ones switched on.
 pub const SUPPORTED_GRASPS: &[&str] = &["GRASP-01"];
+
+/// `supported_grasps`: [`SUPPORTED_GRASPS`] plus GRASP-02 (proactive sync) when both relay
+/// sync and hunting (fetching git data from other clone URLs) are on.
+pub fn supported_grasps(config: &Config) -> Vec<&'static str> {
+    let mut grasps = SUPPORTED_GRASPS.to_vec();
+    if config.sync && config.hunting {
+        grasps.push("GRASP-02");
+    }
+    grasps.sort_unstable();
+    grasps
+}
 
 /// Human-readable announcement rule, as required by GRASP-01.
 pub fn repo_acceptance_criteria(origin: &ServiceOrigin) -> String {
@@ -33,7 +45,7 @@ pub fn document(config: &Config, origin: &ServiceOrigin) -> Value {
         "software": "grasp-server",
         "version": env!("CARGO_PKG_VERSION"),
         "supported_nips": SUPPORTED_NIPS,
-        "supported_grasps": SUPPORTED_GRASPS,
+        "supported_grasps": supported_grasps(config),
         "repo_acceptance_criteria": repo_acceptance_criteria(origin),
         "limitation": {
             "max_message_length": config.max_message_size,
@@ -68,6 +80,20 @@ mod tests {
         assert!(doc.get("pubkey").is_none());
         assert_eq!(doc["limitation"]["max_limit"], 500);
         assert!(doc["repo_acceptance_criteria"].as_str().unwrap().contains("127.0.0.1:1"));
+    }
+
+    #[test]
+    fn grasp_02_needs_relay_sync_and_hunting() {
+        let origin = ServiceOrigin::parse("127.0.0.1:1").unwrap();
+        assert_eq!(
+            document(&Config::default(), &origin)["supported_grasps"],
+            json!(["GRASP-01", "GRASP-02"])
+        );
+        for config in
+            [Config { sync: false, ..Config::default() }, Config { hunting: false, ..Config::default() }]
+        {
+            assert_eq!(document(&config, &origin)["supported_grasps"], json!(["GRASP-01"]));
+        }
     }
 
     #[test]

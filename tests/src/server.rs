@@ -85,6 +85,9 @@ impl TestServer {
             .arg(format!("--relay-data-path={}", data.join("relay").display()))
             .arg("--events-per-minute=100000")
             .arg("--test-mode")
+            // Servers of one test often list each other; relay sync between them is
+            // switched on only by the tests about it (`sync::syncing`).
+            .arg("--sync=false")
             .args(&builder.args)
             .env("GRASP_LOG_LEVEL", "info,grasp_lib=debug")
             .envs(builder.env.iter().map(|(k, v)| (k, v)))

@@ -22,8 +22,6 @@ async fn b_learns_of_c_from_an_announcement_synced_from_a_and_pulls_from_c() {
     publish(&c, &issue).await.expect("issue accepted on C");
 
     let b = syncing(b_port, &[a.ws_url()]).start();
-    repo.wait_held_on(&b).await;
-    repo.push_to(&b);
     wait_for_event(&b, &issue, "the issue that only C has, on B").await;
     let (a_label, c_label) = (relay_label(a_port), relay_label(c_port));
     let metrics =
@@ -57,8 +55,6 @@ async fn a_live_announcement_adds_its_relays_as_peers() {
     publish(&c, &issue).await.expect("issue accepted on C");
     repo.host_on(&a).await;
 
-    repo.wait_held_on(&b).await;
-    repo.push_to(&b);
     wait_for_event(&b, &issue, "the issue that only C has, on B").await;
     let c_label = relay_label(c_port);
     let metrics = b.metrics().await;

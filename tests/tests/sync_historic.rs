@@ -11,8 +11,8 @@ use nostr_sdk::prelude::*;
 
 /// A holds a served repository (announced on A and B), an issue and a comment on it
 /// before B exists. B starts syncing from A, holds the synced announcement and state until
-/// the git data is pushed to it, then pulls layer 2 (the issue) and layer 3 (the comment).
-/// Returns B's metrics text once everything arrived.
+/// hunting brings their git data from A, then pulls layer 2 (the issue) and layer 3 (the
+/// comment). Returns B's metrics text once everything arrived.
 async fn history_reaches_b(b_args: &[&str]) -> String {
     let (a_port, b_port) = (free_port(), free_port());
     let a = not_syncing(a_port).start();
@@ -29,9 +29,6 @@ async fn history_reaches_b(b_args: &[&str]) -> String {
         builder = builder.arg(*arg);
     }
     let b = builder.start();
-    repo.wait_held_on(&b).await;
-    assert!(!serves(&b, &repo.state).await, "a synced state waits for its git data like a published one");
-    repo.push_to(&b);
     wait_for_event(&b, &repo.announcement, "the announcement released on B").await;
     wait_for_event(&b, &issue, "the issue (layer 2) synced to B").await;
     wait_for_event(&b, &comment, "the comment (layer 3) synced to B").await;
@@ -85,7 +82,7 @@ async fn an_announcement_that_does_not_list_b_is_not_synced() {
         .arg("--sync-negentropy=false")
         .arg("--sync-full-interval-secs=2")
         .start();
-    listed.wait_held_on(&b).await;
+    wait_for_event(&b, &listed.announcement, "the listed repository on B").await;
     let label = relay_label(a_port);
     wait_metrics(&b, "B refused the announcement that does not list it", |m| {
         metric_sum(m, "grasp_sync_peer_events_total", &[&label, "outcome=\"rejected\""]) >= 1.0

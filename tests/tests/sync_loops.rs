@@ -90,7 +90,7 @@ async fn two_servers_hosting_the_same_repository_settle() {
 }
 
 /// B holds the synced announcement and state of a repository whose git data never comes
-/// (no push to B); they expire. A keeps offering them at every reconciliation; B refuses
+/// (hunting is off on B and nobody pushes to it); they expire. A keeps offering them at every reconciliation; B refuses
 /// them without holding them again. A client publishing the announcement is heard afresh.
 #[tokio::test]
 async fn an_event_that_expired_here_is_not_taken_back_from_a_peer() {
@@ -99,6 +99,7 @@ async fn an_event_that_expired_here_is_not_taken_back_from_a_peer() {
     let repo = Repo::new("expiring", &[addr(a_port), addr(b_port)]);
     repo.host_on(&a).await;
     let b = syncing(b_port, &[a.ws_url()])
+        .arg("--hunting=false")
         .arg("--purgatory-expiry-secs=2")
         .arg("--sync-negentropy=false")
         .arg("--sync-full-interval-secs=2")

@@ -238,6 +238,32 @@ impl Relay {
         self.publisher.broadcast(event);
     }
 
+    /// Checks the id and signature of an event from `source`, then ingests it
+    /// ([`Relay::ingest_from`]). A client's EVENT enters here; relay sync runs the same two
+    /// steps with a look at its memory of refused events between them, so synced events
+    /// pass exactly the same checks and policy.
+    pub async fn submit(&self, event: Event, source: EventSource) -> IngestOutcome {
+        if let Err(refused) = self.check_integrity(&event) {
+            return refused;
+        }
+        self.ingest_from(event, source).await
+    }
+
+    /// The checks [`Relay::submit`] starts with: the id is the hash of the content and the
+    /// signature is the author's. `Err` is the refusal (counted).
+    pub fn check_integrity(&self, event: &Event) -> Result<(), IngestOutcome> {
+        let kind = kind_label(event.kind.as_u16());
+        if !event.verify_id() {
+            let msg = "invalid: event id does not match the hash of its content";
+            return Err(self.refuse_unverified(kind, "bad_id", msg));
+        }
+        if !event.verify_signature() {
+            let msg = "invalid: signature verification failed";
+            return Err(self.refuse_unverified(kind, "bad_signature", msg));
+        }
+        Ok(())
+    }
+
     /// Decides about, stores and broadcasts an event a client published, whose id and
     /// signature were verified.
     pub async fn ingest(&self, event: Event) -> IngestOutcome {

@@ -16,6 +16,7 @@ use serde_json::Value;
 use super::negentropy::NegentropySession;
 use super::{wire, LiveEvent, Relay, MAX_SUBSCRIPTION_ID_LEN};
 use crate::metrics::kind_label;
+use crate::policy::EventSource;
 
 /// How far back a stored event counts as "recent": such events may still be on their way to
 /// this connection as live events when the REQ answers, so their ids are remembered to
@@ -161,15 +162,7 @@ impl Session {
             );
             return wire::ok(&id, false, &self.relay.refuse_unverified(kind, "rate_limited", msg).message);
         }
-        if !event.verify_id() {
-            let msg = "invalid: event id does not match the hash of its content";
-            return wire::ok(&id, false, &self.relay.refuse_unverified(kind, "bad_id", msg).message);
-        }
-        if !event.verify_signature() {
-            let msg = "invalid: signature verification failed";
-            return wire::ok(&id, false, &self.relay.refuse_unverified(kind, "bad_signature", msg).message);
-        }
-        let outcome = self.relay.ingest(event).await;
+        let outcome = self.relay.submit(event, EventSource::Client).await;
         wire::ok(&id, outcome.accepted, &outcome.message)
     }
 

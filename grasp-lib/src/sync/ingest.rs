@@ -1,6 +1,7 @@
-//! Where synced events enter this server: the same relay ingest a client's EVENT goes
-//! through (the same acceptance policy, the same purgatory), after a look at the memory
-//! of refused events.
+//! Where synced events enter this server: the same two steps as a client's EVENT
+//! ([`Relay::submit`]: id and signature checks, then the acceptance policy and purgatory),
+//! marked as coming from sync so held events are hunted for after the short sync delay,
+//! with a look at the memory of refused events between the two steps.
 //!
 //! nostr-sdk hands every event a peer sends (after checking its id and signature) to
 //! [`SyncAdmission`], which submits it here; nothing else ever re-publishes it. Events
@@ -21,6 +22,7 @@ use super::peers::PeerUrl;
 use super::rejected::{MemoryLimits, Recall, RejectedMemory};
 use super::remote::is_rate_limit;
 use crate::hosting::Hosting;
+use crate::policy::EventSource;
 use crate::relay::{IngestOutcome, Relay};
 
 /// What became of one synced event.
@@ -40,6 +42,8 @@ pub enum Ingested {
     Remembered,
     /// It expired here recently (decision 10); refused without evaluation.
     ExpiredHere,
+    /// Its id or signature is wrong; refused, not remembered.
+    Forged,
 }
 
 impl Ingested {
@@ -53,6 +57,7 @@ impl Ingested {
             Ingested::Transient => "error",
             Ingested::Remembered => "remembered",
             Ingested::ExpiredHere => "expired_here",
+            Ingested::Forged => "forged",
         }
     }
 
@@ -116,16 +121,21 @@ impl SyncIngest {
         self.memory.lock().expect("sync memory poisoned")
     }
 
-    /// Submits an event `peer` sent (its id and signature checked by the client library).
+    /// Submits an event `peer` sent.
     pub async fn submit(&self, peer: &PeerUrl, event: Event) -> Ingested {
         self.metrics.events.inc();
         let now = Instant::now();
-        let recalled = self.memory().recall(&event, now);
+        // Integrity first: a forged copy must not make the memory refuse the real event.
+        let recalled = match self.relay.check_integrity(&event) {
+            Ok(()) => Some(self.memory().recall(&event, now)),
+            Err(_) => None,
+        };
         let ingested = match recalled {
-            Recall::ExpiredHere => Ingested::ExpiredHere,
-            Recall::Rejected => Ingested::Remembered,
-            Recall::Unknown => {
-                let outcome = self.relay.ingest(event.clone()).await;
+            None => Ingested::Forged,
+            Some(Recall::ExpiredHere) => Ingested::ExpiredHere,
+            Some(Recall::Rejected) => Ingested::Remembered,
+            Some(Recall::Unknown) => {
+                let outcome = self.relay.ingest_from(event.clone(), EventSource::Sync).await;
                 let ingested = classify(&outcome);
                 if ingested == Ingested::Rejected {
                     tracing::debug!(event_id = %event.id, url = %peer, reason = %outcome.message, "synced event refused");
@@ -322,6 +332,42 @@ mod policy_tests {
         assert!(text.contains("ngit_sync_rejected_invalidated_total{event_type=\"1111\"} 1"), "{text}");
         assert!(text.contains("ngit_sync_rejected_hot_cache_hits_total{event_type=\"1111\"} 1"), "{text}");
         assert!(text.contains("ngit_sync_events_synced_total 2"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn forged_synced_events_are_refused_like_a_clients() {
+        let dir = tempfile::tempdir().unwrap();
+        let grasp = grasp(dir.path()).await;
+        let metrics = SyncMetrics::register(grasp.metrics().registry());
+        let (tx, _refetch) = mpsc::unbounded_channel();
+        let ingest = SyncIngest::new(
+            grasp.relay().clone(),
+            grasp.hosting().clone(),
+            MemoryLimits::default(),
+            metrics,
+            tx,
+        );
+        let list = EventBuilder::new(Kind::Custom(10317), "").sign_with_keys(&Keys::generate()).unwrap();
+        let other = EventBuilder::new(Kind::Custom(10317), "").sign_with_keys(&Keys::generate()).unwrap();
+        let mut bad_sig: serde_json::Value = serde_json::from_str(&nostr::JsonUtil::as_json(&list)).unwrap();
+        bad_sig["sig"] = serde_json::Value::String(other.sig.to_string());
+        let bad_sig: Event = serde_json::from_value(bad_sig).unwrap();
+        let mut bad_id: serde_json::Value = serde_json::from_str(&nostr::JsonUtil::as_json(&list)).unwrap();
+        bad_id["content"] = "changed".into();
+        let bad_id: Event = serde_json::from_value(bad_id).unwrap();
+        assert_eq!(ingest.submit(&peer(), bad_sig).await, Ingested::Forged);
+        assert_eq!(ingest.submit(&peer(), bad_id).await, Ingested::Forged);
+        assert!(grasp.store().event(&list.id).await.unwrap().is_none());
+        assert_eq!(
+            ingest.submit(&peer(), list.clone()).await,
+            Ingested::Stored,
+            "the real event is not blamed"
+        );
+        let text = grasp.metrics().render();
+        assert!(
+            text.contains("reason=\"bad_signature\"} 1") && text.contains("reason=\"bad_id\"} 1"),
+            "{text}"
+        );
     }
 
     #[tokio::test]

@@ -26,7 +26,7 @@ pub struct SyncMetrics {
     /// Events newly accepted by a `since` catch-up after a short disconnect.
     pub gap_events: IntCounter,
     /// Events received per peer and outcome (`stored`, `held`, `duplicate`, `rejected`,
-    /// `remembered`, `expired_here`, `error`).
+    /// `remembered`, `expired_here`, `forged`, `error`).
     pub peer_events: IntCounterVec,
     /// Peers known.
     pub relays_tracked: IntGauge,
