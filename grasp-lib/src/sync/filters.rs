@@ -48,11 +48,6 @@ impl SyncScope {
             roots: self.roots.difference(&previous.roots).copied().collect(),
         }
     }
-
-    /// True when nothing is in scope.
-    pub fn is_empty(&self) -> bool {
-        self.served_coordinates.is_empty() && self.state_identifiers.is_empty() && self.roots.is_empty()
-    }
 }
 
 /// The three layers (see the module documentation).
@@ -335,11 +330,6 @@ impl FilterPlan {
         }
     }
 
-    /// The filters a historic sync of this plan runs, in layer order.
-    pub fn historic_filters(&self) -> Vec<LayeredFilter> {
-        self.filters.clone()
-    }
-
     /// The filters that catch up with what this plan adds to `previous`: only the new tag
     /// values, plus any broadened filter `previous` did not have.
     pub fn catch_up_filters(&self, previous: &FilterPlan) -> Vec<LayeredFilter> {
@@ -395,6 +385,14 @@ mod tests {
             })
             .collect();
         SyncScope { served_coordinates: served, state_identifiers: ids, roots }
+    }
+
+    /// True when a filter has no tag values and no kinds: it would match everything.
+    fn is_unbounded(filter: &Filter) -> bool {
+        filter.kinds.is_none()
+            && filter.generic_tags.is_empty()
+            && filter.ids.is_none()
+            && filter.authors.is_none()
     }
 
     fn letters(filter: &Filter) -> Vec<char> {

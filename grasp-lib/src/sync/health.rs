@@ -125,11 +125,6 @@ impl PeerHealth {
         }
     }
 
-    /// The timers in force.
-    pub fn timers(&self) -> &HealthTimers {
-        &self.timers
-    }
-
     /// Consecutive failures.
     pub fn failures(&self) -> u32 {
         self.failures

@@ -214,7 +214,7 @@ impl<R: Remote> PeerSession<R> {
             CatchUp::Since(at) => Some(at),
         };
         let before = self.accepted_so_far();
-        let ok = match self.historic(&plan.historic_filters(), since).await {
+        let ok = match self.historic(&plan.filters, since).await {
             Ok(ok) => ok,
             Err(end) => return end,
         };
@@ -257,7 +257,7 @@ impl<R: Remote> PeerSession<R> {
                 },
                 _ = tokio::time::sleep_until(full_at) => {
                     tracing::info!(url = %self.url, "daily full reconciliation");
-                    let ok = match self.historic(&plan.historic_filters(), None).await {
+                    let ok = match self.historic(&plan.filters, None).await {
                         Ok(ok) => ok,
                         Err(end) => return end,
                     };

@@ -374,7 +374,8 @@ impl RejectedMemory {
     }
 
     /// Entries kept: (hot, cold, expired here).
-    pub fn sizes(&self) -> (usize, usize, usize) {
+    #[cfg(test)]
+    fn sizes(&self) -> (usize, usize, usize) {
         (self.hot, self.entries.len(), self.expired.len())
     }
 }
