@@ -359,6 +359,14 @@ impl Metrics {
     }
 }
 
+/// Registers `collector` in `registry` and returns it, for the metric sets of the
+/// background parts (hunting, relay sync). A name already registered there (a second set
+/// on one registry, which only tests make) leaves the first one exported.
+pub fn register_collector<C: Collector + Clone + 'static>(registry: &Registry, collector: C) -> C {
+    let _ = registry.register(Box::new(collector.clone()));
+    collector
+}
+
 /// The `kind` label: the number for kinds GRASP cares about, `other` for the rest, so a
 /// client cannot blow up label cardinality.
 pub fn kind_label(kind: u16) -> &'static str {

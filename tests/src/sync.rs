@@ -152,6 +152,35 @@ pub fn relay_label(port: u16) -> String {
     format!("relay=\"ws://{}\"", addr(port))
 }
 
+/// A server `a` (not syncing) that serves a repository announced on `a` and on a second
+/// server still to start at `b_port`.
+pub struct Source {
+    /// The source.
+    pub a: TestServer,
+    /// The repository, served on `a`.
+    pub repo: Repo,
+    /// `a`'s port.
+    pub a_port: u16,
+    /// The port reserved for the syncing server.
+    pub b_port: u16,
+}
+
+impl Source {
+    /// Starts `a` and hosts the repository `identifier` on it.
+    pub async fn start(identifier: &str) -> Self {
+        let (a_port, b_port) = (free_port(), free_port());
+        let a = not_syncing(a_port).start();
+        let repo = Repo::new(identifier, &[addr(a_port), addr(b_port)]);
+        repo.host_on(&a).await;
+        Self { a, repo, a_port, b_port }
+    }
+
+    /// A builder for the second server: on `b_port`, syncing from `a`.
+    pub fn b(&self) -> TestServerBuilder {
+        syncing(self.b_port, &[self.a.ws_url()])
+    }
+}
+
 /// Two servers: `a` serves a repository (announced on both) and does not sync; `b` syncs
 /// from `a`, holds the synced announcement and state, and hunting fetches their git data
 /// from `a`, so the repository is served on `b` too.
@@ -171,10 +200,7 @@ pub struct Pair {
 impl Pair {
     /// Starts both; `b_args` are extra flags for `b`.
     pub async fn start(b_args: &[&str]) -> Self {
-        let (a_port, b_port) = (free_port(), free_port());
-        let a = not_syncing(a_port).start();
-        let repo = Repo::new("synced-repo", &[addr(a_port), addr(b_port)]);
-        repo.host_on(&a).await;
+        let Source { a, repo, a_port, b_port } = Source::start("synced-repo").await;
         let mut builder = syncing(b_port, &[a.ws_url()]);
         for arg in b_args {
             builder = builder.arg(*arg);

@@ -5,7 +5,7 @@
 use grasp_tests::events;
 use grasp_tests::sync::{
     addr, free_port, metric_sum, not_syncing, publish, relay_label, serves, syncing, wait_for_event,
-    wait_metrics, Repo,
+    wait_metrics, Repo, Source,
 };
 use nostr_sdk::prelude::*;
 
@@ -14,17 +14,15 @@ use nostr_sdk::prelude::*;
 /// hunting brings their git data from A, then pulls layer 2 (the issue) and layer 3 (the
 /// comment). Returns B's metrics text once everything arrived.
 async fn history_reaches_b(b_args: &[&str]) -> String {
-    let (a_port, b_port) = (free_port(), free_port());
-    let a = not_syncing(a_port).start();
-    let repo = Repo::new("history", &[addr(a_port), addr(b_port)]);
-    repo.host_on(&a).await;
+    let source = Source::start("history").await;
+    let (a, repo) = (&source.a, &source.repo);
     let author = Keys::generate();
     let issue = events::issue(&author, &repo.coordinate);
-    publish(&a, &issue).await.expect("issue accepted on A");
+    publish(a, &issue).await.expect("issue accepted on A");
     let comment = events::tagged(&author, 1111, "E", &issue.id.to_hex());
-    publish(&a, &comment).await.expect("comment accepted on A");
+    publish(a, &comment).await.expect("comment accepted on A");
 
-    let mut builder = syncing(b_port, &[a.ws_url()]);
+    let mut builder = source.b();
     for arg in b_args {
         builder = builder.arg(*arg);
     }
@@ -32,7 +30,7 @@ async fn history_reaches_b(b_args: &[&str]) -> String {
     wait_for_event(&b, &repo.announcement, "the announcement released on B").await;
     wait_for_event(&b, &issue, "the issue (layer 2) synced to B").await;
     wait_for_event(&b, &comment, "the comment (layer 3) synced to B").await;
-    let label = relay_label(a_port);
+    let label = relay_label(source.a_port);
     wait_metrics(&b, "B counts the events it synced from A", |m| {
         metric_sum(m, "grasp_sync_peer_events_total", &[&label, "outcome=\"stored\""]) >= 2.0
             && metric_sum(m, "grasp_sync_peer_events_total", &[&label, "outcome=\"held\""]) >= 2.0

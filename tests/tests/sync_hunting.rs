@@ -1,23 +1,16 @@
 //! Relay sync feeds hunting: a state B receives from a peer is marked as synced, so B
 //! looks for its git data after the short sync delay rather than waiting for a push.
 
-use grasp_tests::sync::{
-    addr, free_port, metric_sum, not_syncing, syncing, wait_for_event, wait_metrics, Repo,
-};
+use grasp_tests::sync::{metric_sum, wait_for_event, wait_metrics, Source};
 
 /// B would wait 10 minutes before hunting for the data of an event a client published;
 /// for a synced one it waits 100 ms. The state B syncs from A is released on B by the
 /// first hunting attempt for it (one fetch from A, no backoff), and nothing is pushed to B.
 #[tokio::test]
 async fn a_state_synced_to_b_is_released_by_hunting_within_the_sync_delay_and_one_attempt() {
-    let (a_port, b_port) = (free_port(), free_port());
-    let a = not_syncing(a_port).start();
-    let repo = Repo::new("hunted", &[addr(a_port), addr(b_port)]);
-    repo.host_on(&a).await;
-    let b = syncing(b_port, &[a.ws_url()])
-        .arg("--hunt-client-delay-ms=600000")
-        .arg("--hunt-sync-delay-ms=100")
-        .start();
+    let source = Source::start("hunted").await;
+    let repo = &source.repo;
+    let b = source.b().arg("--hunt-client-delay-ms=600000").arg("--hunt-sync-delay-ms=100").start();
     wait_for_event(&b, &repo.state, "the synced state released on B").await;
     wait_for_event(&b, &repo.announcement, "the synced announcement released with it").await;
     let metrics = wait_metrics(&b, "the hunt is counted", |m| {

@@ -5,10 +5,9 @@
 use std::time::Duration;
 
 use grasp_tests::events;
-use grasp_tests::sync::PATIENCE;
 use grasp_tests::sync::{
-    addr, free_port, metric_sum, not_syncing, publish, relay_label, serves, syncing, wait_for_event,
-    wait_metrics, Repo,
+    addr, free_port, metric_sum, publish, relay_label, serves, syncing, wait_for_event, wait_metrics, Repo,
+    Source, PATIENCE,
 };
 use grasp_tests::TestServer;
 use nostr_sdk::prelude::*;
@@ -90,15 +89,15 @@ async fn two_servers_hosting_the_same_repository_settle() {
 }
 
 /// B holds the synced announcement and state of a repository whose git data never comes
-/// (hunting is off on B and nobody pushes to it); they expire. A keeps offering them at every reconciliation; B refuses
-/// them without holding them again. A client publishing the announcement is heard afresh.
+/// (hunting is off on B and nobody pushes to it); they expire. A keeps offering them at
+/// every reconciliation; B refuses them without holding them again. A client publishing the
+/// announcement is heard afresh.
 #[tokio::test]
 async fn an_event_that_expired_here_is_not_taken_back_from_a_peer() {
-    let (a_port, b_port) = (free_port(), free_port());
-    let a = not_syncing(a_port).start();
-    let repo = Repo::new("expiring", &[addr(a_port), addr(b_port)]);
-    repo.host_on(&a).await;
-    let b = syncing(b_port, &[a.ws_url()])
+    let source = Source::start("expiring").await;
+    let repo = &source.repo;
+    let b = source
+        .b()
         .arg("--hunting=false")
         .arg("--purgatory-expiry-secs=2")
         .arg("--sync-negentropy=false")
@@ -110,7 +109,7 @@ async fn an_event_that_expired_here_is_not_taken_back_from_a_peer() {
             && metric_sum(m, "grasp_purgatory_expired_total", &["type=\"state\""]) >= 1.0
     })
     .await;
-    let label = relay_label(a_port);
+    let label = relay_label(source.a_port);
     wait_metrics(&b, "B refused A's copy of the expired announcement", |m| {
         metric_sum(m, "grasp_sync_peer_events_total", &[&label, "outcome=\"expired_here\""]) >= 1.0
     })

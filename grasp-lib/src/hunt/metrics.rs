@@ -8,6 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
+use crate::metrics::register_collector as register;
+
 /// Values of the `result` label of `grasp_hunt_attempts_total`.
 const ATTEMPT_RESULTS: [&str; 2] = ["done", "waiting"];
 
@@ -46,13 +48,6 @@ impl std::fmt::Debug for HuntMetrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("HuntMetrics")
     }
-}
-
-fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
-    // A second registration (a second hunter on one registry) keeps counting into the
-    // first; only tests do that.
-    let _ = registry.register(Box::new(c.clone()));
-    c
 }
 
 impl HuntMetrics {

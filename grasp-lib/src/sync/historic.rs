@@ -160,85 +160,12 @@ pub async fn paginate<R: Remote + ?Sized>(
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use std::sync::Mutex;
-
+mod tests {
     use nostr::Kind;
 
     use super::*;
     use crate::sync::filters::Layer;
-    use crate::sync::remote::Signal;
-
-    /// A peer holding `events` (id, created_at); serves REQ pages newest first honouring
-    /// `until` and `limit` (capped at `cap`), and optionally negentropy.
-    pub(crate) struct MockPeer {
-        pub events: Vec<(EventId, Timestamp)>,
-        pub cap: usize,
-        pub negentropy: Result<usize, RemoteError>,
-        pub pages: Mutex<Vec<Filter>>,
-        pub reconciled: Mutex<Vec<Filter>>,
-    }
-
-    impl MockPeer {
-        pub(crate) fn new(events: Vec<(EventId, Timestamp)>) -> Self {
-            Self {
-                events,
-                cap: usize::MAX,
-                negentropy: Ok(0),
-                pages: Mutex::new(Vec::new()),
-                reconciled: Mutex::new(Vec::new()),
-            }
-        }
-    }
-
-    impl Remote for MockPeer {
-        fn connect(&self) -> BoxFuture<'_, Result<(), RemoteError>> {
-            Box::pin(async { Ok(()) })
-        }
-        fn disconnect(&self) -> BoxFuture<'_, ()> {
-            Box::pin(async {})
-        }
-        fn reconcile(
-            &self,
-            filter: Filter,
-            _: Vec<(EventId, Timestamp)>,
-        ) -> BoxFuture<'_, Result<usize, RemoteError>> {
-            self.reconciled.lock().unwrap().push(filter);
-            let result = self.negentropy.clone();
-            Box::pin(async move { result })
-        }
-        fn fetch(&self, filter: Filter) -> BoxFuture<'_, Result<Vec<(EventId, Timestamp)>, RemoteError>> {
-            self.pages.lock().unwrap().push(filter.clone());
-            let mut matching: Vec<(EventId, Timestamp)> = self
-                .events
-                .iter()
-                .filter(|(_, at)| {
-                    filter.until.is_none_or(|u| *at <= u) && filter.since.is_none_or(|s| *at >= s)
-                })
-                .copied()
-                .collect();
-            matching.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-            matching.truncate(filter.limit.unwrap_or(usize::MAX).min(self.cap));
-            Box::pin(async move { Ok(matching) })
-        }
-        fn subscribe(&self, _: String, _: Vec<Filter>) -> BoxFuture<'_, Result<(), RemoteError>> {
-            Box::pin(async { Ok(()) })
-        }
-        fn unsubscribe(&self, _: String) -> BoxFuture<'_, ()> {
-            Box::pin(async {})
-        }
-        fn next_signal(&self) -> BoxFuture<'_, Signal> {
-            Box::pin(futures::future::pending())
-        }
-    }
-
-    pub(crate) struct NoItems;
-
-    impl LocalItems for NoItems {
-        fn items(&self, _: &Filter) -> BoxFuture<'_, Vec<(EventId, Timestamp)>> {
-            Box::pin(async { Vec::new() })
-        }
-    }
+    use crate::sync::mock::{MockRemote, NoItems};
 
     fn events(times: &[u64]) -> Vec<(EventId, Timestamp)> {
         times
@@ -267,7 +194,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn paging_gets_every_event_across_pages() {
         let times: Vec<u64> = (1..=1000).map(|n| 1_000 + n * 7 % 300).collect();
-        let peer = MockPeer::new(events(&times));
+        let peer = MockRemote::new(events(&times));
         let n = paginate(&peer, &Filter::new(), &settings(100, false)).await.unwrap();
         assert_eq!(n, 1000);
         let pages = peer.pages.lock().unwrap();
@@ -279,7 +206,7 @@ pub(crate) mod tests {
     async fn paging_does_not_stall_on_one_busy_second() {
         let mut times = vec![500u64; 250];
         times.extend([400, 300, 200]);
-        let peer = MockPeer::new(events(&times));
+        let peer = MockRemote::new(events(&times));
         assert_eq!(paginate(&peer, &Filter::new(), &settings(100, false)).await.unwrap(), 103);
         // Only the first 100 of the busy second fit one page: a peer returning more than
         // `limit` per second cannot be paged completely, but paging moves on.
@@ -288,7 +215,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn paging_follows_a_peer_that_caps_the_limit() {
         let times: Vec<u64> = (0..300).map(|n| 10_000 - n).collect();
-        let mut peer = MockPeer::new(events(&times));
+        let mut peer = MockRemote::new(events(&times));
         peer.cap = 40;
         assert_eq!(paginate(&peer, &Filter::new(), &settings(250, false)).await.unwrap(), 300);
     }
@@ -296,14 +223,14 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn paging_honours_since() {
         let times: Vec<u64> = (0..100).map(|n| 1000 + n).collect();
-        let peer = MockPeer::new(events(&times));
+        let peer = MockRemote::new(events(&times));
         let filter = Filter::new().since(Timestamp::from(1090));
         assert_eq!(paginate(&peer, &filter, &settings(3, false)).await.unwrap(), 10);
     }
 
     #[tokio::test]
     async fn negentropy_is_used_when_the_peer_supports_it() {
-        let peer = MockPeer::new(events(&[1, 2, 3]));
+        let peer = MockRemote::new(events(&[1, 2, 3]));
         let mut support = NegentropySupport::Unknown;
         let report =
             sync(&peer, &NoItems, &one_filter(), None, &settings(10, true), &mut support, &metrics())
@@ -316,7 +243,7 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn without_negentropy_support_it_falls_back_to_paging_and_remembers() {
-        let mut peer = MockPeer::new(events(&[1, 2, 3]));
+        let mut peer = MockRemote::new(events(&[1, 2, 3]));
         peer.negentropy = Err(RemoteError::NegentropyUnsupported);
         let mut support = NegentropySupport::Unknown;
         let filters = [one_filter(), one_filter()].concat();
@@ -330,7 +257,7 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn the_switch_forces_paging() {
-        let peer = MockPeer::new(events(&[1, 2, 3]));
+        let peer = MockRemote::new(events(&[1, 2, 3]));
         let mut support = NegentropySupport::Yes;
         let report =
             sync(&peer, &NoItems, &one_filter(), None, &settings(10, false), &mut support, &metrics())
@@ -342,7 +269,7 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn a_refused_reconciliation_pages_that_filter_only() {
-        let mut peer = MockPeer::new(events(&[1]));
+        let mut peer = MockRemote::new(events(&[1]));
         peer.negentropy = Err(RemoteError::Refused("blocked: too many".into()));
         let mut support = NegentropySupport::Unknown;
         let report =
@@ -356,7 +283,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn losing_the_connection_or_being_rate_limited_stops_the_sync() {
         for error in [RemoteError::Disconnected, RemoteError::RateLimited("rate-limited: x".into())] {
-            let mut peer = MockPeer::new(events(&[1]));
+            let mut peer = MockRemote::new(events(&[1]));
             peer.negentropy = Err(error.clone());
             let mut support = NegentropySupport::Unknown;
             let result =
@@ -368,7 +295,7 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn since_is_applied_to_every_filter() {
-        let peer = MockPeer::new(events(&[1]));
+        let peer = MockRemote::new(events(&[1]));
         let mut support = NegentropySupport::Unknown;
         let at = Timestamp::from(77);
         sync(&peer, &NoItems, &one_filter(), Some(at), &settings(10, true), &mut support, &metrics())

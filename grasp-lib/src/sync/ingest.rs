@@ -278,57 +278,66 @@ mod policy_tests {
     use crate::store::StoreBackend;
     use crate::Grasp;
 
-    async fn grasp(dir: &std::path::Path) -> Grasp {
+    /// A server (memory store, sync itself off) and a sync ingest into it.
+    struct Setup {
+        _dir: tempfile::TempDir,
+        grasp: Grasp,
+        ingest: SyncIngest,
+        refetch: mpsc::UnboundedReceiver<Refetch>,
+    }
+
+    async fn setup(limits: MemoryLimits) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
         let config = Config {
             domain: Some("127.0.0.1:7000".into()),
             database_backend: StoreBackend::Memory,
-            git_data_path: dir.join("repos"),
-            relay_data_path: dir.join("relay"),
+            git_data_path: dir.path().join("repos"),
+            relay_data_path: dir.path().join("relay"),
             sync: false,
             ..Config::default()
         };
-        Grasp::open(config).await.unwrap()
+        let grasp = Grasp::open(config).await.unwrap();
+        let metrics = SyncMetrics::register(grasp.metrics().registry());
+        let (tx, refetch) = mpsc::unbounded_channel();
+        let ingest = SyncIngest::new(grasp.relay().clone(), grasp.hosting().clone(), limits, metrics, tx);
+        Setup { _dir: dir, grasp, ingest, refetch }
     }
 
     fn peer() -> PeerUrl {
         PeerUrl::parse("ws://127.0.0.1:7001").unwrap()
     }
 
-    #[tokio::test]
-    async fn a_refused_event_is_evaluated_again_when_its_dependency_is_stored() {
-        let dir = tempfile::tempdir().unwrap();
-        let grasp = grasp(dir.path()).await;
-        let metrics = SyncMetrics::register(grasp.metrics().registry());
-        let (tx, mut refetch) = mpsc::unbounded_channel();
-        let ingest = SyncIngest::new(
-            grasp.relay().clone(),
-            grasp.hosting().clone(),
-            MemoryLimits::default(),
-            metrics.clone(),
-            tx,
-        );
-        // A user's grasp list (10317) is accepted from anyone; a comment on it relates to it.
+    /// A user's grasp list (10317, accepted from anyone) and a comment on it, which relates
+    /// only to it.
+    fn list_and_comment() -> (Event, Event) {
         let user = Keys::generate();
         let list = EventBuilder::new(Kind::Custom(10317), "").sign_with_keys(&user).unwrap();
         let comment = EventBuilder::new(Kind::Custom(1111), "nice list")
             .tag(Tag::parse(["A", &format!("10317:{}:", user.public_key().to_hex())]).unwrap())
             .sign_with_keys(&Keys::generate())
             .unwrap();
+        (list, comment)
+    }
+
+    #[tokio::test]
+    async fn a_refused_event_is_evaluated_again_when_its_dependency_is_stored() {
+        let mut s = setup(MemoryLimits::default()).await;
+        let (list, comment) = list_and_comment();
         assert_eq!(
-            ingest.submit(&peer(), comment.clone()).await,
+            s.ingest.submit(&peer(), comment.clone()).await,
             Ingested::Rejected,
             "its parent is not here"
         );
         assert_eq!(
-            ingest.submit(&peer(), comment.clone()).await,
+            s.ingest.submit(&peer(), comment.clone()).await,
             Ingested::Remembered,
             "not evaluated twice"
         );
-        assert_eq!(ingest.submit(&peer(), list.clone()).await, Ingested::Stored);
-        ingest.on_stored(&list).await; // what the feed of stored events does
-        assert!(grasp.store().event(&comment.id).await.unwrap().is_some(), "evaluated again and stored");
-        assert!(refetch.try_recv().is_err(), "nothing to fetch again: it was kept in full");
-        let text = grasp.metrics().render();
+        assert_eq!(s.ingest.submit(&peer(), list.clone()).await, Ingested::Stored);
+        s.ingest.on_stored(&list).await; // what the feed of stored events does
+        assert!(s.grasp.store().event(&comment.id).await.unwrap().is_some(), "evaluated again and stored");
+        assert!(s.refetch.try_recv().is_err(), "nothing to fetch again: it was kept in full");
+        let text = s.grasp.metrics().render();
         assert!(text.contains("ngit_sync_rejected_invalidated_total{event_type=\"1111\"} 1"), "{text}");
         assert!(text.contains("ngit_sync_rejected_hot_cache_hits_total{event_type=\"1111\"} 1"), "{text}");
         assert!(text.contains("ngit_sync_events_synced_total 2"), "{text}");
@@ -336,34 +345,27 @@ mod policy_tests {
 
     #[tokio::test]
     async fn forged_synced_events_are_refused_like_a_clients() {
-        let dir = tempfile::tempdir().unwrap();
-        let grasp = grasp(dir.path()).await;
-        let metrics = SyncMetrics::register(grasp.metrics().registry());
-        let (tx, _refetch) = mpsc::unbounded_channel();
-        let ingest = SyncIngest::new(
-            grasp.relay().clone(),
-            grasp.hosting().clone(),
-            MemoryLimits::default(),
-            metrics,
-            tx,
-        );
-        let list = EventBuilder::new(Kind::Custom(10317), "").sign_with_keys(&Keys::generate()).unwrap();
-        let other = EventBuilder::new(Kind::Custom(10317), "").sign_with_keys(&Keys::generate()).unwrap();
-        let mut bad_sig: serde_json::Value = serde_json::from_str(&nostr::JsonUtil::as_json(&list)).unwrap();
-        bad_sig["sig"] = serde_json::Value::String(other.sig.to_string());
-        let bad_sig: Event = serde_json::from_value(bad_sig).unwrap();
-        let mut bad_id: serde_json::Value = serde_json::from_str(&nostr::JsonUtil::as_json(&list)).unwrap();
+        let s = setup(MemoryLimits::default()).await;
+        let (list, _) = list_and_comment();
+        let (other, _) = list_and_comment();
+        let json = |event: &Event| -> serde_json::Value {
+            serde_json::from_str(&nostr::JsonUtil::as_json(event)).unwrap()
+        };
+        let mut bad_sig = json(&list);
+        bad_sig["sig"] = other.sig.to_string().into();
+        let mut bad_id = json(&list);
         bad_id["content"] = "changed".into();
-        let bad_id: Event = serde_json::from_value(bad_id).unwrap();
-        assert_eq!(ingest.submit(&peer(), bad_sig).await, Ingested::Forged);
-        assert_eq!(ingest.submit(&peer(), bad_id).await, Ingested::Forged);
-        assert!(grasp.store().event(&list.id).await.unwrap().is_none());
+        for forged in [bad_sig, bad_id] {
+            let forged: Event = serde_json::from_value(forged).unwrap();
+            assert_eq!(s.ingest.submit(&peer(), forged).await, Ingested::Forged);
+        }
+        assert!(s.grasp.store().event(&list.id).await.unwrap().is_none());
         assert_eq!(
-            ingest.submit(&peer(), list.clone()).await,
+            s.ingest.submit(&peer(), list.clone()).await,
             Ingested::Stored,
             "the real event is not blamed"
         );
-        let text = grasp.metrics().render();
+        let text = s.grasp.metrics().render();
         assert!(
             text.contains("reason=\"bad_signature\"} 1") && text.contains("reason=\"bad_id\"} 1"),
             "{text}"
@@ -372,46 +374,45 @@ mod policy_tests {
 
     #[tokio::test]
     async fn a_forgotten_refusal_is_fetched_again_from_its_peer() {
-        let dir = tempfile::tempdir().unwrap();
-        let grasp = grasp(dir.path()).await;
-        let metrics = SyncMetrics::register(grasp.metrics().registry());
-        let (tx, mut refetch) = mpsc::unbounded_channel();
-        let limits = MemoryLimits { hot_ttl: std::time::Duration::ZERO, ..MemoryLimits::default() };
-        let ingest = SyncIngest::new(grasp.relay().clone(), grasp.hosting().clone(), limits, metrics, tx);
-        let user = Keys::generate();
-        let list = EventBuilder::new(Kind::Custom(10317), "").sign_with_keys(&user).unwrap();
-        let comment = EventBuilder::new(Kind::Custom(1111), "nice list")
-            .tag(Tag::parse(["A", &format!("10317:{}:", user.public_key().to_hex())]).unwrap())
-            .sign_with_keys(&Keys::generate())
-            .unwrap();
-        assert_eq!(ingest.submit(&peer(), comment.clone()).await, Ingested::Rejected);
-        assert_eq!(ingest.submit(&peer(), list.clone()).await, Ingested::Stored);
-        ingest.on_stored(&list).await;
-        assert_eq!(refetch.try_recv().unwrap(), (peer(), vec![comment.id]));
-        assert_eq!(ingest.submit(&peer(), comment).await, Ingested::Stored, "the fetched copy is evaluated");
+        let mut s =
+            setup(MemoryLimits { hot_ttl: std::time::Duration::ZERO, ..MemoryLimits::default() }).await;
+        let (list, comment) = list_and_comment();
+        assert_eq!(s.ingest.submit(&peer(), comment.clone()).await, Ingested::Rejected);
+        assert_eq!(s.ingest.submit(&peer(), list.clone()).await, Ingested::Stored);
+        s.ingest.on_stored(&list).await;
+        assert_eq!(s.refetch.try_recv().unwrap(), (peer(), vec![comment.id]));
+        assert_eq!(
+            s.ingest.submit(&peer(), comment).await,
+            Ingested::Stored,
+            "the fetched copy is evaluated"
+        );
     }
 
     #[tokio::test]
     async fn negentropy_counts_stored_held_and_remembered_events_as_present() {
-        let dir = tempfile::tempdir().unwrap();
-        let grasp = grasp(dir.path()).await;
-        let metrics = SyncMetrics::register(grasp.metrics().registry());
-        let (tx, _refetch) = mpsc::unbounded_channel();
-        let ingest = SyncIngest::new(
-            grasp.relay().clone(),
-            grasp.hosting().clone(),
-            MemoryLimits::default(),
-            metrics,
-            tx,
+        let s = setup(MemoryLimits::default()).await;
+        let (list, comment) = list_and_comment();
+        s.ingest.submit(&peer(), list.clone()).await;
+        let (_, refused) = list_and_comment();
+        assert_eq!(s.ingest.submit(&peer(), refused.clone()).await, Ingested::Rejected);
+        let owner = Keys::generate();
+        let npub = nostr::nips::nip19::ToBech32::to_bech32(&owner.public_key()).unwrap();
+        let announcement = EventBuilder::new(Kind::Custom(30617), "")
+            .tags([
+                Tag::identifier("r"),
+                Tag::parse(["clone", &format!("http://127.0.0.1:7000/{npub}/r.git")]).unwrap(),
+                Tag::parse(["relays", "ws://127.0.0.1:7000"]).unwrap(),
+            ])
+            .sign_with_keys(&owner)
+            .unwrap();
+        assert_eq!(s.ingest.submit(&peer(), announcement.clone()).await, Ingested::Held);
+        let all = Filter::new().kinds([Kind::Custom(1111), Kind::Custom(10317), Kind::Custom(30617)]);
+        let ids: Vec<EventId> = s.ingest.items(&all).await.into_iter().map(|(id, _)| id).collect();
+        assert!(
+            ids.contains(&list.id) && ids.contains(&refused.id) && ids.contains(&announcement.id),
+            "{ids:?}"
         );
-        let stored = EventBuilder::new(Kind::Custom(10317), "").sign_with_keys(&Keys::generate()).unwrap();
-        ingest.submit(&peer(), stored.clone()).await;
-        let refused =
-            EventBuilder::new(Kind::Custom(1), "unrelated").sign_with_keys(&Keys::generate()).unwrap();
-        assert_eq!(ingest.submit(&peer(), refused.clone()).await, Ingested::Rejected);
-        let all = Filter::new().kinds([Kind::Custom(1), Kind::Custom(10317)]);
-        let ids: Vec<EventId> = ingest.items(&all).await.into_iter().map(|(id, _)| id).collect();
-        assert!(ids.contains(&stored.id) && ids.contains(&refused.id), "{ids:?}");
-        assert!(ingest.items(&Filter::new().kind(Kind::Custom(7))).await.is_empty());
+        assert!(!ids.contains(&comment.id));
+        assert!(s.ingest.items(&Filter::new().kind(Kind::Custom(7))).await.is_empty());
     }
 }

@@ -108,48 +108,10 @@ pub fn on_closed(message: &str) -> ClosedAction {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
-
-    use futures::future::BoxFuture;
-    use nostr::{EventId, Kind, Timestamp};
+    use nostr::Kind;
 
     use super::*;
-    use crate::sync::remote::Signal;
-
-    #[derive(Default)]
-    struct Recorder {
-        calls: Mutex<Vec<String>>,
-    }
-
-    impl Remote for Recorder {
-        fn connect(&self) -> BoxFuture<'_, Result<(), RemoteError>> {
-            Box::pin(async { Ok(()) })
-        }
-        fn disconnect(&self) -> BoxFuture<'_, ()> {
-            Box::pin(async {})
-        }
-        fn reconcile(
-            &self,
-            _: Filter,
-            _: Vec<(EventId, Timestamp)>,
-        ) -> BoxFuture<'_, Result<usize, RemoteError>> {
-            Box::pin(async { Ok(0) })
-        }
-        fn fetch(&self, _: Filter) -> BoxFuture<'_, Result<Vec<(EventId, Timestamp)>, RemoteError>> {
-            Box::pin(async { Ok(Vec::new()) })
-        }
-        fn subscribe(&self, id: String, filters: Vec<Filter>) -> BoxFuture<'_, Result<(), RemoteError>> {
-            self.calls.lock().unwrap().push(format!("REQ {id} {}", filters.len()));
-            Box::pin(async { Ok(()) })
-        }
-        fn unsubscribe(&self, id: String) -> BoxFuture<'_, ()> {
-            self.calls.lock().unwrap().push(format!("CLOSE {id}"));
-            Box::pin(async {})
-        }
-        fn next_signal(&self) -> BoxFuture<'_, Signal> {
-            Box::pin(futures::future::pending())
-        }
-    }
+    use crate::sync::mock::MockRemote;
 
     fn group(kinds: &[u16]) -> Vec<Filter> {
         kinds.iter().map(|k| Filter::new().kind(Kind::Custom(*k)).limit(0)).collect()
@@ -157,7 +119,7 @@ mod tests {
 
     #[tokio::test]
     async fn only_changed_subscriptions_are_sent_again() {
-        let remote = Recorder::default();
+        let remote = MockRemote::new(Vec::new());
         let mut live = LiveSubscriptions::default();
         live.apply(&remote, &[group(&[1]), group(&[2, 3])]).await.unwrap();
         live.apply(&remote, &[group(&[1]), group(&[2, 3, 4]), group(&[5])]).await.unwrap();
@@ -166,15 +128,15 @@ mod tests {
         live.close_all(&remote).await;
         assert!(live.is_empty());
         assert_eq!(
-            *remote.calls.lock().unwrap(),
+            remote.calls(),
             [
-                "REQ grasp-sync-0 1",
-                "REQ grasp-sync-1 2",
-                "REQ grasp-sync-1 3",
-                "REQ grasp-sync-2 1",
-                "CLOSE grasp-sync-2",
-                "CLOSE grasp-sync-1",
-                "CLOSE grasp-sync-0"
+                "subscribe grasp-sync-0 1",
+                "subscribe grasp-sync-1 2",
+                "subscribe grasp-sync-1 3",
+                "subscribe grasp-sync-2 1",
+                "unsubscribe grasp-sync-2",
+                "unsubscribe grasp-sync-1",
+                "unsubscribe grasp-sync-0"
             ]
         );
     }

@@ -7,6 +7,8 @@
 
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
+use crate::metrics::register_collector as register;
+
 /// The sync metrics of one server. Cheap to clone.
 #[derive(Clone)]
 pub struct SyncMetrics {
@@ -58,12 +60,6 @@ impl std::fmt::Debug for SyncMetrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("SyncMetrics")
     }
-}
-
-fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
-    // A second registration on one registry (tests) keeps counting into the first.
-    let _ = registry.register(Box::new(c.clone()));
-    c
 }
 
 impl SyncMetrics {

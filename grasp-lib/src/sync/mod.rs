@@ -25,6 +25,8 @@ pub mod historic;
 pub mod ingest;
 pub mod live;
 pub mod metrics;
+#[cfg(test)]
+mod mock;
 pub mod peer;
 pub mod peers;
 pub mod rejected;

@@ -304,81 +304,20 @@ impl<R: Remote> PeerSession<R> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::VecDeque;
-    use std::sync::Mutex;
     use std::time::Duration;
-
-    use futures::future::BoxFuture;
 
     use super::*;
     use crate::sync::filters::SyncScope;
-    use crate::sync::historic::tests::NoItems;
+    use crate::sync::mock::{MockRemote, NoItems};
 
     fn plan(scope: SyncScope) -> Arc<FilterPlan> {
         Arc::new(FilterPlan::new(scope, &FilterLimits::default()))
     }
 
-    /// A scripted peer: connection results in order, then signals in order.
-    #[derive(Default)]
-    struct Script {
-        connects: Mutex<VecDeque<Result<(), RemoteError>>>,
-        signals: Mutex<VecDeque<Signal>>,
-        log: Mutex<Vec<String>>,
-        signal_ready: tokio::sync::Notify,
-    }
-
-    impl Script {
-        fn log(&self, entry: impl Into<String>) {
-            self.log.lock().unwrap().push(entry.into());
-        }
-    }
-
-    impl Remote for Arc<Script> {
-        fn connect(&self) -> BoxFuture<'_, Result<(), RemoteError>> {
-            let result = self.connects.lock().unwrap().pop_front().unwrap_or(Err(RemoteError::Timeout));
-            self.log(if result.is_ok() { "connect ok" } else { "connect failed" });
-            Box::pin(async move { result })
-        }
-        fn disconnect(&self) -> BoxFuture<'_, ()> {
-            self.log("disconnect");
-            Box::pin(async {})
-        }
-        fn reconcile(
-            &self,
-            f: Filter,
-            _: Vec<(EventId, Timestamp)>,
-        ) -> BoxFuture<'_, Result<usize, RemoteError>> {
-            self.log(format!("reconcile since={:?}", f.since.map(|s| s.as_secs())));
-            Box::pin(async { Ok(0) })
-        }
-        fn fetch(&self, f: Filter) -> BoxFuture<'_, Result<Vec<(EventId, Timestamp)>, RemoteError>> {
-            self.log(format!("fetch {}", f.ids.map_or(0, |i| i.len())));
-            Box::pin(async { Ok(Vec::new()) })
-        }
-        fn subscribe(&self, id: String, _: Vec<Filter>) -> BoxFuture<'_, Result<(), RemoteError>> {
-            self.log(format!("subscribe {id}"));
-            Box::pin(async { Ok(()) })
-        }
-        fn unsubscribe(&self, id: String) -> BoxFuture<'_, ()> {
-            self.log(format!("unsubscribe {id}"));
-            Box::pin(async {})
-        }
-        fn next_signal(&self) -> BoxFuture<'_, Signal> {
-            Box::pin(async move {
-                loop {
-                    if let Some(signal) = self.signals.lock().unwrap().pop_front() {
-                        return signal;
-                    }
-                    self.signal_ready.notified().await;
-                }
-            })
-        }
-    }
-
     fn session(
-        script: Arc<Script>,
+        script: Arc<MockRemote>,
         plans: watch::Receiver<Arc<FilterPlan>>,
-    ) -> (PeerSession<Arc<Script>>, mpsc::UnboundedSender<PeerCommand>, SyncMetrics) {
+    ) -> (PeerSession<Arc<MockRemote>>, mpsc::UnboundedSender<PeerCommand>, SyncMetrics) {
         let (tx, rx) = mpsc::unbounded_channel();
         let metrics = SyncMetrics::register(&prometheus::Registry::new());
         let url = PeerUrl::parse("ws://127.0.0.1:7001").unwrap();
@@ -394,18 +333,18 @@ mod tests {
         (session, tx, metrics)
     }
 
-    async fn wait_count(script: &Script, entry: &str, n: usize) {
+    async fn wait_count(script: &MockRemote, entry: &str, n: usize) {
         // Virtual time (paused clock): 200 000 × 10 ms covers the longest cool-down.
         for _ in 0..200_000 {
-            if script.log.lock().unwrap().iter().filter(|e| e.starts_with(entry)).count() >= n {
+            if script.calls().iter().filter(|e| e.starts_with(entry)).count() >= n {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        panic!("never logged {entry} {n} times: {:?}", script.log.lock().unwrap());
+        panic!("never logged {entry} {n} times: {:?}", script.calls());
     }
 
-    async fn wait_for(script: &Script, entry: &str) {
+    async fn wait_for(script: &MockRemote, entry: &str) {
         wait_count(script, entry, 1).await;
     }
 
@@ -415,7 +354,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn unreachable_peers_are_retried_with_growing_waits() {
-        let script = Arc::new(Script::default());
+        let script = Arc::new(MockRemote::new(Vec::new()));
         script.connects.lock().unwrap().extend([
             Err(RemoteError::Timeout),
             Err(RemoteError::Timeout),
@@ -440,7 +379,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn live_first_then_history_then_scope_changes() {
-        let script = Arc::new(Script::default());
+        let script = Arc::new(MockRemote::new(Vec::new()));
         script.connects.lock().unwrap().push_back(Ok(()));
         let (scope_tx, scope) = watch::channel(plan(SyncScope::default()));
         let (session, commands, _metrics) = session(script.clone(), scope);
@@ -452,11 +391,11 @@ mod tests {
         scope_tx.send(plan(bigger)).unwrap();
         wait_count(&script, "reconcile", 2).await;
         commands.send(PeerCommand::Refetch(vec![EventId::all_zeros()])).unwrap();
-        wait_for(&script, "fetch 1").await;
+        wait_for(&script, "fetch ids=1").await;
         stop.cancel();
         task.await.unwrap();
-        let log = script.log.lock().unwrap().clone();
-        assert_eq!(&log[..3], ["connect ok", "subscribe grasp-sync-0", "reconcile since=None"], "{log:?}");
+        let log = script.calls();
+        assert_eq!(&log[..3], ["connect ok", "subscribe grasp-sync-0 1", "reconcile since=None"], "{log:?}");
         // the new state filter: resubscribed, then only the new values caught up
         assert_eq!(log.iter().filter(|l| l.starts_with("reconcile")).count(), 2, "{log:?}");
         assert!(log.ends_with(&["unsubscribe grasp-sync-0".to_owned(), "disconnect".to_owned()]), "{log:?}");
@@ -464,27 +403,26 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_short_disconnect_catches_up_with_since() {
-        let script = Arc::new(Script::default());
+        let script = Arc::new(MockRemote::new(Vec::new()));
         script.connects.lock().unwrap().extend([Ok(()), Ok(())]);
         let (_scope_tx, scope) = watch::channel(plan(SyncScope::default()));
         let (session, _commands, _metrics) = session(script.clone(), scope);
         let stop = CancellationToken::new();
         let task = tokio::spawn(session.run(stop.clone()));
         wait_for(&script, "reconcile since=None").await;
-        script.signals.lock().unwrap().push_back(Signal::Disconnected);
-        script.signal_ready.notify_one();
+        script.signal(Signal::Disconnected);
         wait_for(&script, "reconcile since=Some").await;
         stop.cancel();
         task.await.unwrap();
-        let log = script.log.lock().unwrap().clone();
+        let log = script.calls();
         assert!(log.iter().any(|l| l.starts_with("reconcile since=Some")), "{log:?}");
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_peer_that_rate_limits_us_is_left_alone_for_the_cool_down() {
-        let script = Arc::new(Script::default());
+        let script = Arc::new(MockRemote::new(Vec::new()));
         script.connects.lock().unwrap().extend([Ok(()), Ok(())]);
-        script.signals.lock().unwrap().push_back(Signal::Closed {
+        script.signal(Signal::Closed {
             subscription: "grasp-sync-0".into(),
             message: "rate-limited: slow down".into(),
         });

@@ -102,6 +102,35 @@ pub trait Remote: Send + Sync {
     fn next_signal(&self) -> BoxFuture<'_, Signal>;
 }
 
+/// A shared peer is a peer (tests keep a handle on what the session drives).
+impl<T: Remote + ?Sized> Remote for std::sync::Arc<T> {
+    fn connect(&self) -> BoxFuture<'_, Result<(), RemoteError>> {
+        (**self).connect()
+    }
+    fn disconnect(&self) -> BoxFuture<'_, ()> {
+        (**self).disconnect()
+    }
+    fn reconcile(
+        &self,
+        filter: Filter,
+        items: Vec<(EventId, Timestamp)>,
+    ) -> BoxFuture<'_, Result<usize, RemoteError>> {
+        (**self).reconcile(filter, items)
+    }
+    fn fetch(&self, filter: Filter) -> BoxFuture<'_, Result<Vec<(EventId, Timestamp)>, RemoteError>> {
+        (**self).fetch(filter)
+    }
+    fn subscribe(&self, id: String, filters: Vec<Filter>) -> BoxFuture<'_, Result<(), RemoteError>> {
+        (**self).subscribe(id, filters)
+    }
+    fn unsubscribe(&self, id: String) -> BoxFuture<'_, ()> {
+        (**self).unsubscribe(id)
+    }
+    fn next_signal(&self) -> BoxFuture<'_, Signal> {
+        (**self).next_signal()
+    }
+}
+
 /// Timeouts of a [`SdkRemote`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RemoteTimeouts {
