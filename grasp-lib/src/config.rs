@@ -848,6 +848,7 @@ pub fn annotate_help(cmd: Command) -> Command {
         }
         let mut text = match defaults.get(&id) {
             Some(toml::Value::String(s)) => format!("{help} [default: {s}]"),
+            Some(toml::Value::Array(list)) if list.is_empty() => format!("{help} [default: none]"),
             Some(v) => format!("{help} [default: {v}]"),
             None => help,
         };
@@ -943,6 +944,7 @@ mod tests {
         assert!(help.contains("[default: 127.0.0.1:7334]"));
         assert!(help.contains("NGIT_BIND_ADDRESS"));
         assert!(help.contains("[default: lmdb]"));
+        assert!(!help.contains("[default: []]"), "an empty list reads 'none'");
     }
 
     #[test]
