@@ -11,6 +11,7 @@ use serde_json::json;
 
 use crate::events;
 use crate::git::Workdir;
+use crate::metrics::Exposition;
 use crate::{wait_until, RawClient, TestServer, TestServerBuilder};
 
 /// How long sync tests wait for something that should happen (machines are loaded).
@@ -117,24 +118,43 @@ pub async fn wait_for_event(server: &TestServer, event: &Event, what: &str) {
     wait_until(what, PATIENCE, || async { serves(server, event).await.then_some(()) }).await;
 }
 
-/// The value of one series in Prometheus text, e.g.
-/// `ngit_sync_relay_connected{relay="ws://127.0.0.1:7000"}`; label order as rendered.
-pub fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+/// `k="v"` label matchers as (name, value) pairs.
+fn label_pairs<'a>(labels: &[&'a str]) -> Vec<(&'a str, &'a str)> {
+    labels
+        .iter()
+        .map(|l| {
+            let (k, v) = l.split_once("=\"").unwrap_or_else(|| panic!("label matcher {l} is not k=\"v\""));
+            (k, v.strip_suffix('"').unwrap_or(v))
+        })
+        .collect()
 }
 
-/// The sum of every series of `name` whose labels contain all of `labels` (`k="v"` each).
-pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let rest = series.strip_prefix(name)?;
-            if !(rest.is_empty() || rest.starts_with('{')) {
-                return None;
-            }
-            labels.iter().all(|l| rest.contains(l)).then(|| value.parse::<f64>().ok())?
+/// The value of one series in Prometheus text, written as rendered, e.g.
+/// `ngit_sync_relay_connected{relay="ws://127.0.0.1:7000"}`; `None` when absent.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    let (name, labels) = match series.split_once('{') {
+        Some((name, rest)) => {
+            (name, rest.trim_end_matches('}').split(',').filter(|l| !l.is_empty()).collect())
+        }
+        None => (series, Vec::new()),
+    };
+    let wanted = label_pairs(&labels);
+    Exposition::parse(text)
+        .samples_of(name)
+        .find(|s| {
+            s.labels.len() == wanted.len()
+                && wanted.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
         })
+        .map(|s| s.value)
+}
+
+/// The sum of every series of `name` whose labels include all of `labels` (`k="v"` each).
+pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
+    let wanted = label_pairs(labels);
+    Exposition::parse(text)
+        .samples_of(name)
+        .filter(|s| wanted.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v)))
+        .map(|s| s.value)
         .sum()
 }
 

@@ -265,8 +265,12 @@ async fn the_grafana_dashboard_queries_only_exported_metrics() {
         }
     }
 
-    // A server that served a clone, an accepted and a rejected push, and events.
-    let server = TestServer::start();
+    // A server that served a clone, an accepted and a rejected push, and events, and that
+    // syncs with a peer it cannot reach.
+    let server = TestServer::builder()
+        .arg("--sync=true")
+        .arg(format!("--sync-bootstrap-relays=ws://127.0.0.1:{}", grasp_tests::sync::free_port()))
+        .start();
     let client = server.client().await;
     let owner = Keys::generate();
     host_repository(&server, &client, &owner, "dash", &[]).await;
@@ -287,7 +291,8 @@ async fn the_grafana_dashboard_queries_only_exported_metrics() {
     let m = wait_until("the hunter tried the other clone URL", Duration::from_secs(30), || async {
         let m = Exposition::parse(&server.metrics().await);
         let tried = m.samples_of("grasp_hunt_domain_requests_total").next().is_some();
-        tried.then_some(m)
+        let synced = m.samples_of("ngit_sync_connection_attempts_total").next().is_some();
+        (tried && synced).then_some(m)
     })
     .await;
 
@@ -304,9 +309,7 @@ async fn the_grafana_dashboard_queries_only_exported_metrics() {
             checked.insert(family.to_owned());
         }
     }
-    // The sync row gets queries when relay sync is part of the server; until then it holds
-    // a note (docs/reference/metrics.md, "Not produced yet").
-    for row in ["Relay", "Git", "Purgatory", "Hunting"] {
+    for row in ["Relay", "Git", "Purgatory", "Hunting", "Sync"] {
         assert!(queries.iter().any(|(r, _)| r == row), "the {row} row has queries");
     }
     assert!(checked.len() >= 30, "the dashboard covers the metrics ({} checked)", checked.len());

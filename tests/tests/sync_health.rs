@@ -177,5 +177,5 @@ async fn with_sync_off_no_peer_is_contacted() {
         "no GRASP-02 without sync"
     );
     let a_metrics = a.metrics().await;
-    assert_eq!(metric_sum(&a_metrics, "grasp_websocket_connections_total", &[]), 0.0, "{a_metrics}");
+    assert_eq!(metric_sum(&a_metrics, "ngit_websocket_connections_total", &[]), 0.0, "{a_metrics}");
 }

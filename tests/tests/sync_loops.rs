@@ -18,7 +18,7 @@ fn activity(metrics: &str) -> [f64; 4] {
         metric_sum(metrics, "ngit_sync_events_total", &[]),
         metric_sum(metrics, "grasp_sync_peer_events_total", &[]),
         metric_sum(metrics, "ngit_sync_connection_attempts_total", &[]),
-        metric_sum(metrics, "grasp_events_stored_total", &[]),
+        metric_sum(metrics, "ngit_events_stored_total", &[]),
     ]
 }
 
@@ -76,12 +76,12 @@ async fn two_servers_hosting_the_same_repository_settle() {
             "{m}"
         );
         assert_eq!(
-            metric_sum(&m, "grasp_events_stored_total", &["kind=\"1621\""]),
+            metric_sum(&m, "ngit_events_stored_total", &["kind=\"1621\""]),
             1.0,
             "the issue stored once: {m}"
         );
         assert_eq!(
-            metric_sum(&m, "grasp_events_stored_total", &["kind=\"1111\""]),
+            metric_sum(&m, "ngit_events_stored_total", &["kind=\"1111\""]),
             1.0,
             "the comment stored once: {m}"
         );
