@@ -217,7 +217,13 @@ impl PeerHealth {
         self.last_full_sync.is_none_or(|at| now.duration_since(at) >= self.timers.full_interval)
     }
 
-    /// When the next full reconciliation is due while connected.
+    /// How often a full reconciliation runs.
+    pub fn full_interval(&self) -> Duration {
+        self.timers.full_interval
+    }
+
+    /// When the next full reconciliation is due while connected (`None` before the first
+    /// complete one).
     pub fn next_full_sync(&self) -> Option<Instant> {
         self.last_full_sync.map(|at| at + self.timers.full_interval)
     }

@@ -223,11 +223,11 @@ impl<R: Remote> PeerSession<R> {
         }
         self.health.historic_done(Instant::now(), since.is_none(), !ok);
         self.report();
+        let next_full = |health: &PeerHealth| {
+            health.next_full_sync().unwrap_or_else(|| Instant::now() + health.full_interval())
+        };
+        let mut full_at = next_full(&self.health);
         loop {
-            let full_at = self
-                .health
-                .next_full_sync()
-                .unwrap_or_else(|| Instant::now() + self.settings.timers.full_interval);
             tokio::select! {
                 changed = self.plans.changed() => {
                     if changed.is_err() {
@@ -256,13 +256,14 @@ impl<R: Remote> PeerSession<R> {
                     }
                 },
                 _ = tokio::time::sleep_until(full_at) => {
-                    tracing::info!(url = %self.url, "daily full reconciliation");
+                    tracing::info!(url = %self.url, "full reconciliation");
                     let ok = match self.historic(&plan.filters, None).await {
                         Ok(ok) => ok,
                         Err(end) => return end,
                     };
                     self.health.historic_done(Instant::now(), true, !ok);
                     self.report();
+                    full_at = next_full(&self.health);
                 }
                 signal = self.remote.next_signal() => match signal {
                     Signal::Disconnected => return End::Disconnected,
