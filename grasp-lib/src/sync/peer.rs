@@ -439,4 +439,50 @@ mod tests {
         stop.cancel();
         task.await.unwrap();
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connected_peer_is_reconciled_fully_once_a_day() {
+        let script = Arc::new(MockRemote::new(Vec::new()));
+        script.connects.lock().unwrap().push_back(Ok(()));
+        let (_plans, plans) = watch::channel(plan(SyncScope::default()));
+        let (session, _commands, _metrics) = session(script.clone(), plans);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(session.run(stop.clone()));
+        wait_for(&script, "reconcile since=None").await;
+        let day = HealthTimers::default().full_interval;
+        tokio::time::advance(day - Duration::from_secs(60)).await;
+        tokio::task::yield_now().await;
+        assert_eq!(script.calls().iter().filter(|c| c.starts_with("reconcile")).count(), 1, "not yet");
+        tokio::time::advance(Duration::from_secs(60)).await;
+        wait_count(&script, "reconcile since=None", 2).await;
+        stop.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_refusing_many_filters_per_req_gets_fewer() {
+        let script = Arc::new(MockRemote::new(Vec::new()));
+        script.connects.lock().unwrap().push_back(Ok(()));
+        let mut scope = SyncScope::default();
+        for n in 0..4 {
+            scope.served_coordinates.insert(format!("30617:{:064x}:r{n}", n));
+            scope.roots.insert(EventId::from_byte_array([n as u8; 32]));
+        }
+        // Announcements, then 3 tag letters for the coordinates and 3 for the roots: one REQ
+        // of 7 filters.
+        let (_plans, plans) = watch::channel(plan(scope));
+        let (session, _commands, _metrics) = session(script.clone(), plans);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(session.run(stop.clone()));
+        wait_for(&script, "reconcile").await;
+        assert!(script.calls().contains(&"subscribe grasp-sync-0 7".to_owned()), "{:?}", script.calls());
+        script.signal(Signal::Closed {
+            subscription: "grasp-sync-0".into(),
+            message: "invalid: too many filters (7, at most 5)".into(),
+        });
+        wait_for(&script, "subscribe grasp-sync-1 2").await;
+        assert!(script.calls().contains(&"subscribe grasp-sync-0 5".to_owned()), "{:?}", script.calls());
+        stop.cancel();
+        task.await.unwrap();
+    }
 }
