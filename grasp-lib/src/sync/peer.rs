@@ -311,91 +311,101 @@ mod tests {
     use crate::sync::filters::SyncScope;
     use crate::sync::mock::{MockRemote, NoItems};
 
+    const URL: &str = "ws://127.0.0.1:7001";
+
     fn plan(scope: SyncScope) -> Arc<FilterPlan> {
         Arc::new(FilterPlan::new(scope, &FilterLimits::default()))
     }
 
-    fn session(
-        script: Arc<MockRemote>,
-        plans: watch::Receiver<Arc<FilterPlan>>,
-    ) -> (PeerSession<Arc<MockRemote>>, mpsc::UnboundedSender<PeerCommand>, SyncMetrics) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let metrics = SyncMetrics::register(&prometheus::Registry::new());
-        let url = PeerUrl::parse("ws://127.0.0.1:7001").unwrap();
-        let session = PeerSession::new(
-            url,
-            script,
-            Arc::new(NoItems),
-            PeerSettings::default(),
-            plans,
-            rx,
-            metrics.clone(),
-        );
-        (session, tx, metrics)
+    /// A session running against a scripted peer whose connection attempts end as
+    /// `connects` says.
+    struct Running {
+        peer: Arc<MockRemote>,
+        plans: watch::Sender<Arc<FilterPlan>>,
+        commands: mpsc::UnboundedSender<PeerCommand>,
+        metrics: SyncMetrics,
+        stop: CancellationToken,
+        task: tokio::task::JoinHandle<()>,
     }
 
-    async fn wait_count(script: &MockRemote, entry: &str, n: usize) {
-        // Virtual time (paused clock): 200 000 × 10 ms covers the longest cool-down.
-        for _ in 0..200_000 {
-            if script.calls().iter().filter(|e| e.starts_with(entry)).count() >= n {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+    impl Running {
+        fn start(connects: Vec<Result<(), RemoteError>>, scope: SyncScope) -> Self {
+            let peer = Arc::new(MockRemote::new(Vec::new()));
+            peer.connects.lock().unwrap().extend(connects);
+            let (plans, plans_rx) = watch::channel(plan(scope));
+            let (commands, commands_rx) = mpsc::unbounded_channel();
+            let metrics = SyncMetrics::register(&prometheus::Registry::new());
+            let session = PeerSession::new(
+                PeerUrl::parse(URL).unwrap(),
+                peer.clone(),
+                Arc::new(NoItems),
+                PeerSettings::default(),
+                plans_rx,
+                commands_rx,
+                metrics.clone(),
+            );
+            let stop = CancellationToken::new();
+            let task = tokio::spawn(session.run(stop.clone()));
+            Self { peer, plans, commands, metrics, stop, task }
         }
-        panic!("never logged {entry} {n} times: {:?}", script.calls());
-    }
 
-    async fn wait_for(script: &MockRemote, entry: &str) {
-        wait_count(script, entry, 1).await;
-    }
+        /// Waits (in virtual time) until the peer logged `n` calls starting with `entry`.
+        async fn wait_count(&self, entry: &str, n: usize) {
+            // 200 000 × 10 ms covers the longest cool-down.
+            for _ in 0..200_000 {
+                if self.peer.calls().iter().filter(|e| e.starts_with(entry)).count() >= n {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!("never logged {entry} {n} times: {:?}", self.peer.calls());
+        }
 
-    fn attempts(metrics: &SyncMetrics, result: &str) -> u64 {
-        metrics.connection_attempts.with_label_values(&["ws://127.0.0.1:7001", result]).get()
+        async fn wait_for(&self, entry: &str) {
+            self.wait_count(entry, 1).await;
+        }
+
+        fn attempts(&self, result: &str) -> u64 {
+            self.metrics.connection_attempts.with_label_values(&[URL, result]).get()
+        }
+
+        /// Stops the session; returns the peer's log.
+        async fn finish(self) -> Vec<String> {
+            self.stop.cancel();
+            self.task.await.unwrap();
+            self.peer.calls()
+        }
     }
 
     #[tokio::test(start_paused = true)]
     async fn unreachable_peers_are_retried_with_growing_waits() {
-        let script = Arc::new(MockRemote::new(Vec::new()));
-        script.connects.lock().unwrap().extend([
-            Err(RemoteError::Timeout),
-            Err(RemoteError::Timeout),
-            Ok(()),
-        ]);
-        let (_scope_tx, scope) = watch::channel(plan(SyncScope::default()));
-        let (session, _commands, metrics) = session(script.clone(), scope);
-        let stop = CancellationToken::new();
         let started = Instant::now();
-        let task = tokio::spawn(session.run(stop.clone()));
-        wait_for(&script, "subscribe grasp-sync-0").await;
+        let run = Running::start(
+            vec![Err(RemoteError::Timeout), Err(RemoteError::Timeout), Ok(())],
+            SyncScope::default(),
+        );
+        run.wait_for("subscribe grasp-sync-0").await;
         let waited = started.elapsed();
         // 5 s then 10 s (±10 %).
         assert!(
             waited >= Duration::from_millis(13_500) && waited <= Duration::from_millis(16_500),
             "{waited:?}"
         );
-        assert_eq!((attempts(&metrics, "failure"), attempts(&metrics, "success")), (2, 1));
-        stop.cancel();
-        task.await.unwrap();
+        assert_eq!((run.attempts("failure"), run.attempts("success")), (2, 1));
+        run.finish().await;
     }
 
     #[tokio::test(start_paused = true)]
     async fn live_first_then_history_then_scope_changes() {
-        let script = Arc::new(MockRemote::new(Vec::new()));
-        script.connects.lock().unwrap().push_back(Ok(()));
-        let (scope_tx, scope) = watch::channel(plan(SyncScope::default()));
-        let (session, commands, _metrics) = session(script.clone(), scope);
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(session.run(stop.clone()));
-        wait_for(&script, "reconcile since=None").await;
+        let run = Running::start(vec![Ok(())], SyncScope::default());
+        run.wait_for("reconcile since=None").await;
         let mut bigger = SyncScope::default();
         bigger.state_identifiers.insert("repo".into());
-        scope_tx.send(plan(bigger)).unwrap();
-        wait_count(&script, "reconcile", 2).await;
-        commands.send(PeerCommand::Refetch(vec![EventId::all_zeros()])).unwrap();
-        wait_for(&script, "fetch ids=1").await;
-        stop.cancel();
-        task.await.unwrap();
-        let log = script.calls();
+        run.plans.send(plan(bigger)).unwrap();
+        run.wait_count("reconcile", 2).await;
+        run.commands.send(PeerCommand::Refetch(vec![EventId::all_zeros()])).unwrap();
+        run.wait_for("fetch ids=1").await;
+        let log = run.finish().await;
         assert_eq!(&log[..3], ["connect ok", "subscribe grasp-sync-0 1", "reconcile since=None"], "{log:?}");
         // the new state filter: resubscribed, then only the new values caught up
         assert_eq!(log.iter().filter(|l| l.starts_with("reconcile")).count(), 2, "{log:?}");
@@ -404,85 +414,60 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_short_disconnect_catches_up_with_since() {
-        let script = Arc::new(MockRemote::new(Vec::new()));
-        script.connects.lock().unwrap().extend([Ok(()), Ok(())]);
-        let (_scope_tx, scope) = watch::channel(plan(SyncScope::default()));
-        let (session, _commands, _metrics) = session(script.clone(), scope);
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(session.run(stop.clone()));
-        wait_for(&script, "reconcile since=None").await;
-        script.signal(Signal::Disconnected);
-        wait_for(&script, "reconcile since=Some").await;
-        stop.cancel();
-        task.await.unwrap();
-        let log = script.calls();
-        assert!(log.iter().any(|l| l.starts_with("reconcile since=Some")), "{log:?}");
+        let run = Running::start(vec![Ok(()), Ok(())], SyncScope::default());
+        run.wait_for("reconcile since=None").await;
+        run.peer.signal(Signal::Disconnected);
+        run.wait_for("disconnect").await;
+        run.wait_for("reconcile since=Some").await;
+        run.finish().await;
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_peer_that_rate_limits_us_is_left_alone_for_the_cool_down() {
-        let script = Arc::new(MockRemote::new(Vec::new()));
-        script.connects.lock().unwrap().extend([Ok(()), Ok(())]);
-        script.signal(Signal::Closed {
+        let started = Instant::now();
+        let run = Running::start(vec![Ok(()), Ok(())], SyncScope::default());
+        run.peer.signal(Signal::Closed {
             subscription: "grasp-sync-0".into(),
             message: "rate-limited: slow down".into(),
         });
-        let (_scope_tx, scope) = watch::channel(plan(SyncScope::default()));
-        let (session, _commands, metrics) = session(script.clone(), scope);
-        let stop = CancellationToken::new();
-        let started = Instant::now();
-        let task = tokio::spawn(session.run(stop.clone()));
-        wait_for(&script, "disconnect").await;
-        assert_eq!(metrics.relay_status.with_label_values(&["ws://127.0.0.1:7001"]).get(), 5);
-        wait_count(&script, "connect ok", 2).await;
+        run.wait_for("disconnect").await;
+        assert_eq!(run.metrics.relay_status.with_label_values(&[URL]).get(), 5);
+        run.wait_count("connect ok", 2).await;
         assert!(started.elapsed() >= HealthTimers::default().rate_limit_cooldown);
-        stop.cancel();
-        task.await.unwrap();
+        run.finish().await;
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_connected_peer_is_reconciled_fully_once_a_day() {
-        let script = Arc::new(MockRemote::new(Vec::new()));
-        script.connects.lock().unwrap().push_back(Ok(()));
-        let (_plans, plans) = watch::channel(plan(SyncScope::default()));
-        let (session, _commands, _metrics) = session(script.clone(), plans);
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(session.run(stop.clone()));
-        wait_for(&script, "reconcile since=None").await;
+        let run = Running::start(vec![Ok(())], SyncScope::default());
+        run.wait_for("reconcile since=None").await;
         let day = HealthTimers::default().full_interval;
         tokio::time::advance(day - Duration::from_secs(60)).await;
         tokio::task::yield_now().await;
-        assert_eq!(script.calls().iter().filter(|c| c.starts_with("reconcile")).count(), 1, "not yet");
+        assert_eq!(run.peer.calls().iter().filter(|c| c.starts_with("reconcile")).count(), 1, "not yet");
         tokio::time::advance(Duration::from_secs(60)).await;
-        wait_count(&script, "reconcile since=None", 2).await;
-        stop.cancel();
-        task.await.unwrap();
+        run.wait_count("reconcile since=None", 2).await;
+        run.finish().await;
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_peer_refusing_many_filters_per_req_gets_fewer() {
-        let script = Arc::new(MockRemote::new(Vec::new()));
-        script.connects.lock().unwrap().push_back(Ok(()));
         let mut scope = SyncScope::default();
-        for n in 0..4 {
-            scope.served_coordinates.insert(format!("30617:{:064x}:r{n}", n));
-            scope.roots.insert(EventId::from_byte_array([n as u8; 32]));
+        for n in 0..4u8 {
+            scope.served_coordinates.insert(format!("30617:{n:064x}:r{n}"));
+            scope.roots.insert(EventId::from_byte_array([n; 32]));
         }
         // Announcements, then 3 tag letters for the coordinates and 3 for the roots: one REQ
         // of 7 filters.
-        let (_plans, plans) = watch::channel(plan(scope));
-        let (session, _commands, _metrics) = session(script.clone(), plans);
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(session.run(stop.clone()));
-        wait_for(&script, "reconcile").await;
-        assert!(script.calls().contains(&"subscribe grasp-sync-0 7".to_owned()), "{:?}", script.calls());
-        script.signal(Signal::Closed {
+        let run = Running::start(vec![Ok(())], scope);
+        run.wait_for("reconcile").await;
+        assert!(run.peer.calls().contains(&"subscribe grasp-sync-0 7".to_owned()), "{:?}", run.peer.calls());
+        run.peer.signal(Signal::Closed {
             subscription: "grasp-sync-0".into(),
             message: "invalid: too many filters (7, at most 5)".into(),
         });
-        wait_for(&script, "subscribe grasp-sync-1 2").await;
-        assert!(script.calls().contains(&"subscribe grasp-sync-0 5".to_owned()), "{:?}", script.calls());
-        stop.cancel();
-        task.await.unwrap();
+        run.wait_for("subscribe grasp-sync-1 2").await;
+        let log = run.finish().await;
+        assert!(log.contains(&"subscribe grasp-sync-0 5".to_owned()), "{log:?}");
     }
 }
