@@ -173,6 +173,22 @@ pub struct Config {
     /// Seconds a synced copy of an event that expired in purgatory here is refused
     /// (decision 10; default 86400).
     pub sync_expired_block_secs: Option<u64>,
+    /// Seconds a client may take to send the headers of a request; then the connection is
+    /// closed. Also bounds how long an idle keep-alive connection stays open.
+    pub header_read_timeout_secs: u64,
+    /// Seconds a request body (a push) or a response (a clone) may make no progress before
+    /// it is aborted and its git process ended.
+    pub body_idle_timeout_secs: u64,
+    /// Seconds between websocket pings (0: no pings).
+    pub websocket_ping_interval_secs: u64,
+    /// Ping intervals a websocket may stay silent (no pong, no message) or leave a write
+    /// unfinished before it is closed.
+    pub websocket_missed_pongs: u32,
+    /// Open connections in all (0: automatic, under the open-file limit; see
+    /// [`crate::limits::ServerLimits`]).
+    pub max_connections: usize,
+    /// Open connections per client IP (0: unlimited).
+    pub max_connections_per_ip: usize,
 }
 
 /// Which acceptance policy the relay runs.
@@ -250,6 +266,12 @@ impl Default for Config {
             sync_rejected_cold_secs: None,
             sync_rejected_cold_capacity: 100_000,
             sync_expired_block_secs: None,
+            header_read_timeout_secs: 10,
+            body_idle_timeout_secs: 60,
+            websocket_ping_interval_secs: 30,
+            websocket_missed_pongs: 2,
+            max_connections: 0,
+            max_connections_per_ip: 128,
         }
     }
 }
@@ -313,6 +335,15 @@ impl Config {
         }
         if self.max_push_size < 1024 {
             return invalid("max_push_size", "must be at least 1024 bytes".to_owned());
+        }
+        for (option, value) in [
+            ("header_read_timeout_secs", self.header_read_timeout_secs),
+            ("body_idle_timeout_secs", self.body_idle_timeout_secs),
+            ("websocket_missed_pongs", u64::from(self.websocket_missed_pongs)),
+        ] {
+            if value == 0 {
+                return invalid(option, "must be at least 1".to_owned());
+            }
         }
         for (option, value) in [
             ("purgatory_expiry_secs", self.purgatory_expiry_secs),
@@ -781,6 +812,30 @@ pub struct ConfigArgs {
     #[arg(long, env = "GRASP_SYNC_EXPIRED_BLOCK_SECS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sync_expired_block_secs: Option<u64>,
+    /// Seconds a client may take to send request headers (also the idle keep-alive time)
+    #[arg(long, env = "GRASP_HEADER_READ_TIMEOUT_SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub header_read_timeout_secs: Option<u64>,
+    /// Seconds a push body or a clone response may make no progress before it is aborted
+    #[arg(long, env = "GRASP_BODY_IDLE_TIMEOUT_SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body_idle_timeout_secs: Option<u64>,
+    /// Seconds between websocket pings (0: none)
+    #[arg(long, env = "GRASP_WEBSOCKET_PING_INTERVAL_SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub websocket_ping_interval_secs: Option<u64>,
+    /// Ping intervals a websocket may stay silent or blocked before it is closed
+    #[arg(long, env = "GRASP_WEBSOCKET_MISSED_PONGS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub websocket_missed_pongs: Option<u32>,
+    /// Open connections in all (0: automatic, under the open-file limit)
+    #[arg(long, env = "GRASP_MAX_CONNECTIONS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
+    /// Open connections per client IP (0: unlimited)
+    #[arg(long, env = "GRASP_MAX_CONNECTIONS_PER_IP")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections_per_ip: Option<usize>,
 }
 
 /// ngit-grasp environment names accepted as aliases: (option, alias).

@@ -30,6 +30,7 @@
 //! | [`nip11`] | the relay information document |
 //! | [`config`] | configuration from file, environment and CLI |
 //! | [`metrics`] | Prometheus metrics |
+//! | [`limits`] | timeouts, connection caps and the open-file limit every frontend applies |
 //!
 //! ```
 //! # tokio_test::block_on(async {
@@ -57,6 +58,7 @@ pub mod git;
 pub mod git_data;
 pub mod hosting;
 pub mod hunt;
+pub mod limits;
 #[cfg(unix)]
 pub mod local_api;
 pub mod logging;

@@ -94,6 +94,13 @@ pub struct Metrics {
     pub purgatory_placeholders_expired: IntCounter,
     /// Local API requests (git hooks), by result.
     pub local_api_requests: IntCounterVec,
+    /// Open client connections (HTTP and websocket) counted by the connection caps.
+    pub connections_open: IntGauge,
+    /// Connections refused by a cap, by cap (`total`, `per_ip`).
+    pub connections_refused: IntCounterVec,
+    /// Clients cut off for stalling, by what stalled (`header_read`, `body_idle`,
+    /// `response_idle`, `websocket_silent`, `websocket_write`).
+    pub timeouts: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -141,6 +148,10 @@ const GIT_BUCKETS: &[f64] =
 /// Seconds, for websocket connections from a probe to a client open all day.
 const CONNECTION_BUCKETS: &[f64] =
     &[0.1, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 4.0 * 3600.0, 24.0 * 3600.0];
+
+/// What a client cut off for stalling stalled on: the `stalled` label values.
+pub const STALLED: [&str; 5] =
+    ["header_read", "body_idle", "response_idle", "websocket_silent", "websocket_write"];
 
 impl Metrics {
     /// A fresh registry with every metric registered at zero.
@@ -310,6 +321,23 @@ impl Metrics {
                 "Local API requests (git hooks), by result",
                 &["result"],
             ),
+            connections_open: gauge(
+                &r,
+                "grasp_connections_open",
+                "Open client connections counted by the caps",
+            ),
+            connections_refused: counter_vec(
+                &r,
+                "grasp_connections_refused_total",
+                "Connections refused by a connection cap, by cap",
+                &["cap"],
+            ),
+            timeouts: counter_vec(
+                &r,
+                "grasp_client_timeouts_total",
+                "Clients cut off for stalling, by what stalled",
+                &["stalled"],
+            ),
             registry: r,
         };
         metrics.preset();
@@ -334,6 +362,12 @@ impl Metrics {
         for result in ["ok", "error"] {
             self.repacks.with_label_values(&[result]);
             self.req_duration.with_label_values(&[result]);
+        }
+        for cap in crate::limits::Refusal::LABELS {
+            self.connections_refused.with_label_values(&[cap]);
+        }
+        for stalled in STALLED {
+            self.timeouts.with_label_values(&[stalled]);
         }
     }
 

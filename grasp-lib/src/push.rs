@@ -2,16 +2,17 @@
 //! receive the pack (streamed, size-capped), then process the new git data.
 
 use std::process::Stdio;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::io::AsyncReadExt;
 
 use crate::authorization::{self, AuthorizationError, PushDecision};
 use crate::git::observe::GitOperation;
-use crate::git::pktline::{self, RefUpdate};
+use crate::git::pktline::{self, PktLineError, RefUpdate};
 use crate::git::smart_http::{self, Body, Piped, Service};
 use crate::git::{is_zero_oid, RepoRef};
 use crate::git_data::ProcessReport;
+use crate::limits::{is_idle_timeout, IdleTimeout};
 use crate::metrics::{Direction, OperationStatus};
 use crate::Grasp;
 
@@ -32,6 +33,10 @@ pub enum ReceivePackError {
     /// Something failed on our side (answer 500).
     #[error("{0}")]
     Internal(String),
+    /// The client stopped sending in the middle of its request for longer than
+    /// `body_idle_timeout_secs`; nothing of the push landed (answer 408, close).
+    #[error("{0}")]
+    ClientStalled(String),
 }
 
 impl From<AuthorizationError> for ReceivePackError {
@@ -161,7 +166,7 @@ impl Grasp {
                 answer.status
             }
             Err(ReceivePackError::BadRequest(_)) => OperationStatus::BadRequest,
-            Err(ReceivePackError::Internal(_)) => OperationStatus::Error,
+            Err(ReceivePackError::Internal(_) | ReceivePackError::ClientStalled(_)) => OperationStatus::Error,
         };
         metrics.record_git_operation(GitOperation::Push, status, started.elapsed());
         result.map(|answer| answer.body)
@@ -171,13 +176,20 @@ impl Grasp {
         &self,
         repo: &RepoRef,
         git_protocol: Option<&str>,
-        mut body: Body,
+        body: Body,
     ) -> Result<PushAnswer, ReceivePackError> {
         let limit = self.config().max_push_size;
         let drain_allowance = limit.max(MIN_DRAIN_BYTES);
-        let (commands, leftover) = pktline::read_push_commands(&mut body, MAX_COMMAND_BYTES)
-            .await
-            .map_err(|e| ReceivePackError::BadRequest(e.to_string()))?;
+        let idle = Duration::from_secs(self.config().body_idle_timeout_secs);
+        let mut body: Body = Box::pin(IdleTimeout::new(body, idle));
+        let (commands, leftover) = match pktline::read_push_commands(&mut body, MAX_COMMAND_BYTES).await {
+            Ok(read) => read,
+            Err(PktLineError::Stalled(reason)) => {
+                self.metrics().timeouts.with_label_values(&["body_idle"]).inc();
+                return Err(ReceivePackError::ClientStalled(reason));
+            }
+            Err(e) => return Err(ReceivePackError::BadRequest(e.to_string())),
+        };
         let command_bytes = (commands.raw.len() + leftover.len()) as u64;
         let decision = self.admit_push(repo, &commands.updates).await?;
         if let PushDecision::Rejected { reason } = &decision {
@@ -215,12 +227,29 @@ impl Grasp {
             let body = smart_http::rejection_response(&commands, &reason);
             return Ok(PushAnswer { body, status: OperationStatus::Rejected, request_bytes: limit });
         }
-        if let Err(e) = &piped {
-            // git stopped reading (it failed); let the client finish so it sees git's answer.
-            tracing::debug!(repo = %repo, error = %e, "writing the pack to git failed");
-            drain(&mut body, drain_allowance).await;
+        let mut stalled = None;
+        match &piped {
+            Err(e) if is_idle_timeout(e) => {
+                // The client stopped sending mid-pack: end git, whose half-received objects
+                // are quarantined and go with it.
+                tracing::info!(repo = %repo, error = %e, "push aborted: the client stalled");
+                self.metrics().timeouts.with_label_values(&["body_idle"]).inc();
+                smart_http::terminate(&mut child).await;
+                stalled = Some(e.to_string());
+            }
+            Err(e) => {
+                // git stopped reading (it failed); let the client finish so it sees git's answer.
+                tracing::debug!(repo = %repo, error = %e, "writing the pack to git failed");
+                drain(&mut body, drain_allowance).await;
+            }
+            Ok(_) => {}
         }
         let status = child.wait().await.map_err(|e| ReceivePackError::Internal(e.to_string()))?;
+        if let Some(reason) = stalled.filter(|_| !status.success()) {
+            // (Had git already received the whole pack and updated the refs, the push is
+            // processed below like any other.)
+            return Err(ReceivePackError::ClientStalled(reason));
+        }
         let (out, err) = output.await.map_err(|e| ReceivePackError::Internal(e.to_string()))?;
         let request_bytes = match piped {
             Ok(Piped::Complete(bytes)) => bytes,

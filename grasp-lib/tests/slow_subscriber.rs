@@ -7,19 +7,21 @@ use std::time::Duration;
 
 use futures::channel::mpsc;
 use futures::StreamExt;
+use grasp_lib::limits::KeepAlive;
 use grasp_lib::metrics::Metrics;
 use grasp_lib::policy::AcceptAll;
-use grasp_lib::relay::connection::{drive, Inbound};
+use grasp_lib::relay::connection::{drive, Inbound, Outbound};
 use grasp_lib::relay::{Relay, RelayLimits};
 use grasp_lib::store::EventStore;
 use nostr::{EventBuilder, Keys};
 use serde_json::Value;
 
-async fn next(rx: &mut mpsc::Receiver<String>) -> Value {
+async fn next(rx: &mut mpsc::Receiver<Outbound>) -> Value {
     let text = tokio::time::timeout(Duration::from_secs(10), rx.next())
         .await
         .expect("message in time")
         .expect("open");
+    let Outbound::Text(text) = text else { panic!("keep-alive is off, yet a ping came") };
     serde_json::from_str(&text).unwrap()
 }
 
@@ -29,11 +31,11 @@ async fn lagging_subscriber_gets_closed_with_a_reason() {
     let relay =
         Arc::new(Relay::with_store(EventStore::memory(), Arc::new(AcceptAll), limits, Metrics::new()));
     let (client_tx, client_rx) = mpsc::unbounded::<Inbound>();
-    let (server_tx, mut server_rx) = mpsc::channel::<String>(0);
+    let (server_tx, mut server_rx) = mpsc::channel::<Outbound>(0);
     let session = relay.session("127.0.0.1".parse().unwrap());
     let driver = {
         let relay = relay.clone();
-        tokio::spawn(async move { drive(session, &relay, client_rx, server_tx).await })
+        tokio::spawn(async move { drive(session, &relay, client_rx, server_tx, KeepAlive::OFF).await })
     };
 
     client_tx.unbounded_send(Inbound::Text(r#"["REQ","live",{"kinds":[1],"limit":0}]"#.into())).unwrap();
@@ -66,7 +68,7 @@ async fn lagging_subscriber_gets_closed_with_a_reason() {
     client_tx.unbounded_send(Inbound::Text(r#"["REQ","probe",{"kinds":[7]}]"#.into())).unwrap();
     drop(client_tx);
     let mut rest = Vec::new();
-    while let Some(text) =
+    while let Some(Outbound::Text(text)) =
         tokio::time::timeout(Duration::from_secs(10), server_rx.next()).await.expect("driver ends")
     {
         rest.push(serde_json::from_str::<Value>(&text).unwrap());

@@ -14,7 +14,8 @@ use std::net::SocketAddr;
 use anyhow::{bail, Context};
 use futures::{future, SinkExt, StreamExt};
 use grasp_lib::config::Config;
-use grasp_lib::relay::connection::{self, Inbound};
+use grasp_lib::limits::KeepAlive;
+use grasp_lib::relay::connection::{self, Inbound, Outbound};
 use grasp_lib::store::StoreBackend;
 use grasp_lib::Grasp;
 use nostr::nips::nip19::ToBech32;
@@ -35,10 +36,17 @@ async fn relay_connection(socket: WebSocket, peer: Option<SocketAddr>, grasp: Gr
             Err(_) => Inbound::Close,
         })
         .take_while(|frame| future::ready(!matches!(frame, Inbound::Close)));
-    let outgoing = sink.with(|text: String| future::ok::<_, warp::Error>(WsMessage::text(text)));
+    let outgoing = sink.with(|frame: Outbound| {
+        future::ok::<_, warp::Error>(match frame {
+            Outbound::Text(text) => WsMessage::text(text),
+            Outbound::Ping => WsMessage::ping(Vec::new()),
+        })
+    });
     let relay = grasp.relay().clone();
     let ip = peer.map(|p| p.ip()).unwrap_or([127, 0, 0, 1].into());
-    connection::drive(relay.session(ip), &relay, Box::pin(incoming), Box::pin(outgoing)).await;
+    // Pings every `websocket_ping_interval_secs`; a silent or stuck client is closed.
+    let keep_alive = KeepAlive::from_config(grasp.config());
+    connection::drive(relay.session(ip), &relay, Box::pin(incoming), Box::pin(outgoing), keep_alive).await;
 }
 
 /// The application: its own routes plus the relay.

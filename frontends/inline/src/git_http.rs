@@ -13,7 +13,7 @@ use grasp_lib::push::ReceivePackError;
 use grasp_lib::Grasp;
 use sync_wrapper::SyncStream;
 use tokio_util::io::StreamReader;
-use warp::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use warp::http::header::{CACHE_CONTROL, CONNECTION, CONTENT_TYPE};
 use warp::http::{Method, StatusCode};
 use warp::path::FullPath;
 use warp::reply::Response;
@@ -156,6 +156,11 @@ async fn rpc(
             Ok(bytes) => Response::new(bytes.into()),
             Err(ReceivePackError::BadRequest(msg)) => return Ok(text(StatusCode::BAD_REQUEST, msg)),
             Err(ReceivePackError::Internal(msg)) => return Err(warp::reject::custom(InternalError(msg))),
+            Err(ReceivePackError::ClientStalled(msg)) => {
+                let mut response = text(StatusCode::REQUEST_TIMEOUT, msg);
+                response.headers_mut().insert(CONNECTION, "close".parse().expect("static header"));
+                return Ok(response);
+            }
         },
         Service::UploadPack => match grasp.upload_pack(repo, protocol.as_deref(), body).await {
             Ok(stream) => warp::reply::stream(SyncStream::new(stream)).into_response(),

@@ -10,6 +10,7 @@ use warp::http::{Method, StatusCode};
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
+use crate::serve::Peer;
 use crate::{git_http, pages, websocket};
 
 /// Headers browsers need to use the relay and git from any origin.
@@ -50,7 +51,7 @@ pub fn routes(grasp: Grasp) -> impl Filter<Extract = (impl Reply,), Error = Infa
     let relay = warp::path::end()
         .and(warp::get())
         .and(warp::ws())
-        .and(warp::addr::remote())
+        .and(warp::ext::optional::<Peer>().map(|peer: Option<Peer>| peer.map(|p| p.0)))
         .and(warp::header::optional::<String>("x-forwarded-for"))
         .and(with_grasp(grasp.clone()))
         .map(websocket::upgrade);

@@ -5,6 +5,7 @@
 mod git_http;
 mod http;
 mod pages;
+mod serve;
 mod websocket;
 
 use std::process::ExitCode;
@@ -12,6 +13,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use grasp_lib::config::{self, Config, ConfigArgs};
 use grasp_lib::hunt::status::HuntStatus;
+use grasp_lib::limits::{raise_nofile_limit, ServerLimits};
 use grasp_lib::local_api::{self, LocalApiOptions};
 use grasp_lib::purgatory::{listing, Purgatory};
 use grasp_lib::Grasp;
@@ -100,6 +102,9 @@ async fn main() -> ExitCode {
         return list_purgatory(&config, json);
     }
     grasp_lib::logging::init(&config.log_level);
+    // Test hook: FAILPOINTS=<name>=<actions> makes the server crash at named points (see
+    // docs/explanation/limits.md); unset in production, where every point is a no-op.
+    let _failpoints = fail::FailScenario::setup();
     match run(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(format!("{e:#}")),
@@ -113,6 +118,17 @@ async fn run(mut config: Config) -> anyhow::Result<()> {
     if config.domain.is_none() {
         config.domain = Some(bound.to_string());
     }
+    let nofile = raise_nofile_limit();
+    match nofile {
+        Some(limit) => tracing::info!(
+            soft_before = limit.soft_before,
+            soft = limit.soft,
+            hard = limit.hard,
+            "open-file limit (soft limit raised to the hard limit)"
+        ),
+        None => tracing::warn!("could not read the open-file limit"),
+    }
+    let limits = ServerLimits::from_config(&config, nofile.map(|l| l.soft));
     let grasp = Grasp::open(config).await?;
     grasp.metrics().set_build_info(env!("CARGO_PKG_VERSION"), env!("GRASP_BUILD_COMMIT"));
     // Git hooks (grasp-hook) on this machine ask the node through this socket; it is
@@ -125,11 +141,13 @@ async fn run(mut config: Config) -> anyhow::Result<()> {
         address = %bound,
         domain = %grasp.origin().authority(),
         backend = ?grasp.config().database_backend,
+        max_connections = limits.max_connections,
+        max_connections_per_ip = limits.max_connections_per_ip,
         "grasp-server listening"
     );
     // Test harnesses and scripts wait for this exact line to learn the port.
     println!("grasp-server listening on http://{bound}");
-    warp::serve(http::routes(grasp)).incoming(listener).graceful(shutdown_signal()).run().await;
+    serve::serve(listener, grasp, limits, shutdown_signal()).await;
     tracing::info!("grasp-server stopped");
     Ok(())
 }

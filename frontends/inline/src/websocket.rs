@@ -3,7 +3,8 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use futures::{future, SinkExt, StreamExt};
-use grasp_lib::relay::connection::{self, Inbound};
+use grasp_lib::limits::KeepAlive;
+use grasp_lib::relay::connection::{self, Inbound, Outbound};
 use grasp_lib::Grasp;
 use warp::ws::{Message, WebSocket, Ws};
 use warp::Reply;
@@ -56,10 +57,18 @@ async fn serve(socket: WebSocket, peer: IpAddr, grasp: Grasp) {
         })
         // Nothing after a close frame matters.
         .take_while(|frame| future::ready(!matches!(frame, Inbound::Close)));
-    let outgoing = sink.with(|text: String| future::ok::<_, warp::Error>(Message::text(text)));
+    let outgoing = sink.with(|frame: Outbound| {
+        future::ok::<_, warp::Error>(match frame {
+            Outbound::Text(text) => Message::text(text),
+            Outbound::Ping => Message::ping(Vec::new()),
+        })
+    });
     let relay = grasp.relay().clone();
-    connection::drive(relay.session(peer), &relay, Box::pin(incoming), Box::pin(outgoing)).await;
-    tracing::debug!(%peer, "websocket disconnected");
+    let keep_alive = KeepAlive::from_config(grasp.config());
+    let ended =
+        connection::drive(relay.session(peer), &relay, Box::pin(incoming), Box::pin(outgoing), keep_alive)
+            .await;
+    tracing::debug!(%peer, ?ended, "websocket disconnected");
 }
 
 #[cfg(test)]

@@ -127,6 +127,9 @@ pub enum PktLineError {
     /// Reading the body failed.
     #[error("could not read the request body: {0}")]
     Io(String),
+    /// The client stopped sending before the command list was complete.
+    #[error("{0}")]
+    Stalled(String),
 }
 
 fn parse_command(line: &[u8], first: bool, out: &mut PushCommands) -> Result<(), PktLineError> {
@@ -184,7 +187,13 @@ pub async fn read_push_commands<R: AsyncRead + Unpin>(
                     return Err(PktLineError::TooLarge(max_bytes));
                 }
                 let mut chunk = [0u8; 16 * 1024];
-                let n = reader.read(&mut chunk).await.map_err(|e| PktLineError::Io(e.to_string()))?;
+                let n = reader.read(&mut chunk).await.map_err(|e| {
+                    if crate::limits::is_idle_timeout(&e) {
+                        PktLineError::Stalled(e.to_string())
+                    } else {
+                        PktLineError::Io(e.to_string())
+                    }
+                })?;
                 if n == 0 {
                     return Err(PktLineError::Truncated);
                 }

@@ -5,20 +5,24 @@
 use std::path::Path;
 use std::pin::Pin;
 use std::process::Stdio;
+use std::time::Duration;
 
 use bytes::Bytes;
-use futures::future::ready;
 use futures::stream::{self, BoxStream};
 use futures::StreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::process::{ChildStdin, Command};
+use tokio::process::{Child, ChildStdin, Command};
 use tokio_util::io::ReaderStream;
 
 use super::pktline::{self, PushCommands};
 use super::GitError;
+use crate::limits::{is_idle_timeout, IdleTimeout};
 
 /// Bytes read from git per response chunk.
 const PACK_CHUNK: usize = 256 * 1024;
+
+/// How long a git process may take to exit after `SIGTERM` before it is killed.
+const TERMINATE_GRACE: Duration = Duration::from_secs(5);
 
 /// Grows the pipe git writes the pack into (64 KiB by default on Linux) so git and the
 /// server hand over data in fewer, larger steps. Best effort: a failure only costs speed.
@@ -190,13 +194,20 @@ pub async fn pipe_body(
 
 /// Runs `git upload-pack --stateless-rpc` with `body` as its input and returns its output
 /// as a stream. Fails (so the frontend can answer 500) when git exits without output.
+///
+/// Both directions have an idle limit of `idle`: a request body that stops arriving, or a
+/// client that stops reading the pack, ends git and the stream (`on_stall` is called with
+/// `body_idle` or `response_idle`, for metrics). A client that goes away ends git too.
 pub async fn upload_pack(
     path: &Path,
     git_protocol: Option<&str>,
     hidden_refs: &[String],
-    mut body: Body,
+    body: Body,
     max_request: u64,
+    idle: Duration,
+    on_stall: impl FnOnce(&'static str) + Send + 'static,
 ) -> Result<BoxStream<'static, std::io::Result<Bytes>>, GitError> {
+    let mut body: Body = Box::pin(IdleTimeout::new(body, idle));
     let mut child = command(Service::UploadPack, path, git_protocol, false, hidden_refs)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -214,7 +225,13 @@ pub async fn upload_pack(
             let status = child.wait().await?;
             let mut err = String::new();
             let _ = stderr.read_to_string(&mut err).await;
-            let _ = stdin_task.await;
+            let piped = stdin_task.await;
+            if let Ok(Err(e)) = &piped {
+                if is_idle_timeout(e) {
+                    on_stall("body_idle");
+                    return Err(GitError::BadRequest(e.to_string()));
+                }
+            }
             if let Some(Err(e)) = other {
                 return Err(e.into());
             }
@@ -228,13 +245,53 @@ pub async fn upload_pack(
             return Err(GitError::Command { command: "upload-pack".into(), stderr: err.trim().to_owned() });
         }
     };
-    // The child lives as long as the stream; dropping the stream (client gone) kills it.
-    let reap = stream::once(async move {
+    // A pump owns git and hands its output over one chunk at a time: when the client stops
+    // reading (the hand-over waits longer than `idle`) or goes away (the receiver is
+    // dropped), git is ended and the response stops.
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(1);
+    tokio::spawn(async move {
+        let mut next = Some(Ok(first));
+        let mut ended_early = false;
+        while let Some(chunk) = next.take() {
+            match tokio::time::timeout(idle, tx.send(chunk)).await {
+                Ok(Ok(())) => next = output.next().await,
+                // The client went away.
+                Ok(Err(_)) => ended_early = true,
+                Err(_) => {
+                    on_stall("response_idle");
+                    ended_early = true;
+                    break;
+                }
+            }
+        }
+        if ended_early {
+            terminate(&mut child).await;
+        }
         let _ = child.wait().await;
-        let _ = stdin_task.await;
-        None
+        stdin_task.abort();
     });
-    Ok(stream::once(ready(Some(Ok(first)))).chain(output.map(Some)).chain(reap).filter_map(ready).boxed())
+    Ok(tokio_stream_from(rx))
+}
+
+/// The receiver as a stream of chunks.
+fn tokio_stream_from(
+    mut rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
+) -> BoxStream<'static, std::io::Result<Bytes>> {
+    stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
+}
+
+/// Ends a git process the server gave up on: `SIGTERM` first, so that receive-pack removes
+/// its quarantine of half-received objects, then `SIGKILL` if it lingers.
+pub async fn terminate(child: &mut Child) {
+    #[cfg(target_os = "linux")]
+    if let Some(pid) = child.id().and_then(|pid| i32::try_from(pid).ok()) {
+        use nix::sys::signal::{kill, Signal};
+        let _ = kill(nix::unistd::Pid::from_raw(pid), Signal::SIGTERM);
+        if tokio::time::timeout(TERMINATE_GRACE, child.wait()).await.is_ok() {
+            return;
+        }
+    }
+    let _ = child.kill().await;
 }
 
 /// The answer to a refused push, in the form the client asked for, so `git push` prints
