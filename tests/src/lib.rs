@@ -11,6 +11,7 @@ pub mod memory;
 pub mod metrics;
 pub mod poll;
 pub mod process;
+pub mod procfs;
 pub mod raw;
 pub mod remotes;
 pub mod server;

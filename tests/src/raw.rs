@@ -36,6 +36,30 @@ impl RawClient {
         Self { ws }
     }
 
+    /// Connects with extra request headers; `Err` says why the handshake failed (for a
+    /// refused connection, the HTTP status and body the server answered).
+    pub async fn try_connect_with_headers(url: &str, headers: &[(&str, &str)]) -> Result<Self, String> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        use tokio_tungstenite::tungstenite::Error;
+        let mut request = url.into_client_request().map_err(|e| e.to_string())?;
+        for (name, value) in headers {
+            request.headers_mut().insert(
+                tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes())
+                    .expect("header name"),
+                value.parse().expect("header value"),
+            );
+        }
+        match connect_async(request).await {
+            Ok((ws, _)) => Ok(Self { ws }),
+            Err(Error::Http(response)) => Err(format!(
+                "HTTP {}: {}",
+                response.status().as_u16(),
+                String::from_utf8_lossy(response.body().as_deref().unwrap_or_default())
+            )),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     /// Sends text as-is.
     pub async fn send_text(&mut self, text: impl Into<String>) {
         self.ws.send(Message::text(text.into())).await.expect("send");
@@ -61,6 +85,21 @@ impl RawClient {
                 _ => continue,
             }
         }
+    }
+
+    /// Reads (and so answers pings, as any websocket client does while it reads) until the
+    /// server has sent `n` pings; false if they do not come within `timeout`.
+    pub async fn wait_for_pings(&mut self, n: usize, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut seen = 0;
+        while seen < n {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Ok(Some(Ok(Message::Ping(_)))) => seen += 1,
+                Ok(Some(Ok(Message::Close(_)))) | Ok(Some(Err(_))) | Ok(None) | Err(_) => return false,
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+        true
     }
 
     /// Sends `["EVENT", event]` and returns the `OK` reply as (accepted, message).
