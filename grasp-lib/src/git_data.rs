@@ -134,6 +134,7 @@ pub(crate) async fn align_one(
         }
         let plan = AlignmentPlan::new(&refs::branches_and_tags(&git)?, &state);
         let changes = refs::apply(&git, &plan)?;
+        crate::crash::point("align-before-record");
         refs::record_applied_state(&git, &state.id, state.created_at)?;
         if changes == AppliedChanges::default() {
             Ok(Outcome::Unchanged)

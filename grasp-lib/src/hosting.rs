@@ -186,6 +186,7 @@ impl Hosting {
             let id = entry.event.id;
             match self.publisher.publish(&entry.event).await {
                 Ok(status) => {
+                    crate::crash::point("release-after-store");
                     if status.is_success() {
                         tracing::info!(event_id = %id, kind = entry.kind.as_str(), "released from purgatory");
                         self.metrics.purgatory_released.with_label_values(&[entry.kind.as_str()]).inc();

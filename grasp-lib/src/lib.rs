@@ -25,6 +25,7 @@
 //! | [`fetch`] | ref advertisement and upload-pack (clone, fetch), metered |
 //! | [`push`] | a receive-pack request end to end; the pre- and post-push steps every frontend runs |
 //! | `local_api` | the node's Unix-socket API for git hooks (`grasp-hook`) on the same machine |
+//! | [`recovery`] | finishing at start what a crash interrupted |
 //! | [`relay`] | the transport-agnostic Nostr relay engine (NIP-01/45/77) |
 //! | [`sync`] | GRASP-02 relay sync: pulling hosted repositories' events from peer relays |
 //! | [`nip11`] | the relay information document |
@@ -53,6 +54,7 @@
 pub mod alignment;
 pub mod authorization;
 pub mod config;
+pub mod crash;
 pub mod fetch;
 pub mod git;
 pub mod git_data;
@@ -70,6 +72,7 @@ pub mod origin;
 pub mod policy;
 pub mod purgatory;
 pub mod push;
+pub mod recovery;
 pub mod relay;
 pub mod store;
 pub mod summary;
@@ -160,6 +163,22 @@ fn start_hunting(config: &Config, hosting: &Arc<Hosting>, metrics: &Metrics) -> 
     hunt::Hunter::start(remote, settings, resume, status_path, hunt_metrics)
 }
 
+/// Runs [`recovery::recover`] and logs what it did.
+async fn recover_in_background(hosting: Arc<Hosting>) {
+    let report = recovery::recover(&hosting).await;
+    for error in &report.errors {
+        tracing::warn!(%error, "startup recovery");
+    }
+    tracing::info!(
+        repositories = report.repositories,
+        released = report.released,
+        aligned = report.aligned,
+        placeholders = report.placeholders,
+        quarantines_removed = report.quarantines_removed,
+        "startup recovery finished"
+    );
+}
+
 /// The shared service handle: everything a frontend needs, cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Grasp {
@@ -173,7 +192,8 @@ pub struct Grasp {
 
 impl Grasp {
     /// Validates `config`, opens the store and purgatory, builds the relay and starts the
-    /// purgatory expiry task (so it must run inside a Tokio runtime).
+    /// purgatory expiry task and the startup recovery ([`recovery`]), so it must run inside
+    /// a Tokio runtime.
     pub async fn open(config: Config) -> Result<Self, OpenError> {
         config.validate()?;
         let domain = config.domain.as_deref().ok_or(OpenError::MissingDomain)?;
@@ -213,6 +233,7 @@ impl Grasp {
         let relay = Arc::new(Relay::new(publisher, policy, limits, metrics.clone()));
         tokio::spawn(hosting.clone().run_expiry());
         start_sync(&config, &origin, &relay, &hosting, &metrics);
+        tokio::spawn(recover_in_background(hosting.clone()));
         Ok(Self { config: Arc::new(config), origin, store, relay, metrics, hosting })
     }
 

@@ -227,6 +227,9 @@ impl Grasp {
             let body = smart_http::rejection_response(&commands, &reason);
             return Ok(PushAnswer { body, status: OperationStatus::Rejected, request_bytes: limit });
         }
+        if matches!(piped, Ok(Piped::Complete(_))) {
+            crate::crash::point("push-while-receiving");
+        }
         let mut stalled = None;
         match &piped {
             Err(e) if is_idle_timeout(e) => {
@@ -263,6 +266,7 @@ impl Grasp {
             }
             return Ok(PushAnswer { body: out, status: OperationStatus::Error, request_bytes });
         }
+        crate::crash::point("push-after-receive-pack");
         self.push_received(repo, &commands.updates).await;
         Ok(PushAnswer { body: out, status: OperationStatus::Success, request_bytes })
     }

@@ -113,6 +113,18 @@ impl RawClient {
         }
     }
 
+    /// [`RawClient::publish`] that tolerates a server that goes away: `None` when no `OK`
+    /// came (the connection broke or nothing arrived within 10 s).
+    pub async fn try_publish(&mut self, event: &Value) -> Option<(bool, String)> {
+        self.ws.send(Message::text(serde_json::json!(["EVENT", event]).to_string())).await.ok()?;
+        loop {
+            let reply = self.try_recv(Duration::from_secs(10)).await?;
+            if reply[0] == "OK" {
+                return Some((reply[2].as_bool()?, reply[3].as_str().unwrap_or("").to_owned()));
+            }
+        }
+    }
+
     /// Sends a REQ and collects events until EOSE (or a CLOSED, returned as Err).
     pub async fn req(&mut self, sub: &str, filters: &[Value]) -> Result<Vec<Value>, String> {
         let mut msg = vec![Value::from("REQ"), Value::from(sub)];

@@ -1,6 +1,7 @@
 //! A `grasp-server` process under test.
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -48,7 +49,7 @@ impl TestServerBuilder {
     /// Starts the server with fresh temporary data directories.
     pub fn start(self) -> TestServer {
         let data = tempfile::tempdir().expect("temp dir");
-        let (child, addr) = TestServer::spawn(&self, data.path());
+        let (child, addr) = TestServer::spawn(&self, data.path(), &[]);
         TestServer { child, addr, data, builder: self }
     }
 }
@@ -73,7 +74,9 @@ impl TestServer {
         TestServerBuilder::default()
     }
 
-    fn spawn(builder: &TestServerBuilder, data: &Path) -> (Child, String) {
+    /// Starts the process in its own process group (so the group can be killed with every
+    /// git child in it), with `extra` environment for this start only.
+    fn spawn(builder: &TestServerBuilder, data: &Path, extra: &[(&str, &str)]) -> (Child, String) {
         let stderr = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -90,7 +93,9 @@ impl TestServer {
             .arg("--sync=false")
             .args(&builder.args)
             .env("GRASP_LOG_LEVEL", "info,grasp_lib=debug")
-            .envs(builder.env.iter().map(|(k, v)| (k, v)))
+            .envs(builder.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(extra.iter().copied())
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr);
@@ -107,7 +112,7 @@ impl TestServer {
         let addr = match rx.recv_timeout(Duration::from_secs(30)) {
             Ok(addr) => addr,
             Err(_) => {
-                let _ = child.kill();
+                kill_group(&mut child);
                 let log = std::fs::read_to_string(data.join("server.log")).unwrap_or_default();
                 panic!("grasp-server did not start within 30 s; its log:\n{log}");
             }
@@ -151,14 +156,7 @@ impl TestServer {
 
     /// `grasp-server purgatory list --json` on this server's data directory.
     pub fn purgatory_list(&self) -> Vec<serde_json::Value> {
-        let out = Command::new(binary("grasp-server"))
-            .arg(format!("--relay-data-path={}", self.data.path().join("relay").display()))
-            .args(["purgatory", "list", "--json"])
-            .env_remove("GRASP_LOG_LEVEL")
-            .output()
-            .expect("run grasp-server purgatory list");
-        assert!(out.status.success(), "purgatory list failed: {}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice(&out.stdout).expect("purgatory list prints JSON")
+        purgatory_list_in(&self.data.path().join("relay"))
     }
 
     /// `grasp-server purgatory list` (the human table).
@@ -202,9 +200,14 @@ impl TestServer {
     /// Kills the process (SIGKILL) and starts it again on the same data directory. The port
     /// changes.
     pub fn restart(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let (child, addr) = Self::spawn(&self.builder, self.data.path());
+        self.restart_with_env(&[]);
+    }
+
+    /// [`TestServer::restart`] with extra environment for this start only (e.g. a
+    /// `FAILPOINTS` crash injection).
+    pub fn restart_with_env(&mut self, extra: &[(&str, &str)]) {
+        kill_group(&mut self.child);
+        let (child, addr) = Self::spawn(&self.builder, self.data.path(), extra);
         self.child = child;
         self.addr = addr;
     }
@@ -212,8 +215,7 @@ impl TestServer {
     /// Kills the process (SIGKILL) and keeps its data directory, e.g. to see what clients
     /// of a stopped node get; [`TestServer::resume`] starts it again.
     pub fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        kill_group(&mut self.child);
     }
 
     /// The node's local API socket (what `grasp-hook` connects to).
@@ -224,9 +226,14 @@ impl TestServer {
     /// Starts a stopped server again on the same data directory (and, when the builder
     /// fixed `--bind-address`, the same port).
     pub fn resume(&mut self) {
-        let (child, addr) = Self::spawn(&self.builder, self.data.path());
+        let (child, addr) = Self::spawn(&self.builder, self.data.path(), &[]);
         self.child = child;
         self.addr = addr;
+    }
+
+    /// True once the server process has exited (crashed, or was stopped).
+    pub fn has_exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
     }
 
     /// A connected nostr-sdk client for this relay.
@@ -244,9 +251,31 @@ impl TestServer {
     }
 }
 
+/// `grasp-server purgatory list --json` for the relay data directory `relay`.
+pub fn purgatory_list_in(relay: &Path) -> Vec<serde_json::Value> {
+    let out = Command::new(binary("grasp-server"))
+        .arg(format!("--relay-data-path={}", relay.display()))
+        .args(["purgatory", "list", "--json"])
+        .env_remove("GRASP_LOG_LEVEL")
+        .output()
+        .expect("run grasp-server purgatory list");
+    assert!(out.status.success(), "purgatory list failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("purgatory list prints JSON")
+}
+
+/// SIGKILLs the process group led by `child` and reaps the child.
+fn kill_group(child: &mut Child) {
+    use nix::sys::signal::{killpg, Signal};
+    use nix::unistd::Pid;
+    if let Ok(pid) = i32::try_from(child.id()) {
+        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 impl Drop for TestServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        kill_group(&mut self.child);
     }
 }

@@ -38,7 +38,7 @@ impl Maintenance {
         tokio::spawn(async move {
             let _slot = this.slots.acquire().await.expect("semaphore never closed");
             this.pending.lock().expect("pending poisoned").remove(&path);
-            let output = tokio::process::Command::new("git")
+            let output = super::dies_with_server(&mut tokio::process::Command::new("git"))
                 .arg("-C")
                 .arg(&path)
                 .args(["repack", "-d", "-q", "--geometric=2", "--write-midx", "--write-bitmap-index"])

@@ -107,6 +107,30 @@ pub enum RepoPathError {
     Identifier(crate::nip34::IdentifierError),
 }
 
+/// Makes a git child die when the server process dies (`PR_SET_PDEATHSIG`), so a crashed
+/// server never leaves a receive-pack behind that updates refs after a restart has already
+/// looked at them, and a killed server takes its clones and repacks with it.
+#[allow(unsafe_code)]
+pub fn dies_with_server(cmd: &mut tokio::process::Command) -> &mut tokio::process::Command {
+    #[cfg(target_os = "linux")]
+    {
+        let server = std::process::id();
+        // SAFETY: the closure runs in the forked child before exec and makes only
+        // async-signal-safe system calls (prctl, getppid); it allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
+                // The server may have died between fork and prctl.
+                if nix::unistd::getppid().as_raw() as u32 != server {
+                    return Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
+                }
+                Ok(())
+            });
+        }
+    }
+    cmd
+}
+
 /// The directory holding every hosted bare repository.
 #[derive(Debug, Clone)]
 pub struct Repositories {
@@ -205,6 +229,29 @@ impl Repositories {
         let name = dir.strip_suffix(".git").ok_or_else(|| RepoPathError::Layout(relative.to_path_buf()))?;
         let identifier = RepoIdentifier::new(name).map_err(RepoPathError::Identifier)?;
         Ok(RepoRef::new(owner, identifier))
+    }
+
+    /// Every repository on disk (`<root>/<npub>/<identifier>.git`), in no particular order.
+    /// Directories that are not a valid npub or identifier are skipped.
+    pub fn all(&self) -> Vec<RepoRef> {
+        let Ok(owners) = std::fs::read_dir(&self.root) else { return Vec::new() };
+        let mut out = Vec::new();
+        for owner_dir in owners.filter_map(Result::ok) {
+            let Some(owner) = owner_dir.file_name().to_str().and_then(crate::origin::parse_npub) else {
+                continue;
+            };
+            let Ok(repos) = std::fs::read_dir(owner_dir.path()) else { continue };
+            for repo_dir in repos.filter_map(Result::ok) {
+                let name = repo_dir.file_name();
+                let Some(identifier) = name.to_str().and_then(|n| n.strip_suffix(".git")) else { continue };
+                let Ok(identifier) = RepoIdentifier::new(identifier) else { continue };
+                let repo = RepoRef::new(owner, identifier);
+                if self.exists(&repo) {
+                    out.push(repo);
+                }
+            }
+        }
+        out
     }
 
     /// Every repository with `identifier`, across owners, that exists on disk.

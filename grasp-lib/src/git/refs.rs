@@ -31,13 +31,21 @@ pub const UPLOAD_PACK_SETTINGS: [(&str, bool); 3] = [
 /// clone the still-empty repository then see what any stock git server shows them (an
 /// unborn default branch), until a state event sets HEAD. It carries
 /// [`UPLOAD_PACK_SETTINGS`]. Returns `false` when a repository already existed.
+///
+/// The repository is made in a temporary sibling directory and renamed into place, so a
+/// failure half-way (a full disk) never leaves a half-made repository at `path`.
 pub fn init_bare(path: &Path) -> Result<bool, GitError> {
     if path.join("HEAD").is_file() {
         return Ok(false);
     }
+    let parent =
+        path.parent().ok_or_else(|| GitError::Io(std::io::Error::other("repository path has no parent")))?;
+    std::fs::create_dir_all(parent)?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let staging = tempfile::Builder::new().prefix(&format!(".{name}.")).suffix(".tmp").tempdir_in(parent)?;
     let output = std::process::Command::new("git")
         .args(["init", "--bare", "--quiet"])
-        .arg(path)
+        .arg(staging.path())
         // A server started from inside a git hook or work tree must not init that one.
         .env_remove("GIT_DIR")
         .env_remove("GIT_WORK_TREE")
@@ -52,11 +60,26 @@ pub fn init_bare(path: &Path) -> Result<bool, GitError> {
             stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
         });
     }
-    let mut config = open(path)?.config()?.open_level(git2::ConfigLevel::Local)?;
-    for (key, value) in UPLOAD_PACK_SETTINGS {
-        config.set_bool(key, value)?;
+    {
+        let mut config = open(staging.path())?.config()?.open_level(git2::ConfigLevel::Local)?;
+        for (key, value) in UPLOAD_PACK_SETTINGS {
+            config.set_bool(key, value)?;
+        }
     }
-    Ok(true)
+    // A leftover directory without HEAD is not a repository: make way.
+    if path.is_dir() && !path.join("HEAD").is_file() {
+        let _ = std::fs::remove_dir_all(path);
+    }
+    match std::fs::rename(staging.path(), path) {
+        Ok(()) => {
+            // The staging directory is now the repository; nothing to clean up.
+            let _ = staging.keep();
+            Ok(true)
+        }
+        // Created meanwhile by someone else.
+        Err(_) if path.join("HEAD").is_file() => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Opens a bare repository.
@@ -159,7 +182,7 @@ pub async fn copy_objects(from: &Path, to: &Path, oids: &[String]) -> Result<(),
     if oids.is_empty() {
         return Ok(());
     }
-    let output = tokio::process::Command::new("git")
+    let output = super::dies_with_server(&mut tokio::process::Command::new("git"))
         .arg("-C")
         .arg(to)
         .args([

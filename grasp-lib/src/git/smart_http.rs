@@ -107,6 +107,7 @@ pub fn command(
     hidden_refs: &[String],
 ) -> Command {
     let mut cmd = Command::new("git");
+    super::dies_with_server(&mut cmd);
     if service == Service::UploadPack {
         // Also in every repository's own config, for stock servers; passed here so
         // repositories created before that still serve GRASP clients.

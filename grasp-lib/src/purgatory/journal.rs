@@ -43,6 +43,8 @@ pub(super) struct Replayed {
 pub(super) struct Journal {
     path: PathBuf,
     file: File,
+    /// Length of the file up to its last complete record.
+    len: u64,
     /// Records appended since the last compaction, to know when to compact.
     records: usize,
 }
@@ -70,10 +72,32 @@ impl Journal {
         std::fs::create_dir_all(dir)?;
         let path = dir.join("purgatory.jsonl");
         let replayed = Self::replay(&path)?;
-        let mut journal =
-            Self { file: OpenOptions::new().create(true).append(true).open(&path)?, path, records: 0 };
-        journal.compact(&replayed.held, &replayed.placeholders)?;
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let len = file.metadata()?.len();
+        let mut journal = Self { file, path, len, records: 0 };
+        if let Err(e) = journal.compact(&replayed.held, &replayed.placeholders) {
+            // A full disk must not keep the server from starting: go on with the journal as
+            // it is, minus a torn last line.
+            tracing::warn!(error = %e, "could not compact the purgatory journal; appending to it as it is");
+            journal.cut_torn_tail()?;
+        }
         Ok((journal, replayed))
+    }
+
+    /// Cuts the file back to the end of its last complete line.
+    fn cut_torn_tail(&mut self) -> std::io::Result<()> {
+        let bytes = std::fs::read(&self.path)?;
+        let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1) as u64;
+        if complete < bytes.len() as u64 {
+            self.file.set_len(complete)?;
+        }
+        self.len = complete;
+        Ok(())
+    }
+
+    /// The path of the journal file.
+    pub(super) fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Reads the journal at `path` without changing it (for operator tools).
@@ -97,7 +121,8 @@ impl Journal {
         Ok(replayed)
     }
 
-    /// Appends records and syncs them to disk.
+    /// Appends records and syncs them to disk. On failure (a full disk) the file is cut
+    /// back to its last complete record, so a later append never lands after half a line.
     pub(super) fn append(&mut self, records: &[Record]) -> std::io::Result<()> {
         if records.is_empty() {
             return Ok(());
@@ -107,8 +132,19 @@ impl Journal {
             serde_json::to_writer(&mut buf, record).map_err(std::io::Error::other)?;
             buf.push(b'\n');
         }
-        self.file.write_all(&buf)?;
-        self.file.sync_data()?;
+        if crate::crash::fires("purgatory-journal-torn") {
+            let _ = self.file.write_all(&buf[..buf.len() / 2]);
+            let _ = self.file.sync_data();
+            crate::crash::die("purgatory-journal-torn");
+        }
+        let written = self.file.write_all(&buf).and_then(|()| self.file.sync_data());
+        if let Err(e) = written {
+            if let Err(cut) = self.file.set_len(self.len) {
+                tracing::warn!(error = %cut, "could not cut a failed purgatory journal write back");
+            }
+            return Err(e);
+        }
+        self.len += buf.len() as u64;
         self.records += records.len();
         Ok(())
     }
@@ -125,8 +161,29 @@ impl Journal {
         placeholders: &HashMap<EventId, Placeholder>,
     ) -> std::io::Result<()> {
         let tmp = self.path.with_extension("jsonl.tmp");
+        let written = Self::write_compacted(&tmp, held, placeholders);
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        std::fs::rename(&tmp, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            // Make the rename itself durable.
+            File::open(dir)?.sync_all()?;
+        }
+        self.file = OpenOptions::new().append(true).open(&self.path)?;
+        self.len = self.file.metadata()?.len();
+        self.records = held.len() + placeholders.len();
+        Ok(())
+    }
+
+    fn write_compacted(
+        tmp: &Path,
+        held: &HashMap<EventId, HeldEvent>,
+        placeholders: &HashMap<EventId, Placeholder>,
+    ) -> std::io::Result<()> {
         {
-            let mut out = std::io::BufWriter::new(File::create(&tmp)?);
+            let mut out = std::io::BufWriter::new(File::create(tmp)?);
             for entry in held.values() {
                 serde_json::to_writer(&mut out, &Record::Hold { entry: Box::new(entry.clone()) })
                     .map_err(std::io::Error::other)?;
@@ -140,13 +197,6 @@ impl Journal {
             out.flush()?;
             out.get_ref().sync_all()?;
         }
-        std::fs::rename(&tmp, &self.path)?;
-        if let Some(dir) = self.path.parent() {
-            // Make the rename itself durable.
-            File::open(dir)?.sync_all()?;
-        }
-        self.file = OpenOptions::new().append(true).open(&self.path)?;
-        self.records = held.len() + placeholders.len();
         Ok(())
     }
 }

@@ -165,6 +165,17 @@ struct Index {
 }
 
 impl Index {
+    fn from_replayed(replayed: journal::Replayed) -> Self {
+        let mut index = Index::default();
+        for entry in replayed.held.into_values() {
+            index.insert(entry);
+        }
+        for placeholder in replayed.placeholders.into_values() {
+            index.insert_placeholder(placeholder);
+        }
+        index
+    }
+
     fn insert(&mut self, entry: HeldEvent) {
         let id = entry.event.id;
         if let Some(old) = self.remove(&id) {
@@ -261,13 +272,7 @@ impl Purgatory {
         if replayed.skipped > 0 {
             tracing::warn!(skipped = replayed.skipped, "purgatory journal had unreadable lines (torn write)");
         }
-        let mut index = Index::default();
-        for entry in replayed.held.into_values() {
-            index.insert(entry);
-        }
-        for placeholder in replayed.placeholders.into_values() {
-            index.insert_placeholder(placeholder);
-        }
+        let index = Index::from_replayed(replayed);
         tracing::info!(held = index.held.len(), placeholders = index.placeholders.len(), "purgatory loaded");
         let shared = Arc::new(Shared { index: Mutex::new(index), journal: Some(Mutex::new(journal)) });
         Ok(Self { shared, timers, changed: tokio::sync::Notify::new() })
@@ -309,7 +314,14 @@ impl Purgatory {
             };
             let mut journal = journal.lock().expect("purgatory journal poisoned");
             let (out, records) = change(&mut shared.index());
-            journal.append(&records)?;
+            if let Err(e) = journal.append(&records) {
+                // Not durable, so not done: put the index back to what the journal holds.
+                match Journal::replay(journal.path()) {
+                    Ok(replayed) => *shared.index() = Index::from_replayed(replayed),
+                    Err(reread) => tracing::warn!(error = %reread, "could not re-read the purgatory journal"),
+                }
+                return Err(e.into());
+            }
             let index = shared.index();
             if journal.wants_compaction(index.held.len() + index.placeholders.len()) {
                 if let Err(e) = journal.compact(&index.held, &index.placeholders) {
