@@ -259,8 +259,13 @@ async fn check(world: &World, round: usize) {
     // 1. git fsck on every repository on disk.
     let mut on_disk = Vec::new();
     for owner in std::fs::read_dir(&repos_root).into_iter().flatten().flatten() {
+        if !owner.file_name().to_string_lossy().starts_with("npub1") {
+            continue;
+        }
         for repo in std::fs::read_dir(owner.path()).into_iter().flatten().flatten() {
-            on_disk.push(repo.path());
+            if repo.file_name().to_string_lossy().ends_with(".git") {
+                on_disk.push(repo.path());
+            }
         }
     }
     for path in &on_disk {

@@ -134,7 +134,9 @@ async fn a_push_that_stalls_mid_body_is_aborted_and_lands_nothing() {
     memory::write_random_file(&work.path().join("big.bin"), 2 << 20);
     let old = work.rev("HEAD");
     let new = work.commit("note", b"a big change");
-    publish(&client, &events::state(&owner, "stall", &[("refs/heads/main", &new)], Some("main")))
+    // Signed a second later than host_repository's state, so it is the newer one.
+    let later = Timestamp::from(Timestamp::now().as_secs() + 1);
+    publish(&client, &events::state_at(&owner, "stall", &[("refs/heads/main", &new)], Some("main"), later))
         .await
         .expect("state held");
 
