@@ -210,6 +210,7 @@ async fn run_git_fetch(
     limits: FetchLimits,
 ) -> Result<(), FetchError> {
     let mut cmd = tokio::process::Command::new("git");
+    crate::git::dies_with_server(&mut cmd);
     cmd.arg("-C").arg(quarantine.path());
     for config in GIT_CONFIG {
         cmd.arg("-c").arg(config);
