@@ -2,8 +2,9 @@
 //! with absolute figures and machine facts. Run it through `bench/run.sh`, which builds the
 //! release binaries and installs nginx and fcgiwrap.
 //!
-//! Scenarios: `clone`, `push`, `memory`, `relay`, `purgatory`, `hook` (default: all). `--quick`
-//! shrinks every size for a smoke run; its numbers are not the reference ones.
+//! Scenarios: `clone`, `push`, `memory`, `relay`, `purgatory`, `hook` (default: all), and
+//! `soak` (10 minutes of mixed traffic; only when asked for). `--quick` shrinks every size
+//! for a smoke run; its numbers are not the reference ones.
 
 mod corpus;
 mod gitbench;
@@ -13,6 +14,7 @@ mod procs;
 mod purgatorybench;
 mod relaybench;
 mod report;
+mod soakbench;
 mod stats;
 
 use std::path::PathBuf;
@@ -36,6 +38,12 @@ struct Args {
     /// Also write the Markdown results here
     #[arg(long)]
     out: Option<PathBuf>,
+    /// How long the soak runs, in seconds
+    #[arg(long, default_value_t = 600)]
+    soak_secs: u64,
+    /// Websocket subscribers during the soak
+    #[arg(long, default_value_t = 1000)]
+    subscribers: usize,
 }
 
 #[tokio::main]
@@ -47,8 +55,8 @@ async fn main() -> anyhow::Result<()> {
     } else {
         args.scenarios.iter().map(String::as_str).collect()
     };
-    if let Some(unknown) = wanted.iter().find(|s| !all.contains(s)) {
-        anyhow::bail!("unknown scenario '{unknown}'; choose from {all:?}");
+    if let Some(unknown) = wanted.iter().find(|s| !all.contains(s) && **s != "soak") {
+        anyhow::bail!("unknown scenario '{unknown}'; choose from {all:?} or soak");
     }
     let cache = args.cache.clone().unwrap_or_else(|| {
         PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/tmp".into())).join(".cache/grasp-bench")
@@ -59,6 +67,7 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("{k}: {v}");
     }
     let mut report = report::Report::default();
+    let mut soak_series = None;
     let q = args.quick;
     let needs_corpus = wanted.iter().any(|s| *s == "clone" || *s == "memory");
     let corpus = if needs_corpus { Some(corpus::ensure(&cache)?) } else { None };
@@ -84,10 +93,23 @@ async fn main() -> anyhow::Result<()> {
                 purgatorybench::authorization_latency(&mut report, 1_000, if q { 50 } else { 500 }).await?;
             }
             "hook" => hookbench::hook(&mut report, if q { 10 } else { 50 }).await?,
+            "soak" => {
+                let plan = soakbench::SoakPlan {
+                    duration: std::time::Duration::from_secs(if q { 60 } else { args.soak_secs }),
+                    subscribers: if q { 100 } else { args.subscribers },
+                    events_per_sec: 5,
+                    window: std::time::Duration::from_secs(if q { 10 } else { 30 }),
+                };
+                soak_series = Some(soakbench::soak(&mut report, plan).await?);
+            }
             _ => unreachable!("checked above"),
         }
     }
-    let table = report.markdown(&machine);
+    let mut table = report.markdown(&machine);
+    if let Some(series) = soak_series {
+        table.push_str("\nSoak, per window:\n\n");
+        table.push_str(&series);
+    }
     println!("\n{table}");
     if let Some(out) = args.out {
         std::fs::write(&out, &table)?;
