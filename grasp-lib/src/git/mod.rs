@@ -154,16 +154,7 @@ impl Repositories {
 
     /// Bare repositories under the root (`<npub>/<identifier>.git` with a `HEAD`).
     pub fn count_on_disk(&self) -> usize {
-        let dirs = |path: &Path| -> Vec<PathBuf> {
-            std::fs::read_dir(path)
-                .map(|entries| entries.filter_map(Result::ok).map(|e| e.path()).collect())
-                .unwrap_or_default()
-        };
-        dirs(&self.root)
-            .iter()
-            .flat_map(|owner| dirs(owner))
-            .filter(|repo| repo.extension().is_some_and(|e| e == "git") && repo.join("HEAD").is_file())
-            .count()
+        self.all().len()
     }
 
     /// The root directory.
@@ -336,5 +327,24 @@ mod tests {
         repos.remove(&a).await.unwrap();
         assert_eq!(metrics.repositories.get(), 1);
         assert!(!dir.path().join(a.npub()).exists(), "the empty owner directory goes too");
+    }
+
+    #[tokio::test]
+    async fn all_lists_the_repositories_on_disk_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let repos = Repositories::new(dir.path());
+        let a = RepoRef::new(Keys::generate().public_key(), RepoIdentifier::new("a b").unwrap());
+        let b = RepoRef::new(a.owner, RepoIdentifier::new("c").unwrap());
+        assert!(repos.create(&a).await.unwrap());
+        assert!(repos.create(&b).await.unwrap());
+        // Not repositories: a hunting quarantine, a staging directory, a directory without HEAD.
+        std::fs::create_dir_all(dir.path().join(".hunt-quarantine/x.git")).unwrap();
+        std::fs::create_dir_all(dir.path().join(a.npub()).join(".d.git.abc.tmp")).unwrap();
+        std::fs::create_dir_all(dir.path().join(a.npub()).join("empty.git")).unwrap();
+        let mut all = repos.all();
+        all.sort();
+        let mut expected = vec![a, b];
+        expected.sort();
+        assert_eq!(all, expected);
     }
 }

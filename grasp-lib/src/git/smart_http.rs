@@ -369,4 +369,60 @@ mod tests {
         assert!(is_protocol_v2(Some("version=2")));
         assert!(!is_protocol_v2(Some("version=1")));
     }
+
+    fn run_git(dir: &Path, args: &[&str]) -> String {
+        let out = std::process::Command::new("git")
+            .current_dir(dir)
+            .args(args)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    #[tokio::test]
+    async fn a_clone_nobody_reads_ends_git_after_the_idle_time() {
+        // A repository whose pack is far larger than one chunk.
+        let dir = tempfile::tempdir().unwrap();
+        run_git(dir.path(), &["init", "-q"]);
+        let noise: Vec<u8> = (0..8u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        std::fs::write(dir.path().join("noise"), noise).unwrap();
+        run_git(dir.path(), &["add", "noise"]);
+        run_git(dir.path(), &["commit", "-q", "-m", "noise"]);
+        let head = run_git(dir.path(), &["rev-parse", "HEAD"]);
+        let mut request = pktline::encode(format!("want {head} side-band-64k\n").as_bytes());
+        request.extend_from_slice(pktline::FLUSH);
+        request.extend(pktline::encode(b"done\n"));
+        let body: Body = Box::pin(std::io::Cursor::new(request));
+
+        let (stalled_tx, stalled_rx) = tokio::sync::oneshot::channel();
+        let on_stall = move |what: &'static str| {
+            let _ = stalled_tx.send(what);
+        };
+        let path = dir.path().join(".git");
+        let mut stream = upload_pack(&path, None, &[], body, 1 << 20, Duration::from_secs(1), on_stall)
+            .await
+            .expect("upload-pack starts");
+        // The client reads one chunk and then nothing.
+        assert!(stream.next().await.unwrap().is_ok());
+        let what = tokio::time::timeout(Duration::from_secs(60), stalled_rx).await.expect("stall noticed");
+        assert_eq!(what.unwrap(), "response_idle");
+        // The stream ends (what was buffered, then nothing) instead of waiting forever.
+        let rest = tokio::time::timeout(Duration::from_secs(60), async {
+            let mut n = 0;
+            while stream.next().await.is_some() {
+                n += 1;
+            }
+            n
+        })
+        .await
+        .expect("the response ends");
+        assert!(rest <= 1, "{rest} chunks after the stall");
+    }
 }
