@@ -48,6 +48,18 @@ struct Repo {
     work: Workdir,
 }
 
+impl Repo {
+    /// A state pointing `main` at `commit`, signed at `at`.
+    fn state(&self, commit: &str, at: Timestamp) -> Event {
+        events::state_at(&self.owner, &self.identifier, &[("refs/heads/main", commit)], Some("main"), at)
+    }
+
+    /// The clone URL on the server at `base` (`http://127.0.0.1:<port>`).
+    fn url(&self, base: &str) -> String {
+        format!("{base}/{}/{}.git", self.owner.public_key().to_bech32().expect("npub"), self.identifier)
+    }
+}
+
 /// What a round asks of the server.
 #[derive(Debug, Clone, Copy)]
 enum Workload {
@@ -150,17 +162,10 @@ async fn workload(world: &mut Traffic, kind: Workload, url: &str, ws: &str) -> V
             let repo = &world.repos[r];
             grasp_tests::memory::write_random_file(&repo.work.path().join("data.bin"), size);
             let commit = repo.work.commit("note", format!("{at}").as_bytes());
-            let state = events::state_at(
-                &repo.owner,
-                &repo.identifier,
-                &[("refs/heads/main", &commit)],
-                Some("main"),
-                at,
-            );
+            let state = repo.state(&commit, at);
             let acked = publish(ws, &state).await;
             published.push((state, acked == Some(true)));
-            let clone_url =
-                format!("{url}/{}/{}.git", repo.owner.public_key().to_bech32().unwrap(), repo.identifier);
+            let clone_url = repo.url(url);
             git_async(repo.work.path(), vec!["push".into(), "-q".into(), clone_url, "main".into()]).await;
         }
         Workload::Events => {
@@ -182,21 +187,14 @@ async fn workload(world: &mut Traffic, kind: Workload, url: &str, ws: &str) -> V
             let repo = &world.repos[r];
             let never: String =
                 (0..40).map(|_| char::from(b"0123456789abcdef"[world.rng.random_range(0..16)])).collect();
-            let state = events::state_at(
-                &repo.owner,
-                &repo.identifier,
-                &[("refs/heads/main", &never)],
-                Some("main"),
-                at,
-            );
+            let state = repo.state(&never, at);
             let acked = publish(ws, &state).await;
             published.push((state, acked == Some(true)));
         }
         Workload::PullRequest => {
             let git_first = world.rng.random_bool(0.5);
             let repo = &world.repos[r];
-            let clone_url =
-                format!("{url}/{}/{}.git", repo.owner.public_key().to_bech32().unwrap(), repo.identifier);
+            let clone_url = repo.url(url);
             let base = repo.work.rev("HEAD");
             repo.work.ok(&["checkout", "-q", "-b", "pr", &base]);
             let commit = repo.work.commit("pr.txt", format!("pr {}", world.clock).as_bytes());
