@@ -137,11 +137,10 @@ pub async fn serve(
     }
     drop(listener);
     let _ = stop.send(true);
-    // Wait (a while) for connections that are finishing a request.
-    let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
-    while admission.open() > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // Wait (a while) for connections that are finishing a request: each connection task
+    // holds a receiver until it ends. Upgraded websockets are not waited for.
+    drop(stopping);
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, stop.closed()).await;
 }
 
 /// A response body that holds a client's slot until the body is sent (or dropped).
