@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use grasp_tests::git::{git, Workdir};
-use grasp_tests::memory::rss;
+use grasp_tests::memory::{rss, status_field};
 use grasp_tests::procfs::open_fds;
 use grasp_tests::{events, host_repository};
 use nostr_sdk::prelude::*;
@@ -114,12 +114,9 @@ pub async fn soak(report: &mut Report, plan: SoakPlan) -> anyhow::Result<String>
         let (mut ws, _) = tokio_tungstenite::connect_async(&ws_url).await?;
         let req = serde_json::json!(["REQ", format!("live{i}"), {"kinds": [1621], "limit": 0}]);
         ws.send(Message::text(req.to_string())).await?;
-        let (window, delivered, stop) = (window.clone(), delivered.clone(), stop.clone());
+        let (window, delivered) = (window.clone(), delivered.clone());
         subscriber_tasks.push(tokio::spawn(async move {
             while let Some(Ok(msg)) = ws.next().await {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
                 let Message::Text(text) = msg else { continue };
                 let Ok(value) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
                 if value[0] != "EVENT" {
@@ -133,7 +130,6 @@ pub async fn soak(report: &mut Report, plan: SoakPlan) -> anyhow::Result<String>
                     delivered.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            let _ = ws.close(None).await;
         }));
     }
 
@@ -295,10 +291,11 @@ pub async fn soak(report: &mut Report, plan: SoakPlan) -> anyhow::Result<String>
 
     // Sampling.
     let mut table = String::from(
-        "| t | RSS | open fds | live delivery p50 / p95 / p99 | REQ p50 / p95 / p99 | clone p50 / p95 / p99 | push p50 / p95 / p99 | publish p50 / p95 / p99 | delivered / expected | failures |\n\
+        "| t | RSS (anon + file) | open fds | live delivery p50 / p95 / p99 | REQ p50 / p95 / p99 | clone p50 / p95 / p99 | push p50 / p95 / p99 | publish p50 / p95 / p99 | delivered / expected | failures |\n\
          |---|---|---|---|---|---|---|---|---|---|\n",
     );
     let mut rss_series = Vec::new();
+    let mut anon_series = Vec::new();
     let mut fd_series = Vec::new();
     let mut last_published = 0u64;
     let mut last_delivered = 0u64;
@@ -307,7 +304,10 @@ pub async fn soak(report: &mut Report, plan: SoakPlan) -> anyhow::Result<String>
         tokio::time::sleep(plan.window).await;
         let (samples, failures) = window.take();
         let (memory, fds) = (rss(pid) as f64, open_fds(pid));
+        let anon = status_field(pid, "RssAnon") as f64;
+        let file = status_field(pid, "RssFile") as f64;
         rss_series.push(memory);
+        anon_series.push(anon);
         fd_series.push(fds);
         let now_published = published.load(Ordering::Relaxed);
         let now_delivered = delivered.load(Ordering::Relaxed);
@@ -317,9 +317,11 @@ pub async fn soak(report: &mut Report, plan: SoakPlan) -> anyhow::Result<String>
         let mut failed: Vec<String> = failures.iter().map(|(op, n)| format!("{op} {n}")).collect();
         failed.sort();
         let line = format!(
-            "| {} s | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} |\n",
+            "| {} s | {} ({} + {}) | {} | {} | {} | {} | {} | {} | {} / {} | {} |\n",
             soak_start.elapsed().as_secs(),
             mib(memory),
+            mib(anon),
+            mib(file),
             fds,
             pcts(samples.get("live delivery")),
             pcts(samples.get("REQ")),
@@ -338,9 +340,24 @@ pub async fn soak(report: &mut Report, plan: SoakPlan) -> anyhow::Result<String>
         task.abort();
     }
     let _ = push_task.await;
+    // Every published event reaches every subscriber (give the last ones a moment).
+    let expected = published.load(Ordering::Relaxed) * plan.subscribers as u64;
+    let settle = Instant::now();
+    while delivered.load(Ordering::Relaxed) < expected && settle.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let got = delivered.load(Ordering::Relaxed);
     for task in subscriber_tasks {
         task.abort();
     }
+    report.add(Row {
+        scenario: "soak: live deliveries".into(),
+        ours: format!("{got} of {expected}"),
+        baseline: "—".into(),
+        comparison: format!("{} missing", expected.saturating_sub(got)),
+        target: "none missing".into(),
+        met: Some(got >= expected),
+    });
 
     // Flat: the last window against the second (the first includes warm-up).
     let base = rss_series.get(1).or(rss_series.first()).copied().unwrap_or(f64::NAN);
@@ -356,6 +373,16 @@ pub async fn soak(report: &mut Report, plan: SoakPlan) -> anyhow::Result<String>
         ours: format!("RSS {} → {} (max {})", mib(base), mib(last), mib(max)),
         baseline: "—".into(),
         comparison: format!("{:+.1}% RSS", (last - base) / base * 100.0),
+        target: "flat".into(),
+        met: None,
+    });
+    let anon_base = anon_series.get(1).or(anon_series.first()).copied().unwrap_or(f64::NAN);
+    let anon_last = anon_series.last().copied().unwrap_or(f64::NAN);
+    report.add(Row {
+        scenario: "soak: anonymous memory (heap), without mapped files".into(),
+        ours: format!("{} → {}", mib(anon_base), mib(anon_last)),
+        baseline: "—".into(),
+        comparison: format!("{:+.1}%", (anon_last - anon_base) / anon_base * 100.0),
         target: "flat".into(),
         met: None,
     });

@@ -27,6 +27,7 @@ use std::time::Duration;
 use grasp_lib::limits::{Admission, Permit, Refusal, ServerLimits};
 use grasp_lib::Grasp;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::header::HeaderValue;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
@@ -35,7 +36,6 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use warp::Reply;
 
 use crate::http;
 use crate::websocket::client_ip;
@@ -86,33 +86,8 @@ pub async fn serve(
         };
         let client: ClientSlot = Arc::default();
         let io = TokioIo::new(Admitted { stream, _permit: permit, _client: client.clone() });
-        let service = {
-            let (routes, admission, client) = (routes.clone(), admission.clone(), client.clone());
-            let after_headers = limits.per_ip_after_headers;
-            service_fn(move |mut request: Request<Incoming>| {
-                request.extensions_mut().insert(Peer(remote));
-                let admitted = after_headers.then(|| {
-                    let forwarded = request.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
-                    // The previous request on this connection is finished; its slot is free.
-                    client.lock().expect("client slot poisoned").take();
-                    admission.client(client_ip(Some(remote), forwarded, true))
-                });
-                let (routes, client) = (routes.clone(), client.clone());
-                async move {
-                    let mut permit = match admitted {
-                        Some(Err(refusal)) => return Ok::<_, Infallible>(too_many(&refusal)),
-                        Some(Ok(permit)) => Some(permit),
-                        None => None,
-                    };
-                    let response = hyper::service::Service::call(&routes, request).await?;
-                    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-                        // An upgraded websocket keeps the client's slot for as long as it lives.
-                        *client.lock().expect("client slot poisoned") = permit.take();
-                    }
-                    Ok(response.map(|body| Held { body, _permit: permit }))
-                }
-            })
-        };
+        let service =
+            requests(routes.clone(), remote, limits.per_ip_after_headers, admission.clone(), client);
         let connection = builder.serve_connection(io, service).with_upgrades();
         let metrics = grasp.metrics().clone();
         let mut stopping = stopping.clone();
@@ -143,6 +118,53 @@ pub async fn serve(
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, stop.closed()).await;
 }
 
+/// The service for one connection's requests: the routes, plus, behind a trusted proxy, the
+/// per-IP cap on the forwarded address of each request.
+fn requests<R, B>(
+    routes: R,
+    remote: SocketAddr,
+    after_headers: bool,
+    admission: Admission,
+    client: ClientSlot,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<Held<B>>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<Held<B>>, Infallible>> + Send,
+>
+where
+    R: hyper::service::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    R::Future: Send,
+    B: Body + From<String> + Unpin + Send,
+{
+    service_fn(move |mut request: Request<Incoming>| {
+        request.extensions_mut().insert(Peer(remote));
+        let admitted = after_headers.then(|| {
+            let forwarded = request.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
+            // The previous request on this connection is finished; its slot is free.
+            client.lock().expect("client slot poisoned").take();
+            admission.client(client_ip(Some(remote), forwarded, true))
+        });
+        let (routes, client) = (routes.clone(), client.clone());
+        async move {
+            let mut permit = match admitted {
+                Some(Err(refusal)) => return Ok(too_many(&refusal)),
+                Some(Ok(permit)) => Some(permit),
+                None => None,
+            };
+            let response = routes.call(request).await?;
+            if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                // An upgraded websocket keeps the client's slot for as long as it lives.
+                *client.lock().expect("client slot poisoned") = permit.take();
+            }
+            Ok(response.map(|body| Held { body, _permit: permit }))
+        }
+    })
+}
+
 /// A response body that holds a client's slot until the body is sent (or dropped).
 pub struct Held<B> {
     body: B,
@@ -170,22 +192,14 @@ impl<B: Body + Unpin> Body for Held<B> {
 }
 
 /// The 503 a client gets when the per-IP cap refuses a request.
-fn too_many(refusal: &Refusal) -> Response<Held<<warp::reply::Response as IntoParts>::Body>> {
-    let mut response =
-        warp::reply::with_status(refusal.to_string(), StatusCode::SERVICE_UNAVAILABLE).into_response();
+fn too_many<B: From<String>>(refusal: &Refusal) -> Response<Held<B>> {
+    let mut response = Response::new(Held { body: B::from(refusal.to_string()), _permit: None });
+    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
     let headers = response.headers_mut();
-    headers.insert("retry-after", warp::http::HeaderValue::from_static("5"));
-    headers.insert("access-control-allow-origin", warp::http::HeaderValue::from_static("*"));
-    response.map(|body| Held { body, _permit: None })
-}
-
-/// Names the body type of a response (warp's is not exported by name).
-trait IntoParts {
-    type Body;
-}
-
-impl<B> IntoParts for Response<B> {
-    type Body = B;
+    headers.insert("retry-after", HeaderValue::from_static("5"));
+    headers.insert("content-type", HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert("access-control-allow-origin", HeaderValue::from_static("*"));
+    response
 }
 
 /// Resolves once shutdown began.
