@@ -42,7 +42,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
 use futures::future::BoxFuture;
-use nostr::{EventId, Filter, Kind, Timestamp};
+use nostr::{Event, EventId, Filter, Kind, Timestamp};
 
 use crate::git::pktline::RefUpdate;
 use crate::git::{refs, GitError, RepoRef};
@@ -62,12 +62,16 @@ pub trait EventView: Send + Sync {
     /// Every state event with `identifier` that may authorize a push, from any author.
     fn states<'a>(&'a self, identifier: &'a str) -> BoxFuture<'a, Result<Vec<RepoState>, StoreError>>;
 
-    /// The `c` tag of each known pull request (1618) or pull request update (1619) among `ids`,
-    /// as written (a malformed value must refuse the push, not make the event look unknown).
-    fn pull_request_commits<'a>(
+    /// The known pull requests (1618) and pull request updates (1619) among `ids`.
+    fn pull_requests<'a>(
         &'a self,
         ids: &'a [EventId],
-    ) -> BoxFuture<'a, Result<HashMap<EventId, String>, StoreError>>;
+    ) -> BoxFuture<'a, Result<HashMap<EventId, Event>, StoreError>>;
+}
+
+/// True for a pull request (1618) or pull request update (1619).
+pub fn is_pull_request(event: &Event) -> bool {
+    matches!(event.kind.as_u16(), kinds::PULL_REQUEST | kinds::PULL_REQUEST_UPDATE)
 }
 
 impl EventView for EventStore {
@@ -85,17 +89,13 @@ impl EventView for EventStore {
         })
     }
 
-    fn pull_request_commits<'a>(
+    fn pull_requests<'a>(
         &'a self,
         ids: &'a [EventId],
-    ) -> BoxFuture<'a, Result<HashMap<EventId, String>, StoreError>> {
+    ) -> BoxFuture<'a, Result<HashMap<EventId, Event>, StoreError>> {
         Box::pin(async move {
             let found = self.events_among(ids).await?;
-            Ok(found
-                .iter()
-                .filter(|e| matches!(e.kind.as_u16(), kinds::PULL_REQUEST | kinds::PULL_REQUEST_UPDATE))
-                .filter_map(|e| raw_commit_tag(e).map(|c| (e.id, c.to_ascii_lowercase())))
-                .collect())
+            Ok(found.into_iter().filter(is_pull_request).map(|e| (e.id, e)).collect())
         })
     }
 }
@@ -150,6 +150,28 @@ fn reject(reason: impl Into<String>) -> PushDecision {
     PushDecision::Rejected { reason: reason.into() }
 }
 
+/// Why pushing `pushed` to the `refs/nostr/<id>` ref `name` does not meet the known pull
+/// request event whose `c` tag is `commit` (as written), if it does not.
+pub fn pull_request_commit_mismatch(name: &str, commit: Option<&str>, pushed: &str) -> Option<String> {
+    let Some(commit) = commit else {
+        return Some(format!("{name}: the pull request event has no 'c' tag naming its tip commit"));
+    };
+    if !is_object_id(commit) {
+        return Some(format!(
+            "{name}: the pull request event's 'c' tag ({commit:?}) is not a full commit id, so no push \
+             can match it; publish a corrected event"
+        ));
+    }
+    if !commit.eq_ignore_ascii_case(pushed) {
+        return Some(format!(
+            "{name}: the pull request event names commit {} but you pushed {}; push the commit in its 'c' tag",
+            short(commit),
+            short(pushed)
+        ));
+    }
+    None
+}
+
 /// The event id of a `refs/nostr/<id>` ref, if the name has that shape.
 pub fn nostr_ref_id(name: &str) -> Option<EventId> {
     let id = name.strip_prefix("refs/nostr/")?;
@@ -196,18 +218,8 @@ pub fn decide(updates: &[RefUpdate], ctx: &PushContext<'_>) -> PushDecision {
                 return reject(format!("{name}: pull request refs cannot be deleted by a push"));
             }
             if let Some(commit) = ctx.pr_commits.get(&id) {
-                if !is_object_id(commit) {
-                    return reject(format!(
-                        "{name}: the pull request event's 'c' tag ({commit:?}) is not a full commit id, so no push \
-                         can match it; publish a corrected event"
-                    ));
-                }
-                if !commit.eq_ignore_ascii_case(&update.new) {
-                    return reject(format!(
-                        "{name}: the pull request event names commit {} but you pushed {}; push the commit in its 'c' tag",
-                        short(commit),
-                        short(&update.new)
-                    ));
+                if let Some(why) = pull_request_commit_mismatch(name, Some(commit), &update.new) {
+                    return reject(why);
                 }
             }
         } else {
@@ -262,6 +274,11 @@ pub async fn authorize_push(
     updates: &[RefUpdate],
     view: &dyn EventView,
 ) -> Result<PushDecision, AuthorizationError> {
+    let pr_ids: Vec<EventId> = updates.iter().filter_map(|u| nostr_ref_id(&u.name)).collect();
+    let pull_requests = if pr_ids.is_empty() { HashMap::new() } else { view.pull_requests(&pr_ids).await? };
+    if repo.is_prs() {
+        return Ok(crate::git::prs::decide_push(repo, updates, &pull_requests));
+    }
     let d = repo.identifier.as_str();
     let path = repo_path.to_path_buf();
     let (current, applied) = tokio::task::spawn_blocking(move || -> Result<_, GitError> {
@@ -273,9 +290,10 @@ pub async fn authorize_push(
     let announcements = view.announcements(d).await?;
     let maintainers = MaintainerSet::from_announcements(repo.owner, &announcements);
     let states = view.states(d).await?;
-    let pr_ids: Vec<EventId> = updates.iter().filter_map(|u| nostr_ref_id(&u.name)).collect();
-    let pr_commits =
-        if pr_ids.is_empty() { HashMap::new() } else { view.pull_request_commits(&pr_ids).await? };
+    let pr_commits: HashMap<EventId, String> = pull_requests
+        .values()
+        .filter_map(|e| raw_commit_tag(e).map(|c| (e.id, c.to_ascii_lowercase())))
+        .collect();
     let ctx = PushContext {
         maintainers: &maintainers,
         current: &current,

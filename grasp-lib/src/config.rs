@@ -189,6 +189,21 @@ pub struct Config {
     pub max_connections: usize,
     /// Open connections per client IP (0: unlimited).
     pub max_connections_per_ip: usize,
+    /// GRASP-06: contributors push pull request commits to `/prs/<npub>/<identifier>.git`
+    /// without announcing a repository (`false`: `/prs/` answers 404).
+    pub prs_hosting: bool,
+    /// Largest push to a `/prs/` repository, in bytes (after gzip decoding).
+    pub prs_max_push_size: u64,
+    /// Pushes to `/prs/` repositories per minute per client IP (0 = unlimited).
+    pub prs_pushes_per_minute: u32,
+    /// TOML file with the operator's `allow` / `deny` lists (see [`crate::curation`]);
+    /// re-read when it changes and on `SIGHUP`.
+    pub curation_file: Option<PathBuf>,
+    /// Seconds between checks of `curation_file` for changes (default 10; 1 in test mode).
+    pub curation_reload_secs: Option<u64>,
+    /// GRASP-05: what to archive read-only although its announcement does not list this
+    /// server: `*`, `<npub>`, `<npub>/<identifier>` or `<identifier>` (empty: off).
+    pub archive: Vec<String>,
 }
 
 /// Which acceptance policy the relay runs.
@@ -272,6 +287,12 @@ impl Default for Config {
             websocket_missed_pongs: 2,
             max_connections: 0,
             max_connections_per_ip: 128,
+            prs_hosting: true,
+            prs_max_push_size: 1024 * 1024 * 1024,
+            prs_pushes_per_minute: 30,
+            curation_file: None,
+            curation_reload_secs: None,
+            archive: Vec::new(),
         }
     }
 }
@@ -370,6 +391,15 @@ impl Config {
             if value == Some(0) {
                 return invalid(option, "must be at least 1".to_owned());
             }
+        }
+        if self.curation_reload_secs == Some(0) {
+            return invalid("curation_reload_secs", "must be at least 1 second".to_owned());
+        }
+        if let Err(e) = crate::curation::Selectors::parse(&self.archive) {
+            return invalid("archive", e.to_string());
+        }
+        if self.prs_max_push_size < 1024 {
+            return invalid("prs_max_push_size", "must be at least 1024 bytes".to_owned());
         }
         if self.hunt_max_fetch_size < 1024 {
             return invalid("hunt_max_fetch_size", "must be at least 1024 bytes".to_owned());
@@ -520,6 +550,17 @@ impl Config {
             debounce: millis(self.sync_debounce_ms, 1000, 100),
             refresh: secs(None, 30, 1),
         }
+    }
+
+    /// How often the curation file is checked for changes.
+    pub fn curation_reload_interval(&self) -> std::time::Duration {
+        let default = if self.test_mode { 1 } else { 10 };
+        std::time::Duration::from_secs(self.curation_reload_secs.unwrap_or(default))
+    }
+
+    /// The archive list (GRASP-05), parsed ([`Config::validate`] checked it).
+    pub fn archive_selectors(&self) -> crate::curation::Selectors {
+        crate::curation::Selectors::parse(&self.archive).unwrap_or_default()
     }
 
     /// The relay operator's keys, when an owner key is configured.
@@ -836,6 +877,31 @@ pub struct ConfigArgs {
     #[arg(long, env = "GRASP_MAX_CONNECTIONS_PER_IP")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_connections_per_ip: Option<usize>,
+    /// GRASP-06: accept pull request commits at /prs/<npub>/<identifier>.git (false: /prs/ answers 404)
+    #[arg(long, env = "GRASP_PRS_HOSTING", value_parser = BoolishValueParser::new(),
+          num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prs_hosting: Option<bool>,
+    /// Largest push to a /prs/ repository, in bytes (after gzip decoding)
+    #[arg(long, env = "GRASP_PRS_MAX_PUSH_SIZE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prs_max_push_size: Option<u64>,
+    /// Pushes to /prs/ repositories per minute per client IP (0 = unlimited)
+    #[arg(long, env = "GRASP_PRS_PUSHES_PER_MINUTE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prs_pushes_per_minute: Option<u32>,
+    /// TOML file with the operator's allow / deny lists, re-read when it changes and on SIGHUP
+    #[arg(long, env = "GRASP_CURATION_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub curation_file: Option<PathBuf>,
+    /// Seconds between checks of the curation file for changes [default: 10, or 1 in test mode]
+    #[arg(long, env = "GRASP_CURATION_RELOAD_SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub curation_reload_secs: Option<u64>,
+    /// GRASP-05: archive read-only what this names (comma-separated: *, <npub>, <npub>/<identifier>, <identifier>)
+    #[arg(long, env = "GRASP_ARCHIVE", value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archive: Option<Vec<String>>,
 }
 
 /// ngit-grasp environment names accepted as aliases: (option, alias).
@@ -990,6 +1056,21 @@ mod tests {
         assert_eq!(test.timers.sync_delay.as_millis(), 7);
         let bad = ConfigArgs { hunt_domain_concurrency: Some(0), ..Default::default() };
         assert!(Config::load(&bad).unwrap_err().to_string().contains("hunt_domain_concurrency"));
+    }
+
+    #[test]
+    fn archive_list_from_flags_env_style_and_file() {
+        let a = parse(&["x", "--archive", "ngit,*"], &[]).unwrap();
+        assert_eq!(a.archive, Some(vec!["ngit".to_owned(), "*".to_owned()]));
+        let c = Config::load(&a).unwrap();
+        assert!(c.archive_selectors().is_everything());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("grasp.toml");
+        std::fs::write(&path, "archive = [\"ngit\"]\n").unwrap();
+        let c = Config::load(&ConfigArgs { config: Some(path), ..Default::default() }).unwrap();
+        assert_eq!(c.archive, vec!["ngit".to_owned()]);
+        let bad = ConfigArgs { archive: Some(vec!["npub1bad".into()]), ..Default::default() };
+        assert!(Config::load(&bad).unwrap_err().to_string().contains("archive"));
     }
 
     #[test]

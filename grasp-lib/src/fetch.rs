@@ -37,6 +37,12 @@ impl AsyncRead for MeteredBody {
 }
 
 impl Grasp {
+    /// Where git reads `repo` from: [`Grasp::serving_path`], or the repository's own path
+    /// (which then fails as git fails on a missing repository).
+    fn read_path(&self, repo: &RepoRef) -> std::path::PathBuf {
+        self.serving_path(repo).unwrap_or_else(|| self.repositories().path(repo))
+    }
+
     /// The body of `GET info/refs?service=…` for `repo`: git's advertisement, without the
     /// pull request refs still waiting for their event.
     pub async fn advertise_refs(
@@ -46,13 +52,13 @@ impl Grasp {
         git_protocol: Option<&str>,
     ) -> Result<Vec<u8>, GitError> {
         let hidden = self.hosting().hidden_refs(repo);
-        let body = smart_http::advertisement(&self.repositories().path(repo), service, git_protocol, &hidden)
-            .await?;
+        let body = smart_http::advertisement(&self.read_path(repo), service, git_protocol, &hidden).await?;
         self.metrics().count_git_bytes(repo, Direction::Out, body.len() as u64);
         Ok(body)
     }
 
-    /// Serves `POST git-upload-pack` for an existing repository: git's answer as a stream.
+    /// Serves `POST git-upload-pack` for an existing repository (or a `/prs/` path nobody
+    /// pushed to, as an empty repository): git's answer as a stream.
     /// `Err(GitError::BadRequest)` means git refused the request (answer 400).
     pub async fn upload_pack(
         &self,
@@ -62,7 +68,7 @@ impl Grasp {
     ) -> Result<BoxStream<'static, std::io::Result<Bytes>>, GitError> {
         let meter = Arc::new(Mutex::new(UploadPackMeter::new(self.metrics().clone(), repo.clone())));
         let body: Body = Box::pin(MeteredBody { inner: body, meter: meter.clone() });
-        let path = self.repositories().path(repo);
+        let path = self.read_path(repo);
         let hidden = self.hosting().hidden_refs(repo);
         let limit = self.config().max_push_size;
         let idle = std::time::Duration::from_secs(self.config().body_idle_timeout_secs);

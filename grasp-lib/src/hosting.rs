@@ -18,13 +18,11 @@ use crate::authorization::{nostr_ref_id, EventView, PushDecision};
 use crate::git::maintenance::Maintenance;
 use crate::git::pktline::RefUpdate;
 use crate::git::refs;
-use crate::git::{is_zero_oid, GitError, RepoRef, Repositories};
+use crate::git::{is_zero_oid, prs, GitError, RepoRef, Repositories};
 use crate::git_data::{align_one, authoritative_state, IdentifierLocks, Outcome, ProcessReport};
 use crate::maintainers::MaintainerSet;
 use crate::metrics::Metrics;
-use crate::nip34::{
-    commit_tag, kinds, raw_commit_tag, RepoAnnouncement, RepoCoordinate, RepoIdentifier, RepoState,
-};
+use crate::nip34::{commit_tag, kinds, RepoAnnouncement, RepoCoordinate, RepoIdentifier, RepoState};
 use crate::origin::ServiceOrigin;
 use crate::purgatory::{now_ms, HeldEvent, HeldKind, HoldOutcome, Placeholder, Purgatory, PurgatoryError};
 use crate::relay::Publisher;
@@ -77,6 +75,31 @@ pub struct Hosting {
     maintenance: Maintenance,
     released: tokio::sync::broadcast::Sender<ReleasedEvent>,
     expired: tokio::sync::broadcast::Sender<Event>,
+    prs_pushes: PrsPushes,
+}
+
+/// `/prs/` repositories a push is landing in right now: garbage collection leaves them alone.
+#[derive(Debug, Clone, Default)]
+struct PrsPushes(Arc<std::sync::Mutex<HashMap<RepoRef, usize>>>);
+
+/// Marks a `/prs/` repository as being pushed to until dropped (see
+/// [`Hosting::prs_push_started`]).
+#[derive(Debug)]
+pub struct PrsPushGuard {
+    pushes: PrsPushes,
+    repo: RepoRef,
+}
+
+impl Drop for PrsPushGuard {
+    fn drop(&mut self) {
+        let mut map = self.pushes.0.lock().expect("prs push map poisoned");
+        if let Some(n) = map.get_mut(&self.repo) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.repo);
+            }
+        }
+    }
 }
 
 impl Hosting {
@@ -102,6 +125,7 @@ impl Hosting {
             maintenance,
             released: tokio::sync::broadcast::channel(RELEASED_BUFFER).0,
             expired,
+            prs_pushes: PrsPushes::default(),
         };
         hosting.update_gauges();
         hosting
@@ -323,11 +347,18 @@ impl Hosting {
         owners.sort();
         owners.dedup();
         let mut hosted = self.repos.with_identifier(owners, identifier);
+        // `/prs/` repositories only ever carry pull request refs: searched for those, never
+        // aligned to a state or used as a source of branch data.
+        let mut prs_sources = Vec::new();
         if let Arrival::GitData(Some(source)) = arrival {
-            if !hosted.contains(source) && self.repos.exists(source) {
-                hosted.push(source.clone());
+            if source.is_prs() {
+                prs_sources.push(source.clone());
+            } else {
+                if !hosted.contains(source) && self.repos.exists(source) {
+                    hosted.push(source.clone());
+                }
+                hosted.sort_by_key(|r| r != source);
             }
-            hosted.sort_by_key(|r| r != source);
         }
         tracing::debug!(%identifier, repos = hosted.len(), ?arrival, "processing git data");
         let only = |kind: HeldKind| -> Option<Vec<HeldEvent>> {
@@ -361,7 +392,8 @@ impl Hosting {
         }
 
         // 2. Every repository follows the newest stored state of its maintainers.
-        let pr_only = arrived.as_ref().is_some_and(|e| e.kind == HeldKind::PullRequest);
+        let pr_only =
+            arrived.as_ref().is_some_and(|e| e.kind == HeldKind::PullRequest) || !prs_sources.is_empty();
         if !pr_only {
             self.align_all(d, &hosted, &all_anns, &mut report).await;
         }
@@ -382,9 +414,9 @@ impl Hosting {
             (Arrival::Held(_), Some(entry)) if entry.kind == HeldKind::PullRequest => {
                 let name = format!("refs/nostr/{}", entry.event.id.to_hex());
                 let mut found = Vec::new();
-                for repo in &hosted {
-                    if let Some(target) = self.ref_target(repo, &name).await {
-                        found.push((repo.clone(), target));
+                for repo in self.pull_request_repos(&entry.event, &hosted) {
+                    if let Some(target) = self.ref_target(&repo, &name).await {
+                        found.push((repo, target));
                     }
                 }
                 self.settle_pull_request(entry.clone(), found, &hosted, &all_anns, identifier, &mut report)
@@ -392,7 +424,7 @@ impl Hosting {
             }
             (Arrival::GitData(_), _) => {
                 let mut refs_by_repo = Vec::new();
-                for repo in &hosted {
+                for repo in hosted.iter().chain(&prs_sources) {
                     refs_by_repo.push((repo.clone(), self.nostr_refs(repo).await));
                 }
                 let ids: HashSet<EventId> =
@@ -476,7 +508,10 @@ impl Hosting {
         let name = format!("refs/nostr/{}", id.to_hex());
         let mut holder = None;
         for (repo, target) in found {
-            if commit.as_ref() == Some(&target) {
+            // In a `/prs/` repository the event must also be the contributor's and name the
+            // repository (GRASP-06).
+            let belongs = !repo.is_prs() || prs::event_mismatch(&repo, &entry.event).is_none();
+            if belongs && commit.as_ref() == Some(&target) {
                 holder.get_or_insert(repo);
                 continue;
             }
@@ -485,14 +520,16 @@ impl Hosting {
             if let Err(e) = self.delete_ref(&repo, &name, Some(target.clone())).await {
                 report.errors.push(format!("{repo}: {e}"));
             }
-            tracing::info!(repo = %repo, event_id = %id, pushed = %target, expected = ?commit, "deleted mismatching pull request ref");
-            report.deleted_refs.push((repo, name.clone()));
+            tracing::info!(repo = %repo, event_id = %id, pushed = %target, expected = ?commit, belongs, "deleted mismatching pull request ref");
+            report.deleted_refs.push((repo.clone(), name.clone()));
             let _ = self.purgatory.remove_placeholders(&[id]).await;
+            self.collect_if_empty(&repo).await;
         }
         let (Some(source), Some(commit)) = (holder, commit) else { return };
         self.release(entry.clone(), report).await;
         let _ = self.purgatory.remove_placeholders(&[id]).await;
-        // Offer the PR in every repository here whose maintainers the PR addresses.
+        // Offer the PR in every announced repository here whose maintainers the PR addresses
+        // (for a `/prs/` source this is the one-way GRASP-06 mirror).
         let tagged: HashSet<_> = crate::nip34::EventReferences::of(&entry.event)
             .coordinates
             .into_iter()
@@ -523,6 +560,53 @@ impl Hosting {
             if let Err(e) = result {
                 report.errors.push(format!("{target}: {e}"));
             }
+        }
+    }
+
+    /// Where the commit of a pull request may be at `refs/nostr/<id>`: the announced
+    /// repositories of its identifier, the `/prs/` repositories its `clone` tag names here,
+    /// and wherever its commit was pushed before the event arrived (so a push that does not
+    /// meet the event is found and deleted).
+    fn pull_request_repos(&self, event: &Event, hosted: &[RepoRef]) -> Vec<RepoRef> {
+        let mut repos = hosted.to_vec();
+        repos.extend(prs::named_repositories(event, &self.origin));
+        repos.extend(self.purgatory.placeholder(&event.id).and_then(|p| p.repo()));
+        let mut seen = HashSet::new();
+        repos.retain(|r| seen.insert(r.clone()) && self.repos.exists(r));
+        repos
+    }
+
+    /// Marks `repo` as being pushed to until the guard is dropped, so an empty `/prs/`
+    /// repository is not garbage-collected under a push that is landing in it.
+    pub fn prs_push_started(&self, repo: &RepoRef) -> PrsPushGuard {
+        *self.prs_pushes.0.lock().expect("prs push map poisoned").entry(repo.clone()).or_default() += 1;
+        PrsPushGuard { pushes: self.prs_pushes.clone(), repo: repo.clone() }
+    }
+
+    /// Removes a `/prs/` repository that has no refs left (and its contributor directory
+    /// when that is empty then), unless a push is landing in it. Announced repositories are
+    /// never touched.
+    pub async fn collect_if_empty(&self, repo: &RepoRef) {
+        if !repo.is_prs() {
+            return;
+        }
+        let (pushes, path, key) = (self.prs_pushes.clone(), self.repos.path(repo), repo.clone());
+        let removed = self
+            .blocking(move || {
+                // Held while removing, so no push can start landing in the directory meanwhile.
+                let busy = pushes.0.lock().expect("prs push map poisoned");
+                if busy.contains_key(&key) {
+                    return Ok(false);
+                }
+                prs::remove_if_empty(&path)
+            })
+            .await;
+        match removed {
+            Ok(true) => tracing::info!(repo = %repo, "removed empty /prs/ repository"),
+            Ok(false) => {
+                tracing::debug!(repo = %repo, "/prs/ repository kept: it has refs or a push is landing")
+            }
+            Err(e) => tracing::warn!(repo = %repo, error = %e, "removing empty /prs/ repository failed"),
         }
     }
 
@@ -588,14 +672,14 @@ impl Hosting {
         self.drop_entries(held, true).await;
         for placeholder in placeholders {
             self.metrics.purgatory_placeholders_expired.inc();
-            let Ok(identifier) = RepoIdentifier::new(&placeholder.identifier) else { continue };
-            let repo = RepoRef::new(placeholder.owner, identifier);
+            let Some(repo) = placeholder.repo() else { continue };
             let name = format!("refs/nostr/{}", placeholder.event_id.to_hex());
             match self.delete_ref(&repo, &name, Some(placeholder.commit.clone())).await {
                 Ok(true) => tracing::info!(repo = %repo, %name, "deleted unmatched pull request ref"),
                 Ok(false) => {}
                 Err(e) => tracing::warn!(repo = %repo, %name, error = %e, "deleting unmatched ref failed"),
             }
+            self.collect_if_empty(&repo).await;
         }
         self.update_gauges();
     }
@@ -683,6 +767,7 @@ impl Hosting {
                 commit: update.new.clone(),
                 owner: repo.owner,
                 identifier: repo.identifier.as_str().to_owned(),
+                namespace: repo.namespace,
                 created_at: now,
                 expires_at: now + self.purgatory.timers().pr_ref_expiry.as_millis() as u64,
             };
@@ -696,7 +781,7 @@ impl Hosting {
     /// Refs fetchers must not see yet: pull request refs still waiting for their event.
     pub fn hidden_refs(&self, repo: &RepoRef) -> Vec<String> {
         self.purgatory
-            .placeholders_in(&repo.owner, repo.identifier.as_str())
+            .placeholders_in(repo)
             .into_iter()
             .map(|p| format!("refs/nostr/{}", p.event_id.to_hex()))
             .collect()
@@ -724,20 +809,18 @@ impl EventView for Hosting {
         })
     }
 
-    fn pull_request_commits<'a>(
+    fn pull_requests<'a>(
         &'a self,
         ids: &'a [EventId],
-    ) -> BoxFuture<'a, Result<std::collections::HashMap<EventId, String>, StoreError>> {
+    ) -> BoxFuture<'a, Result<HashMap<EventId, Event>, StoreError>> {
         Box::pin(async move {
-            let mut commits = self.store.pull_request_commits(ids).await?;
+            let mut found = self.store.pull_requests(ids).await?;
             for id in ids {
                 if let Some(entry) = self.purgatory.get(id).filter(|e| e.kind == HeldKind::PullRequest) {
-                    if let Some(commit) = raw_commit_tag(&entry.event) {
-                        commits.insert(*id, commit.to_ascii_lowercase());
-                    }
+                    found.insert(*id, entry.event);
                 }
             }
-            Ok(commits)
+            Ok(found)
         })
     }
 }

@@ -11,7 +11,8 @@
 //! | Module | What it holds |
 //! |---|---|
 //! | [`nip34`] | the event model: announcements, states, coordinates, identifiers |
-//! | [`policy`] | which events are accepted, held or rejected (GRASP-01) |
+//! | [`policy`] | which events are accepted, held or rejected (GRASP-01/05/06, curation) |
+//! | [`curation`] | the operator's allow / deny lists, reloaded while the server runs |
 //! | [`maintainers`] | the recursive maintainer set |
 //! | [`origin`] | this server's public origin and URL matching |
 //! | [`store`] | the event store (LMDB or memory) |
@@ -55,6 +56,7 @@ pub mod alignment;
 pub mod authorization;
 pub mod config;
 pub mod crash;
+pub mod curation;
 pub mod fetch;
 pub mod git;
 pub mod git_data;
@@ -82,7 +84,7 @@ use std::sync::Arc;
 
 use authorization::EventView;
 use config::Config;
-use git::Repositories;
+use git::{RepoRef, Repositories};
 use hosting::Hosting;
 use metrics::Metrics;
 use origin::ServiceOrigin;
@@ -124,6 +126,9 @@ pub enum OpenError {
         /// The store error.
         source: StoreError,
     },
+    /// The `/prs/` directory could not be prepared.
+    #[error("cannot prepare the /prs/ repositories: {0}")]
+    Prs(git::GitError),
     /// The purgatory journal could not be opened.
     #[error("cannot open purgatory at {path}: {source}")]
     Purgatory {
@@ -179,6 +184,27 @@ async fn recover_in_background(hosting: Arc<Hosting>) {
     );
 }
 
+/// Makes `/prs/` ready: the shared empty repository that answers for paths nobody pushed
+/// to, and no empty repositories left over from a crash.
+async fn prepare_prs(git_data_path: &std::path::Path) -> Result<(), OpenError> {
+    let root = git_data_path.to_path_buf();
+    let prepared = tokio::task::spawn_blocking(move || {
+        git::prs::create_empty_repository(&root)?;
+        Ok::<_, git::GitError>(git::prs::remove_empty_repositories(&root))
+    })
+    .await
+    .map_err(git::GitError::from)
+    .and_then(|r| r);
+    match prepared {
+        Ok(0) => Ok(()),
+        Ok(removed) => {
+            tracing::info!(removed, "removed empty /prs/ repositories");
+            Ok(())
+        }
+        Err(e) => Err(OpenError::Prs(e)),
+    }
+}
+
 /// The shared service handle: everything a frontend needs, cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Grasp {
@@ -188,6 +214,8 @@ pub struct Grasp {
     relay: Arc<Relay>,
     metrics: Metrics,
     hosting: Arc<Hosting>,
+    curation: Arc<curation::Curation>,
+    archive: Arc<curation::Selectors>,
 }
 
 impl Grasp {
@@ -220,10 +248,24 @@ impl Grasp {
             origin.clone(),
             metrics.clone(),
         ));
+        let curation =
+            Arc::new(curation::Curation::load(config.curation_file.as_deref()).map_err(|e| {
+                config::ConfigError::Invalid { option: "curation_file", reason: e.to_string() }
+            })?);
+        let archive = Arc::new(config.archive_selectors());
+        if config.prs_hosting {
+            prepare_prs(&config.git_data_path).await?;
+        }
         let policy: Arc<dyn policy::EventPolicy> = match config.event_policy {
             config::EventPolicyChoice::Grasp => {
                 let hunt = start_hunting(&config, &hosting, &metrics);
-                Arc::new(GraspPolicy::new(hosting.clone()).with_hunting(hunt))
+                Arc::new(
+                    GraspPolicy::new(hosting.clone())
+                        .with_hunting(hunt)
+                        .with_prs_hosting(config.prs_hosting)
+                        .with_curation(curation.clone())
+                        .with_archive(archive.clone()),
+                )
             }
             config::EventPolicyChoice::AcceptAll => {
                 tracing::warn!("event_policy = accept-all: every valid event is stored (benchmark mode)");
@@ -234,7 +276,8 @@ impl Grasp {
         tokio::spawn(hosting.clone().run_expiry());
         start_sync(&config, &origin, &relay, &hosting, &metrics);
         tokio::spawn(recover_in_background(hosting.clone()));
-        Ok(Self { config: Arc::new(config), origin, store, relay, metrics, hosting })
+        tokio::spawn(curation.clone().watch(config.curation_reload_interval()));
+        Ok(Self { config: Arc::new(config), origin, store, relay, metrics, hosting, curation, archive })
     }
 
     /// The configuration in force.
@@ -267,6 +310,19 @@ impl Grasp {
         self.hosting.repos()
     }
 
+    /// Where git reads `repo` from to serve it, or `None` when it is not served (404). A
+    /// `/prs/` path nobody has pushed to is answered from one shared empty repository, so a
+    /// probe creates nothing on disk; with GRASP-06 off, `/prs/` is not served at all.
+    pub fn serving_path(&self, repo: &RepoRef) -> Option<std::path::PathBuf> {
+        if repo.is_prs() && !self.config.prs_hosting {
+            return None;
+        }
+        if self.repositories().exists(repo) {
+            return Some(self.repositories().path(repo));
+        }
+        repo.is_prs().then(|| git::prs::empty_repository(&self.config.git_data_path))
+    }
+
     /// Repositories, events and purgatory together.
     pub fn hosting(&self) -> &Arc<Hosting> {
         &self.hosting
@@ -288,8 +344,27 @@ impl Grasp {
         self.hosting.as_ref()
     }
 
-    /// The NIP-11 document.
+    /// The NIP-11 document (with the curation lists in force now).
     pub fn nip11(&self) -> serde_json::Value {
-        nip11::document(&self.config, &self.origin)
+        nip11::document(&self.config, &self.origin, &self.curation.lists())
+    }
+
+    /// The operator's curation lists and where they come from.
+    pub fn curation(&self) -> &Arc<curation::Curation> {
+        &self.curation
+    }
+
+    /// Re-reads the curation file now (what a frontend does on `SIGHUP`); the lists in force
+    /// stay when it does not parse. Blocking file I/O runs off the async threads.
+    pub async fn reload_curation(&self) -> curation::Reload {
+        let curation = self.curation.clone();
+        tokio::task::spawn_blocking(move || curation.reload_and_log())
+            .await
+            .unwrap_or(curation::Reload::Unchanged)
+    }
+
+    /// The archive list (GRASP-05): what is taken read-only although it does not list us.
+    pub fn archive(&self) -> &curation::Selectors {
+        &self.archive
     }
 }

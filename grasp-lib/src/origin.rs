@@ -61,18 +61,27 @@ impl ServiceOrigin {
         }
     }
 
+    /// The path of `value` when it is an http(s) URL on this server without query or
+    /// fragment (a trailing slash removed).
+    fn own_http_path(&self, value: &str) -> Option<String> {
+        let url = Url::parse(value.trim()).ok()?;
+        let ours = matches!(url.scheme(), "http" | "https")
+            && url.query().is_none()
+            && url.fragment().is_none()
+            && self.matches_authority(&url);
+        ours.then(|| url.path().trim_end_matches('/').to_owned())
+    }
+
     /// True when `value` is an http(s) git URL on this server:
     /// `/<valid npub>/<percent-encoded identifier>.git`, an optional trailing slash allowed.
     pub fn is_clone_url(&self, value: &str) -> bool {
-        let Ok(url) = Url::parse(value.trim()) else { return false };
-        if !matches!(url.scheme(), "http" | "https")
-            || url.query().is_some()
-            || url.fragment().is_some()
-            || !self.matches_authority(&url)
-        {
-            return false;
-        }
-        parse_repo_path(url.path().trim_end_matches('/')).is_some()
+        self.own_http_path(value).is_some_and(|path| parse_repo_path(&path).is_some())
+    }
+
+    /// The contributor and identifier of `value` when it is a GRASP-06 clone URL on this
+    /// server: `http(s)://<us>/prs/<valid npub>/<percent-encoded identifier>.git`.
+    pub fn prs_clone_url(&self, value: &str) -> Option<(PublicKey, RepoIdentifier)> {
+        crate::git::prs::parse_path(&self.own_http_path(value)?)
     }
 
     /// True when `url` (any scheme, any path) addresses this server, however it is spelled:
@@ -176,6 +185,25 @@ mod tests {
         assert!(!o.is_clone_url(&format!("https://git.example.com/{n}/a/b.git")));
         assert!(!o.is_clone_url(&format!("ssh://git.example.com/{n}/repo.git")));
         assert!(!o.is_clone_url(&format!("https://git.example.com/{n}/%2e%2e.git")));
+    }
+
+    #[test]
+    fn prs_clone_urls_are_ours_and_well_formed() {
+        let o = ServiceOrigin::parse("git.example.com").unwrap();
+        let keys = Keys::generate();
+        let n = keys.public_key().to_bech32().unwrap();
+        let (pk, d) = o.prs_clone_url(&format!("https://GIT.example.com/prs/{n}/my%20repo.git/")).unwrap();
+        assert_eq!((pk, d.as_str()), (keys.public_key(), "my repo"));
+        assert!(!o.is_clone_url(&format!("https://git.example.com/prs/{n}/r.git")), "not an announced URL");
+        for bad in [
+            format!("https://other.example/prs/{n}/r.git"),
+            format!("https://git.example.com/prs/{n}/r.git?x=1"),
+            format!("https://git.example.com/{n}/r.git"),
+            format!("ssh://git.example.com/prs/{n}/r.git"),
+            format!("https://git.example.com/prs/{n}/a/b.git"),
+        ] {
+            assert!(o.prs_clone_url(&bad).is_none(), "{bad}");
+        }
     }
 
     #[test]

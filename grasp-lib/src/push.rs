@@ -59,6 +59,9 @@ impl Grasp {
         repo: &RepoRef,
         updates: &[RefUpdate],
     ) -> Result<PushDecision, AuthorizationError> {
+        if let Some(reason) = self.curated_push(repo).await? {
+            return Ok(PushDecision::Rejected { reason });
+        }
         authorization::authorize_push(repo, &self.repositories().path(repo), updates, self.event_view()).await
     }
 
@@ -93,7 +96,10 @@ impl Grasp {
     /// The inline server calls it after `git receive-pack` succeeded; a `post-receive` hook
     /// reaches it through the [local API](crate::local_api).
     pub async fn push_received(&self, repo: &RepoRef, updates: &[RefUpdate]) -> ProcessReport {
-        self.hosting().maintenance().schedule(self.repositories().path(repo));
+        if !repo.is_prs() {
+            // `/prs/` repositories stay small and come and go; they are not repacked.
+            self.hosting().maintenance().schedule(self.repositories().path(repo));
+        }
         self.hosting().record_placeholders(repo, updates).await;
         let new_oids: Vec<String> =
             updates.iter().filter(|u| !is_zero_oid(&u.new)).map(|u| u.new.clone()).collect();
@@ -107,6 +113,23 @@ impl Grasp {
             "push received"
         );
         report
+    }
+
+    /// Why the operator's choices refuse any push to `repo`, whatever it carries: the
+    /// curation lists, or a read-only archive (GRASP-05: the archive list names it and its
+    /// owner's newest announcement does not list this server).
+    async fn curated_push(&self, repo: &RepoRef) -> Result<Option<String>, AuthorizationError> {
+        if let Some(reason) = crate::policy::curate::push(&self.curation().lists(), repo) {
+            return Ok(Some(reason));
+        }
+        if repo.is_prs()
+            || !crate::policy::curate::archived(self.archive(), &repo.owner, repo.identifier.as_str())
+        {
+            return Ok(None);
+        }
+        let announcements = self.event_view().announcements(repo.identifier.as_str()).await?;
+        let own = announcements.iter().filter(|a| a.owner == repo.owner).max_by_key(|a| a.created_at);
+        Ok(own.and_then(|ann| crate::policy::curate::read_only(ann, self.origin())))
     }
 
     /// The step that runs whenever git data arrived in `repo` (a push, a fetch): releases
@@ -148,8 +171,9 @@ impl Grasp {
         self.hosting().process(&repo.identifier, crate::hosting::Arrival::GitData(Some(repo))).await
     }
 
-    /// Serves `POST git-receive-pack` for an existing repository. Returns the response body
-    /// (git's own, or our refusal in a form `git push` prints).
+    /// Serves `POST git-receive-pack` for an existing repository, or a `/prs/` one (created
+    /// when the push is let in, removed again if it ends up without refs). Returns the
+    /// response body (git's own, or our refusal in a form `git push` prints).
     pub async fn receive_pack(
         &self,
         repo: &RepoRef,
@@ -158,7 +182,10 @@ impl Grasp {
     ) -> Result<Vec<u8>, ReceivePackError> {
         let started = Instant::now();
         let metrics = self.metrics();
+        let guard = repo.is_prs().then(|| self.hosting().prs_push_started(repo));
         let result = self.receive_pack_unmetered(repo, git_protocol, body).await;
+        drop(guard);
+        self.hosting().collect_if_empty(repo).await;
         let status = match &result {
             Ok(answer) => {
                 metrics.count_git_bytes(repo, Direction::In, answer.request_bytes);
@@ -178,7 +205,7 @@ impl Grasp {
         git_protocol: Option<&str>,
         body: Body,
     ) -> Result<PushAnswer, ReceivePackError> {
-        let limit = self.config().max_push_size;
+        let limit = if repo.is_prs() { self.config().prs_max_push_size } else { self.config().max_push_size };
         let drain_allowance = limit.max(MIN_DRAIN_BYTES);
         let idle = Duration::from_secs(self.config().body_idle_timeout_secs);
         let mut body: Body = Box::pin(IdleTimeout::new(body, idle));
@@ -196,6 +223,12 @@ impl Grasp {
             drain(&mut body, drain_allowance).await;
             let body = smart_http::rejection_response(&commands, &format!("rejected by GRASP: {reason}"));
             return Ok(PushAnswer { body, status: OperationStatus::Rejected, request_bytes: command_bytes });
+        }
+        if repo.is_prs() {
+            self.repositories()
+                .create(repo)
+                .await
+                .map_err(|e| ReceivePackError::Internal(format!("cannot create {repo}: {e}")))?;
         }
 
         let path = self.repositories().path(repo);
@@ -221,8 +254,8 @@ impl Grasp {
         if matches!(piped, Ok(Piped::TooLarge)) {
             let _ = child.kill().await;
             drain(&mut body, drain_allowance).await;
-            let reason =
-                format!("push is larger than the {} bytes this server accepts (max_push_size)", limit);
+            let option = if repo.is_prs() { "prs_max_push_size" } else { "max_push_size" };
+            let reason = format!("push is larger than the {limit} bytes this server accepts ({option})");
             tracing::info!(repo = %repo, limit, "push refused: too large");
             let body = smart_http::rejection_response(&commands, &reason);
             return Ok(PushAnswer { body, status: OperationStatus::Rejected, request_bytes: limit });

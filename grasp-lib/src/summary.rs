@@ -99,7 +99,7 @@ impl Grasp {
 
         let purgatory = self.purgatory();
         let held: Vec<_> = HeldKind::ALL.iter().flat_map(|kind| purgatory.held_for(d, *kind)).collect();
-        let placeholders = purgatory.placeholders_in(&repo.owner, d);
+        let placeholders = purgatory.placeholders_in(repo);
 
         let path = self.repositories().path(repo);
         let hunt_status = HuntStatus::path(&self.config().relay_data_path);

@@ -33,10 +33,13 @@ enum Action {
     Rpc(Service),
 }
 
-/// Splits `/<npub>/<id>.git[/suffix]` into the repository and the action.
+/// Splits `[/prs]/<npub>/<id>.git[/suffix]` into the repository and the action.
 fn parse(path: &str) -> Option<(RepoRef, Action)> {
-    let rest = path.strip_prefix('/')?;
-    let mut parts = rest.splitn(3, '/');
+    let (prs, path) = match path.strip_prefix("/prs/") {
+        Some(rest) => (true, rest),
+        None => (false, path.strip_prefix('/')?),
+    };
+    let mut parts = path.splitn(3, '/');
     let (npub, repo) = (parts.next()?, parts.next()?);
     let suffix = parts.next().unwrap_or("");
     let (owner, identifier) = parse_repo_path(&format!("/{npub}/{repo}"))?;
@@ -45,7 +48,8 @@ fn parse(path: &str) -> Option<(RepoRef, Action)> {
         "info/refs" => Action::InfoRefs,
         other => Action::Rpc(Service::from_name(other)?),
     };
-    Some((RepoRef::new(owner, identifier), action))
+    let repo = if prs { RepoRef::prs(owner, identifier) } else { RepoRef::new(owner, identifier) };
+    Some((repo, action))
 }
 
 /// Turns the request body into a reader, gunzipping it when the client compressed it.
@@ -85,12 +89,13 @@ pub fn routes(grasp: Grasp) -> impl Filter<Extract = (Response,), Error = Reject
              encoding: Option<String>,
              body,
              grasp: Grasp| async move {
-                if !grasp.repositories().exists(&repo) {
+                if grasp.serving_path(&repo).is_none() {
                     return Err(warp::reject::not_found());
                 }
                 let protocol = smart_http::sanitize_git_protocol(protocol.as_deref());
                 let is_get = method == Method::GET || method == Method::HEAD;
                 match action {
+                    Action::Page if is_get && repo.is_prs() => Err(warp::reject::not_found()),
                     Action::Page if is_get => page(&grasp, &repo).await,
                     Action::InfoRefs if is_get => {
                         info_refs(&grasp, &repo, query.get("service"), protocol).await
@@ -203,6 +208,9 @@ mod tests {
             parse(&format!("/{npub}/my%20r.git/git-receive-pack")).unwrap().0.identifier.as_str(),
             "my r"
         );
+        let (prs, action) = parse(&format!("/prs/{npub}/r.git/info/refs")).unwrap();
+        assert!(prs.is_prs() && action == Action::InfoRefs);
+        assert!(parse(&format!("/prs/prs/{npub}/r.git/info/refs")).is_none());
         for bad in [
             format!("/{npub}/r.git/HEAD"),
             format!("/{npub}/r.git/objects/info/packs"),

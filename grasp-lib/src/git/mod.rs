@@ -1,13 +1,16 @@
 //! Bare repositories on disk and the git operations GRASP needs on them.
 //!
-//! Layout: `<git_data_path>/<npub>/<identifier>.git`, the identifier stored verbatim (it is
-//! validated to be a single safe path component). Ref reads and updates, object checks and
-//! HEAD go through `git2`; the wire protocol is served by spawning `git` itself
-//! ([`smart_http`]).
+//! Layout: `<git_data_path>/<npub>/<identifier>.git` for announced repositories and
+//! `<git_data_path>/prs/<npub>/<identifier>.git` for GRASP-06 contributor repositories
+//! ([`prs`]), the identifier stored verbatim (it is validated to be a single safe path
+//! component; `prs` cannot clash with an npub directory, which starts with `npub1`). Ref
+//! reads and updates, object checks and HEAD go through `git2`; the wire protocol is served
+//! by spawning `git` itself ([`smart_http`]).
 
 pub mod maintenance;
 pub mod observe;
 pub mod pktline;
+pub mod prs;
 pub mod refs;
 pub mod smart_http;
 
@@ -28,19 +31,55 @@ pub fn is_zero_oid(oid: &str) -> bool {
     !oid.is_empty() && oid.bytes().all(|b| b == b'0')
 }
 
-/// A hosted repository: who owns it and what it is called.
+/// Which of the two repository namespaces of a GRASP server a repository lives in.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Namespace {
+    /// `/<npub>/<identifier>.git`: a repository announced (kind 30617) by its owner, whose
+    /// branches and tags follow the maintainers' state events (GRASP-01).
+    #[default]
+    Announced,
+    /// `/prs/<npub>/<identifier>.git`: where a contributor pushes pull request commits to
+    /// `refs/nostr/<event id>` without announcing a repository (GRASP-06). Never announced,
+    /// never synced, never aligned to a state.
+    Prs,
+}
+
+impl Namespace {
+    /// True for [`Namespace::Announced`] (lets serde skip the default).
+    pub fn is_announced(&self) -> bool {
+        *self == Namespace::Announced
+    }
+}
+
+/// A hosted repository: who owns it, what it is called, and which namespace it is in.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RepoRef {
-    /// The announcement author whose npub is in the URL.
+    /// The npub in the URL: the announcement author, or for a `/prs/` repository the
+    /// contributor whose pull requests it carries.
     pub owner: PublicKey,
     /// The repository identifier (`d` tag).
     pub identifier: RepoIdentifier,
+    /// Announced repository or GRASP-06 `/prs/` repository.
+    pub namespace: Namespace,
 }
 
 impl RepoRef {
-    /// A repository of `owner` named `identifier`.
+    /// The announced repository of `owner` named `identifier`.
     pub fn new(owner: PublicKey, identifier: RepoIdentifier) -> Self {
-        Self { owner, identifier }
+        Self { owner, identifier, namespace: Namespace::Announced }
+    }
+
+    /// The GRASP-06 repository `/prs/<npub of contributor>/<identifier>.git`.
+    pub fn prs(contributor: PublicKey, identifier: RepoIdentifier) -> Self {
+        Self { owner: contributor, identifier, namespace: Namespace::Prs }
+    }
+
+    /// True for a GRASP-06 `/prs/` repository.
+    pub fn is_prs(&self) -> bool {
+        self.namespace == Namespace::Prs
     }
 
     /// The owner's `npub1…`.
@@ -48,14 +87,18 @@ impl RepoRef {
         self.owner.to_bech32().expect("a public key always encodes as npub")
     }
 
-    /// `/<npub>/<percent-encoded identifier>.git`, the URL path of the repository.
+    /// `[/prs]/<npub>/<percent-encoded identifier>.git`, the URL path of the repository.
     pub fn url_path(&self) -> String {
-        format!("/{}/{}.git", self.npub(), self.identifier.url_encoded())
+        let prefix = if self.is_prs() { "/prs" } else { "" };
+        format!("{prefix}/{}/{}.git", self.npub(), self.identifier.url_encoded())
     }
 }
 
 impl fmt::Display for RepoRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_prs() {
+            f.write_str("prs/")?;
+        }
         write!(f, "{}/{}", self.npub(), self.identifier)
     }
 }
@@ -164,7 +207,11 @@ impl Repositories {
 
     /// Where `repo` lives on disk (whether or not it exists).
     pub fn path(&self, repo: &RepoRef) -> PathBuf {
-        self.root.join(repo.npub()).join(format!("{}.git", repo.identifier.as_str()))
+        let base = match repo.namespace {
+            Namespace::Announced => self.root.clone(),
+            Namespace::Prs => prs::root(&self.root),
+        };
+        base.join(repo.npub()).join(format!("{}.git", repo.identifier.as_str()))
     }
 
     /// True when the bare repository has been created.
@@ -273,6 +320,11 @@ mod tests {
         let path = repos.path(&repo);
         assert!(path.ends_with(format!("{}/my repo.git", repo.npub())));
         assert_eq!(repo.url_path(), format!("/{}/my%20repo.git", repo.npub()));
+        let prs = RepoRef::prs(keys.public_key(), RepoIdentifier::new("my repo").unwrap());
+        assert!(repos.path(&prs).ends_with(format!("prs/{}/my repo.git", repo.npub())));
+        assert_eq!(prs.url_path(), format!("/prs/{}/my%20repo.git", repo.npub()));
+        assert_eq!(prs.to_string(), format!("prs/{}/my repo", repo.npub()));
+        assert_ne!(prs, repo);
         assert!(is_zero_oid(ZERO_OID));
         assert!(!is_zero_oid("0000000000000000000000000000000000000001"));
     }

@@ -166,6 +166,56 @@ pub fn related(facts: RelationFacts) -> Verdict {
     }
 }
 
+/// What this server knows about a pull request (1618) or pull request update (1619).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PullRequestFacts {
+    /// The identifier of a repository hosted here (stored or held announcement) that an `a`
+    /// tag names: GRASP-01 takes the event.
+    pub hosted: Option<String>,
+    /// GRASP-06 `/prs/` hosting is on.
+    pub prs_hosting: bool,
+    /// The identifier of a `/prs/` repository of this server the `clone` tag names
+    /// (`/prs/<signer npub>/<d>.git`, with `d` among the `a`-tag identifiers).
+    pub prs: Option<String>,
+    /// A `c` tag is present (well formed or not).
+    pub has_commit: bool,
+}
+
+/// The rule for pull requests and pull request updates: the identifier they are held under
+/// (until their commit is here at `refs/nostr/<id>`), or why they are refused.
+///
+/// GRASP-01 takes them when they tag a repository hosted here; GRASP-06 takes the ones it
+/// would reject when their `clone` tag names this server's `/prs/<signer npub>/<d>.git` for
+/// a repository `d` they tag.
+pub fn pull_request(facts: &PullRequestFacts) -> Result<String, Verdict> {
+    let prs = facts.prs.as_ref().filter(|_| facts.prs_hosting);
+    let Some(identifier) = facts.hosted.as_ref().or(prs) else {
+        let hint = if facts.prs_hosting {
+            " or name this server's http(s)://<host>/prs/<your npub>/<identifier>.git in its 'clone' tag \
+             (GRASP-06)"
+        } else {
+            ""
+        };
+        return Err(Verdict::reject(
+            Prefix::Blocked,
+            "unrelated",
+            format!(
+                "pull request must tag a repository hosted here ('a' tag 30617:<owner>:<identifier>){hint}"
+            ),
+        ));
+    };
+    // A `c` that is present but not a full commit id is held like any pull request whose
+    // data is missing (it can never arrive, so it expires unserved); no `c` at all is refused.
+    if !facts.has_commit {
+        return Err(Verdict::reject(
+            Prefix::Invalid,
+            "malformed",
+            "pull request needs a 'c' tag naming its tip commit (40 or 64 hex characters)",
+        ));
+    }
+    Ok(identifier.clone())
+}
+
 /// What a kind-5 deletion request points at.
 #[derive(Debug, Clone, Default)]
 pub struct DeletionFacts {
@@ -316,6 +366,38 @@ mod tests {
         ] {
             assert_eq!(related(facts), Verdict::Accept);
         }
+    }
+
+    #[test]
+    fn pull_requests_through_grasp01_or_grasp06() {
+        let hosted = PullRequestFacts { hosted: Some("r".into()), has_commit: true, ..Default::default() };
+        assert_eq!(pull_request(&hosted), Ok("r".to_owned()));
+        let prs = PullRequestFacts {
+            prs_hosting: true,
+            prs: Some("p".into()),
+            has_commit: true,
+            ..Default::default()
+        };
+        assert_eq!(pull_request(&prs), Ok("p".to_owned()));
+        // GRASP-01 wins when both apply
+        assert_eq!(
+            pull_request(&PullRequestFacts { hosted: Some("r".into()), ..prs.clone() }),
+            Ok("r".to_owned())
+        );
+        // switched off: the /prs/ clone tag does not count
+        let off = PullRequestFacts { prs_hosting: false, ..prs.clone() };
+        match pull_request(&off) {
+            Err(Verdict::Reject(r)) => assert!(r.code == "unrelated" && !r.message.contains("GRASP-06")),
+            other => panic!("{other:?}"),
+        }
+        match pull_request(&PullRequestFacts { prs: None, ..prs.clone() }) {
+            Err(Verdict::Reject(r)) => assert!(r.code == "unrelated" && r.message.contains("/prs/")),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            code(pull_request(&PullRequestFacts { has_commit: false, ..prs }).unwrap_err()),
+            "malformed"
+        );
     }
 
     #[test]

@@ -1,14 +1,17 @@
-//! The GRASP-01 policy: gathers facts from the store and purgatory, applies
-//! [`super::decide`], and holds events whose git data is not here yet.
+//! The GRASP policy: gathers facts from the store and purgatory, applies [`super::decide`]
+//! (GRASP-01 and GRASP-06) and [`super::curate`] (the operator's lists, GRASP-05 archive),
+//! and holds events whose git data is not here yet.
 
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use nostr::{Event, EventId, Timestamp};
 
-use super::decide::{self, DeletionFacts, ListsService, RelationFacts};
+use super::curate;
+use super::decide::{self, DeletionFacts, ListsService, PullRequestFacts, RelationFacts};
 use super::{EventPolicy, EventSource, Prefix, Verdict};
-use crate::git::RepoRef;
+use crate::curation::{Curation, Selectors};
+use crate::git::{prs, RepoRef};
 use crate::hosting::{Arrival, Hosting, DUPLICATE_HELD_MESSAGE, PURGATORY_MESSAGE};
 use crate::hunt::HuntRequests;
 use crate::nip34::{
@@ -40,6 +43,9 @@ enum PolicyError {
 pub struct GraspPolicy {
     hosting: Arc<Hosting>,
     hunt: HuntRequests,
+    prs_hosting: bool,
+    curation: Arc<Curation>,
+    archive: Arc<Selectors>,
 }
 
 fn malformed(e: impl std::fmt::Display) -> Verdict {
@@ -51,9 +57,35 @@ fn held() -> Verdict {
 }
 
 impl GraspPolicy {
-    /// A policy acting on `hosting` (without hunting; see [`GraspPolicy::with_hunting`]).
+    /// A policy acting on `hosting` (without hunting or GRASP-06; see
+    /// [`GraspPolicy::with_hunting`] and [`GraspPolicy::with_prs_hosting`]).
     pub fn new(hosting: Arc<Hosting>) -> Self {
-        Self { hosting, hunt: HuntRequests::disabled() }
+        Self {
+            hosting,
+            hunt: HuntRequests::disabled(),
+            prs_hosting: false,
+            curation: Arc::new(Curation::default()),
+            archive: Arc::new(Selectors::default()),
+        }
+    }
+
+    /// Applies the operator's allow / deny lists (whatever they are when an event arrives).
+    pub fn with_curation(mut self, curation: Arc<Curation>) -> Self {
+        self.curation = curation;
+        self
+    }
+
+    /// Archives (GRASP-05) announcements this list names that do not list this server.
+    pub fn with_archive(mut self, archive: Arc<Selectors>) -> Self {
+        self.archive = archive;
+        self
+    }
+
+    /// Takes pull requests GRASP-01 would refuse when they name this server's
+    /// `/prs/<signer npub>/<identifier>.git` (GRASP-06).
+    pub fn with_prs_hosting(mut self, on: bool) -> Self {
+        self.prs_hosting = on;
+        self
     }
 
     /// Hands every event this policy holds to `hunt`.
@@ -64,6 +96,10 @@ impl GraspPolicy {
 
     async fn decide(&self, event: &Event, source: EventSource) -> Result<Verdict, PolicyError> {
         if let Some(verdict) = decide::preliminary(event, Timestamp::now()) {
+            return Ok(verdict);
+        }
+        let lists = self.curation.lists();
+        if let Some(verdict) = curate::denied(&lists, &event.pubkey, &curate::repositories_of(event)) {
             return Ok(verdict);
         }
         if self.hosting.purgatory().contains(&event.id) {
@@ -123,7 +159,15 @@ impl GraspPolicy {
         let mut all = stored.clone();
         all.extend(held.iter().map(|(_, a)| a.clone()));
 
-        let verdict = decide::announcement(&ann, origin, &all);
+        let lists_us = ListsService::of(&ann, origin).both();
+        // GRASP-05: the operator archives it although it does not list us.
+        let archived = !lists_us && curate::archived(&self.archive, &ann.owner, d);
+        if lists_us {
+            if let Some(verdict) = curate::hosting_allowed(&self.curation.lists(), &ann.owner, d) {
+                return Ok(verdict);
+            }
+        }
+        let verdict = if archived { Verdict::Accept } else { decide::announcement(&ann, origin, &all) };
         if let Verdict::Reject(_) = verdict {
             // The owner of a repository still in purgatory no longer lists us: let it go.
             if let Some(old) = own_held.filter(|old| old.event.created_at <= event.created_at) {
@@ -132,7 +176,7 @@ impl GraspPolicy {
             }
             return Ok(verdict);
         }
-        if !ListsService::of(&ann, origin).both() {
+        if !lists_us && !archived {
             // A maintainer companion: fine as soon as a stored announcement vouches for it;
             // if only a held one does, it waits for that one.
             if decide::announcement(&ann, origin, &stored) == Verdict::Accept {
@@ -157,7 +201,8 @@ impl GraspPolicy {
             // A newer version of an announcement we already serve.
             return Ok(Verdict::Accept);
         }
-        // A new repository: create it now so the push can land, and hold the announcement.
+        // A new repository: create it now so the push (or, archived, the fetch) can land,
+        // and hold the announcement.
         let repo = RepoRef::new(ann.owner, ann.identifier.clone());
         let created = self.hosting.repos().create(&repo).await?;
         if created {
@@ -213,21 +258,27 @@ impl GraspPolicy {
 
     async fn pull_request(&self, event: &Event, source: EventSource) -> Result<Verdict, PolicyError> {
         let refs = EventReferences::of(event);
-        let Some(identifier) = self.tagged_repository(&refs).await? else {
-            return Ok(Verdict::reject(
-                Prefix::Blocked,
-                "unrelated",
-                "pull request must tag a repository hosted here ('a' tag 30617:<owner>:<identifier>)",
-            ));
+        let facts = PullRequestFacts {
+            hosted: self.tagged_repository(&refs).await?,
+            prs_hosting: self.prs_hosting,
+            prs: prs::named_repositories(event, self.hosting.origin())
+                .into_iter()
+                .next()
+                .map(|repo| repo.identifier.as_str().to_owned()),
+            has_commit: raw_commit_tag(event).is_some(),
         };
-        // A `c` that is present but not a full commit id is held like any PR whose data is
-        // missing (its data can never arrive, so it expires unserved); no `c` at all is refused.
-        if raw_commit_tag(event).is_none() {
-            return Ok(Verdict::reject(
-                Prefix::Invalid,
-                "malformed",
-                "pull request needs a 'c' tag naming its tip commit (40 or 64 hex characters)",
-            ));
+        let identifier = match decide::pull_request(&facts) {
+            Ok(identifier) => identifier,
+            Err(verdict) => return Ok(verdict),
+        };
+        if facts.hosted.is_none() {
+            // Taken through GRASP-06: the operator's allow list decides who gets /prs/ hosting.
+            let tagged = curate::repositories_of(event);
+            if let Some(verdict) =
+                curate::pull_request_allowed(&self.curation.lists(), &event.pubkey, &tagged)
+            {
+                return Ok(verdict);
+            }
         }
         let entry = self.hosting.purgatory().entry(event.clone(), HeldKind::PullRequest, &identifier);
         self.hold_and_process(entry, source).await

@@ -4,6 +4,7 @@
 //! those facts from the store and applies them. The relay engine only sees the
 //! [`EventPolicy`] trait, so other policies (or none, for benchmarks) plug in the same way.
 
+pub mod curate;
 pub mod decide;
 mod grasp;
 

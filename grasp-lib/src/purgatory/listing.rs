@@ -121,9 +121,10 @@ pub fn listing(held: &[HeldEvent], placeholders: &[Placeholder], hunt: &HuntStat
             expires_at: p.expires_at,
             expires_in_secs: p.expires_at.saturating_sub(now) / 1000,
             waiting_for: format!(
-                "a pull request event with this id and 'c' = {} (refs/nostr/{} is hidden until then)",
+                "a pull request event with this id and 'c' = {} (refs/nostr/{} in {} is hidden until then)",
                 short(&p.commit),
-                p.event_id.to_hex()
+                p.event_id.to_hex(),
+                p.repo().map(|r| r.to_string()).unwrap_or_else(|| p.identifier.clone()),
             ),
             next_hunt_at: None,
             next_hunt_in_secs: None,

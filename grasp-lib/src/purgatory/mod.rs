@@ -22,7 +22,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nostr::{Event, EventId, PublicKey};
 
-use crate::nip34::RepoState;
+use crate::git::{Namespace, RepoRef};
+use crate::nip34::{RepoIdentifier, RepoState};
 use serde::{Deserialize, Serialize};
 
 use journal::{Journal, Record};
@@ -91,10 +92,22 @@ pub struct Placeholder {
     pub owner: PublicKey,
     /// The repository identifier.
     pub identifier: String,
+    /// Whether it was pushed to the announced repository or to the contributor's `/prs/`
+    /// one (GRASP-06).
+    #[serde(default, skip_serializing_if = "Namespace::is_announced")]
+    pub namespace: Namespace,
     /// When it was pushed (ms since the Unix epoch).
     pub created_at: u64,
     /// When the ref is deleted if no matching event arrived (ms since the Unix epoch).
     pub expires_at: u64,
+}
+
+impl Placeholder {
+    /// The repository the ref was pushed to.
+    pub fn repo(&self) -> Option<RepoRef> {
+        let identifier = RepoIdentifier::new(&self.identifier).ok()?;
+        Some(RepoRef { owner: self.owner, identifier, namespace: self.namespace })
+    }
 }
 
 /// How long things wait.
@@ -483,11 +496,15 @@ impl Purgatory {
     }
 
     /// Placeholders in one repository.
-    pub fn placeholders_in(&self, owner: &PublicKey, identifier: &str) -> Vec<Placeholder> {
+    pub fn placeholders_in(&self, repo: &RepoRef) -> Vec<Placeholder> {
         self.index()
             .placeholders
             .values()
-            .filter(|p| p.owner == *owner && p.identifier == identifier)
+            .filter(|p| {
+                p.owner == repo.owner
+                    && p.identifier == repo.identifier.as_str()
+                    && p.namespace == repo.namespace
+            })
             .cloned()
             .collect()
     }
@@ -562,6 +579,7 @@ mod tests {
                 commit: "c".repeat(40),
                 owner: a.pubkey,
                 identifier: "r".into(),
+                namespace: Namespace::Prs,
                 created_at: 1,
                 expires_at: 2,
             })
@@ -572,6 +590,9 @@ mod tests {
         assert_eq!(p.get(&a.id).unwrap().expires_at, 1234);
         assert!(!p.contains(&b.id));
         assert_eq!(p.placeholder(&b.id).unwrap().commit, "c".repeat(40));
+        let prs = RepoRef::prs(a.pubkey, RepoIdentifier::new("r").unwrap());
+        assert_eq!(p.placeholders_in(&prs).len(), 1, "the namespace survives the journal");
+        assert!(p.placeholders_in(&RepoRef::new(a.pubkey, RepoIdentifier::new("r").unwrap())).is_empty());
         assert_eq!(p.held_for("r", HeldKind::State).len(), 1);
         assert_eq!(p.held_for("r", HeldKind::PullRequest).len(), 0);
         assert_eq!(p.next_deadline(), Some(2));

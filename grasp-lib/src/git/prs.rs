@@ -1,0 +1,289 @@
+//! The GRASP-06 `/prs/` namespace: where a contributor pushes pull request commits without
+//! announcing a repository of their own.
+//!
+//! - **Where**: `/prs/<npub>/<identifier>.git` in URLs, `<git_data_path>/prs/<npub>/<identifier>.git`
+//!   on disk. A repository is created by the first push that is let in, never by a probe:
+//!   until then every well-formed path answers as an empty repository, served from one
+//!   shared empty repository ([`empty_repository`]).
+//! - **What may be pushed**: only `refs/nostr/<event id>` ([`decide_push`]); any other ref
+//!   refuses the whole push, so a mixed push lands nothing. When the pull request event is
+//!   already known, the push must meet it: signed by the npub in the URL, an `a` tag with
+//!   the URL identifier, and a `c` tag naming the pushed commit.
+//! - **What happens next** lives with the other pull request rules: an unmatched ref waits
+//!   (hidden) for its event and is deleted after the 20-minute rule, a matched one releases
+//!   the event and is mirrored into the announced repository of the same identifier here
+//!   ([`crate::hosting::Hosting::process`]), and a repository left without refs is removed.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use nostr::{Event, EventId, PublicKey};
+
+use super::pktline::RefUpdate;
+use crate::authorization::{nostr_ref_id, pull_request_commit_mismatch, PushDecision};
+use crate::git::{GitError, RepoRef};
+use crate::nip34::{clone_tag_urls, kinds, raw_commit_tag, EventReferences, RepoIdentifier};
+use crate::origin::{parse_repo_path, ServiceOrigin};
+
+/// The URL path segment (and directory) of the namespace.
+pub const SEGMENT: &str = "prs";
+
+/// `<git_data_path>/prs`: the directory of every `/prs/` repository.
+pub fn root(git_data_path: &Path) -> PathBuf {
+    git_data_path.join(SEGMENT)
+}
+
+/// The shared empty bare repository that answers for `/prs/` paths nobody has pushed to.
+/// Its name cannot clash with a contributor directory (those start with `npub1`).
+pub fn empty_repository(git_data_path: &Path) -> PathBuf {
+    root(git_data_path).join("empty.git")
+}
+
+/// Splits a URL path `/prs/<npub>/<pct-identifier>.git` into contributor and identifier.
+pub fn parse_path(path: &str) -> Option<(PublicKey, RepoIdentifier)> {
+    parse_repo_path(path.strip_prefix("/prs")?)
+}
+
+/// The identifiers of the repositories (kind 30617 coordinates) an event tags with `a`.
+pub fn tagged_identifiers(event: &Event) -> Vec<String> {
+    EventReferences::of(event)
+        .coordinates
+        .into_iter()
+        .filter(|c| c.kind == kinds::REPO_ANNOUNCEMENT)
+        .map(|c| c.identifier)
+        .collect()
+}
+
+/// Why a pull request event and a `/prs/` repository do not belong together, if they do not:
+/// the event must be signed by the npub in the URL and tag a repository (`a`) with the URL
+/// identifier.
+pub fn event_mismatch(repo: &RepoRef, event: &Event) -> Option<String> {
+    if event.pubkey != repo.owner {
+        let signer = RepoRef::prs(event.pubkey, repo.identifier.clone());
+        return Some(format!(
+            "the pull request event is signed by another key than the npub in this URL; push to {} instead",
+            signer.url_path()
+        ));
+    }
+    if !tagged_identifiers(event).iter().any(|d| d == repo.identifier.as_str()) {
+        return Some(format!(
+            "the pull request event tags no repository named '{}' ('a' tag 30617:<owner>:<identifier>)",
+            repo.identifier
+        ));
+    }
+    None
+}
+
+/// The `/prs/` repositories of this server that a pull request event's `clone` tag names and
+/// that belong to it (see [`event_mismatch`]): where its commit may be pushed.
+pub fn named_repositories(event: &Event, origin: &ServiceOrigin) -> Vec<RepoRef> {
+    let mut repos: Vec<RepoRef> = clone_tag_urls(event)
+        .iter()
+        .filter_map(|url| origin.prs_clone_url(url))
+        .map(|(contributor, identifier)| RepoRef::prs(contributor, identifier))
+        .filter(|repo| event_mismatch(repo, event).is_none())
+        .collect();
+    repos.sort();
+    repos.dedup();
+    repos
+}
+
+/// Creates the shared empty repository that answers for `/prs/` paths nobody pushed to (at
+/// startup; never written to afterwards).
+pub fn create_empty_repository(git_data_path: &Path) -> Result<(), GitError> {
+    super::refs::init_bare(&empty_repository(git_data_path)).map(|_| ())
+}
+
+/// Removes the bare repository at `path` when it has no refs at all, then its contributor
+/// directory when that is left empty. Returns whether it was removed. Blocking.
+pub fn remove_if_empty(path: &Path) -> Result<bool, GitError> {
+    if !path.join("HEAD").is_file() {
+        return Ok(false);
+    }
+    if super::refs::open(path)?.references()?.next().is_some() {
+        return Ok(false);
+    }
+    // A reader (a fetch of the empty repository) may still be creating files in it.
+    let mut attempts = 0;
+    while let Err(e) = std::fs::remove_dir_all(path) {
+        attempts += 1;
+        if attempts == 3 || e.kind() == std::io::ErrorKind::NotFound {
+            return if e.kind() == std::io::ErrorKind::NotFound { Ok(false) } else { Err(e.into()) };
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    if let Some(parent) = path.parent() {
+        let _ = std::fs::remove_dir(parent); // only succeeds when empty
+    }
+    Ok(true)
+}
+
+/// Removes every `/prs/` repository without refs (left behind by a crash between creating
+/// a repository and the push landing). Blocking; returns how many were removed.
+pub fn remove_empty_repositories(git_data_path: &Path) -> usize {
+    let contributors = std::fs::read_dir(root(git_data_path)).into_iter().flatten().flatten();
+    let repos = contributors
+        .filter(|dir| dir.file_name().to_str().is_some_and(|n| n.starts_with("npub1")))
+        .flat_map(|dir| std::fs::read_dir(dir.path()).into_iter().flatten().flatten());
+    repos.filter(|repo| remove_if_empty(&repo.path()).unwrap_or(false)).count()
+}
+
+fn reject(reason: String) -> PushDecision {
+    PushDecision::Rejected { reason }
+}
+
+/// The push rule of a `/prs/` repository. `known` holds the pull request (1618) and pull
+/// request update (1619) events, stored or held, among the pushed `refs/nostr/<id>` ids.
+pub fn decide_push(repo: &RepoRef, updates: &[RefUpdate], known: &HashMap<EventId, Event>) -> PushDecision {
+    let changes: Vec<&RefUpdate> = updates.iter().filter(|u| !u.is_noop()).collect();
+    for update in &changes {
+        let name = update.name.as_str();
+        let Some(id) = nostr_ref_id(name) else {
+            return reject(format!(
+                "{name}: a /prs/ repository only takes pull request commits at refs/nostr/<64-character \
+                 lowercase hex event id>; nothing was pushed"
+            ));
+        };
+        if update.is_delete() {
+            return reject(format!("{name}: pull request refs cannot be deleted by a push"));
+        }
+        let Some(event) = known.get(&id) else { continue };
+        if let Some(why) = event_mismatch(repo, event) {
+            return reject(format!("{name}: {why}"));
+        }
+        if let Some(why) = pull_request_commit_mismatch(name, raw_commit_tag(event), &update.new) {
+            return reject(why);
+        }
+    }
+    PushDecision::Authorized { state: None }
+}
+
+#[cfg(test)]
+mod tests {
+    use nostr::nips::nip19::ToBech32;
+    use nostr::{EventBuilder, Keys, Kind, Tag};
+
+    use super::*;
+
+    const Z: &str = "0000000000000000000000000000000000000000";
+    const A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+    fn upd(name: &str, old: &str, new: &str) -> RefUpdate {
+        RefUpdate { old: old.into(), new: new.into(), name: name.into() }
+    }
+
+    fn pr(keys: &Keys, d: &str, commit: &str) -> Event {
+        let owner = Keys::generate().public_key().to_hex();
+        let tags =
+            [Tag::parse(["a", &format!("30617:{owner}:{d}")]).unwrap(), Tag::parse(["c", commit]).unwrap()];
+        EventBuilder::new(Kind::Custom(1618), "").tags(tags).sign_with_keys(keys).unwrap()
+    }
+
+    fn rejected(d: PushDecision) -> String {
+        match d {
+            PushDecision::Rejected { reason } => reason,
+            other => panic!("expected rejection, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn paths_parse_only_under_prs() {
+        let keys = Keys::generate();
+        let npub = keys.public_key().to_bech32().unwrap();
+        let (pk, d) = parse_path(&format!("/prs/{npub}/my%20repo.git")).unwrap();
+        assert_eq!((pk, d.as_str()), (keys.public_key(), "my repo"));
+        for bad in [
+            format!("/{npub}/r.git"),
+            format!("/prs/{npub}/r"),
+            format!("/prs/{npub}/%2e%2e.git"),
+            format!("/prs/{npub}/a/b.git"),
+            "/prs/npub1bad/r.git".to_owned(),
+            "/prsx/r.git".to_owned(),
+        ] {
+            assert!(parse_path(&bad).is_none(), "{bad}");
+        }
+        assert!(empty_repository(Path::new("/srv")).starts_with(root(Path::new("/srv"))));
+    }
+
+    #[test]
+    fn empty_repositories_are_removed_with_their_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        create_empty_repository(dir.path()).unwrap();
+        let npub = Keys::generate().public_key().to_bech32().unwrap();
+        let empty = root(dir.path()).join(&npub).join("a.git");
+        let full = root(dir.path()).join(&npub).join("b.git");
+        for path in [&empty, &full] {
+            super::super::refs::init_bare(path).unwrap();
+        }
+        let git = super::super::refs::open(&full).unwrap();
+        let tree = git.treebuilder(None).unwrap().write().unwrap();
+        let sig = git2::Signature::now("t", "t@example.invalid").unwrap();
+        let commit = git.commit(None, &sig, &sig, "c", &git.find_tree(tree).unwrap(), &[]).unwrap();
+        git.reference(&format!("refs/nostr/{}", "ab".repeat(32)), commit, false, "test").unwrap();
+        assert_eq!(remove_empty_repositories(dir.path()), 1);
+        assert!(!empty.exists() && full.exists());
+        assert!(empty_repository(dir.path()).exists(), "the shared empty repository stays");
+        git.find_reference(&format!("refs/nostr/{}", "ab".repeat(32))).unwrap().delete().unwrap();
+        assert!(remove_if_empty(&full).unwrap());
+        assert!(!root(dir.path()).join(&npub).exists(), "the contributor directory goes too");
+    }
+
+    #[test]
+    fn only_nostr_refs_and_a_mixed_push_is_refused_whole() {
+        let keys = Keys::generate();
+        let repo = RepoRef::prs(keys.public_key(), RepoIdentifier::new("r").unwrap());
+        let none = HashMap::new();
+        let nostr = format!("refs/nostr/{}", "ab".repeat(32));
+        assert_eq!(decide_push(&repo, &[upd(&nostr, Z, A)], &none), PushDecision::Authorized { state: None });
+        assert_eq!(decide_push(&repo, &[], &none), PushDecision::Authorized { state: None });
+        for other in ["refs/heads/main", "refs/tags/v1", "HEAD", "refs/nostr/xyz"] {
+            let reason = rejected(decide_push(&repo, &[upd(&nostr, Z, A), upd(other, Z, A)], &none));
+            assert!(reason.starts_with(other) && reason.contains("only takes"), "{reason}");
+        }
+        assert!(rejected(decide_push(&repo, &[upd(&nostr, A, Z)], &none)).contains("cannot be deleted"));
+    }
+
+    #[test]
+    fn named_repositories_are_ours_and_meet_the_event() {
+        let origin = ServiceOrigin::parse("127.0.0.1:7334").unwrap();
+        let (contributor, other) = (Keys::generate(), Keys::generate());
+        let npub = contributor.public_key().to_bech32().unwrap();
+        let other_npub = other.public_key().to_bech32().unwrap();
+        let owner = Keys::generate().public_key().to_hex();
+        let clone = [
+            "clone".to_owned(),
+            format!("http://127.0.0.1:7334/prs/{npub}/r.git"),
+            format!("http://127.0.0.1:7334/prs/{npub}/r.git/"),
+            format!("http://127.0.0.1:7334/prs/{npub}/untagged.git"),
+            format!("http://127.0.0.1:7334/prs/{other_npub}/r.git"),
+            format!("http://127.0.0.1:9999/prs/{npub}/r.git"),
+            format!("http://127.0.0.1:7334/{npub}/r.git"),
+        ];
+        let tags = [
+            Tag::parse(["a", &format!("30617:{owner}:r")]).unwrap(),
+            Tag::parse(["c", A]).unwrap(),
+            Tag::parse(clone).unwrap(),
+        ];
+        let event =
+            EventBuilder::new(Kind::Custom(1618), "").tags(tags).sign_with_keys(&contributor).unwrap();
+        let named = named_repositories(&event, &origin);
+        assert_eq!(named, vec![RepoRef::prs(contributor.public_key(), RepoIdentifier::new("r").unwrap())]);
+    }
+
+    #[test]
+    fn a_known_event_must_meet_the_push() {
+        let (contributor, other) = (Keys::generate(), Keys::generate());
+        let repo = RepoRef::prs(contributor.public_key(), RepoIdentifier::new("r").unwrap());
+        let check = |event: Event, pushed: &str| {
+            let name = format!("refs/nostr/{}", event.id.to_hex());
+            let known = HashMap::from([(event.id, event)]);
+            decide_push(&repo, &[upd(&name, Z, pushed)], &known)
+        };
+        assert!(matches!(check(pr(&contributor, "r", A), A), PushDecision::Authorized { .. }));
+        let reason = rejected(check(pr(&other, "r", A), A));
+        assert!(reason.contains("signed by another key") && reason.contains("/prs/npub1"), "{reason}");
+        assert!(rejected(check(pr(&contributor, "other", A), A)).contains("tags no repository named 'r'"));
+        assert!(rejected(check(pr(&contributor, "r", A), B)).contains("'c' tag"));
+    }
+}
