@@ -121,3 +121,26 @@ pub fn pull_request(keys: &Keys, repo_coordinate: &str, commit: &str, clone_url:
         ],
     )
 }
+
+/// A pull request update (1619) of the pull request `pr` on `repo_coordinate`, whose new tip is
+/// `commit`.
+pub fn pull_request_update(
+    keys: &Keys,
+    repo_coordinate: &str,
+    pr: &Event,
+    commit: &str,
+    clone_url: &str,
+) -> Event {
+    sign(
+        keys,
+        1619,
+        "",
+        vec![
+            tag(&["a", repo_coordinate]),
+            tag(&["E", &pr.id.to_hex()]),
+            tag(&["P", &pr.pubkey.to_hex()]),
+            tag(&["c", commit]),
+            tag(&["clone", clone_url]),
+        ],
+    )
+}

@@ -135,6 +135,21 @@ impl TestServer {
         format!("{}/{}/{}.git", self.http_url(), owner.to_bech32().expect("npub"), identifier)
     }
 
+    /// The GRASP-06 URL `/prs/<npub>/<identifier>.git` of `contributor` on this server.
+    pub fn prs_url(&self, contributor: &PublicKey, identifier: &str) -> String {
+        format!("{}/prs/{}/{}.git", self.http_url(), contributor.to_bech32().expect("npub"), identifier)
+    }
+
+    /// Where the `/prs/` repository of `contributor`/`identifier` lives on the server's disk.
+    pub fn prs_path(&self, contributor: &PublicKey, identifier: &str) -> PathBuf {
+        self.data
+            .path()
+            .join("repos")
+            .join("prs")
+            .join(contributor.to_bech32().expect("npub"))
+            .join(format!("{identifier}.git"))
+    }
+
     /// The data directory (repos/, relay/, server.log).
     pub fn data_dir(&self) -> &Path {
         self.data.path()

@@ -47,7 +47,7 @@ async fn nip11_document_has_grasp_fields() {
     for nip in [1, 9, 11, 34, 45, 77] {
         assert!(nips.contains(&nip), "supported_nips lacks {nip}: {nips:?}");
     }
-    assert_eq!(doc["supported_grasps"], serde_json::json!(["GRASP-01"]));
+    assert_eq!(doc["supported_grasps"], serde_json::json!(["GRASP-01", "GRASP-06"]));
     assert!(doc["repo_acceptance_criteria"].as_str().unwrap().contains(&server.addr));
     assert_eq!(doc["limitation"]["restricted_writes"], true);
     assert!(doc["limitation"]["max_limit"].is_u64());
