@@ -145,6 +145,7 @@ async fn run(mut config: Config) -> anyhow::Result<()> {
         max_connections_per_ip = limits.max_connections_per_ip,
         "grasp-server listening"
     );
+    tokio::spawn(reload_curation_on_sighup(grasp.clone()));
     // Test harnesses and scripts wait for this exact line to learn the port.
     println!("grasp-server listening on http://{bound}");
     serve::serve(listener, grasp, limits, shutdown_signal()).await;
@@ -162,6 +163,23 @@ fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener
     socket.set_nodelay(true)?;
     socket.bind(addr)?;
     socket.listen(1024)
+}
+
+/// `SIGHUP` re-reads the curation file (the lists also follow file changes on their own).
+async fn reload_curation_on_sighup(grasp: Grasp) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; the curation file is still re-read when it changes");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            grasp.reload_curation().await;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = grasp;
 }
 
 async fn shutdown_signal() {
