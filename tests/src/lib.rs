@@ -14,6 +14,7 @@ pub mod process;
 pub mod procfs;
 pub mod raw;
 pub mod remotes;
+pub mod served;
 pub mod server;
 pub mod stock;
 pub mod sync;

@@ -6,26 +6,14 @@ use std::time::Duration;
 
 use grasp_tests::events;
 use grasp_tests::git::{bare_refs, Workdir};
-use grasp_tests::{host_repository, wait_until, RawClient, TestServer};
+use grasp_tests::served::{publish_to as publish, wait_served};
+use grasp_tests::{host_repository, wait_until, TestServer};
 use nostr_sdk::prelude::*;
 use serde_json::json;
 
 const D: &str = "repo";
 const HELD: &str = "purgatory: won't be served until git data arrives";
 const LONG: Duration = Duration::from_secs(60);
-
-async fn publish(server: &TestServer, event: &Event) -> (bool, String) {
-    RawClient::connect(&server.ws_url()).await.publish(&events::json(event)).await
-}
-
-async fn served(server: &TestServer, event: &Event) -> bool {
-    let mut probe = RawClient::connect(&server.ws_url()).await;
-    !probe.req("served?", &[json!({"ids": [event.id.to_hex()]})]).await.unwrap().is_empty()
-}
-
-async fn wait_served(server: &TestServer, event: &Event, what: &str) {
-    wait_until(what, LONG, || async { served(server, event).await.then_some(()) }).await;
-}
 
 fn npub(keys: &Keys) -> String {
     keys.public_key().to_bech32().unwrap()

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use grasp_tests::events::{self, coordinate};
 use grasp_tests::git::Workdir;
+use grasp_tests::served::publish_to as publish;
 use grasp_tests::server::binary;
-use grasp_tests::{host_repository, wait_until, RawClient, TestServer};
+use grasp_tests::{host_repository, wait_until, TestServer};
 use nostr_sdk::prelude::*;
 
 const HELD: &str = "purgatory: won't be served until git data arrives";
@@ -42,10 +43,6 @@ impl ListFile {
 
 fn npub(keys: &Keys) -> String {
     keys.public_key().to_bech32().unwrap()
-}
-
-async fn publish(server: &TestServer, event: &Event) -> (bool, String) {
-    RawClient::connect(&server.ws_url()).await.publish(&events::json(event)).await
 }
 
 /// Waits until publishing what `event` makes gets an answer `expected` likes.

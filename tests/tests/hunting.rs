@@ -8,26 +8,14 @@ use grasp_tests::events;
 use grasp_tests::git::{bare_refs, git, git_ok, Workdir};
 use grasp_tests::metrics::Exposition;
 use grasp_tests::remotes::{incompressible, refused_url, GitHttpBackend, SilentRemote};
-use grasp_tests::{wait_until, RawClient, TestServer};
+use grasp_tests::served::{is_served as served, publish_to as publish, wait_served};
+use grasp_tests::{wait_until, TestServer};
 use nostr_sdk::prelude::*;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 const D: &str = "repo";
 const HELD: &str = "purgatory: won't be served until git data arrives";
 const LONG: Duration = Duration::from_secs(60);
-
-async fn publish(server: &TestServer, event: &Event) -> (bool, String) {
-    RawClient::connect(&server.ws_url()).await.publish(&events::json(event)).await
-}
-
-async fn served(server: &TestServer, event: &Event) -> bool {
-    let mut probe = RawClient::connect(&server.ws_url()).await;
-    !probe.req("served?", &[json!({"ids": [event.id.to_hex()]})]).await.unwrap().is_empty()
-}
-
-async fn wait_served(server: &TestServer, event: &Event, what: &str) {
-    wait_until(what, LONG, || async { served(server, event).await.then_some(()) }).await;
-}
 
 /// The `purgatory list` entry of a held event.
 fn listed(server: &TestServer, event: &Event) -> Option<Value> {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use grasp_tests::events::{self, coordinate};
 use grasp_tests::git::{git, Workdir};
 use grasp_tests::http::request;
+use grasp_tests::served::is_served;
 use grasp_tests::{host_repository, wait_until, RawClient, TestServer};
 use nostr_sdk::prelude::*;
 use serde_json::json;
@@ -58,8 +59,7 @@ impl Contributor {
     }
 
     async fn served(&self, event: &Event) -> bool {
-        let mut probe = RawClient::connect(&self.server.ws_url()).await;
-        !probe.req("served?", &[json!({"ids": [event.id.to_hex()]})]).await.unwrap().is_empty()
+        is_served(&self.server, event).await
     }
 
     /// `git push <url> <commit>:refs/nostr/<id>`, which must succeed.
