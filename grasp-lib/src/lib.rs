@@ -75,6 +75,7 @@ pub mod policy;
 pub mod purgatory;
 pub mod push;
 pub mod recovery;
+pub mod rate_limit;
 pub mod relay;
 pub mod store;
 pub mod summary;
@@ -216,6 +217,7 @@ pub struct Grasp {
     hosting: Arc<Hosting>,
     curation: Arc<curation::Curation>,
     archive: Arc<curation::Selectors>,
+    prs_push_limit: Arc<rate_limit::PerIpLimit>,
 }
 
 impl Grasp {
@@ -253,6 +255,7 @@ impl Grasp {
                 config::ConfigError::Invalid { option: "curation_file", reason: e.to_string() }
             })?);
         let archive = Arc::new(config.archive_selectors());
+        let prs_push_limit = Arc::new(rate_limit::PerIpLimit::per_minute(config.prs_pushes_per_minute));
         if config.prs_hosting {
             prepare_prs(&config.git_data_path).await?;
         }
@@ -277,7 +280,17 @@ impl Grasp {
         start_sync(&config, &origin, &relay, &hosting, &metrics);
         tokio::spawn(recover_in_background(hosting.clone()));
         tokio::spawn(curation.clone().watch(config.curation_reload_interval()));
-        Ok(Self { config: Arc::new(config), origin, store, relay, metrics, hosting, curation, archive })
+        Ok(Self {
+            config: Arc::new(config),
+            origin,
+            store,
+            relay,
+            metrics,
+            hosting,
+            curation,
+            archive,
+            prs_push_limit,
+        })
     }
 
     /// The configuration in force.
@@ -361,6 +374,11 @@ impl Grasp {
         tokio::task::spawn_blocking(move || curation.reload_and_log())
             .await
             .unwrap_or(curation::Reload::Unchanged)
+    }
+
+    /// Pushes to `/prs/` per client address (`prs_pushes_per_minute`).
+    pub fn prs_push_limit(&self) -> &rate_limit::PerIpLimit {
+        &self.prs_push_limit
     }
 
     /// The archive list (GRASP-05): what is taken read-only although it does not list us.

@@ -1,6 +1,7 @@
 //! A push over smart HTTP, end to end: read only the command section, authorize, let git
 //! receive the pack (streamed, size-capped), then process the new git data.
 
+use std::net::IpAddr;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,10 @@ use crate::git_data::ProcessReport;
 use crate::limits::{is_idle_timeout, IdleTimeout};
 use crate::metrics::{Direction, OperationStatus};
 use crate::Grasp;
+
+/// The refusal of a push to `/prs/` over `prs_pushes_per_minute`.
+const PRS_RATE_LIMITED: &str =
+    "rate-limited: too many pushes to /prs/ from your address; try again in a minute (prs_pushes_per_minute)";
 
 /// Largest command section (ref updates) we read before deciding.
 const MAX_COMMAND_BYTES: usize = 8 * 1024 * 1024;
@@ -172,18 +177,20 @@ impl Grasp {
     }
 
     /// Serves `POST git-receive-pack` for an existing repository, or a `/prs/` one (created
-    /// when the push is let in, removed again if it ends up without refs). Returns the
-    /// response body (git's own, or our refusal in a form `git push` prints).
+    /// when the push is let in, removed again if it ends up without refs; `client`'s pushes
+    /// there are rate-limited). Returns the response body (git's own, or our refusal in a
+    /// form `git push` prints).
     pub async fn receive_pack(
         &self,
         repo: &RepoRef,
+        client: IpAddr,
         git_protocol: Option<&str>,
         body: Body,
     ) -> Result<Vec<u8>, ReceivePackError> {
         let started = Instant::now();
         let metrics = self.metrics();
         let guard = repo.is_prs().then(|| self.hosting().prs_push_started(repo));
-        let result = self.receive_pack_unmetered(repo, git_protocol, body).await;
+        let result = self.receive_pack_unmetered(repo, client, git_protocol, body).await;
         drop(guard);
         self.hosting().collect_if_empty(repo).await;
         let status = match &result {
@@ -202,6 +209,7 @@ impl Grasp {
     async fn receive_pack_unmetered(
         &self,
         repo: &RepoRef,
+        client: IpAddr,
         git_protocol: Option<&str>,
         body: Body,
     ) -> Result<PushAnswer, ReceivePackError> {
@@ -218,7 +226,12 @@ impl Grasp {
             Err(e) => return Err(ReceivePackError::BadRequest(e.to_string())),
         };
         let command_bytes = (commands.raw.len() + leftover.len()) as u64;
-        let decision = self.admit_push(repo, &commands.updates).await?;
+        let decision = if repo.is_prs() && !self.prs_push_limit().allow(client) {
+            tracing::info!(repo = %repo, %client, "push to /prs/ refused: rate limit");
+            PushDecision::Rejected { reason: PRS_RATE_LIMITED.to_owned() }
+        } else {
+            self.admit_push(repo, &commands.updates).await?
+        };
         if let PushDecision::Rejected { reason } = &decision {
             drain(&mut body, drain_allowance).await;
             let body = smart_http::rejection_response(&commands, &format!("rejected by GRASP: {reason}"));

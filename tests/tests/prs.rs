@@ -386,3 +386,18 @@ async fn prs_pushes_are_size_capped() {
     assert!(out.contains("prs_max_push_size"), "{out}");
     assert!(!c.path().exists(), "nothing of the refused push stays");
 }
+
+#[tokio::test]
+async fn prs_pushes_are_rate_limited_per_client_address() {
+    let c = Contributor::new(TestServer::builder().arg("--prs-pushes-per-minute=2").start()).await;
+    let commit = c.work.commit("x", b"x");
+    c.push(&c.url(), &commit, &EventId::from_byte_array([1; 32]));
+    c.push(&c.url_for("other"), &commit, &EventId::from_byte_array([2; 32]));
+    let out = c.push_fails(&c.url(), &commit, &EventId::from_byte_array([3; 32]));
+    assert!(out.contains("rate-limited: too many pushes to /prs/ from your address"), "{out}");
+    assert_eq!(nostr_ref(&c.path(), &EventId::from_byte_array([3; 32])), "");
+    // probes and fetches are not pushes, and announced repositories have their own rules
+    assert_eq!(c.work.ok(&["ls-remote", &c.url_for("third")]), "");
+    let client = c.server.client().await;
+    host_repository(&c.server, &client, &c.owner, D, &[]).await;
+}

@@ -2,6 +2,7 @@
 //! calls (advertisement, upload-pack, receive-pack) and the repository web page.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 
 use async_compression::tokio::bufread::GzipDecoder;
 use bytes::Buf;
@@ -21,6 +22,7 @@ use warp::{Filter, Rejection, Reply};
 
 use crate::http::{with_grasp, InternalError};
 use crate::pages;
+use crate::websocket::client_ip;
 
 /// What a request under a repository URL asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +82,8 @@ pub fn routes(grasp: Grasp) -> impl Filter<Extract = (Response,), Error = Reject
         .and(warp::header::optional::<String>("git-protocol"))
         .and(warp::header::optional::<String>("content-encoding"))
         .and(warp::body::stream())
+        .and(warp::addr::remote())
+        .and(warp::header::optional::<String>("x-forwarded-for"))
         .and(with_grasp(grasp))
         .and_then(
             |(repo, action): (RepoRef, Action),
@@ -88,6 +92,8 @@ pub fn routes(grasp: Grasp) -> impl Filter<Extract = (Response,), Error = Reject
              protocol: Option<String>,
              encoding: Option<String>,
              body,
+             remote: Option<SocketAddr>,
+             forwarded_for: Option<String>,
              grasp: Grasp| async move {
                 if grasp.serving_path(&repo).is_none() {
                     return Err(warp::reject::not_found());
@@ -105,7 +111,9 @@ pub fn routes(grasp: Grasp) -> impl Filter<Extract = (Response,), Error = Reject
                             Ok(body) => body,
                             Err(reason) => return Ok(text(StatusCode::UNSUPPORTED_MEDIA_TYPE, reason)),
                         };
-                        rpc(&grasp, &repo, service, protocol, body).await
+                        let client =
+                            client_ip(remote, forwarded_for.as_deref(), grasp.config().trust_forwarded_for);
+                        rpc(&grasp, &repo, client, service, protocol, body).await
                     }
                     _ => Ok(text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")),
                 }
@@ -152,12 +160,13 @@ async fn info_refs(
 async fn rpc(
     grasp: &Grasp,
     repo: &RepoRef,
+    client: IpAddr,
     service: Service,
     protocol: Option<String>,
     body: Body,
 ) -> Result<Response, Rejection> {
     let mut response = match service {
-        Service::ReceivePack => match grasp.receive_pack(repo, protocol.as_deref(), body).await {
+        Service::ReceivePack => match grasp.receive_pack(repo, client, protocol.as_deref(), body).await {
             Ok(bytes) => Response::new(bytes.into()),
             Err(ReceivePackError::BadRequest(msg)) => return Ok(text(StatusCode::BAD_REQUEST, msg)),
             Err(ReceivePackError::Internal(msg)) => return Err(warp::reject::custom(InternalError(msg))),

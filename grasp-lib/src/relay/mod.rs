@@ -15,11 +15,9 @@ pub mod wire;
 pub use session::{Session, CLIENT_MESSAGE_TYPES};
 
 use std::net::IpAddr;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Instant;
 
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use nostr::{Event, JsonUtil};
 use nostr_database::{DatabaseEventStatus, RejectedReason, SaveEventStatus};
 use tokio::sync::broadcast;
@@ -27,6 +25,7 @@ use tokio::sync::broadcast;
 use crate::config::Config;
 use crate::metrics::{kind_label, Metrics};
 use crate::policy::{EventPolicy, EventSource, Verdict};
+use crate::rate_limit::PerIpLimit;
 use crate::store::EventStore;
 use peers::Peers;
 
@@ -158,7 +157,7 @@ pub struct Relay {
     publisher: Publisher,
     policy: Arc<dyn EventPolicy>,
     limits: RelayLimits,
-    rate: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    rate: PerIpLimit,
     peers: Peers,
     metrics: Metrics,
 }
@@ -177,8 +176,7 @@ impl Relay {
         limits: RelayLimits,
         metrics: Metrics,
     ) -> Self {
-        let rate =
-            NonZeroU32::new(limits.events_per_minute).map(|n| RateLimiter::keyed(Quota::per_minute(n)));
+        let rate = PerIpLimit::per_minute(limits.events_per_minute);
         let peers = Peers::new(metrics.clone(), limits.abuser_connection_threshold);
         Self { publisher, policy, limits, rate, peers, metrics }
     }
@@ -226,11 +224,7 @@ impl Relay {
 
     /// True when `peer` may send another EVENT now.
     pub fn allow_event_from(&self, peer: IpAddr) -> bool {
-        let Some(rate) = &self.rate else { return true };
-        if rate.len() > 100_000 {
-            rate.retain_recent();
-        }
-        rate.check_key(&peer).is_ok()
+        self.rate.allow(peer)
     }
 
     /// Delivers an event to matching live subscriptions (without storing it).
