@@ -186,24 +186,26 @@ async fn recover_in_background(hosting: Arc<Hosting>) {
 }
 
 /// Makes `/prs/` ready: the shared empty repository that answers for paths nobody pushed
-/// to, and no empty repositories left over from a crash.
-async fn prepare_prs(git_data_path: &std::path::Path) -> Result<(), OpenError> {
-    let root = git_data_path.to_path_buf();
+/// to (next to the event store, or temporary with the memory store), and no empty
+/// repositories left over from a crash.
+async fn prepare_prs(config: &Config) -> Result<git::prs::EmptyRepository, OpenError> {
+    let root = config.git_data_path.clone();
+    let store_dir = (config.database_backend == StoreBackend::Lmdb).then(|| config.relay_data_path.clone());
     let prepared = tokio::task::spawn_blocking(move || {
-        git::prs::create_empty_repository(&root)?;
-        Ok::<_, git::GitError>(git::prs::remove_empty_repositories(&root))
+        let empty = match &store_dir {
+            Some(dir) => git::prs::EmptyRepository::in_dir(dir)?,
+            None => git::prs::EmptyRepository::temporary()?,
+        };
+        let removed = git::prs::remove_empty_repositories(&root);
+        if removed > 0 {
+            tracing::info!(removed, "removed empty /prs/ repositories");
+        }
+        Ok::<_, git::GitError>(empty)
     })
     .await
     .map_err(git::GitError::from)
     .and_then(|r| r);
-    match prepared {
-        Ok(0) => Ok(()),
-        Ok(removed) => {
-            tracing::info!(removed, "removed empty /prs/ repositories");
-            Ok(())
-        }
-        Err(e) => Err(OpenError::Prs(e)),
-    }
+    prepared.map_err(OpenError::Prs)
 }
 
 /// The shared service handle: everything a frontend needs, cheap to clone.
@@ -218,6 +220,7 @@ pub struct Grasp {
     curation: Arc<curation::Curation>,
     archive: Arc<curation::Selectors>,
     prs_push_limit: Arc<rate_limit::PerIpLimit>,
+    prs_empty: Option<Arc<git::prs::EmptyRepository>>,
 }
 
 impl Grasp {
@@ -256,9 +259,10 @@ impl Grasp {
             })?);
         let archive = Arc::new(config.archive_selectors());
         let prs_push_limit = Arc::new(rate_limit::PerIpLimit::per_minute(config.prs_pushes_per_minute));
-        if config.prs_hosting {
-            prepare_prs(&config.git_data_path).await?;
-        }
+        let prs_empty = match config.prs_hosting {
+            true => Some(Arc::new(prepare_prs(&config).await?)),
+            false => None,
+        };
         let policy: Arc<dyn policy::EventPolicy> = match config.event_policy {
             config::EventPolicyChoice::Grasp => {
                 let hunt = start_hunting(&config, &hosting, &metrics);
@@ -290,6 +294,7 @@ impl Grasp {
             curation,
             archive,
             prs_push_limit,
+            prs_empty,
         })
     }
 
@@ -333,7 +338,8 @@ impl Grasp {
         if self.repositories().exists(repo) {
             return Some(self.repositories().path(repo));
         }
-        repo.is_prs().then(|| git::prs::empty_repository(&self.config.git_data_path))
+        let empty = self.prs_empty.as_ref().filter(|_| repo.is_prs())?;
+        Some(empty.path().to_path_buf())
     }
 
     /// Repositories, events and purgatory together.

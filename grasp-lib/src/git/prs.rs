@@ -4,7 +4,7 @@
 //! - **Where**: `/prs/<npub>/<identifier>.git` in URLs, `<git_data_path>/prs/<npub>/<identifier>.git`
 //!   on disk. A repository is created by the first push that is let in, never by a probe:
 //!   until then every well-formed path answers as an empty repository, served from one
-//!   shared empty repository ([`empty_repository`]).
+//!   shared empty repository ([`EmptyRepository`]).
 //! - **What may be pushed**: only `refs/nostr/<event id>` ([`decide_push`]); any other ref
 //!   refuses the whole push, so a mixed push lands nothing. When the pull request event is
 //!   already known, the push must meet it: signed by the npub in the URL, an `a` tag with
@@ -34,9 +34,35 @@ pub fn root(git_data_path: &Path) -> PathBuf {
 }
 
 /// The shared empty bare repository that answers for `/prs/` paths nobody has pushed to.
-/// Its name cannot clash with a contributor directory (those start with `npub1`).
-pub fn empty_repository(git_data_path: &Path) -> PathBuf {
-    root(git_data_path).join("empty.git")
+/// It lives outside the tree of served repositories (so no git server or `grasp-hook
+/// install` mistakes it for one): next to the event store, or in a temporary directory
+/// removed when the server ends (memory store).
+#[derive(Debug)]
+pub struct EmptyRepository {
+    path: PathBuf,
+    _temporary: Option<tempfile::TempDir>,
+}
+
+impl EmptyRepository {
+    /// `<dir>/prs-empty.git`, created if needed.
+    pub fn in_dir(dir: &Path) -> Result<Self, GitError> {
+        let path = dir.join("prs-empty.git");
+        super::refs::init_bare(&path)?;
+        Ok(Self { path, _temporary: None })
+    }
+
+    /// One in a new temporary directory, removed when this is dropped.
+    pub fn temporary() -> Result<Self, GitError> {
+        let dir = tempfile::Builder::new().prefix("grasp-prs-empty-").tempdir()?;
+        let path = dir.path().join("prs-empty.git");
+        super::refs::init_bare(&path)?;
+        Ok(Self { path, _temporary: Some(dir) })
+    }
+
+    /// Where it is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
 }
 
 /// Splits a URL path `/prs/<npub>/<pct-identifier>.git` into contributor and identifier.
@@ -86,12 +112,6 @@ pub fn named_repositories(event: &Event, origin: &ServiceOrigin) -> Vec<RepoRef>
     repos.sort();
     repos.dedup();
     repos
-}
-
-/// Creates the shared empty repository that answers for `/prs/` paths nobody pushed to (at
-/// startup; never written to afterwards).
-pub fn create_empty_repository(git_data_path: &Path) -> Result<(), GitError> {
-    super::refs::init_bare(&empty_repository(git_data_path)).map(|_| ())
 }
 
 /// Removes the bare repository at `path` when it has no refs at all, then its contributor
@@ -203,13 +223,16 @@ mod tests {
         ] {
             assert!(parse_path(&bad).is_none(), "{bad}");
         }
-        assert!(empty_repository(Path::new("/srv")).starts_with(root(Path::new("/srv"))));
+        let temporary = EmptyRepository::temporary().unwrap();
+        let path = temporary.path().to_path_buf();
+        assert!(path.join("HEAD").is_file());
+        drop(temporary);
+        assert!(!path.exists(), "a temporary empty repository goes with its owner");
     }
 
     #[test]
     fn empty_repositories_are_removed_with_their_directory() {
         let dir = tempfile::tempdir().unwrap();
-        create_empty_repository(dir.path()).unwrap();
         let npub = Keys::generate().public_key().to_bech32().unwrap();
         let empty = root(dir.path()).join(&npub).join("a.git");
         let full = root(dir.path()).join(&npub).join("b.git");
@@ -223,7 +246,6 @@ mod tests {
         git.reference(&format!("refs/nostr/{}", "ab".repeat(32)), commit, false, "test").unwrap();
         assert_eq!(remove_empty_repositories(dir.path()), 1);
         assert!(!empty.exists() && full.exists());
-        assert!(empty_repository(dir.path()).exists(), "the shared empty repository stays");
         git.find_reference(&format!("refs/nostr/{}", "ab".repeat(32))).unwrap().delete().unwrap();
         assert!(remove_if_empty(&full).unwrap());
         assert!(!root(dir.path()).join(&npub).exists(), "the contributor directory goes too");
