@@ -75,31 +75,7 @@ pub struct Hosting {
     maintenance: Maintenance,
     released: tokio::sync::broadcast::Sender<ReleasedEvent>,
     expired: tokio::sync::broadcast::Sender<Event>,
-    prs_pushes: PrsPushes,
-}
-
-/// `/prs/` repositories a push is landing in right now: garbage collection leaves them alone.
-#[derive(Debug, Clone, Default)]
-struct PrsPushes(Arc<std::sync::Mutex<HashMap<RepoRef, usize>>>);
-
-/// Marks a `/prs/` repository as being pushed to until dropped (see
-/// [`Hosting::prs_push_started`]).
-#[derive(Debug)]
-pub struct PrsPushGuard {
-    pushes: PrsPushes,
-    repo: RepoRef,
-}
-
-impl Drop for PrsPushGuard {
-    fn drop(&mut self) {
-        let mut map = self.pushes.0.lock().expect("prs push map poisoned");
-        if let Some(n) = map.get_mut(&self.repo) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.repo);
-            }
-        }
-    }
+    prs_collector: prs::Collector,
 }
 
 impl Hosting {
@@ -125,7 +101,7 @@ impl Hosting {
             maintenance,
             released: tokio::sync::broadcast::channel(RELEASED_BUFFER).0,
             expired,
-            prs_pushes: PrsPushes::default(),
+            prs_collector: prs::Collector::default(),
         };
         hosting.update_gauges();
         hosting
@@ -577,31 +553,19 @@ impl Hosting {
     }
 
     /// Marks `repo` as being pushed to until the guard is dropped, so an empty `/prs/`
-    /// repository is not garbage-collected under a push that is landing in it.
-    pub fn prs_push_started(&self, repo: &RepoRef) -> PrsPushGuard {
-        *self.prs_pushes.0.lock().expect("prs push map poisoned").entry(repo.clone()).or_default() += 1;
-        PrsPushGuard { pushes: self.prs_pushes.clone(), repo: repo.clone() }
+    /// repository is not removed under a push that is landing in it.
+    pub fn prs_push_started(&self, repo: &RepoRef) -> prs::PushGuard {
+        self.prs_collector.push_started(&self.repos.path(repo))
     }
 
-    /// Removes a `/prs/` repository that has no refs left (and its contributor directory
-    /// when that is empty then), unless a push is landing in it. Announced repositories are
-    /// never touched.
+    /// Removes a `/prs/` repository that has no refs left (see [`prs::Collector`]).
+    /// Announced repositories are never touched.
     pub async fn collect_if_empty(&self, repo: &RepoRef) {
         if !repo.is_prs() {
             return;
         }
-        let (pushes, path, key) = (self.prs_pushes.clone(), self.repos.path(repo), repo.clone());
-        let removed = self
-            .blocking(move || {
-                // Held while removing, so no push can start landing in the directory meanwhile.
-                let busy = pushes.0.lock().expect("prs push map poisoned");
-                if busy.contains_key(&key) {
-                    return Ok(false);
-                }
-                prs::remove_if_empty(&path)
-            })
-            .await;
-        match removed {
+        let (collector, path) = (self.prs_collector.clone(), self.repos.path(repo));
+        match self.blocking(move || collector.remove_if_empty(&path)).await {
             Ok(true) => tracing::info!(repo = %repo, "removed empty /prs/ repository"),
             Ok(false) => {
                 tracing::debug!(repo = %repo, "/prs/ repository kept: it has refs or a push is landing")

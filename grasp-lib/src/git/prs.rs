@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use nostr::{Event, EventId, PublicKey};
 
@@ -112,6 +113,54 @@ pub fn named_repositories(event: &Event, origin: &ServiceOrigin) -> Vec<RepoRef>
     repos.sort();
     repos.dedup();
     repos
+}
+
+/// Removal of `/prs/` repositories left without refs, kept away from repositories a push
+/// is landing in (git writes the pack before the refs, so an empty repository may be busy).
+#[derive(Debug, Clone, Default)]
+pub struct Collector {
+    landing: Arc<Mutex<HashMap<PathBuf, usize>>>,
+}
+
+/// The repository at a path is being pushed to until this is dropped.
+#[derive(Debug)]
+pub struct PushGuard {
+    collector: Collector,
+    path: PathBuf,
+}
+
+impl Drop for PushGuard {
+    fn drop(&mut self) {
+        let mut landing = self.collector.landing();
+        if let Some(n) = landing.get_mut(&self.path) {
+            *n -= 1;
+            if *n == 0 {
+                landing.remove(&self.path);
+            }
+        }
+    }
+}
+
+impl Collector {
+    fn landing(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, usize>> {
+        self.landing.lock().expect("prs collector poisoned")
+    }
+
+    /// Marks the repository at `path` as being pushed to until the guard is dropped.
+    pub fn push_started(&self, path: &Path) -> PushGuard {
+        *self.landing().entry(path.to_path_buf()).or_default() += 1;
+        PushGuard { collector: self.clone(), path: path.to_path_buf() }
+    }
+
+    /// [`remove_if_empty`], unless a push is landing in the repository. No push can start
+    /// meanwhile. Blocking.
+    pub fn remove_if_empty(&self, path: &Path) -> Result<bool, GitError> {
+        let landing = self.landing();
+        if landing.contains_key(path) {
+            return Ok(false);
+        }
+        remove_if_empty(path)
+    }
 }
 
 /// Removes the bare repository at `path` when it has no refs at all, then its contributor
@@ -249,6 +298,21 @@ mod tests {
         git.find_reference(&format!("refs/nostr/{}", "ab".repeat(32))).unwrap().delete().unwrap();
         assert!(remove_if_empty(&full).unwrap());
         assert!(!root(dir.path()).join(&npub).exists(), "the contributor directory goes too");
+    }
+
+    #[test]
+    fn a_repository_a_push_lands_in_is_not_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("npub1x").join("r.git");
+        super::super::refs::init_bare(&path).unwrap();
+        let collector = Collector::default();
+        let first = collector.push_started(&path);
+        let second = collector.push_started(&path);
+        drop(first);
+        assert!(!collector.remove_if_empty(&path).unwrap(), "one push is still landing");
+        drop(second);
+        assert!(collector.remove_if_empty(&path).unwrap());
+        assert!(!path.exists());
     }
 
     #[test]
