@@ -381,6 +381,7 @@ impl Hosting {
                 let repo = RepoRef::new(ann.owner, identifier.clone());
                 if self.repos.exists(&repo) && self.follows_a_state(&repo).await {
                     self.release(entry, &mut report).await;
+                    self.offer_earlier_prs(&repo, &all_anns, identifier, &mut report).await;
                 }
             }
         }
@@ -506,21 +507,40 @@ impl Hosting {
         let _ = self.purgatory.remove_placeholders(&[id]).await;
         // Offer the PR in every announced repository here whose maintainers the PR addresses
         // (for a `/prs/` source this is the one-way GRASP-06 mirror).
-        let tagged: HashSet<_> = crate::nip34::EventReferences::of(&entry.event)
+        let targets: Vec<RepoRef> = hosted.iter().filter(|r| **r != source).cloned().collect();
+        self.offer_pull_request(&entry.event, &source, &commit, &targets, all_anns, identifier, report).await;
+    }
+
+    /// Copies the commit of the accepted pull request `event` (at `refs/nostr/<id>` in
+    /// `source`) with that ref into each of the announced `targets` whose maintainers it
+    /// tags and that lack the ref.
+    #[allow(clippy::too_many_arguments)]
+    async fn offer_pull_request(
+        &self,
+        event: &Event,
+        source: &RepoRef,
+        commit: &str,
+        targets: &[RepoRef],
+        all_anns: &[RepoAnnouncement],
+        identifier: &RepoIdentifier,
+        report: &mut ProcessReport,
+    ) {
+        let name = format!("refs/nostr/{}", event.id.to_hex());
+        let tagged: HashSet<_> = crate::nip34::EventReferences::of(event)
             .coordinates
             .into_iter()
             .filter(|c| c.kind == kinds::REPO_ANNOUNCEMENT && c.identifier == identifier.as_str())
             .map(|c| c.pubkey)
             .collect();
-        for target in hosted.iter().filter(|r| **r != source) {
+        for target in targets.iter().filter(|t| !t.is_prs()) {
             let set = MaintainerSet::from_announcements(target.owner, all_anns);
             if !tagged.iter().any(|pk| set.contains(pk)) || self.ref_target(target, &name).await.is_some() {
                 continue;
             }
             let result = async {
-                refs::copy_objects(&self.repos.path(&source), &self.repos.path(target), &[commit.clone()])
+                refs::copy_objects(&self.repos.path(source), &self.repos.path(target), &[commit.to_owned()])
                     .await?;
-                let (path, name, commit) = (self.repos.path(target), name.clone(), commit.clone());
+                let (path, name, commit) = (self.repos.path(target), name.clone(), commit.to_owned());
                 self.blocking(move || {
                     refs::open(&path)?.reference(
                         &name,
@@ -533,8 +553,48 @@ impl Hosting {
                 .await
             }
             .await;
-            if let Err(e) = result {
-                report.errors.push(format!("{target}: {e}"));
+            match result {
+                Ok(()) => report.copied_into.push(target.clone()),
+                Err(e) => report.errors.push(format!("{target}: {e}")),
+            }
+        }
+    }
+
+    /// A repository just became served: pull requests accepted earlier through `/prs/`
+    /// (GRASP-06) for its identifier are offered in it too.
+    async fn offer_earlier_prs(
+        &self,
+        target: &RepoRef,
+        all_anns: &[RepoAnnouncement],
+        identifier: &RepoIdentifier,
+        report: &mut ProcessReport,
+    ) {
+        let (repos, d) = (self.repos.clone(), identifier.clone());
+        let sources = self.blocking(move || Ok(prs::with_identifier(&repos, &d))).await.unwrap_or_default();
+        for source in sources {
+            // Refs still waiting for their event (placeholders) are not accepted yet.
+            let accepted: Vec<(EventId, String)> = self
+                .nostr_refs(&source)
+                .await
+                .into_iter()
+                .filter(|(id, _)| self.purgatory.placeholder(id).is_none())
+                .collect();
+            let ids: Vec<EventId> = accepted.iter().map(|(id, _)| *id).collect();
+            let Ok(events) = self.store.events_among(&ids).await else { continue };
+            for event in events {
+                let Some((_, commit)) = accepted.iter().find(|(id, _)| *id == event.id) else { continue };
+                if commit_tag(&event).as_deref() == Some(commit.as_str()) {
+                    self.offer_pull_request(
+                        &event,
+                        &source,
+                        commit,
+                        std::slice::from_ref(target),
+                        all_anns,
+                        identifier,
+                        report,
+                    )
+                    .await;
+                }
             }
         }
     }

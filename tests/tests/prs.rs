@@ -341,6 +341,32 @@ async fn accepted_prs_refs_are_mirrored_into_the_announced_repository() {
 }
 
 #[tokio::test]
+async fn a_repository_announced_later_gets_the_pull_requests_accepted_before() {
+    let mut c = Contributor::new(TestServer::start()).await;
+    let base = Workdir::new();
+    let root = base.commit("README", b"project");
+    c.work.ok(&["fetch", "-q", base.path().to_str().unwrap(), "main"]);
+    c.work.ok(&["reset", "-q", "--hard", "FETCH_HEAD"]);
+    let feature = c.work.commit("feature", b"contribution");
+    let pr = c.pull_request(&feature);
+    c.push(&c.url(), &feature, &pr.id);
+    assert_eq!(c.publish(&pr).await, (true, String::new()), "accepted through /prs/ alone");
+
+    // The owner moves the repository here afterwards.
+    let addr = c.server.addr.clone();
+    assert_eq!(c.publish(&events::announcement(&c.owner, D, &addr, &[])).await, (true, HELD.to_owned()));
+    let state = events::state(&c.owner, D, &[("refs/heads/main", &root)], Some("main"));
+    assert_eq!(c.publish(&state).await, (true, HELD.to_owned()));
+    base.ok(&["push", &c.server.clone_url(&c.owner.public_key(), D), "main"]);
+    let hosted = c.server.repo_path(&c.owner.public_key(), D);
+    assert_eq!(
+        nostr_ref(&hosted, &pr.id),
+        feature,
+        "the earlier pull request is offered in the new repository"
+    );
+}
+
+#[tokio::test]
 async fn switched_off_prs_answers_404_and_its_events_are_refused() {
     let mut c = Contributor::new(TestServer::builder().arg("--prs-hosting=false").start()).await;
     let r = request(

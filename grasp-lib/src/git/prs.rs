@@ -187,6 +187,18 @@ pub fn remove_if_empty(path: &Path) -> Result<bool, GitError> {
     Ok(true)
 }
 
+/// The `/prs/` repositories with `identifier` on disk, of every contributor. Blocking.
+pub fn with_identifier(repos: &super::Repositories, identifier: &RepoIdentifier) -> Vec<RepoRef> {
+    let contributors = std::fs::read_dir(root(repos.root())).into_iter().flatten().flatten();
+    let mut found: Vec<RepoRef> = contributors
+        .filter_map(|dir| crate::origin::parse_npub(dir.file_name().to_str()?))
+        .map(|contributor| RepoRef::prs(contributor, identifier.clone()))
+        .filter(|repo| repos.exists(repo))
+        .collect();
+    found.sort();
+    found
+}
+
 /// Removes every `/prs/` repository without refs (left behind by a crash between creating
 /// a repository and the push landing). Blocking; returns how many were removed.
 pub fn remove_empty_repositories(git_data_path: &Path) -> usize {
