@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use grasp_tests::events;
 use grasp_tests::git::{bare_refs, Workdir};
-use grasp_tests::served::{publish_to as publish, wait_served};
+use grasp_tests::served::{is_served, publish_to as publish, wait_served};
+use grasp_tests::sync::{free_port, syncing};
 use grasp_tests::{host_repository, wait_until, TestServer};
 use nostr_sdk::prelude::*;
 use serde_json::json;
@@ -129,4 +130,50 @@ async fn repositories_that_list_us_stay_read_write_on_an_archiving_server() {
         bare_refs(&server.repo_path(&alice.public_key(), D)).0,
         vec![("refs/heads/main".to_owned(), c2)]
     );
+}
+
+/// Waits until the repository of `owner`/`D` on `server` holds exactly `main` at `commit`.
+async fn wait_main(server: &TestServer, owner: &Keys, commit: &str, what: &str) {
+    let path = server.repo_path(&owner.public_key(), D);
+    let expected = vec![("refs/heads/main".to_owned(), commit.to_owned())];
+    wait_until(what, LONG, || {
+        let ok = path.exists() && bare_refs(&path).0 == expected;
+        async move { ok.then_some(()) }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn events_and_git_data_reach_an_archive_through_relay_sync_and_hunting() {
+    // Two repositories hosted at home only; the archiver archives alice's.
+    let home = TestServer::start();
+    let (alice, bob) = (Keys::generate(), Keys::generate());
+    let work = Workdir::new();
+    let c1 = work.commit("a", b"1");
+    let ann = listing_only(&alice, D, &home);
+    let first = state(&alice, &[("refs/heads/main", &c1)], 0);
+    let bobs = listing_only(&bob, D, &home);
+    for event in [&ann, &first, &bobs] {
+        assert!(publish(&home, event).await.0);
+    }
+    work.ok(&["push", &home.clone_url(&alice.public_key(), D), "main"]);
+    wait_served(&home, &first, "alice's state served at home").await;
+
+    let archiver = syncing(free_port(), &[home.ws_url()]).arg(format!("--archive={}", npub(&alice))).start();
+    wait_served(&archiver, &first, "the state synced and its data hunted").await;
+    wait_served(&archiver, &ann, "the archived announcement released with it").await;
+    wait_main(&archiver, &alice, &c1, "the archive follows the state").await;
+    assert!(!is_served(&archiver, &bobs).await, "not on the archive list: not taken");
+    assert!(!archiver.repo_path(&bob.public_key(), D).exists());
+    let out = work.fails(&["push", &archiver.clone_url(&alice.public_key(), D), "main:refs/heads/other"]);
+    assert!(out.contains("read-only archive"), "{out}");
+
+    // Kept up to date: a new state at home reaches the archive live, its data by hunting.
+    let c2 = work.commit("a", b"2");
+    let second = state(&alice, &[("refs/heads/main", &c2)], 2);
+    assert!(publish(&home, &second).await.0);
+    work.ok(&["push", &home.clone_url(&alice.public_key(), D), "main"]);
+    wait_served(&archiver, &second, "the newer state synced and hunted").await;
+    wait_main(&archiver, &alice, &c2, "the archive follows the newer state").await;
+    assert!(archiver.log().contains("hunting found the git data"), "the data came by hunting");
 }
