@@ -258,6 +258,13 @@ impl Grasp {
                 config::ConfigError::Invalid { option: "curation_file", reason: e.to_string() }
             })?);
         let archive = Arc::new(config.archive_selectors());
+        let archive_followed = config.sync && config.hunting;
+        if !archive.is_empty() && !archive_followed {
+            tracing::warn!(
+                "archive is set but relay sync or hunting is off: archived repositories only follow \
+                 the states clients publish here, and only when their data can be found"
+            );
+        }
         let prs_push_limit = Arc::new(rate_limit::PerIpLimit::per_minute(config.prs_pushes_per_minute));
         let prs_empty = match config.prs_hosting {
             true => Some(Arc::new(prepare_prs(&config).await?)),
