@@ -31,6 +31,7 @@ pub fn binary(name: &str) -> PathBuf {
 pub struct TestServerBuilder {
     args: Vec<String>,
     env: Vec<(String, String)>,
+    relative_data_paths: bool,
 }
 
 impl TestServerBuilder {
@@ -43,6 +44,13 @@ impl TestServerBuilder {
     /// Sets an environment variable for the process.
     pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.env.push((name.into(), value.into()));
+        self
+    }
+
+    /// Runs the server inside its data directory and gives it the data paths relative to
+    /// that (`repos`, `relay`), as an operator who keeps the default `./data/...` does.
+    pub fn relative_data_paths(mut self) -> Self {
+        self.relative_data_paths = true;
         self
     }
 
@@ -83,9 +91,15 @@ impl TestServer {
             .open(data.join("server.log"))
             .expect("log file");
         let mut cmd = Command::new(binary("grasp-server"));
+        let root = if builder.relative_data_paths {
+            cmd.current_dir(data);
+            Path::new("")
+        } else {
+            data
+        };
         cmd.arg("--bind-address=127.0.0.1:0")
-            .arg(format!("--git-data-path={}", data.join("repos").display()))
-            .arg(format!("--relay-data-path={}", data.join("relay").display()))
+            .arg(format!("--git-data-path={}", root.join("repos").display()))
+            .arg(format!("--relay-data-path={}", root.join("relay").display()))
             .arg("--events-per-minute=100000")
             .arg("--test-mode")
             // Servers of one test often list each other; relay sync between them is

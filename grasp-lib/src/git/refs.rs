@@ -182,6 +182,9 @@ pub async fn copy_objects(from: &Path, to: &Path, oids: &[String]) -> Result<(),
     if oids.is_empty() {
         return Ok(());
     }
+    // git runs inside `to` (`-C`), so a relative `from` (the default `./data/repos` is one)
+    // would be looked up from there.
+    let from = std::path::absolute(from)?;
     let output = super::dies_with_server(&mut tokio::process::Command::new("git"))
         .arg("-C")
         .arg(to)
@@ -194,7 +197,7 @@ pub async fn copy_objects(from: &Path, to: &Path, oids: &[String]) -> Result<(),
             "--no-write-fetch-head",
             "--upload-pack=git -c uploadpack.allowAnySHA1InWant=true upload-pack",
         ])
-        .arg(from)
+        .arg(&from)
         .args(oids)
         .env("GIT_TERMINAL_PROMPT", "0")
         .kill_on_drop(true)
