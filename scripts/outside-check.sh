@@ -29,7 +29,7 @@ while [ $# -gt 0 ]; do
         --no-build) BUILD=0 ;;
         --spec) SPEC=$2; shift ;;
         --mode) MODE=$2; shift ;;
-        -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
