@@ -6,10 +6,18 @@
 //! it rolls small packs and loose objects together, leaves large packs alone, and writes a
 //! multi-pack bitmap. One repack runs at a time per server, and a repository waiting for
 //! one is not queued twice.
+//!
+//! The repack waits for a quiet period after the repository's last push: a burst of pushes
+//! (a client pushing branch after branch, a forge's mirror job) costs one repack at its end
+//! instead of one per push competing with the next push for the CPU. Clones in between are
+//! served correctly, only without the new bitmap.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::sync::Semaphore;
 
@@ -19,25 +27,37 @@ use crate::metrics::Metrics;
 #[derive(Debug, Clone)]
 pub struct Maintenance {
     slots: Arc<Semaphore>,
-    pending: Arc<Mutex<HashSet<PathBuf>>>,
+    /// Repositories waiting for a repack, with the time of their last push.
+    pending: Arc<Mutex<HashMap<PathBuf, Instant>>>,
+    quiet_period: Duration,
     metrics: Metrics,
 }
+
+/// How long a repository must go without a push before it is repacked.
+pub const QUIET_PERIOD: Duration = Duration::from_secs(2);
 
 impl Maintenance {
     /// Housekeeping that runs at most one repack at a time.
     pub fn new(metrics: Metrics) -> Self {
-        Self { slots: Arc::new(Semaphore::new(1)), pending: Arc::default(), metrics }
+        Self {
+            slots: Arc::new(Semaphore::new(1)),
+            pending: Arc::default(),
+            quiet_period: QUIET_PERIOD,
+            metrics,
+        }
     }
 
-    /// Schedules a repack of the repository at `path` (no-op if one is already waiting).
+    /// Schedules a repack of the repository at `path` once it has had no push for the
+    /// quiet period (a repository already waiting has its wait restarted).
     pub fn schedule(&self, path: PathBuf) {
-        if !self.pending.lock().expect("pending poisoned").insert(path.clone()) {
+        let now = Instant::now();
+        if self.pending.lock().expect("pending poisoned").insert(path.clone(), now).is_some() {
             return;
         }
         let this = self.clone();
         tokio::spawn(async move {
+            this.wait_until_quiet(&path).await;
             let _slot = this.slots.acquire().await.expect("semaphore never closed");
-            this.pending.lock().expect("pending poisoned").remove(&path);
             let output = super::dies_with_server(&mut tokio::process::Command::new("git"))
                 .arg("-C")
                 .arg(&path)
@@ -60,5 +80,44 @@ impl Maintenance {
                 }
             }
         });
+    }
+
+    /// Sleeps until `path` has had no push for the quiet period, then takes it off the
+    /// waiting list (a push after that schedules a new repack).
+    async fn wait_until_quiet(&self, path: &PathBuf) {
+        loop {
+            let last_push = {
+                let mut pending = self.pending.lock().expect("pending poisoned");
+                let last_push = pending.get(path).copied().unwrap_or_else(Instant::now);
+                if last_push + self.quiet_period <= Instant::now() {
+                    pending.remove(path);
+                    return;
+                }
+                last_push
+            };
+            tokio::time::sleep_until(last_push + self.quiet_period).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn waiting(maintenance: &Maintenance, path: &PathBuf) -> bool {
+        maintenance.pending.lock().unwrap().contains_key(path)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_push_during_the_quiet_period_restarts_the_wait() {
+        let maintenance = Maintenance::new(Metrics::new());
+        let path = PathBuf::from("/nonexistent/repository.git");
+        maintenance.schedule(path.clone());
+        tokio::time::sleep(QUIET_PERIOD / 2).await;
+        maintenance.schedule(path.clone());
+        tokio::time::sleep(QUIET_PERIOD * 3 / 4).await;
+        assert!(waiting(&maintenance, &path), "the second push restarted the quiet period");
+        tokio::time::sleep(QUIET_PERIOD / 2).await;
+        assert!(!waiting(&maintenance, &path), "quiet for a full period: repack started");
     }
 }
