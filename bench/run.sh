@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs the benchmarks: builds release binaries, installs the baselines' packages (nginx,
-# fcgiwrap) when missing, prepares data (cached in ~/.cache/grasp-bench) and runs every
+# Runs the benchmarks: builds release binaries, installs the packages the baselines and
+# grasp-proxy need (nginx, fcgiwrap, cmake) when missing, prepares data (cached in ~/.cache/grasp-bench) and runs every
 # scenario against its baseline in the same run. Arguments go to grasp-bench, e.g.
 #   bench/run.sh                  # everything
 #   bench/run.sh clone push       # some scenarios
@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/grasp-target}"
 
 missing=()
-for pair in nginx:nginx fcgiwrap:fcgiwrap; do
+for pair in nginx:nginx fcgiwrap:fcgiwrap cmake:cmake; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${pair%%:*}" ] || missing+=("${pair#*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -21,5 +21,5 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-cargo build --release --locked -p grasp-server -p grasp-hook -p grasp-bench
+cargo build --release --locked -p grasp-server -p grasp-hook -p grasp-proxy -p grasp-bench
 exec "$CARGO_TARGET_DIR/release/grasp-bench" "$@"

@@ -12,12 +12,15 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/grasp-target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
-# Debian packages the tests use, as "command:package". chromium, node and npm run the
-# real-browser test (tests/tests/browser.rs).
-needed=(git:git chromium:chromium node:nodejs npm:npm)
+# Debian packages the build and the tests use, as "command:package". chromium, node and
+# npm run the real-browser test (tests/tests/browser.rs); cmake builds pingora's zlib-ng
+# (grasp-proxy); nginx and fcgiwrap run git http-backend as the proxy's upstream in the
+# black-box tests.
+needed=(git:git chromium:chromium node:nodejs npm:npm cmake:cmake nginx:nginx fcgiwrap:fcgiwrap)
 missing=()
 for pair in "${needed[@]}"; do
-    command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+    cmd="${pair%%:*}"
+    command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing+=("${pair#*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing: ${missing[*]}"

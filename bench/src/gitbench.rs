@@ -1,5 +1,6 @@
 //! Git scenarios: clone and partial clone against `file://` and nginx + git http-backend,
-//! small-push latency, and server memory during a 1 GiB push and 20 concurrent clones.
+//! small-push latency, server memory during a 1 GiB push and 20 concurrent clones, and
+//! grasp-proxy against the nginx it fronts.
 
 use std::path::Path;
 use std::process::Command;
@@ -13,7 +14,9 @@ use grasp_tests::{publish, RawClient, TestServer};
 use nostr_sdk::prelude::*;
 
 use crate::corpus;
-use crate::procs::{grasp_server, NginxGit};
+use grasp_tests::upstream::NginxGit;
+
+use crate::procs::{grasp_proxy, grasp_server};
 use crate::report::{Report, Row};
 use crate::stats::{mib, secs, Samples};
 
@@ -75,7 +78,7 @@ pub async fn clone(
     eprintln!("clone: corpus of {} on disk", mib(corpus_bytes as f64));
     let server = grasp_server(&[]);
     let ours = host_corpus(&server, corpus).await?;
-    let nginx = NginxGit::start()?;
+    let (nginx, _root) = NginxGit::start_empty()?;
     let copied = Command::new("cp").arg("-r").arg(corpus).arg(nginx.root().join("corpus.git")).status()?;
     anyhow::ensure!(copied.success(), "copying the corpus for nginx failed");
     let file_url = format!("file://{}", corpus.display());
@@ -117,6 +120,19 @@ pub async fn clone(
 /// Latency of small authorized pushes (state published first) vs the same pushes to nginx.
 pub async fn push(report: &mut Report, pushes: usize) -> anyhow::Result<()> {
     let server = grasp_server(&[]);
+    let (nginx, _root) = NginxGit::start_empty()?;
+    let (ours, theirs) = push_latencies(&server, &nginx, pushes).await?;
+    report.add(push_row(format!("small push latency ({pushes} pushes)"), &ours, &theirs));
+    Ok(())
+}
+
+/// `pushes` small pushes to `server` (each authorized by a state published just before) and
+/// the same pushes straight to `nginx`, interleaved; the first of each is a warm-up.
+async fn push_latencies(
+    server: &TestServer,
+    nginx: &NginxGit,
+    pushes: usize,
+) -> anyhow::Result<(Samples, Samples)> {
     let client = server.client().await;
     let mut raw = RawClient::connect(&server.ws_url()).await;
     let owner = Keys::generate();
@@ -125,11 +141,11 @@ pub async fn push(report: &mut Report, pushes: usize) -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)?;
     let url = server.clone_url(&owner.public_key(), "small");
     let ours_work = Workdir::new();
-    let nginx = NginxGit::start()?;
-    let bare = nginx.root().join("small.git");
-    run_git(&nginx.root(), &["init", "-q", "--bare", "-b", "main", "small.git"])?;
-    run_git(&bare, &["config", "http.receivepack", "true"])?;
-    let nginx_url = nginx.url("small.git");
+    let direct = nginx.root().join("bench-direct");
+    std::fs::create_dir_all(&direct)?;
+    run_git(&direct, &["init", "-q", "--bare", "-b", "main", "small.git"])?;
+    run_git(&direct.join("small.git"), &["config", "http.receivepack", "true"])?;
+    let nginx_url = nginx.url("bench-direct/small.git");
     let nginx_work = Workdir::new();
 
     let mut ours = Samples::default();
@@ -155,28 +171,29 @@ pub async fn push(report: &mut Report, pushes: usize) -> anyhow::Result<()> {
             theirs.push_duration(n);
         }
     }
+    Ok((ours, theirs))
+}
+
+fn push_row(scenario: String, ours: &Samples, theirs: &Samples) -> Row {
     let overhead = ours.median() - theirs.median();
-    report.add(Row {
-        scenario: format!("small push latency ({pushes} pushes)"),
+    Row {
+        scenario,
         ours: format!("p50 {}, p95 {}", secs(ours.median()), secs(ours.percentile(95.0))),
         baseline: format!("nginx p50 {}, p95 {}", secs(theirs.median()), secs(theirs.percentile(95.0))),
         comparison: format!("p50 overhead {:+.1} ms", overhead * 1000.0),
         target: "p50 overhead ≤ 10 ms".into(),
         met: Some(overhead <= 0.010),
-    });
-    Ok(())
+    }
 }
 
-/// Peak server memory during a push of `push_bytes` of random data and during 20
-/// concurrent clones of the corpus.
-pub async fn memory(report: &mut Report, corpus: &Path, push_bytes: u64, cache: &Path) -> anyhow::Result<()> {
-    let server = grasp_server(&[]);
-    let client = server.client().await;
-    let owner = Keys::generate();
-    publish(&client, &events::announcement(&owner, "big", &server.addr, &[]))
-        .await
-        .map_err(anyhow::Error::msg)?;
-    let url = server.clone_url(&owner.public_key(), "big");
+/// Pushes `push_bytes` of random data to a new repository on `server` and returns how much
+/// the server process grew over idle at its peak, its idle RSS and how long the push took.
+async fn large_push_growth(
+    server: &TestServer,
+    push_bytes: u64,
+    cache: &Path,
+) -> anyhow::Result<(u64, u64, Duration)> {
+    // The commit first, so the held announcement waits for the push only.
     let blob = cache.join(format!("random-{}.bin", push_bytes >> 20));
     if std::fs::metadata(&blob).map(|m| m.len()).unwrap_or(0) != push_bytes {
         write_random_file(&blob, push_bytes);
@@ -186,15 +203,24 @@ pub async fn memory(report: &mut Report, corpus: &Path, push_bytes: u64, cache: 
     run_git(work.path(), &["-c", "core.looseCompression=0", "add", "random.bin"])?;
     run_git(work.path(), &["-c", "user.name=b", "-c", "user.email=b@b", "commit", "-q", "-m", "big"])?;
     let commit = work.rev("HEAD");
+    let client = server.client().await;
+    let owner = Keys::generate();
+    publish(&client, &events::announcement(&owner, "big", &server.addr, &[]))
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let url = server.clone_url(&owner.public_key(), "big");
     publish(&client, &events::state(&owner, "big", &[("refs/heads/main", &commit)], Some("main")))
         .await
         .map_err(anyhow::Error::msg)?;
     reset_peak(server.pid());
     let idle = rss(server.pid());
     let took = run_git(work.path(), &["-c", "pack.compression=0", "push", "-q", &url, "main"])?;
-    let growth = peak_rss(server.pid()).saturating_sub(idle);
-    report.add(Row {
-        scenario: format!("server RSS during a {} push", mib(push_bytes as f64)),
+    Ok((peak_rss(server.pid()).saturating_sub(idle), idle, took))
+}
+
+fn growth_row(scenario: String, (growth, idle, took): (u64, u64, Duration)) -> Row {
+    Row {
+        scenario,
         ours: format!(
             "+{} over idle {} (push took {})",
             mib(growth as f64),
@@ -205,8 +231,15 @@ pub async fn memory(report: &mut Report, corpus: &Path, push_bytes: u64, cache: 
         comparison: format!("+{}", mib(growth as f64)),
         target: "≤ +64 MiB".into(),
         met: Some(growth <= 64 << 20),
-    });
-    drop(work);
+    }
+}
+
+/// Peak server memory during a push of `push_bytes` of random data and during 20
+/// concurrent clones of the corpus.
+pub async fn memory(report: &mut Report, corpus: &Path, push_bytes: u64, cache: &Path) -> anyhow::Result<()> {
+    let server = grasp_server(&[]);
+    let growth = large_push_growth(&server, push_bytes, cache).await?;
+    report.add(growth_row(format!("server RSS during a {} push", mib(push_bytes as f64)), growth));
 
     let corpus_url = host_corpus(&server, corpus).await?;
     reset_peak(server.pid());
@@ -241,5 +274,49 @@ pub async fn memory(report: &mut Report, corpus: &Path, push_bytes: u64, cache: 
         target: "reported".into(),
         met: None,
     });
+    Ok(())
+}
+
+/// grasp-proxy against the nginx + git http-backend it fronts, in one run: the same clone
+/// through the proxy and straight from nginx, small pushes through the proxy and straight
+/// to nginx, and the proxy's memory during a push of `push_bytes`.
+pub async fn proxy(
+    report: &mut Report,
+    corpus: &Path,
+    corpus_bytes: u64,
+    repeat: usize,
+    pushes: usize,
+    push_bytes: u64,
+    cache: &Path,
+) -> anyhow::Result<()> {
+    let server = grasp_proxy(&[]);
+    let nginx = server.upstream().context("grasp-proxy runs with its nginx")?;
+    let via_proxy = host_corpus(&server, corpus).await?;
+    let direct = via_proxy.replacen(&server.http_url(), &nginx.base_url(), 1);
+    let targets = [via_proxy, direct];
+    let mut samples = [Samples::default(), Samples::default()];
+    for _ in 0..repeat {
+        // Interleaved, so machine noise spreads over both alike.
+        for (i, url) in targets.iter().enumerate() {
+            let dir = tempfile::tempdir()?;
+            samples[i].push_duration(run_git(dir.path(), &["clone", "-q", "--no-checkout", url, "c"])?);
+        }
+    }
+    let [ours, theirs] = samples;
+    let ratio = ours.median() / theirs.median();
+    report.add(Row {
+        scenario: format!("clone of a {} repository through grasp-proxy", mib(corpus_bytes as f64)),
+        ours: ours.describe(secs),
+        baseline: format!("nginx direct {}", theirs.describe(secs)),
+        comparison: format!("{ratio:.3}× nginx"),
+        target: "≤ 1.05× nginx".into(),
+        met: Some(ratio <= 1.05),
+    });
+
+    let (ours, theirs) = push_latencies(&server, nginx, pushes).await?;
+    report.add(push_row(format!("small push latency through grasp-proxy ({pushes} pushes)"), &ours, &theirs));
+
+    let growth = large_push_growth(&server, push_bytes, cache).await?;
+    report.add(growth_row(format!("grasp-proxy RSS during a {} push", mib(push_bytes as f64)), growth));
     Ok(())
 }

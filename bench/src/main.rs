@@ -2,9 +2,9 @@
 //! with absolute figures and machine facts. Run it through `bench/run.sh`, which builds the
 //! release binaries and installs nginx and fcgiwrap.
 //!
-//! Scenarios: `clone`, `push`, `memory`, `relay`, `purgatory`, `hook` (default: all), and
-//! `soak` (10 minutes of mixed traffic; only when asked for). `--quick` shrinks every size
-//! for a smoke run; its numbers are not the reference ones.
+//! Scenarios: `clone`, `push`, `memory`, `proxy`, `relay`, `purgatory`, `hook` (default:
+//! all), and `soak` (10 minutes of mixed traffic; only when asked for). `--quick` shrinks
+//! every size for a smoke run; its numbers are not the reference ones.
 
 mod corpus;
 mod gitbench;
@@ -24,7 +24,7 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(name = "grasp-bench")]
 struct Args {
-    /// Scenarios to run (clone, push, memory, relay, purgatory, hook); all when empty
+    /// Scenarios to run (clone, push, memory, proxy, relay, purgatory, hook); all when empty
     scenarios: Vec<String>,
     /// Small sizes for a fast smoke run
     #[arg(long)]
@@ -49,7 +49,16 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let all = ["clone", "push", "memory", "relay", "purgatory", "hook"];
+    // Every server runs in its own process group, out of reach of the terminal's Ctrl-C.
+    // Dropping the run on Ctrl-C drops their handles, which kill the groups.
+    tokio::select! {
+        finished = run(args) => finished,
+        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; every server it started is stopped"),
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let all = ["clone", "push", "memory", "proxy", "relay", "purgatory", "hook"];
     let wanted: Vec<&str> = if args.scenarios.is_empty() {
         all.to_vec()
     } else {
@@ -69,7 +78,7 @@ async fn main() -> anyhow::Result<()> {
     let mut report = report::Report::default();
     let mut soak_series = None;
     let q = args.quick;
-    let needs_corpus = wanted.iter().any(|s| *s == "clone" || *s == "memory");
+    let needs_corpus = wanted.iter().any(|s| matches!(*s, "clone" | "memory" | "proxy"));
     let corpus = if needs_corpus { Some(corpus::ensure(&cache)?) } else { None };
     for scenario in wanted {
         eprintln!("\n== {scenario}");
@@ -83,6 +92,12 @@ async fn main() -> anyhow::Result<()> {
                 let (path, _) = corpus.as_ref().expect("corpus prepared");
                 let size = if q { 64 << 20 } else { 1 << 30 };
                 gitbench::memory(&mut report, path, size, &cache).await?;
+            }
+            "proxy" => {
+                let (path, bytes) = corpus.as_ref().expect("corpus prepared");
+                let repeat = if q { 2 } else { args.repeat };
+                let (pushes, size) = if q { (10, 64 << 20) } else { (50, 1 << 30) };
+                gitbench::proxy(&mut report, path, *bytes, repeat, pushes, size, &cache).await?;
             }
             "relay" => {
                 let (ingest, store) = if q { (2_000, 5_000) } else { (20_000, 100_000) };

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use clap::builder::BoolishValueParser;
 use clap::{Args, Command};
 use serde::{Deserialize, Serialize};
+use url::Url;
 
 use crate::origin::ServiceOrigin;
 use crate::store::StoreBackend;
@@ -204,6 +205,19 @@ pub struct Config {
     /// GRASP-05: what to archive read-only although its announcement does not list this
     /// server: `*`, `<npub>`, `<npub>/<identifier>` or `<identifier>` (empty: off).
     pub archive: Vec<String>,
+    /// grasp-proxy: base URL of the git server repository requests are forwarded to
+    /// (`http://127.0.0.1:8080`, optionally with a path prefix). Required by grasp-proxy.
+    pub upstream: Option<String>,
+    /// grasp-proxy: seconds to wait for a connection to the upstream.
+    pub upstream_connect_timeout_secs: u64,
+    /// grasp-proxy: seconds the upstream may stay silent (not sending, not reading) before
+    /// the request fails with 504.
+    pub upstream_timeout_secs: u64,
+    /// grasp-proxy: PEM certificate chain; with `tls_private_key_path` the listener speaks
+    /// HTTPS and WSS.
+    pub tls_certificate_path: Option<PathBuf>,
+    /// grasp-proxy: PEM private key of `tls_certificate_path`.
+    pub tls_private_key_path: Option<PathBuf>,
 }
 
 /// Which acceptance policy the relay runs.
@@ -293,6 +307,11 @@ impl Default for Config {
             curation_file: None,
             curation_reload_secs: None,
             archive: Vec::new(),
+            upstream: None,
+            upstream_connect_timeout_secs: 10,
+            upstream_timeout_secs: 600,
+            tls_certificate_path: None,
+            tls_private_key_path: None,
         }
     }
 }
@@ -411,7 +430,35 @@ impl Config {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
             return invalid("log_level", e.to_string());
         }
+        self.validate_proxy()
+    }
+
+    /// The grasp-proxy options.
+    fn validate_proxy(&self) -> Result<(), ConfigError> {
+        let invalid = |option, reason: String| Err(ConfigError::Invalid { option, reason });
+        if let Some(upstream) = &self.upstream {
+            if let Err(reason) = parse_upstream(upstream) {
+                return invalid("upstream", reason);
+            }
+        }
+        for (option, value) in [
+            ("upstream_connect_timeout_secs", self.upstream_connect_timeout_secs),
+            ("upstream_timeout_secs", self.upstream_timeout_secs),
+        ] {
+            if value == 0 {
+                return invalid(option, "must be at least 1 second".to_owned());
+            }
+        }
+        if self.tls_certificate_path.is_some() != self.tls_private_key_path.is_some() {
+            let reason = "set both tls_certificate_path and tls_private_key_path, or neither".to_owned();
+            return invalid("tls_certificate_path", reason);
+        }
         Ok(())
+    }
+
+    /// The parsed `upstream` URL (grasp-proxy), when one is configured.
+    pub fn upstream_url(&self) -> Option<Url> {
+        self.upstream.as_deref().and_then(|u| parse_upstream(u).ok())
     }
 
     /// Purgatory timers: the configured values, or the defaults (short ones in test mode).
@@ -581,6 +628,23 @@ impl Config {
         config.validate()?;
         Ok(config)
     }
+}
+
+/// An upstream is an `http(s)://host[:port][/prefix]` URL without query or credentials.
+fn parse_upstream(value: &str) -> Result<Url, String> {
+    let url = Url::parse(value)
+        .map_err(|e| format!("'{value}' is not a URL ({e}); use e.g. http://127.0.0.1:8080"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(format!("'{value}' must be an http:// or https:// URL with a host"));
+    }
+    if url.query().is_some()
+        || url.fragment().is_some()
+        || !url.username().is_empty()
+        || url.password().is_some()
+    {
+        return Err(format!("'{value}' must not carry credentials, a query or a fragment"));
+    }
+    Ok(url)
 }
 
 fn owner_keys(secret: &Secret) -> Option<nostr::Keys> {
@@ -902,6 +966,43 @@ pub struct ConfigArgs {
     #[arg(long, env = "GRASP_ARCHIVE", value_delimiter = ',')]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub archive: Option<Vec<String>>,
+    /// grasp-proxy: URL of the git server (git http-backend) repository requests go to, e.g. http://127.0.0.1:8080
+    #[arg(long, env = "GRASP_UPSTREAM")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// grasp-proxy: seconds to wait for a connection to the upstream
+    #[arg(long, env = "GRASP_UPSTREAM_CONNECT_TIMEOUT_SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_connect_timeout_secs: Option<u64>,
+    /// grasp-proxy: seconds the upstream may stay silent before the request fails with 504
+    #[arg(long, env = "GRASP_UPSTREAM_TIMEOUT_SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_timeout_secs: Option<u64>,
+    /// grasp-proxy: PEM certificate chain; with --tls-private-key-path the listener speaks HTTPS and WSS
+    #[arg(long, env = "GRASP_TLS_CERTIFICATE_PATH")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_certificate_path: Option<PathBuf>,
+    /// grasp-proxy: PEM private key of --tls-certificate-path
+    #[arg(long, env = "GRASP_TLS_PRIVATE_KEY_PATH")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_private_key_path: Option<PathBuf>,
+}
+
+/// Options only grasp-proxy reads; other frontends hide them from `--help` ([`hide_options`]).
+pub const PROXY_OPTIONS: &[&str] = &[
+    "upstream",
+    "upstream_connect_timeout_secs",
+    "upstream_timeout_secs",
+    "tls_certificate_path",
+    "tls_private_key_path",
+];
+
+/// Hides `options` from `--help` (they still parse), for a frontend that does not use them.
+pub fn hide_options(cmd: Command, options: &'static [&'static str]) -> Command {
+    cmd.mut_args(|arg| {
+        let hide = options.contains(&arg.get_id().as_str());
+        arg.hide(hide)
+    })
 }
 
 /// ngit-grasp environment names accepted as aliases: (option, alias).
@@ -1071,6 +1172,28 @@ mod tests {
         assert_eq!(c.archive, vec!["ngit".to_owned()]);
         let bad = ConfigArgs { archive: Some(vec!["npub1bad".into()]), ..Default::default() };
         assert!(Config::load(&bad).unwrap_err().to_string().contains("archive"));
+    }
+
+    #[test]
+    fn proxy_options_are_validated() {
+        let ok = ConfigArgs { upstream: Some("http://127.0.0.1:8080/git".into()), ..Default::default() };
+        assert_eq!(Config::load(&ok).unwrap().upstream_url().unwrap().path(), "/git");
+        for bad in ["127.0.0.1:8080", "ftp://x", "http://u:p@x", "http://x/?q"] {
+            let args = ConfigArgs { upstream: Some(bad.into()), ..Default::default() };
+            assert!(Config::load(&args).unwrap_err().to_string().contains("upstream"), "{bad}");
+        }
+        let half = ConfigArgs { tls_certificate_path: Some("cert.pem".into()), ..Default::default() };
+        assert!(Config::load(&half).unwrap_err().to_string().contains("tls_certificate_path"));
+        let zero = ConfigArgs { upstream_timeout_secs: Some(0), ..Default::default() };
+        assert!(Config::load(&zero).unwrap_err().to_string().contains("upstream_timeout_secs"));
+    }
+
+    #[test]
+    fn hidden_options_still_parse() {
+        let cmd = hide_options(annotate_help(Cli::command()), PROXY_OPTIONS);
+        assert!(!cmd.clone().render_long_help().to_string().contains("--upstream"));
+        let m = cmd.try_get_matches_from(["x", "--upstream=http://127.0.0.1:1"]).unwrap();
+        assert_eq!(Cli::from_arg_matches(&m).unwrap().config.upstream.as_deref(), Some("http://127.0.0.1:1"));
     }
 
     #[test]

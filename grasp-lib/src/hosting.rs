@@ -499,12 +499,12 @@ impl Hosting {
             }
             tracing::info!(repo = %repo, event_id = %id, pushed = %target, expected = ?commit, belongs, "deleted mismatching pull request ref");
             report.deleted_refs.push((repo.clone(), name.clone()));
-            let _ = self.purgatory.remove_placeholders(&[id]).await;
+            self.drop_placeholders(&[id]).await;
             self.collect_if_empty(&repo).await;
         }
         let (Some(source), Some(commit)) = (holder, commit) else { return };
         self.release(entry.clone(), report).await;
-        let _ = self.purgatory.remove_placeholders(&[id]).await;
+        self.drop_placeholders(&[id]).await;
         // Offer the PR in every announced repository here whose maintainers the PR addresses
         // (for a `/prs/` source this is the one-way GRASP-06 mirror).
         let targets: Vec<RepoRef> = hosted.iter().filter(|r| **r != source).cloned().collect();
@@ -694,6 +694,7 @@ impl Hosting {
             }
         };
         self.drop_entries(held, true).await;
+        self.configure_placeholder_repos(&placeholders).await;
         for placeholder in placeholders {
             self.metrics.purgatory_placeholders_expired.inc();
             let Some(repo) = placeholder.repo() else { continue };
@@ -778,6 +779,7 @@ impl Hosting {
     /// After a successful push: `refs/nostr/<id>` refs for events we do not know yet wait
     /// (hidden from fetches) for their event.
     pub async fn record_placeholders(&self, repo: &RepoRef, updates: &[RefUpdate]) {
+        let mut added = false;
         for update in updates.iter().filter(|u| !is_zero_oid(&u.new)) {
             let Some(id) = nostr_ref_id(&update.name) else { continue };
             let known = self.purgatory.contains(&id)
@@ -798,17 +800,65 @@ impl Hosting {
             if let Err(e) = self.purgatory.add_placeholder(placeholder).await {
                 tracing::warn!(error = %e, "recording pull request placeholder failed");
             }
+            added = true;
+        }
+        if added {
+            self.configure_for_serving(repo).await;
         }
         self.update_gauges();
     }
 
+    /// Takes placeholders out of purgatory (their ref was matched or deleted) and stops
+    /// hiding their refs.
+    async fn drop_placeholders(&self, ids: &[EventId]) {
+        if let Ok(removed) = self.purgatory.remove_placeholders(ids).await {
+            self.configure_placeholder_repos(&removed).await;
+        }
+    }
+
+    async fn configure_placeholder_repos(&self, placeholders: &[Placeholder]) {
+        let mut repos: Vec<RepoRef> = placeholders.iter().filter_map(|p| p.repo()).collect();
+        repos.sort();
+        repos.dedup();
+        for repo in repos.iter().filter(|r| self.repos.exists(r)) {
+            self.configure_for_serving(repo).await;
+        }
+    }
+
+    /// Writes the repository's serving settings and the refs it hides right now into its git
+    /// config, so any other server of the directory (`git http-backend` behind grasp-proxy)
+    /// serves it as this process does. A failure is logged: this process hides the refs
+    /// regardless.
+    pub async fn configure_for_serving(&self, repo: &RepoRef) {
+        let hidden = self.hidden_refs(repo);
+        let path = self.repos.path(repo);
+        if let Err(e) = self.blocking(move || refs::configure_for_serving(&path, &hidden)).await {
+            tracing::warn!(repo = %repo, error = %e, "writing the repository's serving config failed");
+        }
+    }
+
+    /// [`Hosting::configure_for_serving`] for every repository on disk: for a frontend whose
+    /// git server reads the repositories' own config, at start (repositories made by older
+    /// versions, hidden refs that changed while no such server ran).
+    pub async fn configure_all_for_serving(&self) {
+        let repos = self.repos.clone();
+        let all = self.blocking(move || Ok(repos.all())).await.unwrap_or_default();
+        for repo in &all {
+            self.configure_for_serving(repo).await;
+        }
+        tracing::info!(repositories = all.len(), "repository serving config written");
+    }
+
     /// Refs fetchers must not see yet: pull request refs still waiting for their event.
     pub fn hidden_refs(&self, repo: &RepoRef) -> Vec<String> {
-        self.purgatory
+        let mut hidden: Vec<String> = self
+            .purgatory
             .placeholders_in(repo)
             .into_iter()
             .map(|p| format!("refs/nostr/{}", p.event_id.to_hex()))
-            .collect()
+            .collect();
+        hidden.sort();
+        hidden
     }
 }
 

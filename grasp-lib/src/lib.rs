@@ -33,6 +33,8 @@
 //! | [`config`] | configuration from file, environment and CLI |
 //! | [`metrics`] | Prometheus metrics |
 //! | [`limits`] | timeouts, connection caps and the open-file limit every frontend applies |
+//! | [`web`] | routing, CORS, pages, NIP-11 and `/metrics` responses, hosting a relay connection |
+//! | [`cli`] | a frontend binary's command line and one-line failures |
 //!
 //! ```
 //! # tokio_test::block_on(async {
@@ -54,6 +56,7 @@
 
 pub mod alignment;
 pub mod authorization;
+pub mod cli;
 pub mod config;
 pub mod crash;
 pub mod curation;
@@ -80,6 +83,7 @@ pub mod relay;
 pub mod store;
 pub mod summary;
 pub mod sync;
+pub mod web;
 
 use std::sync::Arc;
 
@@ -130,6 +134,14 @@ pub enum OpenError {
     /// The `/prs/` directory could not be prepared.
     #[error("cannot prepare the /prs/ repositories: {0}")]
     Prs(git::GitError),
+    /// The listener could not be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        /// The configured `bind_address`.
+        address: std::net::SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
     /// The purgatory journal could not be opened.
     #[error("cannot open purgatory at {path}: {source}")]
     Purgatory {

@@ -5,13 +5,13 @@ use std::net::IpAddr;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::authorization::{self, AuthorizationError, PushDecision};
 use crate::git::observe::GitOperation;
-use crate::git::pktline::{self, PktLineError, RefUpdate};
+use crate::git::pktline::{self, PktLineError, PushCommands, RefUpdate};
 use crate::git::smart_http::{self, Body, Piped, Service};
-use crate::git::{is_zero_oid, RepoRef};
+use crate::git::{is_zero_oid, refs, RepoRef};
 use crate::git_data::ProcessReport;
 use crate::limits::{is_idle_timeout, IdleTimeout};
 use crate::metrics::{Direction, OperationStatus};
@@ -56,7 +56,48 @@ async fn drain(body: &mut Body, limit: u64) {
     let _ = tokio::io::copy(&mut body.take(limit), &mut tokio::io::sink()).await;
 }
 
+/// Reads only the command section of a receive-pack request from `body`: the commands and
+/// the bytes read past them (the start of the pack, which belongs to git). What a frontend
+/// needs before it can ask [`Grasp::admit_push`].
+pub async fn read_push_commands<R: AsyncRead + Unpin>(
+    body: &mut R,
+) -> Result<(PushCommands, Vec<u8>), ReceivePackError> {
+    pktline::read_push_commands(body, MAX_COMMAND_BYTES).await.map_err(|e| match e {
+        PktLineError::Stalled(reason) => ReceivePackError::ClientStalled(reason),
+        e => ReceivePackError::BadRequest(e.to_string()),
+    })
+}
+
+/// How much of a refused push a frontend reads and discards before it answers, so the
+/// client (which sends everything before it reads) gets to see the refusal.
+pub fn drain_allowance(max_push_size: u64) -> u64 {
+    max_push_size.max(MIN_DRAIN_BYTES)
+}
+
+/// The answer to a push that [`Grasp::admit_push`] rejected for `reason`, in the form the
+/// client asked for, so `git push` prints it next to each ref.
+pub fn rejection(commands: &PushCommands, reason: &str) -> Vec<u8> {
+    smart_http::rejection_response(commands, &format!("rejected by GRASP: {reason}"))
+}
+
+/// The answer to a push to `repo` over its size limit ([`Grasp::push_size_limit`]).
+pub fn too_large(commands: &PushCommands, repo: &RepoRef, limit: u64) -> Vec<u8> {
+    let option = if repo.is_prs() { "prs_max_push_size" } else { "max_push_size" };
+    let reason = format!("push is larger than the {limit} bytes this server accepts ({option})");
+    smart_http::rejection_response(commands, &reason)
+}
+
 impl Grasp {
+    /// The largest push `repo` accepts: `prs_max_push_size` for a `/prs/` repository,
+    /// `max_push_size` otherwise.
+    pub fn push_size_limit(&self, repo: &RepoRef) -> u64 {
+        if repo.is_prs() {
+            self.config().prs_max_push_size
+        } else {
+            self.config().max_push_size
+        }
+    }
+
     /// Decides whether `updates` may be pushed to `repo`, using the event store (and held
     /// events) as the view of signed state.
     pub async fn authorize_push(
@@ -101,14 +142,16 @@ impl Grasp {
     /// The inline server calls it after `git receive-pack` succeeded; a `post-receive` hook
     /// reaches it through the [local API](crate::local_api).
     pub async fn push_received(&self, repo: &RepoRef, updates: &[RefUpdate]) -> ProcessReport {
-        if !repo.is_prs() {
-            // `/prs/` repositories stay small and come and go; they are not repacked.
-            self.hosting().maintenance().schedule(self.repositories().path(repo));
-        }
         self.hosting().record_placeholders(repo, updates).await;
         let new_oids: Vec<String> =
             updates.iter().filter(|u| !is_zero_oid(&u.new)).map(|u| u.new.clone()).collect();
         let report = self.process_newly_available_git_data(repo, &new_oids).await;
+        // Only now: a repack started earlier would compete with the step above for the CPU
+        // while the client still waits for its answer. `/prs/` repositories stay small and
+        // come and go; they are not repacked.
+        if !repo.is_prs() {
+            self.hosting().maintenance().schedule(self.repositories().path(repo));
+        }
         tracing::info!(
             repo = %repo,
             refs = updates.len(),
@@ -135,6 +178,44 @@ impl Grasp {
         let announcements = self.event_view().announcements(repo.identifier.as_str()).await?;
         let own = announcements.iter().filter(|a| a.owner == repo.owner).max_by_key(|a| a.created_at);
         Ok(own.and_then(|ann| crate::policy::curate::read_only(ann, self.origin())))
+    }
+
+    /// Those of `updates` that are in effect in `repo` now (deleted refs are gone, the others
+    /// point at their new value): what a frontend that did not run git itself passes to
+    /// [`Grasp::push_received`], since git may have refused some of them.
+    pub async fn updates_in_effect(&self, repo: &RepoRef, updates: &[RefUpdate]) -> Vec<RefUpdate> {
+        let (path, updates) = (self.repositories().path(repo), updates.to_vec());
+        let in_effect = tokio::task::spawn_blocking(move || {
+            let Ok(git) = refs::open(&path) else { return Vec::new() };
+            updates
+                .into_iter()
+                .filter(|u| {
+                    let now = refs::ref_target(&git, &u.name);
+                    if u.is_delete() {
+                        now.is_none()
+                    } else {
+                        now.as_deref() == Some(u.new.as_str())
+                    }
+                })
+                .collect()
+        });
+        in_effect.await.unwrap_or_default()
+    }
+
+    /// Counts one receive-pack request in the metrics: how it ended, how long it took since
+    /// `started`, and the body bytes that came in and went out.
+    pub fn record_push(
+        &self,
+        repo: &RepoRef,
+        status: OperationStatus,
+        started: Instant,
+        bytes_in: u64,
+        bytes_out: u64,
+    ) {
+        let metrics = self.metrics();
+        metrics.count_git_bytes(repo, Direction::In, bytes_in);
+        metrics.count_git_bytes(repo, Direction::Out, bytes_out);
+        metrics.record_git_operation(GitOperation::Push, status, started.elapsed());
     }
 
     /// The step that runs whenever git data arrived in `repo` (a push, a fetch): releases
@@ -188,21 +269,22 @@ impl Grasp {
         body: Body,
     ) -> Result<Vec<u8>, ReceivePackError> {
         let started = Instant::now();
-        let metrics = self.metrics();
         let guard = repo.is_prs().then(|| self.hosting().prs_push_started(repo));
         let result = self.receive_pack_unmetered(repo, client, git_protocol, body).await;
         drop(guard);
         self.hosting().collect_if_empty(repo).await;
-        let status = match &result {
+        match &result {
             Ok(answer) => {
-                metrics.count_git_bytes(repo, Direction::In, answer.request_bytes);
-                metrics.count_git_bytes(repo, Direction::Out, answer.body.len() as u64);
-                answer.status
+                let sent = answer.body.len() as u64;
+                self.record_push(repo, answer.status, started, answer.request_bytes, sent);
             }
-            Err(ReceivePackError::BadRequest(_)) => OperationStatus::BadRequest,
-            Err(ReceivePackError::Internal(_) | ReceivePackError::ClientStalled(_)) => OperationStatus::Error,
-        };
-        metrics.record_git_operation(GitOperation::Push, status, started.elapsed());
+            Err(ReceivePackError::BadRequest(_)) => {
+                self.record_push(repo, OperationStatus::BadRequest, started, 0, 0)
+            }
+            Err(ReceivePackError::Internal(_) | ReceivePackError::ClientStalled(_)) => {
+                self.record_push(repo, OperationStatus::Error, started, 0, 0)
+            }
+        }
         result.map(|answer| answer.body)
     }
 
@@ -213,17 +295,16 @@ impl Grasp {
         git_protocol: Option<&str>,
         body: Body,
     ) -> Result<PushAnswer, ReceivePackError> {
-        let limit = if repo.is_prs() { self.config().prs_max_push_size } else { self.config().max_push_size };
-        let drain_allowance = limit.max(MIN_DRAIN_BYTES);
+        let limit = self.push_size_limit(repo);
+        let drain_allowance = drain_allowance(limit);
         let idle = Duration::from_secs(self.config().body_idle_timeout_secs);
         let mut body: Body = Box::pin(IdleTimeout::new(body, idle));
-        let (commands, leftover) = match pktline::read_push_commands(&mut body, MAX_COMMAND_BYTES).await {
-            Ok(read) => read,
-            Err(PktLineError::Stalled(reason)) => {
+        let (commands, leftover) = match read_push_commands(&mut body).await {
+            Err(ReceivePackError::ClientStalled(reason)) => {
                 self.metrics().timeouts.with_label_values(&["body_idle"]).inc();
                 return Err(ReceivePackError::ClientStalled(reason));
             }
-            Err(e) => return Err(ReceivePackError::BadRequest(e.to_string())),
+            read => read?,
         };
         let command_bytes = (commands.raw.len() + leftover.len()) as u64;
         let decision = if repo.is_prs() && !self.prs_push_limit().allow(client) {
@@ -234,7 +315,7 @@ impl Grasp {
         };
         if let PushDecision::Rejected { reason } = &decision {
             drain(&mut body, drain_allowance).await;
-            let body = smart_http::rejection_response(&commands, &format!("rejected by GRASP: {reason}"));
+            let body = rejection(&commands, reason);
             return Ok(PushAnswer { body, status: OperationStatus::Rejected, request_bytes: command_bytes });
         }
         if repo.is_prs() {
@@ -267,10 +348,8 @@ impl Grasp {
         if matches!(piped, Ok(Piped::TooLarge)) {
             let _ = child.kill().await;
             drain(&mut body, drain_allowance).await;
-            let option = if repo.is_prs() { "prs_max_push_size" } else { "max_push_size" };
-            let reason = format!("push is larger than the {limit} bytes this server accepts ({option})");
             tracing::info!(repo = %repo, limit, "push refused: too large");
-            let body = smart_http::rejection_response(&commands, &reason);
+            let body = too_large(&commands, repo, limit);
             return Ok(PushAnswer { body, status: OperationStatus::Rejected, request_bytes: limit });
         }
         if matches!(piped, Ok(Piped::Complete(_))) {

@@ -1,9 +1,12 @@
-//! Helpers for black-box tests: start the real `grasp-server` binary on 127.0.0.1 with an
-//! ephemeral port and temporary directories, build signed events, talk raw websocket, and
-//! poll for conditions with a deadline instead of sleeping.
+//! Helpers for black-box tests: start the real binaries (`grasp-server`, or `grasp-proxy` in
+//! front of nginx + fcgiwrap + `git http-backend`) on 127.0.0.1 with ephemeral ports and
+//! temporary directories, build signed events, talk raw websocket, and poll for conditions
+//! with a deadline instead of sleeping. [`frontend_tests!`] runs a test against both
+//! frontends.
 
 pub mod browser;
 pub mod events;
+pub mod frontend;
 pub mod git;
 pub mod hostile;
 pub mod http;
@@ -18,7 +21,9 @@ pub mod served;
 pub mod server;
 pub mod stock;
 pub mod sync;
+pub mod upstream;
 
+pub use frontend::Frontend;
 pub use poll::wait_until;
 pub use raw::RawClient;
 pub use server::{TestServer, TestServerBuilder};

@@ -1,14 +1,18 @@
-//! A `grasp-server` process under test.
+//! A GRASP server under test: `grasp-server`, or `grasp-proxy` in front of its own nginx +
+//! fcgiwrap + `git http-backend` ([`Frontend`]).
 
 use std::io::{BufRead, BufReader};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use nostr_sdk::prelude::*;
 use tempfile::TempDir;
+
+use crate::process::ProcessGroup;
+use crate::upstream::NginxGit;
+use crate::Frontend;
 
 /// Path of a workspace binary built next to the running executable: a test binary lives in
 /// `target/<profile>/deps/`, a tool (the benchmark runner) in `target/<profile>/`.
@@ -32,9 +36,16 @@ pub struct TestServerBuilder {
     args: Vec<String>,
     env: Vec<(String, String)>,
     relative_data_paths: bool,
+    frontend: Frontend,
 }
 
 impl TestServerBuilder {
+    /// Which frontend to start (default: grasp-server).
+    pub fn frontend(mut self, frontend: Frontend) -> Self {
+        self.frontend = frontend;
+        self
+    }
+
     /// Adds a command-line argument.
     pub fn arg(mut self, arg: impl Into<String>) -> Self {
         self.args.push(arg.into());
@@ -54,19 +65,31 @@ impl TestServerBuilder {
         self
     }
 
-    /// Starts the server with fresh temporary data directories.
+    /// Starts the server with fresh temporary data directories (and, for the proxy, its
+    /// upstream serving `repos/` there).
     pub fn start(self) -> TestServer {
         let data = tempfile::tempdir().expect("temp dir");
-        let (child, addr) = TestServer::spawn(&self, data.path(), &[]);
-        TestServer { child, addr, data, builder: self }
+        let upstream = match self.frontend {
+            Frontend::Inline => None,
+            Frontend::Proxy => {
+                let repos = data.path().join("repos");
+                std::fs::create_dir_all(&repos).expect("repos dir");
+                Some(NginxGit::start(&repos).unwrap_or_else(|e| panic!("the proxy's upstream: {e:#}")))
+            }
+        };
+        let (child, addr) = TestServer::spawn(&self, data.path(), upstream.as_ref(), &[]);
+        TestServer { child, addr, upstream, data, builder: self }
     }
 }
 
-/// A running `grasp-server` with its own data directory; killed on drop.
+/// A running server with its own data directory; killed (with everything it spawned, and
+/// its upstream) on drop.
 pub struct TestServer {
-    child: Child,
+    // Fields drop in order: the server goes before its upstream and its directory.
+    child: ProcessGroup,
     /// `127.0.0.1:<port>`
     pub addr: String,
+    upstream: Option<NginxGit>,
     data: TempDir,
     builder: TestServerBuilder,
 }
@@ -84,13 +107,19 @@ impl TestServer {
 
     /// Starts the process in its own process group (so the group can be killed with every
     /// git child in it), with `extra` environment for this start only.
-    fn spawn(builder: &TestServerBuilder, data: &Path, extra: &[(&str, &str)]) -> (Child, String) {
+    fn spawn(
+        builder: &TestServerBuilder,
+        data: &Path,
+        upstream: Option<&NginxGit>,
+        extra: &[(&str, &str)],
+    ) -> (ProcessGroup, String) {
+        let name = builder.frontend.binary();
         let stderr = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(data.join("server.log"))
             .expect("log file");
-        let mut cmd = Command::new(binary("grasp-server"));
+        let mut cmd = Command::new(binary(name));
         let root = if builder.relative_data_paths {
             cmd.current_dir(data);
             Path::new("")
@@ -104,34 +133,48 @@ impl TestServer {
             .arg("--test-mode")
             // Servers of one test often list each other; relay sync between them is
             // switched on only by the tests about it (`sync::syncing`).
-            .arg("--sync=false")
-            .args(&builder.args)
+            .arg("--sync=false");
+        if let Some(upstream) = upstream {
+            cmd.arg(format!("--upstream={}", upstream.base_url()));
+        }
+        cmd.args(&builder.args)
             .env("GRASP_LOG_LEVEL", "info,grasp_lib=debug")
             .envs(builder.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .envs(extra.iter().copied())
-            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr);
-        let mut child = cmd.spawn().expect("spawn grasp-server");
-        let stdout = child.stdout.take().expect("stdout");
+        let mut child = ProcessGroup::spawn(&mut cmd).unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        let stdout = child.child().stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
+        let ready = format!("{name} listening on ");
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(url) = line.strip_prefix("grasp-server listening on http://") {
-                    let _ = tx.send(url.trim().to_owned());
+                if let Some(url) = line.strip_prefix(&ready) {
+                    let addr = url.trim().trim_start_matches("http://").trim_start_matches("https://");
+                    let _ = tx.send(addr.to_owned());
                 }
             }
         });
         let addr = match rx.recv_timeout(Duration::from_secs(30)) {
             Ok(addr) => addr,
             Err(_) => {
-                kill_group(&mut child);
+                child.kill();
                 let log = std::fs::read_to_string(data.join("server.log")).unwrap_or_default();
-                panic!("grasp-server did not start within 30 s; its log:\n{log}");
+                panic!("{name} did not start within 30 s; its log:\n{log}");
             }
         };
         (child, addr)
+    }
+
+    /// The frontend this server runs.
+    pub fn frontend(&self) -> Frontend {
+        self.builder.frontend
+    }
+
+    /// The upstream git server (proxy only).
+    pub fn upstream(&self) -> Option<&NginxGit> {
+        self.upstream.as_ref()
     }
 
     /// `http://127.0.0.1:<port>`
@@ -226,8 +269,8 @@ impl TestServer {
         std::fs::read_to_string(self.data.path().join("server.log")).unwrap_or_default()
     }
 
-    /// Kills the process (SIGKILL) and starts it again on the same data directory. The port
-    /// changes.
+    /// Kills the server (SIGKILL, with what it spawned) and starts it again on the same data
+    /// directory; a proxy's upstream keeps running. The port changes.
     pub fn restart(&mut self) {
         self.restart_with_env(&[]);
     }
@@ -235,8 +278,8 @@ impl TestServer {
     /// [`TestServer::restart`] with extra environment for this start only (e.g. a
     /// `FAILPOINTS` crash injection).
     pub fn restart_with_env(&mut self, extra: &[(&str, &str)]) {
-        kill_group(&mut self.child);
-        let (child, addr) = Self::spawn(&self.builder, self.data.path(), extra);
+        self.child.kill();
+        let (child, addr) = Self::spawn(&self.builder, self.data.path(), self.upstream.as_ref(), extra);
         self.child = child;
         self.addr = addr;
     }
@@ -244,7 +287,7 @@ impl TestServer {
     /// Kills the process (SIGKILL) and keeps its data directory, e.g. to see what clients
     /// of a stopped node get; [`TestServer::resume`] starts it again.
     pub fn stop(&mut self) {
-        kill_group(&mut self.child);
+        self.child.kill();
     }
 
     /// The node's local API socket (what `grasp-hook` connects to).
@@ -255,14 +298,14 @@ impl TestServer {
     /// Starts a stopped server again on the same data directory (and, when the builder
     /// fixed `--bind-address`, the same port).
     pub fn resume(&mut self) {
-        let (child, addr) = Self::spawn(&self.builder, self.data.path(), &[]);
+        let (child, addr) = Self::spawn(&self.builder, self.data.path(), self.upstream.as_ref(), &[]);
         self.child = child;
         self.addr = addr;
     }
 
     /// True once the server process has exited (crashed, or was stopped).
     pub fn has_exited(&mut self) -> bool {
-        !matches!(self.child.try_wait(), Ok(None))
+        !matches!(self.child.child().try_wait(), Ok(None))
     }
 
     /// A connected nostr-sdk client for this relay.
@@ -290,21 +333,4 @@ pub fn purgatory_list_in(relay: &Path) -> Vec<serde_json::Value> {
         .expect("run grasp-server purgatory list");
     assert!(out.status.success(), "purgatory list failed: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("purgatory list prints JSON")
-}
-
-/// SIGKILLs the process group led by `child` and reaps the child.
-fn kill_group(child: &mut Child) {
-    use nix::sys::signal::{killpg, Signal};
-    use nix::unistd::Pid;
-    if let Ok(pid) = i32::try_from(child.id()) {
-        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        kill_group(&mut self.child);
-    }
 }

@@ -4,39 +4,14 @@
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Buf;
 use futures::StreamExt;
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
-use std::os::unix::process::CommandExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// A child process in a process group of its own; the whole group is killed on drop.
-pub struct ProcessGroup {
-    child: Child,
-}
-
-impl ProcessGroup {
-    /// Spawns `cmd` as the leader of a new process group.
-    pub fn spawn(cmd: &mut Command) -> std::io::Result<Self> {
-        Ok(Self { child: cmd.process_group(0).spawn()? })
-    }
-
-    /// Whether the process already exited.
-    pub fn exited(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(Some(_)))
-    }
-}
-
-impl Drop for ProcessGroup {
-    fn drop(&mut self) {
-        let _ = killpg(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
-        let _ = self.child.wait();
-    }
-}
+use crate::process::ProcessGroup;
 
 /// A port that was free a moment ago (the caller retries if someone takes it meanwhile).
 fn free_port() -> u16 {

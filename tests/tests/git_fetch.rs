@@ -3,14 +3,14 @@
 
 use grasp_tests::events;
 use grasp_tests::git::{git, Workdir};
-use grasp_tests::{publish, TestServer};
+use grasp_tests::{frontend_tests, publish, Frontend, TestServer};
 use nostr_sdk::prelude::*;
 
 const D: &str = "repo";
 
 /// A server hosting one repository with two commits on main; returns (server, url, commits).
-async fn populated() -> (TestServer, String, Vec<String>) {
-    let server = TestServer::start();
+async fn populated(frontend: Frontend) -> (TestServer, String, Vec<String>) {
+    let server = frontend.start();
     let client = server.client().await;
     let owner = Keys::generate();
     publish(&client, &events::announcement(&owner, D, &server.addr, &[])).await.unwrap();
@@ -23,9 +23,8 @@ async fn populated() -> (TestServer, String, Vec<String>) {
     (server, url, vec![c1, c2])
 }
 
-#[tokio::test]
-async fn empty_repository_can_be_cloned() {
-    let server = TestServer::start();
+async fn empty_repository_can_be_cloned(frontend: Frontend) {
+    let server = frontend.start();
     let client = server.client().await;
     let owner = Keys::generate();
     publish(&client, &events::announcement(&owner, D, &server.addr, &[])).await.unwrap();
@@ -36,9 +35,8 @@ async fn empty_repository_can_be_cloned() {
     assert!(stderr.contains("empty repository"), "{stderr}");
 }
 
-#[tokio::test]
-async fn clone_and_fetch_over_protocol_v0_and_v2() {
-    let (_server, url, commits) = populated().await;
+async fn clone_and_fetch_over_protocol_v0_and_v2(frontend: Frontend) {
+    let (_server, url, commits) = populated(frontend).await;
     for version in ["0", "2"] {
         let dir = tempfile::tempdir().unwrap();
         let out = std::process::Command::new("git")
@@ -59,9 +57,8 @@ async fn clone_and_fetch_over_protocol_v0_and_v2() {
     }
 }
 
-#[tokio::test]
-async fn fetch_brings_new_commits() {
-    let server = TestServer::start();
+async fn fetch_brings_new_commits(frontend: Frontend) {
+    let server = frontend.start();
     let client = server.client().await;
     let owner = Keys::generate();
     publish(&client, &events::announcement(&owner, D, &server.addr, &[])).await.unwrap();
@@ -89,9 +86,8 @@ async fn fetch_brings_new_commits() {
     assert_eq!(reader.rev("origin/main"), c2);
 }
 
-#[tokio::test]
-async fn partial_clones_honour_filters() {
-    let (_server, url, commits) = populated().await;
+async fn partial_clones_honour_filters(frontend: Frontend) {
+    let (_server, url, commits) = populated(frontend).await;
     let blobless = Workdir::clone_from(&url, &["--filter=blob:none", "--no-checkout"]);
     let missing = blobless.ok(&["rev-list", "--objects", "--all", "--missing=print"]);
     assert!(missing.lines().any(|l| l.starts_with('?')), "blob:none must leave blobs out:\n{missing}");
@@ -108,9 +104,8 @@ async fn partial_clones_honour_filters() {
     assert!(treeless.path().join("src/main.rs").exists());
 }
 
-#[tokio::test]
-async fn unadvertised_reachable_commit_can_be_fetched_by_id() {
-    let (_server, url, commits) = populated().await;
+async fn unadvertised_reachable_commit_can_be_fetched_by_id(frontend: Frontend) {
+    let (_server, url, commits) = populated(frontend).await;
     let work = Workdir::new();
     for version in ["0", "2"] {
         work.ok(&["-c", &format!("protocol.version={version}"), "fetch", "-q", &url, &commits[0]]);
@@ -118,12 +113,20 @@ async fn unadvertised_reachable_commit_can_be_fetched_by_id() {
     }
 }
 
-#[tokio::test]
-async fn shallow_clone_and_deepen() {
-    let (_server, url, commits) = populated().await;
+async fn shallow_clone_and_deepen(frontend: Frontend) {
+    let (_server, url, commits) = populated(frontend).await;
     let shallow = Workdir::clone_from(&url, &["--depth=1"]);
     assert_eq!(shallow.rev("HEAD"), commits[1]);
     assert_eq!(shallow.ok(&["rev-list", "--count", "HEAD"]), "1");
     shallow.ok(&["fetch", "-q", "--unshallow"]);
     assert_eq!(shallow.ok(&["rev-list", "--count", "HEAD"]), "2");
 }
+
+frontend_tests!(
+    empty_repository_can_be_cloned,
+    clone_and_fetch_over_protocol_v0_and_v2,
+    fetch_brings_new_commits,
+    partial_clones_honour_filters,
+    unadvertised_reachable_commit_can_be_fetched_by_id,
+    shallow_clone_and_deepen,
+);

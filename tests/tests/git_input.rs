@@ -5,7 +5,7 @@ use grasp_tests::events;
 use grasp_tests::git::Workdir;
 use grasp_tests::http::request;
 use grasp_tests::memory::{peak_rss, rss, write_random_file};
-use grasp_tests::{publish, TestServer};
+use grasp_tests::{frontend_tests, publish, Frontend, TestServer};
 use nostr_sdk::prelude::*;
 
 const D: &str = "repo";
@@ -25,9 +25,8 @@ fn assert_cors(headers: &[(String, String)], what: &str) {
     assert!(headers.iter().any(|(n, _)| n == "access-control-allow-headers"), "{what}: {headers:?}");
 }
 
-#[tokio::test]
-async fn malformed_receive_pack_bodies_get_400_and_the_server_keeps_serving() {
-    let server = TestServer::start();
+async fn malformed_receive_pack_bodies_get_400_and_the_server_keeps_serving(frontend: Frontend) {
+    let server = frontend.start();
     let (client, owner) = hosted(&server).await;
     let path = format!("/{}/{D}.git/git-receive-pack", owner.public_key().to_bech32().unwrap());
     let ct = [("Content-Type", "application/x-git-receive-pack-request")];
@@ -47,13 +46,30 @@ async fn malformed_receive_pack_bodies_get_400_and_the_server_keeps_serving() {
         assert_eq!(resp.status, 400, "{what}: {}", String::from_utf8_lossy(&resp.body));
         assert_cors(&resp.headers, what);
     }
+    let resp = request(&server.addr, "POST", &path, &[("Content-Encoding", "br")], b"x").await;
+    assert_eq!(resp.status, 415, "receive-pack bodies are read here, so their encoding is checked here");
+    assert_cors(&resp.headers, "415");
+
     let upload = format!("/{}/{D}.git/git-upload-pack", owner.public_key().to_bech32().unwrap());
-    let resp = request(&server.addr, "POST", &upload, &[], b"garbage that git cannot parse").await;
-    assert_eq!(resp.status, 400, "{}", String::from_utf8_lossy(&resp.body));
-    let resp = request(&server.addr, "POST", &upload, &[("Content-Encoding", "br")], b"x").await;
-    assert_eq!(resp.status, 415);
-    let resp = request(&server.addr, "POST", &upload, &[("Content-Encoding", "gzip")], b"not gzip").await;
-    assert!(resp.status >= 400, "bad gzip must fail: {}", resp.status);
+    let garbage = b"garbage that git cannot parse";
+    match server.upstream() {
+        None => {
+            let resp = request(&server.addr, "POST", &upload, &[], garbage).await;
+            assert_eq!(resp.status, 400, "{}", String::from_utf8_lossy(&resp.body));
+            let resp = request(&server.addr, "POST", &upload, &[("Content-Encoding", "br")], b"x").await;
+            assert_eq!(resp.status, 415);
+            let resp =
+                request(&server.addr, "POST", &upload, &[("Content-Encoding", "gzip")], b"not gzip").await;
+            assert!(resp.status >= 400, "bad gzip must fail: {}", resp.status);
+        }
+        Some(upstream) => {
+            // Fetch requests pass to the upstream untouched: git http-backend answers them.
+            let git_type = [("Content-Type", "application/x-git-upload-pack-request")];
+            let resp = request(&server.addr, "POST", &upload, &git_type, garbage).await;
+            assert_cors(&resp.headers, "upload-pack garbage");
+            assert!(upstream.access_log().contains(&format!("POST {upload} ")), "{}", upstream.access_log());
+        }
+    }
 
     // still serving: a real push works
     let work = Workdir::new();
@@ -62,9 +78,8 @@ async fn malformed_receive_pack_bodies_get_400_and_the_server_keeps_serving() {
     work.ok(&["push", &server.clone_url(&owner.public_key(), D), "main"]);
 }
 
-#[tokio::test]
-async fn path_tricks_get_404() {
-    let server = TestServer::start();
+async fn path_tricks_get_404(frontend: Frontend) {
+    let server = frontend.start();
     let (_client, owner) = hosted(&server).await;
     let npub = owner.public_key().to_bech32().unwrap();
     let ok = format!("/{npub}/{D}.git/info/refs?service=git-upload-pack");
@@ -100,27 +115,31 @@ async fn path_tricks_get_404() {
     assert!(String::from_utf8_lossy(&resp.body).contains(&format!("{npub}/{D}.git")));
 }
 
-#[tokio::test]
-async fn broken_repository_answers_500_with_cors() {
-    let server = TestServer::start();
+async fn broken_repository_answers_an_error_with_cors(frontend: Frontend) {
+    let server = frontend.start();
     let (_client, owner) = hosted(&server).await;
     let repo = server.repo_path(&owner.public_key(), D);
     std::fs::write(repo.join("HEAD"), "this is not a ref\n").unwrap();
     std::fs::remove_dir_all(repo.join("objects")).unwrap();
     let npub = owner.public_key().to_bech32().unwrap();
+    // grasp-server runs git itself and answers 500; behind the proxy the upstream's own
+    // error comes back (git http-backend says 404 for a directory that is not a repository).
+    let expected = |status: u16| match frontend {
+        Frontend::Inline => status == 500,
+        Frontend::Proxy => status >= 400,
+    };
     let resp =
         request(&server.addr, "GET", &format!("/{npub}/{D}.git/info/refs?service=git-upload-pack"), &[], b"")
             .await;
-    assert_eq!(resp.status, 500, "{}", String::from_utf8_lossy(&resp.body));
-    assert_cors(&resp.headers, "500");
+    assert!(expected(resp.status), "{}: {}", resp.status, String::from_utf8_lossy(&resp.body));
+    assert_cors(&resp.headers, "info/refs of a broken repository");
     let resp = request(&server.addr, "POST", &format!("/{npub}/{D}.git/git-upload-pack"), &[], b"0000").await;
-    assert_eq!(resp.status, 500, "{}", String::from_utf8_lossy(&resp.body));
-    assert_cors(&resp.headers, "500");
+    assert!(expected(resp.status), "{}: {}", resp.status, String::from_utf8_lossy(&resp.body));
+    assert_cors(&resp.headers, "upload-pack of a broken repository");
 }
 
-#[tokio::test]
-async fn push_over_the_size_cap_is_refused_without_memory_growth() {
-    let server = TestServer::builder().arg("--max-push-size=1048576").start();
+async fn push_over_the_size_cap_is_refused_without_memory_growth(frontend: Frontend) {
+    let server = frontend.builder().arg("--max-push-size=1048576").start();
     let (client, owner) = hosted(&server).await;
     let url = server.clone_url(&owner.public_key(), D);
     let work = Workdir::new();
@@ -147,3 +166,10 @@ async fn push_over_the_size_cap_is_refused_without_memory_growth() {
     publish(&client, &events::state(&owner, D, &[("refs/heads/main", &s1)], Some("main"))).await.unwrap();
     small.ok(&["push", &url, "main"]);
 }
+
+frontend_tests!(
+    malformed_receive_pack_bodies_get_400_and_the_server_keeps_serving,
+    path_tricks_get_404,
+    broken_repository_answers_an_error_with_cors,
+    push_over_the_size_cap_is_refused_without_memory_growth,
+);

@@ -4,15 +4,14 @@
 use grasp_tests::events;
 use grasp_tests::git::Workdir;
 use grasp_tests::memory::{peak_rss, rss, write_random_file};
-use grasp_tests::{publish, TestServer};
+use grasp_tests::{frontend_tests, publish, Frontend};
 use nostr_sdk::prelude::*;
 
 const SIZE: u64 = 200 * 1024 * 1024;
 const LIMIT: u64 = 100 * 1024 * 1024;
 
-#[tokio::test]
-async fn large_push_and_clone_keep_server_memory_flat() {
-    let server = TestServer::start();
+async fn large_push_and_clone_keep_server_memory_flat(frontend: Frontend) {
+    let server = frontend.start();
     let client = server.client().await;
     let owner = Keys::generate();
     publish(&client, &events::announcement(&owner, "big", &server.addr, &[])).await.unwrap();
@@ -44,3 +43,5 @@ async fn large_push_and_clone_keep_server_memory_flat() {
     );
     assert!(growth < LIMIT, "server memory grew by {} MiB", growth >> 20);
 }
+
+frontend_tests!(large_push_and_clone_keep_server_memory_flat,);

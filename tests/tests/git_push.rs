@@ -3,7 +3,7 @@
 
 use grasp_tests::events::{self, coordinate};
 use grasp_tests::git::{bare_refs, Workdir};
-use grasp_tests::{publish, TestServer};
+use grasp_tests::{frontend_tests, publish, Frontend, TestServer};
 use nostr_sdk::prelude::*;
 
 const D: &str = "repo";
@@ -18,8 +18,8 @@ struct Hosted {
 }
 
 impl Hosted {
-    async fn new(maintainers: &[PublicKey]) -> Self {
-        let server = TestServer::start();
+    async fn new(frontend: Frontend, maintainers: &[PublicKey]) -> Self {
+        let server = frontend.start();
         let client = server.client().await;
         let owner = Keys::generate();
         publish(&client, &events::announcement(&owner, D, &server.addr, maintainers))
@@ -51,9 +51,8 @@ fn assert_rejected(output: &str, needle: &str) {
     assert!(output.contains(needle), "expected '{needle}' in:\n{output}");
 }
 
-#[tokio::test]
-async fn owner_state_authorizes_push_and_clone_matches() {
-    let h = Hosted::new(&[]).await;
+async fn owner_state_authorizes_push_and_clone_matches(frontend: Frontend) {
+    let h = Hosted::new(frontend, &[]).await;
     let work = Workdir::new();
     let c1 = work.commit("README", b"hello");
 
@@ -72,9 +71,8 @@ async fn owner_state_authorizes_push_and_clone_matches() {
     assert_eq!(std::fs::read(clone.path().join("README")).unwrap(), b"hello");
 }
 
-#[tokio::test]
-async fn pushes_that_do_not_match_are_rejected_with_the_reason() {
-    let h = Hosted::new(&[]).await;
+async fn pushes_that_do_not_match_are_rejected_with_the_reason(frontend: Frontend) {
+    let h = Hosted::new(frontend, &[]).await;
     let work = Workdir::new();
     let c1 = work.commit("a", b"1");
     let c2 = work.commit("a", b"2");
@@ -103,11 +101,10 @@ async fn pushes_that_do_not_match_are_rejected_with_the_reason() {
     assert_eq!(h.disk().0, vec![("refs/heads/main".to_owned(), c1)]);
 }
 
-#[tokio::test]
-async fn non_maintainer_state_cannot_authorize_even_when_stored_for_another_owner() {
+async fn non_maintainer_state_cannot_authorize_even_when_stored_for_another_owner(frontend: Frontend) {
     // Bob hosts his own repo with the same identifier; his state is stored, but he is not
     // in Alice's maintainer set, so it cannot authorize a push to Alice's repo.
-    let h = Hosted::new(&[]).await;
+    let h = Hosted::new(frontend, &[]).await;
     let bob = Keys::generate();
     publish(&h.client, &events::announcement(&bob, D, &h.server.addr, &[])).await.unwrap();
     let work = Workdir::new();
@@ -119,10 +116,9 @@ async fn non_maintainer_state_cannot_authorize_even_when_stored_for_another_owne
     work.ok(&["push", &h.server.clone_url(&bob.public_key(), D), "main"]);
 }
 
-#[tokio::test]
-async fn maintainer_and_recursive_maintainer_states_authorize() {
+async fn maintainer_and_recursive_maintainer_states_authorize(frontend: Frontend) {
     let (m1, m2) = (Keys::generate(), Keys::generate());
-    let h = Hosted::new(&[m1.public_key()]).await;
+    let h = Hosted::new(frontend, &[m1.public_key()]).await;
     let work = Workdir::new();
     let c1 = work.commit("a", b"1");
     // m1 has no announcement of their own
@@ -144,9 +140,8 @@ async fn maintainer_and_recursive_maintainer_states_authorize() {
     assert_eq!(h.disk().0, vec![("refs/heads/main".to_owned(), c2)]);
 }
 
-#[tokio::test]
-async fn tags_branch_creation_deletion_and_force_push() {
-    let h = Hosted::new(&[]).await;
+async fn tags_branch_creation_deletion_and_force_push(frontend: Frontend) {
+    let h = Hosted::new(frontend, &[]).await;
     let work = Workdir::new();
     let c1 = work.commit("a", b"1");
     work.ok(&["tag", "light"]);
@@ -203,9 +198,8 @@ async fn tags_branch_creation_deletion_and_force_push() {
     assert!(refs.contains(&("refs/heads/main".to_owned(), amended)), "{refs:?}");
 }
 
-#[tokio::test]
-async fn branch_deletion_by_push_is_authorized_by_a_matching_state() {
-    let h = Hosted::new(&[]).await;
+async fn branch_deletion_by_push_is_authorized_by_a_matching_state(frontend: Frontend) {
+    let h = Hosted::new(frontend, &[]).await;
     let work = Workdir::new();
     let c1 = work.commit("a", b"1");
     h.state(&h.owner, &[("refs/heads/main", &c1), ("refs/heads/old", &c1)], Some("main")).await;
@@ -224,10 +218,9 @@ async fn branch_deletion_by_push_is_authorized_by_a_matching_state() {
     assert_eq!(h.disk().0, vec![("refs/heads/main".to_owned(), c2)]);
 }
 
-#[tokio::test]
-async fn head_follows_state_and_co_maintainer_repo_gets_refs_and_objects() {
+async fn head_follows_state_and_co_maintainer_repo_gets_refs_and_objects(frontend: Frontend) {
     let bob = Keys::generate();
-    let h = Hosted::new(&[bob.public_key()]).await;
+    let h = Hosted::new(frontend, &[bob.public_key()]).await;
     // Bob hosts the same identifier here and lists Alice (the owner) as maintainer.
     publish(&h.client, &events::announcement(&bob, D, &h.server.addr, &[h.owner.public_key()]))
         .await
@@ -250,9 +243,8 @@ async fn head_follows_state_and_co_maintainer_repo_gets_refs_and_objects() {
     assert_eq!(clone.rev("origin/main"), c1);
 }
 
-#[tokio::test]
-async fn state_whose_objects_exist_is_applied_when_it_arrives() {
-    let h = Hosted::new(&[]).await;
+async fn state_whose_objects_exist_is_applied_when_it_arrives(frontend: Frontend) {
+    let h = Hosted::new(frontend, &[]).await;
     let work = Workdir::new();
     let c1 = work.commit("a", b"1");
     h.state(&h.owner, &[("refs/heads/main", &c1)], Some("main")).await;
@@ -263,9 +255,8 @@ async fn state_whose_objects_exist_is_applied_when_it_arrives() {
     assert_eq!(head, "refs/heads/release");
 }
 
-#[tokio::test]
-async fn pull_request_refs() {
-    let h = Hosted::new(&[]).await;
+async fn pull_request_refs(frontend: Frontend) {
+    let h = Hosted::new(frontend, &[]).await;
     let work = Workdir::new();
     let c1 = work.commit("a", b"1");
     h.state(&h.owner, &[("refs/heads/main", &c1)], Some("main")).await;
@@ -299,3 +290,15 @@ async fn pull_request_refs() {
     let nostr_refs: Vec<_> = refs.iter().filter(|(n, _)| n.starts_with("refs/nostr/")).collect();
     assert_eq!(nostr_refs.len(), 2, "{refs:?}");
 }
+
+frontend_tests!(
+    owner_state_authorizes_push_and_clone_matches,
+    pushes_that_do_not_match_are_rejected_with_the_reason,
+    non_maintainer_state_cannot_authorize_even_when_stored_for_another_owner,
+    maintainer_and_recursive_maintainer_states_authorize,
+    tags_branch_creation_deletion_and_force_push,
+    branch_deletion_by_push_is_authorized_by_a_matching_state,
+    head_follows_state_and_co_maintainer_repo_gets_refs_and_objects,
+    state_whose_objects_exist_is_applied_when_it_arrives,
+    pull_request_refs,
+);

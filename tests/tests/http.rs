@@ -1,7 +1,7 @@
 //! Plain HTTP behaviour of the listener: NIP-11, landing page, CORS, OPTIONS, metrics.
 
 use grasp_tests::events;
-use grasp_tests::{publish, TestServer};
+use grasp_tests::{frontend_tests, publish, Frontend};
 use nostr_sdk::prelude::*;
 use reqwest::header::HeaderMap;
 
@@ -20,10 +20,10 @@ fn assert_cors(headers: &HeaderMap, what: &str) {
     }
 }
 
-#[tokio::test]
-async fn nip11_document_has_grasp_fields() {
+async fn nip11_document_has_grasp_fields(frontend: Frontend) {
     let owner = Keys::generate();
-    let server = TestServer::builder()
+    let server = frontend
+        .builder()
         .arg("--relay-name=test relay")
         .env("GRASP_RELAY_OWNER_NSEC", owner.secret_key().to_bech32().unwrap())
         .start();
@@ -55,9 +55,8 @@ async fn nip11_document_has_grasp_fields() {
     assert!(!doc.to_string().contains(&owner.secret_key().to_secret_hex()));
 }
 
-#[tokio::test]
-async fn landing_page_404_and_preflight_carry_cors() {
-    let server = TestServer::start();
+async fn landing_page_404_and_preflight_carry_cors(frontend: Frontend) {
+    let server = frontend.start();
     let http = reqwest::Client::new();
 
     let landing = http.get(server.http_url()).send().await.unwrap();
@@ -92,9 +91,8 @@ async fn landing_page_404_and_preflight_carry_cors() {
     }
 }
 
-#[tokio::test]
-async fn metrics_count_connections_and_events() {
-    let server = TestServer::start();
+async fn metrics_count_connections_and_events(frontend: Frontend) {
+    let server = frontend.start();
     let client = server.client().await;
     let owner = Keys::generate();
     publish(&client, &events::announcement(&owner, "repo", &server.addr, &[])).await.unwrap();
@@ -119,3 +117,9 @@ async fn metrics_count_connections_and_events() {
         assert!(text.lines().any(|l| l == line), "missing `{line}` in:\n{text}");
     }
 }
+
+frontend_tests!(
+    nip11_document_has_grasp_fields,
+    landing_page_404_and_preflight_carry_cors,
+    metrics_count_connections_and_events,
+);

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use grasp_tests::events::{self, coordinate};
 use grasp_tests::git::Workdir;
-use grasp_tests::{host_repository, wait_until, RawClient, TestServer};
+use grasp_tests::{frontend_tests, host_repository, wait_until, Frontend, RawClient, TestServer};
 use nostr_sdk::prelude::*;
 use serde_json::json;
 
@@ -37,8 +37,9 @@ async fn served(server: &TestServer, id: &EventId) -> bool {
 
 /// Clone the empty repository, commit, `git branch main`, `git checkout main`, publish the
 /// state, push: the flow a client uses against any stock git server.
-async fn stock_client_flow(global_config: &Path) {
-    let server = TestServer::builder()
+async fn stock_client_flow(frontend: Frontend, global_config: &Path) {
+    let server = frontend
+        .builder()
         .env("GIT_CONFIG_GLOBAL", global_config.display().to_string())
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .start();
@@ -69,18 +70,16 @@ async fn stock_client_flow(global_config: &Path) {
     assert_eq!(head, "ref: refs/heads/main\n", "the state set HEAD");
 }
 
-#[tokio::test]
-async fn a_new_repository_has_gits_built_in_default_head_and_stock_clients_work() {
-    stock_client_flow(Path::new("/dev/null")).await;
+async fn a_new_repository_has_gits_built_in_default_head_and_stock_clients_work(frontend: Frontend) {
+    stock_client_flow(frontend, Path::new("/dev/null")).await;
 }
 
-#[tokio::test]
-async fn a_new_repository_follows_the_operators_init_default_branch() {
+async fn a_new_repository_follows_the_operators_init_default_branch(frontend: Frontend) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("gitconfig");
     std::fs::write(&config, "[init]\n\tdefaultBranch = trunk\n").unwrap();
     assert_eq!(git_init_bare_head(&config), "ref: refs/heads/trunk\n");
-    stock_client_flow(&config).await;
+    stock_client_flow(frontend, &config).await;
 }
 
 /// States whose ref values are short, non-hex, or partly valid, and a pull request whose
@@ -107,9 +106,8 @@ fn malformed_events(owner: &Keys, valid: &str) -> Vec<Event> {
     ]
 }
 
-#[tokio::test]
-async fn malformed_ref_values_and_pr_commits_are_held_never_served_and_never_authorize() {
-    let server = TestServer::start();
+async fn malformed_ref_values_and_pr_commits_are_held_never_served_and_never_authorize(frontend: Frontend) {
+    let server = frontend.start();
     let client = server.client().await;
     let owner = Keys::generate();
     host_repository(&server, &client, &owner, D, &[]).await;
@@ -146,9 +144,8 @@ async fn malformed_ref_values_and_pr_commits_are_held_never_served_and_never_aut
     }
 }
 
-#[tokio::test]
-async fn malformed_states_and_pull_requests_expire_unserved() {
-    let server = TestServer::builder().arg("--purgatory-expiry-secs=2").start();
+async fn malformed_states_and_pull_requests_expire_unserved(frontend: Frontend) {
+    let server = frontend.builder().arg("--purgatory-expiry-secs=2").start();
     let client = server.client().await;
     let owner = Keys::generate();
     host_repository(&server, &client, &owner, D, &[]).await;
@@ -174,3 +171,10 @@ async fn malformed_states_and_pull_requests_expire_unserved() {
         assert!(metrics.contains(line), "missing {line}:\n{metrics}");
     }
 }
+
+frontend_tests!(
+    a_new_repository_has_gits_built_in_default_head_and_stock_clients_work,
+    a_new_repository_follows_the_operators_init_default_branch,
+    malformed_ref_values_and_pr_commits_are_held_never_served_and_never_authorize,
+    malformed_states_and_pull_requests_expire_unserved,
+);

@@ -9,7 +9,7 @@ use grasp_tests::events;
 use grasp_tests::git::Workdir;
 use grasp_tests::metrics::Exposition;
 use grasp_tests::remotes::refused_url;
-use grasp_tests::{host_repository, publish, wait_until, RawClient, TestServer};
+use grasp_tests::{frontend_tests, host_repository, publish, wait_until, Frontend, RawClient, TestServer};
 use nostr_sdk::prelude::*;
 use serde_json::json;
 
@@ -61,9 +61,8 @@ fn value(m: &Exposition, name: &str, labels: &[(&str, &str)]) -> f64 {
     m.value(name, labels).unwrap_or_else(|| panic!("no sample {name} {labels:?}"))
 }
 
-#[tokio::test]
-async fn ngit_metrics_count_clones_fetches_pushes_and_events() {
-    let server = TestServer::start();
+async fn ngit_metrics_count_clones_fetches_pushes_and_events(frontend: Frontend) {
+    let server = frontend.start();
     let client = server.client().await;
     let owner = Keys::generate();
     let d = "metered";
@@ -314,3 +313,5 @@ async fn the_grafana_dashboard_queries_only_exported_metrics() {
     }
     assert!(checked.len() >= 30, "the dashboard covers the metrics ({} checked)", checked.len());
 }
+
+frontend_tests!(ngit_metrics_count_clones_fetches_pushes_and_events);

@@ -1,12 +1,11 @@
 //! The LMDB store survives a restart (including SIGKILL).
 
 use grasp_tests::events::{self, coordinate};
-use grasp_tests::{fetch, host_repository, publish, TestServer};
+use grasp_tests::{fetch, frontend_tests, host_repository, publish, Frontend};
 use nostr_sdk::prelude::*;
 
-#[tokio::test]
-async fn restart_serves_the_same_events() {
-    let mut server = TestServer::start();
+async fn restart_serves_the_same_events(frontend: Frontend) {
+    let mut server = frontend.start();
     let owner = Keys::generate();
     let issue = events::issue(&Keys::generate(), &coordinate(&owner.public_key(), "repo"));
     let expected = {
@@ -28,3 +27,5 @@ async fn restart_serves_the_same_events() {
         .await
         .expect("repository still hosted after restart");
 }
+
+frontend_tests!(restart_serves_the_same_events,);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use grasp_tests::events::{self, coordinate};
 use grasp_tests::git::{git, Workdir};
-use grasp_tests::{host_repository, wait_until, RawClient, TestServer};
+use grasp_tests::{frontend_tests, host_repository, wait_until, Frontend, RawClient, TestServer};
 use nostr_sdk::prelude::*;
 use serde_json::json;
 
@@ -66,9 +66,8 @@ async fn expect_live(raw: &mut RawClient, sub: &str, ids: &[EventId]) {
     .unwrap_or_else(|_| panic!("live delivery of {ids:?}"));
 }
 
-#[tokio::test]
-async fn state_and_announcement_are_held_until_the_push_then_served_and_delivered_live() {
-    let mut s = Setup::new(TestServer::start()).await;
+async fn state_and_announcement_are_held_until_the_push_then_served_and_delivered_live(frontend: Frontend) {
+    let mut s = Setup::new(frontend.start()).await;
     let mut live = RawClient::connect(&s.server.ws_url()).await;
     live.req("live", &[json!({"kinds": [30617, 30618], "limit": 0})]).await.unwrap();
 
@@ -105,9 +104,8 @@ async fn state_and_announcement_are_held_until_the_push_then_served_and_delivere
     assert!(metrics.contains("grasp_purgatory_released_total{type=\"announcement\"} 1"), "{metrics}");
 }
 
-#[tokio::test]
-async fn state_whose_objects_are_here_is_served_at_once() {
-    let mut s = Setup::new(TestServer::start()).await;
+async fn state_whose_objects_are_here_is_served_at_once(frontend: Frontend) {
+    let mut s = Setup::new(frontend.start()).await;
     let client = s.server.client().await;
     host_repository(&s.server, &client, &s.owner, D, &[]).await;
     let main = git(&s.server.repo_path(&s.owner.public_key(), D), &["rev-parse", "main"]);
@@ -117,9 +115,8 @@ async fn state_whose_objects_are_here_is_served_at_once() {
     assert!(s.served(&next).await);
 }
 
-#[tokio::test]
-async fn pull_requests_in_both_orders_and_mismatching_commits() {
-    let mut s = Setup::new(TestServer::start()).await;
+async fn pull_requests_in_both_orders_and_mismatching_commits(frontend: Frontend) {
+    let mut s = Setup::new(frontend.start()).await;
     let client = s.server.client().await;
     let repo = host_repository(&s.server, &client, &s.owner, D, &[]).await;
     let repo_path = s.server.repo_path(&s.owner.public_key(), D);
@@ -172,9 +169,8 @@ async fn pull_requests_in_both_orders_and_mismatching_commits() {
     assert!(!s.served(&wrong_second).await);
 }
 
-#[tokio::test]
-async fn two_pending_states_pushes_match_the_older_then_the_newer() {
-    let mut s = Setup::new(TestServer::start()).await;
+async fn two_pending_states_pushes_match_the_older_then_the_newer(frontend: Frontend) {
+    let mut s = Setup::new(frontend.start()).await;
     let ann = events::announcement(&s.owner, D, &s.server.addr, &[]);
     assert_eq!(s.publish(&ann).await, (true, HELD.to_owned()));
     let work = Workdir::new();
@@ -194,9 +190,8 @@ async fn two_pending_states_pushes_match_the_older_then_the_newer() {
     assert_eq!(String::from_utf8_lossy(&head.stdout).trim(), c2);
 }
 
-#[tokio::test]
-async fn held_events_expire_repos_are_removed_and_unmatched_refs_deleted() {
-    let server = TestServer::builder().arg("--purgatory-expiry-secs=2").arg("--pr-ref-expiry-secs=2").start();
+async fn held_events_expire_repos_are_removed_and_unmatched_refs_deleted(frontend: Frontend) {
+    let server = frontend.builder().arg("--purgatory-expiry-secs=2").arg("--pr-ref-expiry-secs=2").start();
     let mut s = Setup::new(server).await;
     // a hosted repository for the unmatched pull request ref
     let client = s.server.client().await;
@@ -244,9 +239,8 @@ async fn held_events_expire_repos_are_removed_and_unmatched_refs_deleted() {
     }
 }
 
-#[tokio::test]
-async fn a_deletion_stops_a_held_state_from_authorizing() {
-    let mut s = Setup::new(TestServer::start()).await;
+async fn a_deletion_stops_a_held_state_from_authorizing(frontend: Frontend) {
+    let mut s = Setup::new(frontend.start()).await;
     let client = s.server.client().await;
     host_repository(&s.server, &client, &s.owner, D, &[]).await;
     let work = Workdir::clone_from(&s.url(), &[]);
@@ -269,9 +263,8 @@ async fn a_deletion_stops_a_held_state_from_authorizing() {
     assert!(s.served(&other).await);
 }
 
-#[tokio::test]
-async fn held_events_survive_sigkill_with_their_deadlines_and_still_authorize() {
-    let mut s = Setup::new(TestServer::start()).await;
+async fn held_events_survive_sigkill_with_their_deadlines_and_still_authorize(frontend: Frontend) {
+    let mut s = Setup::new(frontend.start()).await;
     let ann = events::announcement(&s.owner, D, &s.server.addr, &[]);
     assert_eq!(s.publish(&ann).await, (true, HELD.to_owned()));
     let work = Workdir::new();
@@ -299,3 +292,13 @@ async fn held_events_survive_sigkill_with_their_deadlines_and_still_authorize() 
     assert!(s.served(&state).await && s.served(&ann).await);
     let _ = coordinate(&s.owner.public_key(), D);
 }
+
+frontend_tests!(
+    state_and_announcement_are_held_until_the_push_then_served_and_delivered_live,
+    state_whose_objects_are_here_is_served_at_once,
+    pull_requests_in_both_orders_and_mismatching_commits,
+    two_pending_states_pushes_match_the_older_then_the_newer,
+    held_events_expire_repos_are_removed_and_unmatched_refs_deleted,
+    a_deletion_stops_a_held_state_from_authorizing,
+    held_events_survive_sigkill_with_their_deadlines_and_still_authorize,
+);

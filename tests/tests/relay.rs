@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use grasp_tests::events;
-use grasp_tests::{fetch, host_repository, publish, RawClient, TestServer};
+use grasp_tests::{fetch, frontend_tests, host_repository, publish, Frontend, RawClient, TestServer};
 use nostr_sdk::prelude::*;
 use serde_json::json;
 
@@ -14,9 +14,8 @@ async fn hosted_repo(server: &TestServer, client: &Client) -> (Keys, String) {
     (owner, coordinate)
 }
 
-#[tokio::test]
-async fn publish_fetch_live_delivery_and_count() {
-    let server = TestServer::start();
+async fn publish_fetch_live_delivery_and_count(frontend: Frontend) {
+    let server = frontend.start();
     let publisher = server.client().await;
     let (_, repo) = hosted_repo(&server, &publisher).await;
 
@@ -54,9 +53,8 @@ async fn publish_fetch_live_delivery_and_count() {
     assert_eq!(n, 1);
 }
 
-#[tokio::test]
-async fn close_stops_live_delivery_for_that_subscription_only() {
-    let server = TestServer::start();
+async fn close_stops_live_delivery_for_that_subscription_only(frontend: Frontend) {
+    let server = frontend.start();
     let publisher = server.client().await;
     let (_, repo) = hosted_repo(&server, &publisher).await;
     let mut raw = RawClient::connect(&server.ws_url()).await;
@@ -79,9 +77,8 @@ async fn close_stops_live_delivery_for_that_subscription_only() {
     }
 }
 
-#[tokio::test]
-async fn negentropy_sync_with_nostr_sdk() {
-    let server = TestServer::start();
+async fn negentropy_sync_with_nostr_sdk(frontend: Frontend) {
+    let server = frontend.start();
     let publisher = server.client().await;
     let (_, repo) = hosted_repo(&server, &publisher).await;
     let mut issues = Vec::new();
@@ -112,9 +109,8 @@ async fn negentropy_sync_with_nostr_sdk() {
     assert_eq!(local.len(), 5);
 }
 
-#[tokio::test]
-async fn replaceable_events_keep_only_the_newest() {
-    let server = TestServer::start();
+async fn replaceable_events_keep_only_the_newest(frontend: Frontend) {
+    let server = frontend.start();
     let keys = Keys::generate();
     let mut raw = RawClient::connect(&server.ws_url()).await;
     let make = |relay: &str, at: u64| {
@@ -137,9 +133,8 @@ async fn replaceable_events_keep_only_the_newest() {
     assert_eq!(got[0]["id"], v2.id.to_hex());
 }
 
-#[tokio::test]
-async fn forged_events_are_rejected_with_invalid() {
-    let server = TestServer::start();
+async fn forged_events_are_rejected_with_invalid(frontend: Frontend) {
+    let server = frontend.start();
     let owner = Keys::generate();
     let mut raw = RawClient::connect(&server.ws_url()).await;
     let good = events::json(&events::announcement(&owner, "repo", &server.addr, &[]));
@@ -169,9 +164,8 @@ async fn forged_events_are_rejected_with_invalid() {
     );
 }
 
-#[tokio::test]
-async fn malformed_messages_get_a_notice_and_the_connection_keeps_working() {
-    let server = TestServer::builder().arg("--max-message-size=4096").start();
+async fn malformed_messages_get_a_notice_and_the_connection_keeps_working(frontend: Frontend) {
+    let server = frontend.builder().arg("--max-message-size=4096").start();
     let mut raw = RawClient::connect(&server.ws_url()).await;
     for garbage in ["{not json", "[]", "{\"a\":1}", "[\"NOPE\"]", "[\"REQ\"]", "[\"CLOSE\"]", "[42]"] {
         raw.send_text(garbage).await;
@@ -194,13 +188,9 @@ async fn malformed_messages_get_a_notice_and_the_connection_keeps_working() {
     assert_eq!(raw.req("fine", &[json!({"kinds": [1]})]).await, Ok(vec![]));
 }
 
-#[tokio::test]
-async fn subscription_and_filter_limits_are_enforced() {
-    let server = TestServer::builder()
-        .arg("--max-subscriptions=2")
-        .arg("--max-filters=2")
-        .arg("--max-limit=2")
-        .start();
+async fn subscription_and_filter_limits_are_enforced(frontend: Frontend) {
+    let server =
+        frontend.builder().arg("--max-subscriptions=2").arg("--max-filters=2").arg("--max-limit=2").start();
     let publisher = server.client().await;
     let (_, repo) = hosted_repo(&server, &publisher).await;
     for _ in 0..3 {
@@ -221,9 +211,8 @@ async fn subscription_and_filter_limits_are_enforced() {
     assert!(err.starts_with("invalid:"), "{err}");
 }
 
-#[tokio::test]
-async fn events_per_minute_per_ip_is_enforced() {
-    let server = TestServer::builder().arg("--events-per-minute=3").start();
+async fn events_per_minute_per_ip_is_enforced(frontend: Frontend) {
+    let server = frontend.builder().arg("--events-per-minute=3").start();
     let mut raw = RawClient::connect(&server.ws_url()).await;
     let keys = Keys::generate();
     let mut answers = Vec::new();
@@ -235,9 +224,8 @@ async fn events_per_minute_per_ip_is_enforced() {
     assert!(!answers[3].0 && answers[3].1.starts_with("rate-limited:"), "{answers:?}");
 }
 
-#[tokio::test]
-async fn forwarded_for_gives_each_client_behind_a_proxy_its_own_budget() {
-    let server = TestServer::builder().arg("--events-per-minute=2").arg("--trust-forwarded-for").start();
+async fn forwarded_for_gives_each_client_behind_a_proxy_its_own_budget(frontend: Frontend) {
+    let server = frontend.builder().arg("--events-per-minute=2").arg("--trust-forwarded-for").start();
     let keys = Keys::generate();
     let mut n = 0;
     let mut publish_as = |forwarded: &'static str| {
@@ -258,9 +246,8 @@ async fn forwarded_for_gives_each_client_behind_a_proxy_its_own_budget() {
     assert!(publish_as("203.0.113.2").await.0, "another client behind the same proxy has its own budget");
 }
 
-#[tokio::test]
-async fn negentropy_errors_are_reported_per_session() {
-    let server = TestServer::start();
+async fn negentropy_errors_are_reported_per_session(frontend: Frontend) {
+    let server = frontend.start();
     let mut raw = RawClient::connect(&server.ws_url()).await;
     raw.send(json!(["NEG-OPEN", "n1", {"kinds": [1]}, "zz-not-hex"])).await;
     let reply = raw.recv().await;
@@ -276,3 +263,16 @@ async fn negentropy_errors_are_reported_per_session() {
     assert_eq!(reply[0], "NEG-MSG", "{reply}");
     assert_eq!(raw.req("after", &[json!({"kinds": [1]})]).await, Ok(vec![]));
 }
+
+frontend_tests!(
+    publish_fetch_live_delivery_and_count,
+    close_stops_live_delivery_for_that_subscription_only,
+    negentropy_sync_with_nostr_sdk,
+    replaceable_events_keep_only_the_newest,
+    forged_events_are_rejected_with_invalid,
+    malformed_messages_get_a_notice_and_the_connection_keeps_working,
+    subscription_and_filter_limits_are_enforced,
+    events_per_minute_per_ip_is_enforced,
+    forwarded_for_gives_each_client_behind_a_proxy_its_own_budget,
+    negentropy_errors_are_reported_per_session,
+);

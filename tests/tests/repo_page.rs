@@ -3,7 +3,7 @@
 //! ever markup. (tests/tests/browser.rs renders the same pages in chromium.)
 
 use grasp_tests::events::state_at;
-use grasp_tests::{host_repository, hostile, publish, TestServer};
+use grasp_tests::{frontend_tests, host_repository, hostile, publish, Frontend};
 use nostr_sdk::prelude::*;
 
 async fn page(url: &str) -> (u16, String, String) {
@@ -20,9 +20,8 @@ fn link<'a>(html: &'a str, prefix: &str) -> &'a str {
     &html[start..end]
 }
 
-#[tokio::test]
-async fn the_page_shows_clone_url_maintainers_state_held_events_and_client_links() {
-    let server = TestServer::start();
+async fn the_page_shows_clone_url_maintainers_state_held_events_and_client_links(frontend: Frontend) {
+    let server = frontend.start();
     let client = server.client().await;
     let owner = Keys::generate();
     let maintainer = Keys::generate();
@@ -63,9 +62,8 @@ async fn the_page_shows_clone_url_maintainers_state_held_events_and_client_links
     assert_eq!(link(&html, "nostr:"), format!("nostr:{naddr}"));
 }
 
-#[tokio::test]
-async fn nothing_from_events_becomes_markup_or_a_link() {
-    let server = TestServer::start();
+async fn nothing_from_events_becomes_markup_or_a_link(frontend: Frontend) {
+    let server = frontend.start();
     let client = server.client().await;
     let repo = hostile::host(&server, &client).await;
     let (status, _, html) = page(&repo.url).await;
@@ -91,3 +89,8 @@ async fn nothing_from_events_becomes_markup_or_a_link() {
     assert!(html.contains(&repo.commit));
     assert!(html.contains(&repo.owner.public_key().to_bech32().unwrap()));
 }
+
+frontend_tests!(
+    the_page_shows_clone_url_maintainers_state_held_events_and_client_links,
+    nothing_from_events_becomes_markup_or_a_link,
+);

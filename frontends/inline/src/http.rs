@@ -1,134 +1,100 @@
-//! Route table of the single listener, plus the layers every response passes through:
-//! CORS headers on everything (errors included) and one place that turns rejections into
-//! status codes.
+//! The one route of the listener: every request goes through `grasp_lib::web::route`, and
+//! every answer gets the CORS headers (errors included).
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 
+use bytes::Bytes;
+use grasp_lib::web::{self, RequestHead, Route, WebResponse};
 use grasp_lib::Grasp;
-use warp::http::header::{HeaderMap, HeaderValue, ACCEPT, CONTENT_TYPE};
-use warp::http::{Method, StatusCode};
+use warp::http::header::{HeaderMap, ACCEPT};
+use warp::http::Method;
+use warp::path::FullPath;
 use warp::reply::Response;
-use warp::{Filter, Rejection, Reply};
+use warp::ws::Ws;
+use warp::{Filter, Rejection, Reply, Stream};
 
 use crate::serve::Peer;
-use crate::{git_http, pages, websocket};
-
-/// Headers browsers need to use the relay and git from any origin.
-fn cors_headers() -> HeaderMap {
-    let mut headers = HeaderMap::new();
-    headers.insert("access-control-allow-origin", HeaderValue::from_static("*"));
-    headers.insert("access-control-allow-methods", HeaderValue::from_static("GET, POST, OPTIONS"));
-    headers.insert(
-        "access-control-allow-headers",
-        HeaderValue::from_static(
-            "Content-Type, Git-Protocol, Authorization, Accept, Content-Encoding, X-Requested-With",
-        ),
-    );
-    headers.insert("access-control-max-age", HeaderValue::from_static("86400"));
-    headers
-}
+use crate::{git_http, websocket};
 
 /// Hands each request a clone of the service handle.
-pub(crate) fn with_grasp(grasp: Grasp) -> impl Filter<Extract = (Grasp,), Error = Infallible> + Clone {
+fn with_grasp(grasp: Grasp) -> impl Filter<Extract = (Grasp,), Error = Infallible> + Clone {
     warp::any().map(move || grasp.clone())
 }
 
-fn wants_nip11(accept: Option<String>) -> bool {
-    accept.is_some_and(|a| a.contains("application/nostr+json"))
+/// A library response as a warp response.
+pub fn reply(response: WebResponse) -> Response {
+    response.map(Into::into)
 }
 
-/// Every route of the server, with CORS and error handling applied.
+/// Every route of the server, with CORS applied.
 pub fn routes(grasp: Grasp) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
-    // Not `warp::options()`: a method filter that fails turns every unknown path into a 405.
-    let preflight = warp::method().and_then(|method: Method| async move {
-        if method == Method::OPTIONS {
-            Ok(StatusCode::NO_CONTENT)
-        } else {
-            Err(warp::reject::not_found())
-        }
-    });
-
-    let relay = warp::path::end()
-        .and(warp::get())
-        .and(warp::ws())
+    let websocket = warp::ws().map(Some).or(warp::any().map(|| None)).unify();
+    let query = warp::query::raw().map(Some).or(warp::any().map(|| None)).unify();
+    warp::method()
+        .and(warp::path::full())
+        .and(query)
+        .and(warp::header::headers_cloned())
+        .and(websocket)
         .and(warp::ext::optional::<Peer>().map(|peer: Option<Peer>| peer.map(|p| p.0)))
-        .and(warp::header::optional::<String>("x-forwarded-for"))
-        .and(with_grasp(grasp.clone()))
-        .map(websocket::upgrade);
-
-    let nip11 = warp::path::end()
-        .and(warp::get().or(warp::head()).unify())
-        .and(warp::header::optional::<String>(ACCEPT.as_str()))
-        .and_then(|accept| async move {
-            if wants_nip11(accept) {
-                Ok(())
-            } else {
-                Err(warp::reject::not_found())
-            }
+        .and(warp::body::stream())
+        .and(with_grasp(grasp))
+        .then(dispatch)
+        .recover(|rejection: Rejection| async move {
+            tracing::debug!(?rejection, "unhandled rejection");
+            Ok::<_, Infallible>(reply(web::text(warp::http::StatusCode::BAD_REQUEST, "bad request")))
         })
-        .untuple_one()
-        .and(with_grasp(grasp.clone()))
-        .map(|grasp: Grasp| {
-            let body = grasp.nip11().to_string();
-            warp::reply::with_header(body, CONTENT_TYPE, "application/nostr+json").into_response()
-        });
-
-    let landing = warp::path::end()
-        .and(warp::get().or(warp::head()).unify())
-        .and(with_grasp(grasp.clone()))
-        .map(|grasp: Grasp| warp::reply::html(pages::landing(&grasp)).into_response());
-
-    let git = git_http::routes(grasp.clone());
-
-    let metrics = warp::path("metrics").and(warp::path::end()).and(warp::get()).and(with_grasp(grasp)).map(
-        |grasp: Grasp| {
-            warp::reply::with_header(grasp.metrics().render(), CONTENT_TYPE, "text/plain; version=0.0.4")
-                .into_response()
-        },
-    );
-
-    preflight
-        .map(Reply::into_response)
-        .or(relay.map(Reply::into_response))
         .unify()
-        .or(nip11)
-        .unify()
-        .or(landing)
-        .unify()
-        .or(metrics)
-        .unify()
-        .or(git)
-        .unify()
-        .recover(handle_rejection)
-        .unify()
-        .with(warp::reply::with::headers(cors_headers()))
+        .map(|mut response: Response| {
+            web::add_cors(response.headers_mut());
+            response
+        })
 }
 
-/// A failure inside a handler that the client cannot fix; answered with 500.
-#[derive(Debug)]
-pub struct InternalError(pub String);
-
-impl warp::reject::Reject for InternalError {}
-
-/// Maps every rejection to a status code and a short plain-text (or HTML for 404) body.
-async fn handle_rejection(err: Rejection) -> Result<Response, Infallible> {
-    let (status, message) = if err.is_not_found() {
-        return Ok(warp::reply::with_status(warp::reply::html(pages::not_found()), StatusCode::NOT_FOUND)
-            .into_response());
-    } else if let Some(e) = err.find::<InternalError>() {
-        tracing::warn!(error = %e.0, "internal error");
-        (StatusCode::INTERNAL_SERVER_ERROR, format!("internal error: {}", e.0))
-    } else if err.find::<warp::reject::MethodNotAllowed>().is_some() {
-        (StatusCode::METHOD_NOT_ALLOWED, "method not allowed".to_owned())
-    } else if err.find::<warp::reject::PayloadTooLarge>().is_some() {
-        (StatusCode::PAYLOAD_TOO_LARGE, "request body too large".to_owned())
-    } else if let Some(e) = err.find::<warp::reject::MissingHeader>() {
-        (StatusCode::BAD_REQUEST, format!("missing header: {}", e.name()))
-    } else if let Some(e) = err.find::<warp::reject::InvalidHeader>() {
-        (StatusCode::BAD_REQUEST, format!("invalid header: {}", e.name()))
-    } else {
-        tracing::debug!(rejection = ?err, "unhandled rejection");
-        (StatusCode::BAD_REQUEST, "bad request".to_owned())
+#[allow(clippy::too_many_arguments)]
+async fn dispatch(
+    method: Method,
+    path: FullPath,
+    query: Option<String>,
+    headers: HeaderMap,
+    ws: Option<Ws>,
+    remote: Option<SocketAddr>,
+    body: impl Stream<Item = Result<impl warp::Buf + Send + 'static, warp::Error>> + Send + 'static,
+    grasp: Grasp,
+) -> Response {
+    let header = |name| headers.get(name).and_then(|v: &warp::http::HeaderValue| v.to_str().ok());
+    let head = RequestHead {
+        method,
+        path: path.as_str(),
+        query: query.as_deref(),
+        accept: header(ACCEPT.as_str()),
+        websocket: ws.is_some(),
     };
-    Ok(warp::reply::with_status(message, status).into_response())
+    let git_protocol = header("git-protocol");
+    match web::route(|repo| grasp.serving_path(repo).is_some(), &head) {
+        Route::Preflight => reply(web::preflight()),
+        Route::Relay => match ws {
+            Some(ws) => websocket::upgrade(ws, remote, header("x-forwarded-for"), grasp).into_response(),
+            None => reply(web::not_found()),
+        },
+        Route::Nip11 => reply(web::nip11(&grasp)),
+        Route::Landing => reply(web::landing(&grasp)),
+        Route::Metrics => reply(web::metrics(&grasp)),
+        Route::RepoPage(repo) => reply(web::repository(&grasp, &repo).await),
+        Route::Advertise(repo, service) => {
+            reply(git_http::advertise(&grasp, &repo, service, git_protocol).await)
+        }
+        Route::Rpc(repo, service) => {
+            let trusted = grasp.config().trust_forwarded_for;
+            let client = web::client_ip(remote, header("x-forwarded-for"), trusted);
+            git_http::rpc(&grasp, &repo, client, service, git_protocol, header("content-encoding"), body)
+                .await
+        }
+        Route::Refused(response) => reply(response),
+    }
+}
+
+/// Bytes of a body chunk, whatever buffer type warp hands out.
+pub fn chunk_bytes(mut chunk: impl warp::Buf) -> Bytes {
+    chunk.copy_to_bytes(chunk.remaining())
 }

@@ -4,16 +4,14 @@
 
 mod git_http;
 mod http;
-mod pages;
 mod serve;
 mod websocket;
 
 use std::process::ExitCode;
 
-use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use grasp_lib::config::{self, Config, ConfigArgs};
 use grasp_lib::hunt::status::HuntStatus;
-use grasp_lib::limits::{raise_nofile_limit, ServerLimits};
 use grasp_lib::local_api::{self, LocalApiOptions};
 use grasp_lib::purgatory::{listing, Purgatory};
 use grasp_lib::Grasp;
@@ -67,32 +65,17 @@ fn list_purgatory(config: &Config, json: bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn parse_cli() -> Result<Cli, clap::Error> {
-    let argv = config::with_env_aliases(std::env::args_os(), |name| std::env::var(name).ok());
-    let matches = config::annotate_help(Cli::command()).try_get_matches_from(argv)?;
-    Cli::from_arg_matches(&matches)
-}
-
 /// Bad configuration ends the process with one line on stderr and exit code 2.
 fn fail(reason: impl std::fmt::Display) -> ExitCode {
-    eprintln!("grasp-server: {reason}");
-    ExitCode::from(2)
+    grasp_lib::cli::fail("grasp-server", reason)
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = match parse_cli() {
+    // The proxy's own options parse (one config file can serve both) but are not listed.
+    let cli: Cli = match grasp_lib::cli::parse("grasp-server", config::PROXY_OPTIONS) {
         Ok(cli) => cli,
-        Err(e) if !e.use_stderr() => {
-            // --help and --version
-            let _ = e.print();
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            let line = e.to_string();
-            let first = line.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ");
-            return fail(format!("{first} (see --help)"));
-        }
+        Err(exit) => return exit,
     };
     let config = match Config::load(&cli.config) {
         Ok(config) => config,
@@ -111,25 +94,9 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(mut config: Config) -> anyhow::Result<()> {
-    let listener = listen(config.bind_address)
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.bind_address))?;
+async fn run(config: Config) -> anyhow::Result<()> {
+    let (grasp, listener, limits) = Grasp::open_listening(config).await?;
     let bound = listener.local_addr()?;
-    if config.domain.is_none() {
-        config.domain = Some(bound.to_string());
-    }
-    let nofile = raise_nofile_limit();
-    match nofile {
-        Some(limit) => tracing::info!(
-            soft_before = limit.soft_before,
-            soft = limit.soft,
-            hard = limit.hard,
-            "open-file limit (soft limit raised to the hard limit)"
-        ),
-        None => tracing::warn!("could not read the open-file limit"),
-    }
-    let limits = ServerLimits::from_config(&config, nofile.map(|l| l.soft));
-    let grasp = Grasp::open(config).await?;
     grasp.metrics().set_build_info(env!("CARGO_PKG_VERSION"), env!("GRASP_BUILD_COMMIT"));
     // Git hooks (grasp-hook) on this machine ask the node through this socket; it is
     // removed when `_local_api` drops at shutdown.
@@ -145,54 +112,10 @@ async fn run(mut config: Config) -> anyhow::Result<()> {
         max_connections_per_ip = limits.max_connections_per_ip,
         "grasp-server listening"
     );
-    tokio::spawn(reload_curation_on_sighup(grasp.clone()));
+    tokio::spawn(grasp_lib::cli::reload_curation_on_sighup(grasp.clone()));
     // Test harnesses and scripts wait for this exact line to learn the port.
     println!("grasp-server listening on http://{bound}");
-    serve::serve(listener, grasp, limits, shutdown_signal()).await;
+    serve::serve(listener, grasp, limits, grasp_lib::cli::shutdown_signal()).await;
     tracing::info!("grasp-server stopped");
     Ok(())
-}
-
-/// Binds the listener with TCP_NODELAY, which accepted connections inherit on Linux. Git's
-/// smart-HTTP exchanges are request/response ping-pong with small messages; with Nagle's
-/// algorithm each small write can wait for a delayed ACK (tens of ms per round trip).
-fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    let socket =
-        if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
-    socket.set_reuseaddr(true)?;
-    socket.set_nodelay(true)?;
-    socket.bind(addr)?;
-    socket.listen(1024)
-}
-
-/// `SIGHUP` re-reads the curation file (the lists also follow file changes on their own).
-async fn reload_curation_on_sighup(grasp: Grasp) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-            tracing::warn!("cannot listen for SIGHUP; the curation file is still re-read when it changes");
-            return;
-        };
-        while hangups.recv().await.is_some() {
-            grasp.reload_curation().await;
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = grasp;
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("install SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

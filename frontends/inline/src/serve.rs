@@ -38,7 +38,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::http;
-use crate::websocket::client_ip;
+use grasp_lib::web::client_ip;
 
 /// How long shutdown waits for requests in flight (websockets are simply closed).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -210,13 +210,7 @@ async fn stopped(stopping: &mut watch::Receiver<bool>) {
 /// Answers a connection refused at accept with a short 503 (best effort: one non-blocking
 /// write) and closes it.
 fn refuse(stream: TcpStream, refusal: &Refusal) {
-    let reason = refusal.to_string();
-    let answer = format!(
-        "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 5\r\n\
-         Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n{reason}",
-        reason.len()
-    );
-    let _ = stream.try_write(answer.as_bytes());
+    let _ = stream.try_write(refusal.raw_http_answer().as_bytes());
 }
 
 /// Out of descriptors (or another accept failure): say so and give connections a moment to

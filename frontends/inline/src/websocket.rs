@@ -1,48 +1,28 @@
-//! Hosts a `grasp-lib` relay session on a warp websocket.
+//! Hosts a `grasp-lib` relay connection on a warp websocket.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 
 use futures::{future, SinkExt, StreamExt};
-use grasp_lib::limits::KeepAlive;
-use grasp_lib::relay::connection::{self, Inbound, Outbound};
+use grasp_lib::relay::connection::{Inbound, Outbound};
+use grasp_lib::web;
 use grasp_lib::Grasp;
 use warp::ws::{Message, WebSocket, Ws};
 use warp::Reply;
 
-/// The client address for per-IP limits: the TCP peer, or, when the operator trusts their
-/// reverse proxy, the last `X-Forwarded-For` entry (the one that proxy appended; entries
-/// further left come from the client and can be forged).
-pub fn client_ip(
-    remote: Option<SocketAddr>,
-    forwarded_for: Option<&str>,
-    trust_forwarded_for: bool,
-) -> IpAddr {
-    let forwarded = trust_forwarded_for
-        .then(|| forwarded_for?.rsplit(',').next()?.trim().parse::<IpAddr>().ok())
-        .flatten();
-    forwarded.or(remote.map(|a| a.ip())).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+/// Accepts the upgrade, with the frame limits the library asks transports for.
+pub fn upgrade(ws: Ws, remote: Option<SocketAddr>, forwarded_for: Option<&str>, grasp: Grasp) -> impl Reply {
+    let cap = web::transport_cap(grasp.config());
+    let peer = web::client_ip(remote, forwarded_for, grasp.config().trust_forwarded_for);
+    ws.max_message_size(cap).max_frame_size(cap).on_upgrade(move |socket| async move {
+        let (incoming, outgoing) = frames(socket);
+        web::serve_relay(&grasp, peer, incoming, outgoing).await
+    })
 }
 
-/// Accepts the upgrade. The transport cap sits above the relay's own message limit, so an
-/// oversized message gets a NOTICE from the relay instead of a dropped connection; only
-/// absurd frames hit the transport limit.
-pub fn upgrade(
-    ws: Ws,
-    remote: Option<SocketAddr>,
-    forwarded_for: Option<String>,
-    grasp: Grasp,
-) -> impl Reply {
-    let limit = grasp.config().max_message_size;
-    let transport_cap = limit.saturating_mul(2).max(limit + 64 * 1024);
-    let peer = client_ip(remote, forwarded_for.as_deref(), grasp.config().trust_forwarded_for);
-    ws.max_message_size(transport_cap)
-        .max_frame_size(transport_cap)
-        .on_upgrade(move |socket| serve(socket, peer, grasp))
-}
-
-async fn serve(socket: WebSocket, peer: IpAddr, grasp: Grasp) {
-    tracing::debug!(%peer, "websocket connected");
-
+/// The websocket as relay input (text messages) and output (replies and keep-alive pings).
+fn frames(
+    socket: WebSocket,
+) -> (impl futures::Stream<Item = Inbound> + Unpin, impl futures::Sink<Outbound> + Unpin) {
     let (sink, stream) = socket.split();
     let incoming = stream
         .map(|frame| match frame {
@@ -51,7 +31,7 @@ async fn serve(socket: WebSocket, peer: IpAddr, grasp: Grasp) {
             Ok(msg) if msg.is_close() => Inbound::Close,
             Ok(_) => Inbound::Control,
             Err(e) => {
-                tracing::debug!(%peer, error = %e, "websocket read failed");
+                tracing::debug!(error = %e, "websocket read failed");
                 Inbound::Close
             }
         })
@@ -63,25 +43,5 @@ async fn serve(socket: WebSocket, peer: IpAddr, grasp: Grasp) {
             Outbound::Ping => Message::ping(Vec::new()),
         })
     });
-    let relay = grasp.relay().clone();
-    let keep_alive = KeepAlive::from_config(grasp.config());
-    let ended =
-        connection::drive(relay.session(peer), &relay, Box::pin(incoming), Box::pin(outgoing), keep_alive)
-            .await;
-    tracing::debug!(%peer, ?ended, "websocket disconnected");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn forwarded_for_is_used_only_when_trusted_and_only_its_last_entry() {
-        let remote = Some("10.0.0.1:5000".parse().unwrap());
-        let header = Some("6.6.6.6, 203.0.113.7");
-        assert_eq!(client_ip(remote, header, false).to_string(), "10.0.0.1");
-        assert_eq!(client_ip(remote, header, true).to_string(), "203.0.113.7");
-        assert_eq!(client_ip(remote, Some("garbage"), true).to_string(), "10.0.0.1");
-        assert_eq!(client_ip(remote, None, true).to_string(), "10.0.0.1");
-    }
+    (Box::pin(incoming), Box::pin(outgoing))
 }

@@ -358,6 +358,18 @@ mod tests {
         assert!(matches!(repos.repo_at(&dir.path().join("missing")), Err(RepoPathError::Unreadable(..))));
     }
 
+    #[test]
+    fn all_lists_hosted_repositories_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let repos = Repositories::new(dir.path());
+        let repo = RepoRef::new(Keys::generate().public_key(), RepoIdentifier::new("my repo").unwrap());
+        refs::init_bare(&repos.path(&repo)).unwrap();
+        refs::init_bare(&dir.path().join("npub1nonsense").join("x.git")).unwrap();
+        std::fs::create_dir_all(dir.path().join(repo.npub()).join("no-head.git")).unwrap();
+        assert_eq!(repos.all(), vec![repo]);
+        assert_eq!(repos.count_on_disk(), 2, "counted: every bare repository directory");
+    }
+
     #[tokio::test]
     async fn counts_repositories_on_disk_and_as_they_come_and_go() {
         let dir = tempfile::tempdir().unwrap();

@@ -15,22 +15,60 @@ use crate::alignment::AlignmentPlan;
 const APPLIED_STATE_KEY: &str = "grasp.appliedState";
 
 /// Settings every hosted repository carries in its own config, so a stock git server
-/// (`git daemon`, `git http-backend`, a forge's ssh) serving it behind `grasp-hook` lets
-/// clients fetch exactly what GRASP clients ask for: commits named by a state event or a
-/// pull request (`allowTipSHA1InWant`, `allowReachableSHA1InWant`) and partial clones
-/// (`allowFilter`). The inline server passes the same settings on its command line.
-pub const UPLOAD_PACK_SETTINGS: [(&str, bool); 3] = [
+/// (`git daemon`, `git http-backend` behind `grasp-proxy` or `grasp-hook`, a forge's ssh)
+/// serving it behaves as grasp-server does:
+/// - upload-pack lets clients fetch exactly what GRASP clients ask for: commits named by a
+///   state event or a pull request (`allowTipSHA1InWant`, `allowReachableSHA1InWant`) and
+///   partial clones (`allowFilter`);
+/// - receive-pack skips `git gc --auto` after a push (`receive.autogc`): the server
+///   repacks every pushed repository in the background ([`super::maintenance`]), so the
+///   check would only add latency to every push.
+///
+/// The inline server passes the same settings on its command line. The refs upload-pack
+/// hides (`uploadpack.hideRefs`) are written by [`configure_for_serving`].
+pub const SERVING_SETTINGS: [(&str, bool); 4] = [
     ("uploadpack.allowTipSHA1InWant", true),
     ("uploadpack.allowReachableSHA1InWant", true),
     ("uploadpack.allowFilter", true),
+    ("receive.autogc", false),
 ];
+
+/// The config key listing refs upload-pack does not advertise.
+const HIDE_REFS_KEY: &str = "uploadpack.hideRefs";
+
+/// Writes what serving needs into the repository's own config: [`SERVING_SETTINGS`] and
+/// exactly `hidden` as `uploadpack.hideRefs` (pull request refs waiting for their event).
+/// Writes nothing when the config already says so.
+pub fn configure_for_serving(path: &Path, hidden: &[String]) -> Result<(), GitError> {
+    let repo = open(path)?;
+    let mut config = repo.config()?.open_level(git2::ConfigLevel::Local)?;
+    for (key, value) in SERVING_SETTINGS {
+        if config.get_bool(key).ok() != Some(value) {
+            config.set_bool(key, value)?;
+        }
+    }
+    let mut current = Vec::new();
+    if let Ok(entries) = config.multivar(HIDE_REFS_KEY, None) {
+        entries.for_each(|entry| current.extend(entry.value().map(str::to_owned)))?;
+    }
+    if current != hidden {
+        if !current.is_empty() {
+            config.remove_multivar(HIDE_REFS_KEY, ".*")?;
+        }
+        for name in hidden {
+            // A pattern that matches no value appends one.
+            config.set_multivar(HIDE_REFS_KEY, "^$", name)?;
+        }
+    }
+    Ok(())
+}
 
 /// Creates a bare repository at `path` (parents included) exactly as `git init --bare` on
 /// this machine makes it: HEAD names git's `init.defaultBranch` when the operator configured
 /// one, otherwise git's built-in default, and the operator's templates apply. Clients that
 /// clone the still-empty repository then see what any stock git server shows them (an
 /// unborn default branch), until a state event sets HEAD. It carries
-/// [`UPLOAD_PACK_SETTINGS`]. Returns `false` when a repository already existed.
+/// [`SERVING_SETTINGS`]. Returns `false` when a repository already existed.
 ///
 /// The repository is made in a temporary sibling directory and renamed into place, so a
 /// failure half-way (a full disk) never leaves a half-made repository at `path`.
@@ -60,12 +98,7 @@ pub fn init_bare(path: &Path) -> Result<bool, GitError> {
             stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
         });
     }
-    {
-        let mut config = open(staging.path())?.config()?.open_level(git2::ConfigLevel::Local)?;
-        for (key, value) in UPLOAD_PACK_SETTINGS {
-            config.set_bool(key, value)?;
-        }
-    }
+    configure_for_serving(staging.path(), &[])?;
     // A leftover directory without HEAD is not a repository: make way.
     if path.is_dir() && !path.join("HEAD").is_file() {
         let _ = std::fs::remove_dir_all(path);
@@ -218,6 +251,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn hidden_refs_live_in_the_repository_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.git");
+        assert!(init_bare(&path).unwrap());
+        let read = |key: &str| {
+            let out = std::process::Command::new("git")
+                .arg("--git-dir")
+                .arg(&path)
+                .args(["config", "--get-all", key])
+                .output()
+                .unwrap();
+            String::from_utf8(out.stdout).unwrap()
+        };
+        assert_eq!(read("uploadpack.hideRefs"), "");
+        let (a, b) = (format!("refs/nostr/{}", "a".repeat(64)), format!("refs/nostr/{}", "b".repeat(64)));
+        configure_for_serving(&path, &[a.clone(), b.clone()]).unwrap();
+        assert_eq!(read("uploadpack.hideRefs"), format!("{a}\n{b}\n"));
+        configure_for_serving(&path, &[b.clone()]).unwrap();
+        assert_eq!(read("uploadpack.hideRefs"), format!("{b}\n"));
+        configure_for_serving(&path, &[]).unwrap();
+        assert_eq!(read("uploadpack.hideRefs"), "");
+        assert_eq!(read("uploadpack.allowFilter"), "true\n", "the settings stay");
+        assert_eq!(read("receive.autogc"), "false\n");
+    }
+
+    #[test]
     fn init_is_idempotent_and_applied_state_round_trips() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("npub1x").join("a b.git");
@@ -234,7 +293,7 @@ mod tests {
         assert_eq!(head(&path), head(&reference));
         assert_eq!(applied_state(&repo), None);
         let config = repo.config().unwrap();
-        for (key, value) in UPLOAD_PACK_SETTINGS {
+        for (key, value) in SERVING_SETTINGS {
             assert_eq!(config.get_bool(key).unwrap(), value, "{key}");
         }
         let id = EventId::all_zeros();

@@ -7,10 +7,11 @@ use std::pin::Pin;
 use std::process::Stdio;
 use std::time::Duration;
 
+use async_compression::tokio::bufread::GzipDecoder;
 use bytes::Bytes;
 use futures::stream::{self, BoxStream};
 use futures::StreamExt;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio_util::io::ReaderStream;
 
@@ -36,8 +37,25 @@ fn widen_pipe(stdout: &tokio::process::ChildStdout) {
     let _ = stdout;
 }
 
-/// A request body as an async byte reader (already gzip-decoded by the frontend if needed).
+/// A request body as an async byte reader (already gzip-decoded, see [`decode_body`]).
 pub type Body = Pin<Box<dyn AsyncRead + Send>>;
+
+/// A request body in a `Content-Encoding` this server does not decode (answer 415).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unsupported Content-Encoding: {0}")]
+pub struct UnsupportedEncoding(pub String);
+
+/// Reads a request body as sent with `content_encoding`: as is, or gunzipped.
+pub fn decode_body<'a, R: AsyncBufRead + Send + 'a>(
+    raw: R,
+    content_encoding: Option<&str>,
+) -> Result<Pin<Box<dyn AsyncRead + Send + 'a>>, UnsupportedEncoding> {
+    match content_encoding.map(str::trim) {
+        None | Some("") | Some("identity") => Ok(Box::pin(raw)),
+        Some("gzip") | Some("x-gzip") => Ok(Box::pin(GzipDecoder::new(raw))),
+        Some(other) => Err(UnsupportedEncoding(other.to_owned())),
+    }
+}
 
 /// The two git services.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,12 +126,16 @@ pub fn command(
 ) -> Command {
     let mut cmd = Command::new("git");
     super::dies_with_server(&mut cmd);
+    // Also in every repository's own config, for stock servers; passed here so
+    // repositories created before that still serve GRASP clients.
+    let section = match service {
+        Service::UploadPack => "uploadpack.",
+        Service::ReceivePack => "receive.",
+    };
+    for (key, value) in super::refs::SERVING_SETTINGS.iter().filter(|(key, _)| key.starts_with(section)) {
+        cmd.arg("-c").arg(format!("{key}={value}"));
+    }
     if service == Service::UploadPack {
-        // Also in every repository's own config, for stock servers; passed here so
-        // repositories created before that still serve GRASP clients.
-        for (key, value) in super::refs::UPLOAD_PACK_SETTINGS {
-            cmd.arg("-c").arg(format!("{key}={value}"));
-        }
         for name in hidden_refs {
             cmd.arg("-c").arg(format!("uploadpack.hideRefs={name}"));
         }

@@ -35,6 +35,18 @@ impl Refusal {
     /// Every value of [`Refusal::label`].
     pub const LABELS: [&'static str; 2] = ["total", "per_ip"];
 
+    /// The whole HTTP/1.1 answer a connection refused at accept gets before it is closed
+    /// (a 503 with `Retry-After`), written straight to the socket: no HTTP server has the
+    /// connection yet.
+    pub fn raw_http_answer(&self) -> String {
+        let reason = self.to_string();
+        format!(
+            "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 5\r\n\
+             Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n{reason}",
+            reason.len()
+        )
+    }
+
     /// Low-cardinality label for metrics (`total`, `per_ip`).
     pub fn label(&self) -> &'static str {
         match self {

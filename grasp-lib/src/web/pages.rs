@@ -1,8 +1,8 @@
 //! Small HTML pages for people who open the server in a browser.
 
-use grasp_lib::git::RepoRef;
-use grasp_lib::summary::RepoSummary;
-use grasp_lib::Grasp;
+use crate::git::RepoRef;
+use crate::summary::RepoSummary;
+use crate::Grasp;
 use nostr::nips::nip19::ToBech32;
 use nostr::PublicKey;
 

@@ -1,0 +1,251 @@
+//! The pingora side of the proxy: every request is routed by `grasp_lib::web::route`.
+//! What the library serves (relay, NIP-11, pages, `/metrics`, refusals) is answered here in
+//! `request_filter`; pushes are authorized and forwarded by [`crate::push`]; the ref
+//! advertisement and upload-pack go to the upstream through pingora untouched and
+//! streamed, with CORS added and metrics counted on the way back.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use grasp_lib::git::smart_http::Service;
+use grasp_lib::limits::{Admission, Permit, ServerLimits};
+use grasp_lib::web::{self, RequestHead, Route};
+use grasp_lib::Grasp;
+use http::header::{ACCEPT, CONTENT_ENCODING, UPGRADE};
+use pingora::connectors::http::Connector;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::HttpPeer;
+use pingora::proxy::{FailToProxy, HttpProxy, ProxyHttp, Session};
+use pingora::server::configuration::ServerConf;
+use pingora::{Error, ErrorSource, ErrorType};
+
+use crate::listener::HeadersArrived;
+use crate::meter::{Forwarded, UploadPackTap};
+use crate::upstream::{failure_response, Upstream};
+use crate::{push, relay, respond};
+
+/// The proxy: the library handle, the upstream, a client for forwarding pushes, and the
+/// limits it applies per request.
+pub struct GraspProxy {
+    pub grasp: Grasp,
+    pub upstream: Upstream,
+    /// Connections to the upstream for pushes, which [`crate::push`] forwards itself.
+    pub connector: Connector,
+    pub limits: ServerLimits,
+    /// The connection caps; the listener takes connection slots, the proxy takes client
+    /// slots behind a trusted reverse proxy.
+    pub admission: Admission,
+}
+
+impl GraspProxy {
+    /// A proxy in front of `upstream`.
+    pub fn new(grasp: Grasp, upstream: Upstream, limits: ServerLimits, admission: Admission) -> Self {
+        Self { grasp, upstream, connector: Connector::new(None), limits, admission }
+    }
+}
+
+/// The pingora application around [`GraspProxy`].
+pub fn http_app(proxy: GraspProxy) -> HttpProxy<GraspProxy> {
+    pingora::proxy::http_proxy(&Arc::new(ServerConf::default()), proxy)
+}
+
+/// What one request carries between pingora's phases.
+#[derive(Debug, Default)]
+pub struct RequestCtx {
+    forwarded: Option<Forwarded>,
+    /// The client's slot behind a trusted reverse proxy, held for the request (and an
+    /// upgraded websocket, which lives inside it).
+    _client: Option<Permit>,
+}
+
+/// True when the request asks to become a websocket.
+fn wants_websocket(session: &Session) -> bool {
+    session.is_upgrade_req()
+        && session
+            .req_header()
+            .headers
+            .get(UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+#[async_trait]
+impl ProxyHttp for GraspProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::default()
+    }
+
+    /// The listener put a [`HeadersArrived`] in the connection context; pingora hands it
+    /// here once it parsed the request headers, which stops the header read timeout.
+    fn on_connection_reuse(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+        connection: Box<dyn std::any::Any + Send + Sync>,
+    ) {
+        if let Ok(arrived) = connection.downcast::<HeadersArrived>() {
+            arrived.arrived();
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<bool> {
+        let grasp = &self.grasp;
+        // A request body (a push, a negotiation) or an answer (a clone) that makes no
+        // progress for this long fails, as in grasp-server.
+        session.set_read_timeout(Some(self.limits.body_idle_timeout));
+        session.set_write_timeout(Some(self.limits.body_idle_timeout));
+        if self.limits.per_ip_after_headers {
+            let request = session.req_header();
+            let forwarded = request.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+            let remote = session.client_addr().and_then(|a| a.as_inet()).copied();
+            match self.admission.client(web::client_ip(remote, forwarded, true)) {
+                Ok(permit) => ctx._client = Some(permit),
+                Err(refusal) => {
+                    respond::send(session, web::too_busy(&refusal)).await?;
+                    return Ok(true);
+                }
+            }
+        }
+        let request = session.req_header();
+        let route = web::route(
+            |repo| grasp.serving_path(repo).is_some(),
+            &RequestHead {
+                method: request.method.clone(),
+                path: request.uri.path(),
+                query: request.uri.query(),
+                accept: request.headers.get(ACCEPT).and_then(|v| v.to_str().ok()),
+                websocket: wants_websocket(session),
+            },
+        );
+        let answer = match route {
+            Route::Advertise(repo, _) => {
+                ctx.forwarded = Some(Forwarded::Advertisement(repo));
+                return Ok(false);
+            }
+            Route::Rpc(repo, Service::UploadPack) => {
+                let encoding =
+                    session.req_header().headers.get(CONTENT_ENCODING).and_then(|v| v.to_str().ok());
+                let tap = UploadPackTap::new(grasp.metrics().clone(), repo, encoding);
+                ctx.forwarded = Some(Forwarded::UploadPack(Box::new(tap)));
+                return Ok(false);
+            }
+            Route::Rpc(repo, Service::ReceivePack) => {
+                push::receive_pack(self, session, &repo).await?;
+                return Ok(true);
+            }
+            Route::Relay => {
+                relay::serve(session, grasp).await?;
+                return Ok(true);
+            }
+            Route::Preflight => web::preflight(),
+            Route::Nip11 => web::nip11(grasp),
+            Route::Landing => web::landing(grasp),
+            Route::Metrics => web::metrics(grasp),
+            Route::RepoPage(repo) => web::repository(grasp, &repo).await,
+            Route::Refused(response) => response,
+        };
+        respond::send(session, answer).await?;
+        Ok(true)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> pingora::Result<Box<HttpPeer>> {
+        Ok(self.upstream.peer())
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        request: &mut RequestHeader,
+        _ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        self.upstream.rewrite(request)
+    }
+
+    /// Upload-pack request bodies (negotiation) are metered, and capped like grasp-server
+    /// caps them.
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        if let Some(Forwarded::UploadPack(tap)) = &mut ctx.forwarded {
+            let chunk = body.as_deref().unwrap_or_default();
+            if tap.on_request(chunk, end_of_stream).await > self.grasp.config().max_push_size {
+                return Error::e_explain(
+                    ErrorType::HTTPStatus(413),
+                    "upload-pack request over max_push_size",
+                );
+            }
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        respond::add_cors(response)?;
+        if let Some(Forwarded::UploadPack(tap)) = &mut ctx.forwarded {
+            tap.on_status(response.status.as_u16());
+        }
+        Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<Option<std::time::Duration>> {
+        if let Some(forwarded) = &mut ctx.forwarded {
+            if let Some(chunk) = body {
+                forwarded.on_response(self.grasp.metrics(), chunk);
+            }
+            if let (Forwarded::UploadPack(tap), true) = (forwarded, end_of_stream) {
+                tap.finish();
+            }
+        }
+        Ok(None)
+    }
+
+    /// Upstream failures and timeouts become a clear `502`/`504` with CORS, as long as the
+    /// answer has not started yet.
+    async fn fail_to_proxy(&self, session: &mut Session, error: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+        let response = match error.etype() {
+            ErrorType::HTTPStatus(413) => web::text(
+                http::StatusCode::PAYLOAD_TOO_LARGE,
+                "request body larger than this server accepts (max_push_size)",
+            ),
+            _ => match error.esource() {
+                ErrorSource::Upstream => failure_response(error),
+                ErrorSource::Internal | ErrorSource::Unset => web::internal_error(error),
+                // The client went away (or broke the protocol): nothing to answer.
+                ErrorSource::Downstream => return FailToProxy { error_code: 0, can_reuse_downstream: false },
+            },
+        };
+        tracing::warn!(error = %error, "forwarding to the upstream failed");
+        if session.response_written().is_some() {
+            return FailToProxy { error_code: 0, can_reuse_downstream: false };
+        }
+        let code = response.status().as_u16();
+        if let Some(Forwarded::UploadPack(tap)) = &mut ctx.forwarded {
+            tap.fail();
+        }
+        if let Err(e) = respond::send(session, response).await {
+            tracing::debug!(error = %e, "could not send the error answer");
+        }
+        FailToProxy { error_code: code, can_reuse_downstream: false }
+    }
+}
