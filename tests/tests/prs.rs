@@ -9,7 +9,7 @@ use grasp_tests::events::{self, coordinate};
 use grasp_tests::git::{git, Workdir};
 use grasp_tests::http::request;
 use grasp_tests::served::is_served;
-use grasp_tests::{host_repository, wait_until, RawClient, TestServer};
+use grasp_tests::{frontend_tests, host_repository, wait_until, Frontend, RawClient, TestServer};
 use nostr_sdk::prelude::*;
 use serde_json::json;
 
@@ -96,9 +96,8 @@ async fn wait_gone(what: &str, path: &std::path::Path) {
     .await;
 }
 
-#[tokio::test]
-async fn a_probe_answers_as_an_empty_repository_and_creates_nothing() {
-    let c = Contributor::new(TestServer::start()).await;
+async fn a_probe_answers_as_an_empty_repository_and_creates_nothing(frontend: Frontend) {
+    let c = Contributor::new(frontend.start()).await;
     let url = c.url();
     for service in ["git-upload-pack", "git-receive-pack"] {
         let r = request(
@@ -137,9 +136,8 @@ async fn a_probe_answers_as_an_empty_repository_and_creates_nothing() {
     assert!(!contributor_dir.exists());
 }
 
-#[tokio::test]
-async fn refs_nostr_pushes_are_accepted_and_other_refs_refused_atomically() {
-    let c = Contributor::new(TestServer::start()).await;
+async fn refs_nostr_pushes_are_accepted_and_other_refs_refused_atomically(frontend: Frontend) {
+    let c = Contributor::new(frontend.start()).await;
     let commit = c.work.commit("change.txt", b"a contribution");
     let id = EventId::from_byte_array([7; 32]);
     c.push(&c.url(), &commit, &id);
@@ -174,9 +172,8 @@ async fn refs_nostr_pushes_are_accepted_and_other_refs_refused_atomically() {
     assert_eq!(refs.len(), 1, "{refs:?}");
 }
 
-#[tokio::test]
-async fn pull_requests_naming_prs_are_accepted_and_served_once_their_commit_is_pushed() {
-    let mut c = Contributor::new(TestServer::start()).await;
+async fn pull_requests_naming_prs_are_accepted_and_served_once_their_commit_is_pushed(frontend: Frontend) {
+    let mut c = Contributor::new(frontend.start()).await;
     let c1 = c.work.commit("one.txt", b"1");
     let c2 = c.work.commit("two.txt", b"2");
     let c3 = c.work.commit("three.txt", b"3");
@@ -213,9 +210,8 @@ async fn pull_requests_naming_prs_are_accepted_and_served_once_their_commit_is_p
     assert!(probe.req("anns", &[json!({"kinds": [30617]})]).await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn without_a_matching_prs_clone_tag_grasp01_rejection_stands() {
-    let mut c = Contributor::new(TestServer::start()).await;
+async fn without_a_matching_prs_clone_tag_grasp01_rejection_stands(frontend: Frontend) {
+    let mut c = Contributor::new(frontend.start()).await;
     let commit = c.work.commit("x", b"x");
     let other_npub = Keys::generate().public_key().to_bech32().unwrap();
     let own_npub = c.keys.public_key().to_bech32().unwrap();
@@ -234,9 +230,8 @@ async fn without_a_matching_prs_clone_tag_grasp01_rejection_stands() {
     }
 }
 
-#[tokio::test]
-async fn a_push_that_does_not_meet_its_event_is_deleted_or_refused() {
-    let mut c = Contributor::new(TestServer::start()).await;
+async fn a_push_that_does_not_meet_its_event_is_deleted_or_refused(frontend: Frontend) {
+    let mut c = Contributor::new(frontend.start()).await;
     // Three commits keep the three events (same signer, same second) distinct.
     let c1 = c.work.commit("one", b"1");
     let c2 = c.work.commit("two", b"2");
@@ -279,9 +274,8 @@ async fn a_push_that_does_not_meet_its_event_is_deleted_or_refused() {
     assert!(c.served(&by_commit).await);
 }
 
-#[tokio::test]
-async fn unmatched_refs_and_unmatched_events_expire() {
-    let server = TestServer::builder().arg("--pr-ref-expiry-secs=2").arg("--purgatory-expiry-secs=2").start();
+async fn unmatched_refs_and_unmatched_events_expire(frontend: Frontend) {
+    let server = frontend.builder().arg("--pr-ref-expiry-secs=2").arg("--purgatory-expiry-secs=2").start();
     let mut c = Contributor::new(server).await;
     let commit = c.work.commit("x", b"x");
     let orphan = EventId::from_byte_array([5; 32]);
@@ -303,9 +297,8 @@ async fn unmatched_refs_and_unmatched_events_expire() {
     assert_eq!(c.work.ok(&["ls-remote", &c.url()]), "");
 }
 
-#[tokio::test]
-async fn accepted_prs_refs_are_mirrored_into_the_announced_repository() {
-    let mut c = Contributor::new(TestServer::start()).await;
+async fn accepted_prs_refs_are_mirrored_into_the_announced_repository(frontend: Frontend) {
+    let mut c = Contributor::new(frontend.start()).await;
     let client = c.server.client().await;
     let repo = host_repository(&c.server, &client, &c.owner, D, &[]).await;
     let hosted_url = c.server.clone_url(&c.owner.public_key(), D);
@@ -340,9 +333,8 @@ async fn accepted_prs_refs_are_mirrored_into_the_announced_repository() {
     assert!(names.iter().all(|n| n.starts_with("refs/nostr/")), "{names:?}");
 }
 
-#[tokio::test]
-async fn a_repository_announced_later_gets_the_pull_requests_accepted_before() {
-    let mut c = Contributor::new(TestServer::start()).await;
+async fn a_repository_announced_later_gets_the_pull_requests_accepted_before(frontend: Frontend) {
+    let mut c = Contributor::new(frontend.start()).await;
     let base = Workdir::new();
     let root = base.commit("README", b"project");
     c.work.ok(&["fetch", "-q", base.path().to_str().unwrap(), "main"]);
@@ -366,9 +358,8 @@ async fn a_repository_announced_later_gets_the_pull_requests_accepted_before() {
     );
 }
 
-#[tokio::test]
-async fn switched_off_prs_answers_404_and_its_events_are_refused() {
-    let mut c = Contributor::new(TestServer::builder().arg("--prs-hosting=false").start()).await;
+async fn switched_off_prs_answers_404_and_its_events_are_refused(frontend: Frontend) {
+    let mut c = Contributor::new(frontend.builder().arg("--prs-hosting=false").start()).await;
     let r = request(
         &c.server.addr,
         "GET",
@@ -389,14 +380,13 @@ async fn switched_off_prs_answers_404_and_its_events_are_refused() {
     let nip11 = c.server.nip11().await;
     assert_eq!(nip11["supported_grasps"], json!(["GRASP-01"]));
 
-    let on = TestServer::start().nip11().await;
+    let on = frontend.start().nip11().await;
     assert!(on["supported_grasps"].as_array().unwrap().contains(&json!("GRASP-06")), "{on}");
     assert!(on["repo_acceptance_criteria"].as_str().unwrap().contains("/prs/<signer npub>/<identifier>.git"));
 }
 
-#[tokio::test]
-async fn prs_pushes_are_size_capped() {
-    let c = Contributor::new(TestServer::builder().arg("--prs-max-push-size=4096").start()).await;
+async fn prs_pushes_are_size_capped(frontend: Frontend) {
+    let c = Contributor::new(frontend.builder().arg("--prs-max-push-size=4096").start()).await;
     // incompressible content (xorshift), well over the cap
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     let noise: Vec<u8> = (0..64 * 1024)
@@ -413,9 +403,8 @@ async fn prs_pushes_are_size_capped() {
     assert!(!c.path().exists(), "nothing of the refused push stays");
 }
 
-#[tokio::test]
-async fn prs_pushes_are_rate_limited_per_client_address() {
-    let c = Contributor::new(TestServer::builder().arg("--prs-pushes-per-minute=2").start()).await;
+async fn prs_pushes_are_rate_limited_per_client_address(frontend: Frontend) {
+    let c = Contributor::new(frontend.builder().arg("--prs-pushes-per-minute=2").start()).await;
     let commit = c.work.commit("x", b"x");
     c.push(&c.url(), &commit, &EventId::from_byte_array([1; 32]));
     c.push(&c.url_for("other"), &commit, &EventId::from_byte_array([2; 32]));
@@ -427,3 +416,17 @@ async fn prs_pushes_are_rate_limited_per_client_address() {
     let client = c.server.client().await;
     host_repository(&c.server, &client, &c.owner, D, &[]).await;
 }
+
+frontend_tests!(
+    a_probe_answers_as_an_empty_repository_and_creates_nothing,
+    refs_nostr_pushes_are_accepted_and_other_refs_refused_atomically,
+    pull_requests_naming_prs_are_accepted_and_served_once_their_commit_is_pushed,
+    without_a_matching_prs_clone_tag_grasp01_rejection_stands,
+    a_push_that_does_not_meet_its_event_is_deleted_or_refused,
+    unmatched_refs_and_unmatched_events_expire,
+    accepted_prs_refs_are_mirrored_into_the_announced_repository,
+    a_repository_announced_later_gets_the_pull_requests_accepted_before,
+    switched_off_prs_answers_404_and_its_events_are_refused,
+    prs_pushes_are_size_capped,
+    prs_pushes_are_rate_limited_per_client_address,
+);

@@ -5,6 +5,7 @@
 //! after `grasp-lib` authorized them. This file parses the configuration and starts the
 //! listener; `docs/explanation/proxy.md` explains the design.
 
+mod in_process;
 mod listener;
 mod meter;
 mod proxy;

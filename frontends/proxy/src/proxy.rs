@@ -23,7 +23,7 @@ use pingora::{Error, ErrorSource, ErrorType};
 use crate::listener::HeadersArrived;
 use crate::meter::{Forwarded, UploadPackTap};
 use crate::upstream::{failure_response, Upstream};
-use crate::{push, relay, respond};
+use crate::{in_process, push, relay, respond};
 
 /// The proxy: the library handle, the upstream, a client for forwarding pushes, and the
 /// limits it applies per request.
@@ -57,6 +57,13 @@ pub struct RequestCtx {
     /// The client's slot behind a trusted reverse proxy, held for the request (and an
     /// upgraded websocket, which lives inside it).
     _client: Option<Permit>,
+}
+
+/// The client's address: the TCP peer, or the forwarded one when `trusted`.
+fn client_of(session: &Session, trusted: bool) -> std::net::IpAddr {
+    let forwarded = session.req_header().headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    let remote = session.client_addr().and_then(|a| a.as_inet()).copied();
+    web::client_ip(remote, forwarded, trusted)
 }
 
 /// True when the request asks to become a websocket.
@@ -98,10 +105,7 @@ impl ProxyHttp for GraspProxy {
         session.set_read_timeout(Some(self.limits.body_idle_timeout));
         session.set_write_timeout(Some(self.limits.body_idle_timeout));
         if self.limits.per_ip_after_headers {
-            let request = session.req_header();
-            let forwarded = request.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
-            let remote = session.client_addr().and_then(|a| a.as_inet()).copied();
-            match self.admission.client(web::client_ip(remote, forwarded, true)) {
+            match self.admission.client(client_of(session, true)) {
                 Ok(permit) => ctx._client = Some(permit),
                 Err(refusal) => {
                     respond::send(session, web::too_busy(&refusal)).await?;
@@ -121,6 +125,15 @@ impl ProxyHttp for GraspProxy {
             },
         );
         let answer = match route {
+            Route::Advertise(repo, service) if repo.is_prs() => {
+                in_process::advertise(grasp, session, &repo, service).await?;
+                return Ok(true);
+            }
+            Route::Rpc(repo, service) if repo.is_prs() => {
+                let client = client_of(session, grasp.config().trust_forwarded_for);
+                in_process::rpc(grasp, session, &repo, service, client).await?;
+                return Ok(true);
+            }
             Route::Advertise(repo, _) => {
                 ctx.forwarded = Some(Forwarded::Advertisement(repo));
                 return Ok(false);

@@ -63,7 +63,7 @@ fn recorded_body<'a>(
 /// A failed read from the client as an I/O error; a read timeout (the session's read
 /// timeout is `body_idle_timeout_secs`) keeps its kind, so the library reports a stalled
 /// client rather than a bad request.
-fn client_error(e: &pingora::Error) -> std::io::Error {
+pub fn client_error(e: &pingora::Error) -> std::io::Error {
     match e.etype() {
         ErrorType::ReadTimedout => std::io::Error::new(std::io::ErrorKind::TimedOut, e.to_string()),
         _ => std::io::Error::other(e.to_string()),
@@ -138,7 +138,7 @@ pub async fn receive_pack(proxy: &GraspProxy, session: &mut Session, repo: &Repo
             let answer = push::rejection(&commands, &reason);
             let sizes = (consumed.len() as u64, answer.len() as u64);
             grasp.record_push(repo, OperationStatus::Rejected, started, sizes.0, sizes.1);
-            respond::send(session, respond::git(Service::ReceivePack, answer)).await
+            respond::send(session, respond::git(Service::ReceivePack.result_content_type(), answer)).await
         }
         Err(e) => {
             grasp.record_push(repo, OperationStatus::Error, started, 0, 0);
@@ -161,7 +161,7 @@ async fn refuse_too_large(
     tracing::info!(repo = %repo, limit, "push refused: too large");
     let answer = push::too_large(commands, repo, limit);
     grasp.record_push(repo, OperationStatus::Rejected, started, limit, answer.len() as u64);
-    respond::send(session, respond::git(Service::ReceivePack, answer)).await
+    respond::send(session, respond::git(Service::ReceivePack.result_content_type(), answer)).await
 }
 
 /// How sending the request to the upstream ended.

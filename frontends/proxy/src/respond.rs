@@ -2,7 +2,6 @@
 //! pingora session, always with the CORS headers.
 
 use bytes::Bytes;
-use grasp_lib::git::smart_http::Service;
 use grasp_lib::web::{self, WebResponse};
 use http::{Method, StatusCode};
 use pingora::http::ResponseHeader;
@@ -38,9 +37,10 @@ pub async fn send(session: &mut Session, response: WebResponse) -> pingora::Resu
     session.write_response_body(Some(body), true).await
 }
 
-/// A `200` git answer of `service` that grasp-lib produced (a push refusal).
-pub fn git(service: Service, body: Vec<u8>) -> WebResponse {
+/// A `200` git answer that grasp-lib produced (a push refusal, an advertisement) with its
+/// content type.
+pub fn git(content_type: &'static str, body: impl Into<Bytes>) -> WebResponse {
     let mut response = WebResponse::new(body.into());
-    web::git_headers(response.headers_mut(), service.result_content_type());
+    web::git_headers(response.headers_mut(), content_type);
     response
 }
