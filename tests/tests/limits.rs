@@ -5,9 +5,12 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use grasp_tests::git::{bare_refs, Workdir};
+use grasp_tests::http::request;
 use grasp_tests::metrics::Exposition;
 use grasp_tests::procfs::working_in;
-use grasp_tests::{events, host_repository, memory, publish, wait_until, RawClient, TestServer};
+use grasp_tests::{
+    events, frontend_tests, host_repository, memory, publish, wait_until, Frontend, RawClient, TestServer,
+};
 use nostr_sdk::prelude::*;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -47,9 +50,9 @@ async fn metric_of(server: &TestServer, name: &str, labels: &[(&str, &str)]) -> 
     Exposition::parse(&server.metrics().await).value(name, labels).unwrap_or(0.0)
 }
 
-#[tokio::test]
-async fn stalled_headers_are_closed_while_other_clients_are_served() {
-    let server = TestServer::builder()
+async fn stalled_headers_are_closed_while_other_clients_are_served(frontend: Frontend) {
+    let server = frontend
+        .builder()
         .arg("--header-read-timeout-secs=3")
         .arg("--max-connections-per-ip=0")
         .arg("--max-connections=2000")
@@ -120,9 +123,8 @@ fn pack(work: &Workdir, old: &str, new: &str) -> Vec<u8> {
     out.stdout
 }
 
-#[tokio::test]
-async fn a_push_that_stalls_mid_body_is_aborted_and_lands_nothing() {
-    let server = TestServer::builder().arg("--body-idle-timeout-secs=2").start();
+async fn a_push_that_stalls_mid_body_is_aborted_and_lands_nothing(frontend: Frontend) {
+    let server = frontend.builder().arg("--body-idle-timeout-secs=2").start();
     let client = server.client().await;
     let owner = Keys::generate();
     host_repository(&server, &client, &owner, "stall", &[]).await;
@@ -181,12 +183,9 @@ async fn a_push_that_stalls_mid_body_is_aborted_and_lands_nothing() {
     assert!(bare_refs(&repo).0.contains(&("refs/heads/main".to_owned(), new)));
 }
 
-#[tokio::test]
-async fn silent_websockets_are_closed_and_answering_ones_stay() {
-    let server = TestServer::builder()
-        .arg("--websocket-ping-interval-secs=1")
-        .arg("--websocket-missed-pongs=2")
-        .start();
+async fn silent_websockets_are_closed_and_answering_ones_stay(frontend: Frontend) {
+    let server =
+        frontend.builder().arg("--websocket-ping-interval-secs=1").arg("--websocket-missed-pongs=2").start();
     // Never reads, so never answers a ping.
     let _silent = RawClient::connect(&server.ws_url()).await;
     let mut lively = RawClient::connect(&server.ws_url()).await;
@@ -201,9 +200,8 @@ async fn silent_websockets_are_closed_and_answering_ones_stay() {
     assert_eq!(lively.req("t", &[json!({"kinds": [1]})]).await, Ok(vec![]));
 }
 
-#[tokio::test]
-async fn per_ip_cap_refuses_only_the_extra_connections() {
-    let server = TestServer::builder().arg("--max-connections-per-ip=3").start();
+async fn per_ip_cap_refuses_only_the_extra_connections(frontend: Frontend) {
+    let server = frontend.builder().arg("--max-connections-per-ip=3").start();
     let mut open = Vec::new();
     for _ in 0..3 {
         open.push(RawClient::connect(&server.ws_url()).await);
@@ -229,9 +227,8 @@ async fn per_ip_cap_refuses_only_the_extra_connections() {
     assert!(metric_of(&server, "grasp_connections_refused_total", &[("cap", "per_ip")]).await >= 2.0);
 }
 
-#[tokio::test]
-async fn total_cap_refuses_new_connections_and_keeps_the_open_ones() {
-    let server = TestServer::builder().arg("--max-connections=3").arg("--max-connections-per-ip=0").start();
+async fn total_cap_refuses_new_connections_and_keeps_the_open_ones(frontend: Frontend) {
+    let server = frontend.builder().arg("--max-connections=3").arg("--max-connections-per-ip=0").start();
     let mut open = Vec::new();
     for _ in 0..3 {
         open.push(RawClient::connect(&server.ws_url()).await);
@@ -245,9 +242,8 @@ async fn total_cap_refuses_new_connections_and_keeps_the_open_ones() {
     }
 }
 
-#[tokio::test]
-async fn behind_a_trusted_proxy_the_per_ip_cap_uses_the_forwarded_address() {
-    let server = TestServer::builder().arg("--trust-forwarded-for").arg("--max-connections-per-ip=2").start();
+async fn behind_a_trusted_proxy_the_per_ip_cap_uses_the_forwarded_address(frontend: Frontend) {
+    let server = frontend.builder().arg("--trust-forwarded-for").arg("--max-connections-per-ip=2").start();
     // What nginx's $proxy_add_x_forwarded_for sends: client entries, then the real address.
     let from = |ip: &str| format!("6.6.6.6, {ip}");
     let a = from("203.0.113.1");
@@ -257,7 +253,12 @@ async fn behind_a_trusted_proxy_the_per_ip_cap_uses_the_forwarded_address() {
         RawClient::try_connect_with_headers(&server.ws_url(), &[("X-Forwarded-For", &a)]).await.unwrap();
     let third = RawClient::try_connect_with_headers(&server.ws_url(), &[("X-Forwarded-For", &a)]).await;
     let refusal = third.err().expect("a third websocket from one client is refused");
-    assert!(refusal.starts_with("HTTP 503") && refusal.contains("at most 2"), "{refusal}");
+    assert!(refusal.starts_with("HTTP 503"), "{refusal}");
+    // The refusal says why. (Read over plain HTTP to the end: a websocket client keeps only
+    // what arrived with the status line.)
+    let plain = request(&server.addr, "GET", "/", &[("X-Forwarded-For", &a)], b"").await;
+    assert_eq!(plain.status, 503);
+    assert!(String::from_utf8_lossy(&plain.body).contains("at most 2"), "{:?}", plain.body);
     // Another client behind the same proxy (same TCP peer) is admitted.
     let b = from("203.0.113.2");
     let mut other =
@@ -271,3 +272,12 @@ async fn behind_a_trusted_proxy_the_per_ip_cap_uses_the_forwarded_address() {
     })
     .await;
 }
+
+frontend_tests!(
+    stalled_headers_are_closed_while_other_clients_are_served,
+    a_push_that_stalls_mid_body_is_aborted_and_lands_nothing,
+    silent_websockets_are_closed_and_answering_ones_stay,
+    per_ip_cap_refuses_only_the_extra_connections,
+    total_cap_refuses_new_connections_and_keeps_the_open_ones,
+    behind_a_trusted_proxy_the_per_ip_cap_uses_the_forwarded_address,
+);

@@ -187,6 +187,13 @@ async fn send_request(
     let mut request = session.req_header().clone();
     // The client's body is already flowing; do not make the upstream ask for it.
     request.remove_header(&EXPECT);
+    // Always chunked towards the upstream, so a push cut short (too large, a stalled
+    // client) can still be ended cleanly: git then sees the end of its input and gives up,
+    // instead of waiting behind fcgiwrap for bytes that never come.
+    request.remove_header(&CONTENT_LENGTH);
+    if let Err(e) = request.insert_header(TRANSFER_ENCODING, "chunked") {
+        return Sent::Failed(e);
+    }
     if let Err(e) = proxy.upstream.rewrite(&mut request) {
         return Sent::Failed(e);
     }
@@ -214,6 +221,22 @@ async fn send_request(
     match upstream.finish_request_body().await {
         Ok(()) => Sent::Complete(sent),
         Err(e) => Sent::Failed(e),
+    }
+}
+
+/// Longest wait for the upstream's answer to a push the proxy cut short.
+const ABANDON_WAIT: Duration = Duration::from_secs(10);
+
+/// Ends a push the proxy will not complete: the request body ends where it is (git
+/// sees a truncated pack and stores nothing), and the upstream's answer is awaited a
+/// little, so nginx hands git the end of its input before the connection goes.
+async fn abandon(mut upstream: HttpSession) {
+    let ended = async {
+        upstream.finish_request_body().await?;
+        upstream.read_response_header().await
+    };
+    if let Ok(Err(e)) = tokio::time::timeout(ABANDON_WAIT, ended).await {
+        tracing::debug!(error = %e, "the upstream did not answer an abandoned push");
     }
 }
 
@@ -251,15 +274,14 @@ async fn forward(
     let sent_bytes = match send_request(proxy, session, &mut upstream, consumed).await {
         Sent::Complete(bytes) => Some(bytes),
         Sent::TooLarge => {
-            // Dropping the connection cuts the upstream's receive-pack off mid-pack: git
-            // discards what it got and updates no ref.
-            drop(upstream);
+            // git gets a pack cut off in the middle: it discards what it got and updates no
+            // ref.
+            abandon(upstream).await;
             return refuse_too_large(proxy, session, repo, commands, started).await;
         }
         Sent::ClientFailed(e) => {
-            // Dropping the connection ends the upstream's receive-pack mid-pack: nothing of
-            // the push lands.
-            drop(upstream);
+            // As for a push that is too large: nothing of it lands.
+            abandon(upstream).await;
             if e.etype() == &ErrorType::ReadTimedout {
                 let idle = proxy.limits.body_idle_timeout.as_secs();
                 let reason = format!("the client sent nothing for {idle} s");
