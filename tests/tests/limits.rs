@@ -47,7 +47,19 @@ async fn nip11_status_from(source: &str, server: &str) -> Option<u16> {
 
 /// The value of `name` with `labels` on `server`'s /metrics (0 when absent).
 async fn metric_of(server: &TestServer, name: &str, labels: &[(&str, &str)]) -> f64 {
-    Exposition::parse(&server.metrics().await).value(name, labels).unwrap_or(0.0)
+    // A connection this address closed just before may hold its slot a moment after the
+    // client saw it close (grasp-proxy releases it once pingora has finished with the
+    // connection): ask until this request is admitted.
+    let url = format!("{}/metrics", server.http_url());
+    let text = wait_until("/metrics answers", Duration::from_secs(30), || async {
+        let response = reqwest::get(&url).await.ok()?;
+        if response.status() != 200 {
+            return None;
+        }
+        response.text().await.ok()
+    })
+    .await;
+    Exposition::parse(&text).value(name, labels).unwrap_or(0.0)
 }
 
 async fn stalled_headers_are_closed_while_other_clients_are_served(frontend: Frontend) {

@@ -77,7 +77,7 @@ async fn an_unreachable_upstream_is_a_502_and_a_silent_one_a_504() {
     let out = work.fails(&["push", &server.clone_url(&owner.public_key(), D), "main"]);
     assert!(out.contains("502"), "{out}");
     // The relay and the pages do not need the upstream.
-    assert_eq!(server.nip11().await["supported_grasps"], serde_json::json!(["GRASP-01"]));
+    assert_eq!(server.nip11().await["supported_grasps"], serde_json::json!(["GRASP-01", "GRASP-06"]));
 
     let silent = SilentRemote::start();
     let server = Frontend::Proxy

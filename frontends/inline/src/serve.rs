@@ -65,24 +65,9 @@ pub async fn serve(
     let (stop, stopping) = watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let (stream, remote) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    accept_failed(e).await;
-                    continue;
-                }
-            },
+        let (stream, remote, permit) = tokio::select! {
+            admitted = admission.accept(&listener, limits.per_ip_after_headers) => admitted,
             () = &mut shutdown => break,
-        };
-        let tcp_client = (!limits.per_ip_after_headers).then(|| remote.ip());
-        let permit = match admission.connection(tcp_client) {
-            Ok(permit) => permit,
-            Err(refusal) => {
-                tracing::debug!(peer = %remote, %refusal, "connection refused");
-                refuse(stream, &refusal);
-                continue;
-            }
         };
         let client: ClientSlot = Arc::default();
         let io = TokioIo::new(Admitted { stream, _permit: permit, _client: client.clone() });
@@ -205,22 +190,6 @@ fn too_many<B: From<String>>(refusal: &Refusal) -> Response<Held<B>> {
 /// Resolves once shutdown began.
 async fn stopped(stopping: &mut watch::Receiver<bool>) {
     let _ = stopping.wait_for(|stop| *stop).await;
-}
-
-/// Answers a connection refused at accept with a short 503 (best effort: one non-blocking
-/// write) and closes it.
-fn refuse(stream: TcpStream, refusal: &Refusal) {
-    let _ = stream.try_write(refusal.raw_http_answer().as_bytes());
-}
-
-/// Out of descriptors (or another accept failure): say so and give connections a moment to
-/// close instead of spinning.
-async fn accept_failed(error: io::Error) {
-    if matches!(error.kind(), io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset) {
-        return;
-    }
-    tracing::warn!(%error, "accepting a connection failed (out of file descriptors?)");
-    tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
 /// An admitted socket: it holds the connection's slot (and, behind a proxy, the slot of the

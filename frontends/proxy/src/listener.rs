@@ -19,7 +19,6 @@
 //!   [`crate::proxy`].
 
 use std::future::Future;
-use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -106,25 +105,9 @@ pub async fn serve<A>(
     let (stop, stopping) = watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let (tcp, remote) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    accept_failed(e).await;
-                    continue;
-                }
-            },
+        let (tcp, remote, permit) = tokio::select! {
+            admitted = admission.accept(&listener, limits.per_ip_after_headers) => admitted,
             () = &mut shutdown => break,
-        };
-        let tcp_client = (!limits.per_ip_after_headers).then(|| remote.ip());
-        let permit = match admission.connection(tcp_client) {
-            Ok(permit) => permit,
-            Err(refusal) => {
-                tracing::debug!(peer = %remote, %refusal, "connection refused");
-                // Best effort: one non-blocking write, then the socket is closed.
-                let _ = tcp.try_write(refusal.raw_http_answer().as_bytes());
-                continue;
-            }
         };
         tokio::spawn(connection(l4_stream(tcp, remote), shared.clone(), stopping.clone(), permit));
     }
@@ -142,16 +125,6 @@ fn l4_stream(tcp: tokio::net::TcpStream, remote: SocketAddr) -> L4Stream {
     let _ = digest.peer_addr.set(Some(remote.into()));
     stream.set_socket_digest(digest);
     stream
-}
-
-/// Out of descriptors (or another accept failure): say so and give connections a moment to
-/// close instead of spinning.
-async fn accept_failed(error: io::Error) {
-    if matches!(error.kind(), io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset) {
-        return;
-    }
-    tracing::warn!(%error, "accepting a connection failed (out of file descriptors?)");
-    tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
 /// One client connection: the TLS handshake if any, then HTTP/1.1 requests until it closes.
@@ -179,7 +152,9 @@ async fn connection<A>(
             }
         },
     };
-    let idle_secs = shared.header_read_timeout.as_secs().max(1);
+    // pingora's own idle limit between keep-alive requests sits a second above the header
+    // deadline below, so the deadline (which counts the timeout) is what ends the wait.
+    let idle_secs = shared.header_read_timeout.as_secs() + 1;
     loop {
         let mut session = ServerSession::new_http1(stream);
         // Between requests pingora itself closes a connection idle this long.

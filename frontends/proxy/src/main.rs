@@ -20,6 +20,7 @@ use std::sync::Arc;
 use clap::Parser;
 use grasp_lib::config::{Config, ConfigArgs};
 use grasp_lib::limits::Admission;
+use grasp_lib::local_api::{self, LocalApiOptions};
 use grasp_lib::Grasp;
 
 use crate::proxy::GraspProxy;
@@ -69,6 +70,12 @@ async fn run(config: Config, upstream: Upstream, tls: Option<listener::Tls>) -> 
     let (grasp, tcp, limits) = Grasp::open_listening(config).await?;
     let bound = tcp.local_addr()?;
     grasp.metrics().set_build_info(env!("CARGO_PKG_VERSION"), env!("GRASP_BUILD_COMMIT"));
+    // Git hooks (grasp-hook) on this machine ask the node through this socket, as with
+    // grasp-server; it is removed when `_local_api` drops at shutdown.
+    let _local_api = match LocalApiOptions::from_config(grasp.config()) {
+        Some(options) => Some(local_api::serve(grasp.clone(), options).await?),
+        None => None,
+    };
     // The upstream reads each repository's own config: bring it up to date.
     grasp.hosting().configure_all_for_serving().await;
     tracing::info!(

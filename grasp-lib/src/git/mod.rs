@@ -367,7 +367,7 @@ mod tests {
         refs::init_bare(&dir.path().join("npub1nonsense").join("x.git")).unwrap();
         std::fs::create_dir_all(dir.path().join(repo.npub()).join("no-head.git")).unwrap();
         assert_eq!(repos.all(), vec![repo]);
-        assert_eq!(repos.count_on_disk(), 2, "counted: every bare repository directory");
+        assert_eq!(repos.count_on_disk(), 1, "counted: the repositories of all()");
     }
 
     #[tokio::test]

@@ -100,6 +100,40 @@ impl fmt::Debug for Permit {
 }
 
 impl Admission {
+    /// Accepts the next connection on `listener` that the caps admit, with its peer and
+    /// permit. A refused connection gets [`Refusal::raw_http_answer`] (one non-blocking
+    /// write) and is closed; a failed accept (out of descriptors) is logged and retried
+    /// after a short pause instead of spinning. `per_ip_after_headers`: the TCP peer is a
+    /// trusted reverse proxy, so only the total cap applies here.
+    pub async fn accept(
+        &self,
+        listener: &tokio::net::TcpListener,
+        per_ip_after_headers: bool,
+    ) -> (tokio::net::TcpStream, std::net::SocketAddr, Permit) {
+        loop {
+            let (stream, remote) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    if !matches!(
+                        e.kind(),
+                        std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::ConnectionReset
+                    ) {
+                        tracing::warn!(error = %e, "accepting a connection failed (out of file descriptors?)");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                    continue;
+                }
+            };
+            match self.connection((!per_ip_after_headers).then(|| remote.ip())) {
+                Ok(permit) => return (stream, remote, permit),
+                Err(refusal) => {
+                    tracing::debug!(peer = %remote, %refusal, "connection refused");
+                    let _ = stream.try_write(refusal.raw_http_answer().as_bytes());
+                }
+            }
+        }
+    }
+
     /// Caps of `max_total` connections and `max_per_ip` per IP (0: no per-IP cap).
     pub fn new(max_total: usize, max_per_ip: usize, metrics: Metrics) -> Self {
         let shared = Shared { max_total, max_per_ip, counts: Mutex::default(), metrics };
