@@ -135,12 +135,12 @@ pub enum OpenError {
     #[error("cannot prepare the /prs/ repositories: {0}")]
     Prs(git::GitError),
     /// The listener could not be bound.
-    #[error("cannot listen on {address}: {source}")]
+    #[error("cannot listen on {address}: {error}")]
     Listen {
         /// The configured `bind_address`.
         address: std::net::SocketAddr,
-        /// The error.
-        source: std::io::Error,
+        /// The error (in the message, not a separate source, so it is printed once).
+        error: std::io::Error,
     },
     /// The purgatory journal could not be opened.
     #[error("cannot open purgatory at {path}: {source}")]

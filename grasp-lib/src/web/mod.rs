@@ -169,9 +169,9 @@ impl Grasp {
         mut config: Config,
     ) -> Result<(Self, tokio::net::TcpListener, ServerLimits), OpenError> {
         let address = config.bind_address;
-        let listener = listen(address).map_err(|source| OpenError::Listen { address, source })?;
+        let listener = listen(address).map_err(|error| OpenError::Listen { address, error })?;
         if config.domain.is_none() {
-            let bound = listener.local_addr().map_err(|source| OpenError::Listen { address, source })?;
+            let bound = listener.local_addr().map_err(|error| OpenError::Listen { address, error })?;
             config.domain = Some(bound.to_string());
         }
         let nofile = raise_nofile_limit();
