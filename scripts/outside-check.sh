@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# Outside check: test grasp-server with clients written by others. Builds grasp-server, starts
-# it on 127.0.0.1 (free port, temporary data directory, default relative data paths), runs
-# the GRASP conformance suite grasp-audit against it and prints the summary; with --ngit
-# it also walks through ngit as a user would (init, push, clone over nostr://, send a PR,
-# list PRs, plain git clone). Not part of scripts/test.sh: it needs the two tools, which it
-# installs into $QA_TOOLS (default ~/.cache/qa-tools) when they are missing.
+# Outside check: test grasp-server (or grasp-proxy) with clients written by others. Builds
+# the server, starts it on 127.0.0.1 (free port, temporary data directory, default relative
+# data paths), runs the GRASP conformance suite grasp-audit against it and prints the
+# summary; with --ngit it also walks through ngit as a user would (init, push, clone over
+# nostr://, send a PR, list PRs, plain git clone). --frontend proxy runs grasp-proxy in front
+# of nginx + fcgiwrap + git http-backend started for the check. Not part of scripts/test.sh:
+# it needs the two tools, which it installs into $QA_TOOLS (default ~/.cache/qa-tools).
 #
-#   scripts/outside-check.sh [--ngit] [--no-build] [--spec SPEC] [--mode shared|isolated]
+#   scripts/outside-check.sh [--frontend inline|proxy] [--ngit] [--no-build] [--spec SPEC]
+#                            [--mode shared|isolated] [--keep-logs DIR]
+#
+# --keep-logs DIR copies the full grasp-audit output and the server's (and nginx's) logs
+# into DIR before the temporary directory is removed.
 #
 # Everything talks to 127.0.0.1 only: relay sync and hunting are off on the server, and
 # ngit's default relays and grasp servers are pointed at it. Exit status: 0 when every
@@ -19,21 +24,30 @@ GRASP_AUDIT_VERSION=0.2.0
 NGIT_VERSION=3.0.4
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/grasp-target}
 
+FRONTEND=inline
 WITH_NGIT=0
 BUILD=1
+KEEP_LOGS=
 SPEC=all
 MODE=shared
 while [ $# -gt 0 ]; do
     case $1 in
+        --frontend) FRONTEND=$2; shift ;;
         --ngit) WITH_NGIT=1 ;;
         --no-build) BUILD=0 ;;
+        --keep-logs) KEEP_LOGS=$2; shift ;;
         --spec) SPEC=$2; shift ;;
         --mode) MODE=$2; shift ;;
-        -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
 done
+case $FRONTEND in
+    inline) SERVER=grasp-server ;;
+    proxy) SERVER=grasp-proxy ;;
+    *) echo "--frontend is inline or proxy, not $FRONTEND" >&2; exit 2 ;;
+esac
 
 # --- tools -------------------------------------------------------------------------------
 
@@ -68,41 +82,137 @@ install_grasp_audit
 # --- server ------------------------------------------------------------------------------
 
 if [ "$BUILD" = 1 ]; then
-    echo "== building grasp-server"
-    (cd "$ROOT" && cargo build --quiet -p grasp-server --bin grasp-server)
+    echo "== building $SERVER"
+    (cd "$ROOT" && cargo build --quiet -p "$SERVER" --bin "$SERVER")
 fi
-SERVER_BIN=$CARGO_TARGET_DIR/debug/grasp-server
+SERVER_BIN=$CARGO_TARGET_DIR/debug/$SERVER
 [ -x "$SERVER_BIN" ] || { echo "$SERVER_BIN missing (drop --no-build)" >&2; exit 1; }
 
 WORK=$(mktemp -d -t grasp-outside-XXXXXX)
-SERVER_PID=
+# Process groups started here (server; with --frontend proxy also nginx and fcgiwrap). Each
+# is stopped with every child it started when the script ends, however it ends.
+STARTED_GROUPS=()
+stop_group() {
+    kill -TERM -- "-$1" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL -- "-$1" 2>/dev/null || true
+}
 cleanup() {
-    # The server runs in its own process group: stop it with every git child it started.
-    if [ -n "$SERVER_PID" ]; then
-        kill -TERM -- "-$SERVER_PID" 2>/dev/null || true
-        for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL -- "-$SERVER_PID" 2>/dev/null || true
+    local i
+    # Last started first: the server before nginx, nginx before fcgiwrap.
+    for ((i = ${#STARTED_GROUPS[@]} - 1; i >= 0; i--)); do stop_group "${STARTED_GROUPS[i]}"; done
+    if [ -n "$KEEP_LOGS" ]; then
+        mkdir -p "$KEEP_LOGS"
+        cp "$WORK"/*.log "$WORK"/nginx/*.log "$KEEP_LOGS"/ 2>/dev/null || true
     fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-mkdir -p "$WORK/server" "$WORK/home"
+mkdir -p "$WORK/server/data/repos" "$WORK/home"
 LOG=$WORK/server.log
-# Default (relative) data paths, as an operator who just runs the binary has them.
-(cd "$WORK/server" && exec setsid "$SERVER_BIN" --bind-address 127.0.0.1:0 --sync=false \
-    --hunting=false >"$LOG" 2>&1) &
+
+program() { # program NAME: the path of a program that may live in an sbin directory
+    local dir
+    for dir in /usr/sbin /usr/bin /sbin /usr/local/sbin /usr/local/bin; do
+        [ -x "$dir/$1" ] && { echo "$dir/$1"; return; }
+    done
+    echo "$1 is not installed (apt-get install nginx fcgiwrap)" >&2
+    exit 1
+}
+
+# grasp-proxy's upstream: nginx + fcgiwrap + git http-backend on 127.0.0.1 serving the
+# proxy's git_data_path, with the server block of
+# docs/how-to/proxy-in-front-of-git-http-backend.md, as tests/src/upstream.rs runs it.
+start_upstream() {
+    local dir=$WORK/nginx nginx fcgiwrap port user=
+    nginx=$(program nginx)
+    fcgiwrap=$(program fcgiwrap)
+    mkdir -p "$dir"/{body,fastcgi,proxy,uwsgi,scgi}
+    # git http-backend's stderr ends up in fcgiwrap's.
+    setsid "$fcgiwrap" -c 4 -s "unix:$dir/fcgiwrap.sock" </dev/null >/dev/null 2>"$dir/fcgiwrap.log" &
+    STARTED_GROUPS+=($!)
+    # nginx runs its workers as root only when told so.
+    [ "$(id -u)" = 0 ] && user="user root;"
+    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    local n='$' # nginx variables, written literally
+    cat >"$dir/nginx.conf" <<CONF
+$user
+worker_processes 1;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+daemon off;
+events { worker_connections 1024; }
+http {
+    log_format git '${n}request_method ${n}uri ${n}status ${n}request_length';
+    access_log $dir/access.log git;
+    client_body_temp_path $dir/body;
+    fastcgi_temp_path $dir/fastcgi;
+    proxy_temp_path $dir/proxy;
+    uwsgi_temp_path $dir/uwsgi;
+    scgi_temp_path $dir/scgi;
+    server {
+        listen 127.0.0.1:$port;
+        client_max_body_size 0;
+        location / {
+            fastcgi_pass unix:$dir/fcgiwrap.sock;
+            fastcgi_buffering off;
+            fastcgi_request_buffering off;
+            fastcgi_read_timeout 600s;
+            fastcgi_send_timeout 600s;
+            fastcgi_param SCRIPT_FILENAME $(git --exec-path)/git-http-backend;
+            fastcgi_param GIT_PROJECT_ROOT $WORK/server/data/repos;
+            fastcgi_param GIT_HTTP_EXPORT_ALL "";
+            fastcgi_param REMOTE_USER grasp-proxy;
+            fastcgi_param PATH_INFO ${n}uri;
+            fastcgi_param QUERY_STRING ${n}query_string;
+            fastcgi_param REQUEST_METHOD ${n}request_method;
+            fastcgi_param CONTENT_TYPE ${n}content_type;
+            fastcgi_param CONTENT_LENGTH ${n}content_length;
+            fastcgi_param HTTP_CONTENT_ENCODING ${n}http_content_encoding;
+            fastcgi_param GIT_PROTOCOL ${n}http_git_protocol;
+        }
+    }
+}
+CONF
+    setsid "$nginx" -c "$dir/nginx.conf" -p "$dir" </dev/null >/dev/null 2>&1 &
+    STARTED_GROUPS+=($!)
+    local pid=$!
+    for _ in $(seq 300); do
+        [ -f "$dir/nginx.pid" ] && (: <>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if ! (: <>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        echo "nginx did not start; its error log:" >&2
+        cat "$dir/error.log" >&2
+        exit 1
+    fi
+    UPSTREAM=http://127.0.0.1:$port
+    UPSTREAM_DIR=$dir
+    echo "== nginx + fcgiwrap + git http-backend on $UPSTREAM"
+}
+
+SERVER_ARGS=(--bind-address 127.0.0.1:0 --sync=false --hunting=false)
+if [ "$FRONTEND" = proxy ]; then
+    start_upstream
+    SERVER_ARGS+=(--upstream "$UPSTREAM")
+fi
+# Default (relative) data paths, as an operator who just runs the binary has them; nginx
+# serves the same ./data/repos by its absolute path.
+(cd "$WORK/server" && exec setsid "$SERVER_BIN" "${SERVER_ARGS[@]}" >"$LOG" 2>&1) &
 SERVER_PID=$!
+STARTED_GROUPS+=("$SERVER_PID")
 ADDR=
 for _ in $(seq 300); do
-    ADDR=$(sed -n 's|^grasp-server listening on http://||p' "$LOG" | head -n 1)
+    ADDR=$(sed -n "s|^$SERVER listening on http://||p" "$LOG" | head -n 1)
     [ -n "$ADDR" ] && break
     kill -0 "$SERVER_PID" 2>/dev/null || break
     sleep 0.1
 done
-[ -n "$ADDR" ] || { echo "grasp-server did not start; its log:" >&2; cat "$LOG" >&2; exit 1; }
-echo "== grasp-server listening on http://$ADDR (data in $WORK/server/data)"
+[ -n "$ADDR" ] || { echo "$SERVER did not start; its log:" >&2; cat "$LOG" >&2; exit 1; }
+echo "== $SERVER listening on http://$ADDR (data in $WORK/server/data)"
 
 # Clients get a clean git environment: grasp-audit's fixed commit ids need its own author
 # and dates, and nothing from the caller's git configuration.
@@ -212,5 +322,14 @@ fi
 
 echo "-- server warnings and errors:"
 grep -E ' (WARN|ERROR) ' "$LOG" | tail -n 20 || echo "   none"
+if [ -n "${UPSTREAM_DIR:-}" ]; then
+    # Evidence the git traffic went through the stock backend (a push the proxy refused
+    # never reaches it).
+    echo "-- requests nginx served: $(wc -l <"$UPSTREAM_DIR/access.log")" \
+        "($(grep -c '^POST .*/git-receive-pack 200' "$UPSTREAM_DIR/access.log" || true) pushes," \
+        "$(grep -c '^POST .*/git-upload-pack 200' "$UPSTREAM_DIR/access.log" || true) fetches)"
+    echo "-- nginx errors and git http-backend's stderr:"
+    cat "$UPSTREAM_DIR/error.log" "$UPSTREAM_DIR/fcgiwrap.log" | tail -n 20 | grep . || echo "   none"
+fi
 if [ "$STATUS" = 0 ]; then echo "== outside check passed"; else echo "== outside check FAILED"; fi
 exit "$STATUS"
