@@ -1,10 +1,16 @@
 //! Cloning and fetching with the real git CLI: empty and populated repositories, protocol
-//! v0 and v2, partial clones and fetching an unadvertised commit by id.
+//! v0 and v2, partial clones and fetching an unadvertised commit by id; a client that hangs
+//! up in the middle of a clone.
+
+use std::time::Duration;
 
 use grasp_tests::events;
 use grasp_tests::git::{git, Workdir};
+use grasp_tests::memory::write_random_file;
+use grasp_tests::poll::wait_until;
 use grasp_tests::{frontend_tests, publish, Frontend, TestServer};
 use nostr_sdk::prelude::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const D: &str = "repo";
 
@@ -122,7 +128,62 @@ async fn shallow_clone_and_deepen(frontend: Frontend) {
     assert_eq!(shallow.ok(&["rev-list", "--count", "HEAD"]), "2");
 }
 
+/// A client that hangs up in the middle of a clone is routine, not a server failure: the
+/// server logs no `ERROR` for it (grasp-proxy logged pingora's `Fail to proxy: Downstream
+/// ReadError/WriteError`, found by the outside check) and keeps serving.
+async fn a_client_hanging_up_mid_clone_logs_no_error(frontend: Frontend) {
+    let server = frontend.start();
+    let client = server.client().await;
+    let owner = Keys::generate();
+    publish(&client, &events::announcement(&owner, D, &server.addr, &[])).await.unwrap();
+    let work = Workdir::new();
+    // Far more than the socket buffers between server and client hold.
+    write_random_file(&work.path().join("random.bin"), 32 << 20);
+    work.ok(&["-c", "core.looseCompression=0", "add", "random.bin"]);
+    work.ok(&["commit", "-q", "-m", "32 MiB of random data"]);
+    let tip = work.rev("HEAD");
+    publish(&client, &events::state(&owner, D, &[("refs/heads/main", &tip)], Some("main"))).await.unwrap();
+    let url = server.clone_url(&owner.public_key(), D);
+    work.ok(&["-c", "pack.compression=0", "push", "-q", &url, "main"]);
+
+    // A protocol v0 clone request; the client reads the start of the answer and resets the
+    // connection.
+    let path = url.strip_prefix(&server.http_url()).unwrap();
+    let body = format!("0032want {tip}\n00000009done\n");
+    let request = format!(
+        "POST {path}/git-upload-pack HTTP/1.1\r\nHost: {}\r\n\
+         Content-Type: application/x-git-upload-pack-request\r\nContent-Length: {}\r\n\r\n{body}",
+        server.addr,
+        body.len()
+    );
+    let mut stream = tokio::net::TcpStream::connect(&server.addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut start = [0u8; 4096];
+    let n = stream.read(&mut start).await.unwrap();
+    let start = String::from_utf8_lossy(&start[..n]);
+    assert!(start.starts_with("HTTP/1.1 200"), "{start}");
+    stream.set_zero_linger().unwrap();
+    drop(stream);
+
+    // The server is done with the exchange once it has counted it.
+    let counted = wait_until("the broken-off clone counted", Duration::from_secs(60), || async {
+        let metrics = server.metrics().await;
+        metrics
+            .lines()
+            .find(|l| l.starts_with(r#"ngit_git_operations_total{operation="clone","#) && l.ends_with(" 1"))
+            .map(str::to_owned)
+    })
+    .await;
+    assert!(counted.contains(r#"status="error""#), "{counted}");
+    let log = server.log();
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains(" ERROR ")).collect();
+    assert!(errors.is_empty(), "a client hanging up was logged as an error:\n{}", errors.join("\n"));
+    let clone = Workdir::clone_from(&url, &["--no-checkout"]);
+    assert_eq!(clone.rev("HEAD"), tip);
+}
+
 frontend_tests!(
+    a_client_hanging_up_mid_clone_logs_no_error,
     empty_repository_can_be_cloned,
     clone_and_fetch_over_protocol_v0_and_v2,
     fetch_brings_new_commits,

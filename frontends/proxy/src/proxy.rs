@@ -233,6 +233,17 @@ impl ProxyHttp for GraspProxy {
         Ok(None)
     }
 
+    /// A client that went away (or broke the protocol) is routine, as it is for
+    /// grasp-server: logged at debug level instead of pingora's `ERROR Fail to proxy`, so
+    /// `ERROR` stays for failures of this server or its upstream.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, error: &Error) -> bool {
+        let client_side = *error.esource() == ErrorSource::Downstream;
+        if client_side {
+            tracing::debug!(error = %error, "the client went away");
+        }
+        client_side
+    }
+
     /// Upstream failures and timeouts become a clear `502`/`504` with CORS, as long as the
     /// answer has not started yet.
     async fn fail_to_proxy(&self, session: &mut Session, error: &Error, ctx: &mut RequestCtx) -> FailToProxy {
