@@ -141,11 +141,11 @@ async fn ngit_metrics_count_clones_fetches_pushes_and_events(frontend: Frontend)
     assert_eq!(build.value, 1.0);
     assert_eq!(build.labels["version"], env!("CARGO_PKG_VERSION"));
     // A commit of this repository (binaries built before the latest commit name an earlier
-    // one), unless the source is not a git checkout.
+    // one), unless the source is not a git checkout. The checkout the tests run in (the
+    // working directory), not the one this test binary was first compiled in: with a shared
+    // target directory cargo may reuse the binary from another clone.
     let commit = &build.labels["commit"];
-    let git = |args: &[&str]| {
-        std::process::Command::new("git").arg("-C").arg(env!("CARGO_MANIFEST_DIR")).args(args).output().ok()
-    };
+    let git = |args: &[&str]| std::process::Command::new("git").args(args).output().ok();
     if git(&["rev-parse", "HEAD"]).is_some_and(|o| o.status.success()) {
         assert!(commit.len() == 12 && commit.bytes().all(|b| b.is_ascii_hexdigit()), "commit label {commit}");
         let known =
