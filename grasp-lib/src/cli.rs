@@ -93,3 +93,21 @@ pub async fn reload_curation_on_sighup(grasp: crate::Grasp) {
     #[cfg(not(unix))]
     let _ = grasp;
 }
+
+/// What runs next to every frontend's listener once [`crate::Grasp`] is open: the build
+/// info metric, the local API that `grasp-hook` asks (when configured) and the curation
+/// reload on `SIGHUP`. Keep the returned server for as long as the process serves: its
+/// socket is removed when it drops.
+pub async fn start_node_services(
+    grasp: &crate::Grasp,
+    version: &str,
+    commit: &str,
+) -> Result<Option<crate::local_api::LocalApiServer>, crate::local_api::ServeError> {
+    grasp.metrics().set_build_info(version, commit);
+    let local_api = match crate::local_api::LocalApiOptions::from_config(grasp.config()) {
+        Some(options) => Some(crate::local_api::serve(grasp.clone(), options).await?),
+        None => None,
+    };
+    tokio::spawn(reload_curation_on_sighup(grasp.clone()));
+    Ok(local_api)
+}

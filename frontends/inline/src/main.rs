@@ -12,7 +12,6 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use grasp_lib::config::{self, Config, ConfigArgs};
 use grasp_lib::hunt::status::HuntStatus;
-use grasp_lib::local_api::{self, LocalApiOptions};
 use grasp_lib::purgatory::{listing, Purgatory};
 use grasp_lib::Grasp;
 
@@ -97,13 +96,11 @@ async fn main() -> ExitCode {
 async fn run(config: Config) -> anyhow::Result<()> {
     let (grasp, listener, limits) = Grasp::open_listening(config).await?;
     let bound = listener.local_addr()?;
-    grasp.metrics().set_build_info(env!("CARGO_PKG_VERSION"), env!("GRASP_BUILD_COMMIT"));
-    // Git hooks (grasp-hook) on this machine ask the node through this socket; it is
-    // removed when `_local_api` drops at shutdown.
-    let _local_api = match LocalApiOptions::from_config(grasp.config()) {
-        Some(options) => Some(local_api::serve(grasp.clone(), options).await?),
-        None => None,
-    };
+    // Build info, the local API for grasp-hook (its socket goes when `_local_api` drops at
+    // shutdown) and curation reload on SIGHUP.
+    let _local_api =
+        grasp_lib::cli::start_node_services(&grasp, env!("CARGO_PKG_VERSION"), env!("GRASP_BUILD_COMMIT"))
+            .await?;
     tracing::info!(
         address = %bound,
         domain = %grasp.origin().authority(),
@@ -112,7 +109,6 @@ async fn run(config: Config) -> anyhow::Result<()> {
         max_connections_per_ip = limits.max_connections_per_ip,
         "grasp-server listening"
     );
-    tokio::spawn(grasp_lib::cli::reload_curation_on_sighup(grasp.clone()));
     // Test harnesses and scripts wait for this exact line to learn the port.
     println!("grasp-server listening on http://{bound}");
     serve::serve(listener, grasp, limits, grasp_lib::cli::shutdown_signal()).await;

@@ -20,7 +20,6 @@ use std::sync::Arc;
 use clap::Parser;
 use grasp_lib::config::{Config, ConfigArgs};
 use grasp_lib::limits::Admission;
-use grasp_lib::local_api::{self, LocalApiOptions};
 use grasp_lib::Grasp;
 
 use crate::proxy::GraspProxy;
@@ -69,13 +68,11 @@ async fn main() -> ExitCode {
 async fn run(config: Config, upstream: Upstream, tls: Option<listener::Tls>) -> anyhow::Result<()> {
     let (grasp, tcp, limits) = Grasp::open_listening(config).await?;
     let bound = tcp.local_addr()?;
-    grasp.metrics().set_build_info(env!("CARGO_PKG_VERSION"), env!("GRASP_BUILD_COMMIT"));
-    // Git hooks (grasp-hook) on this machine ask the node through this socket, as with
-    // grasp-server; it is removed when `_local_api` drops at shutdown.
-    let _local_api = match LocalApiOptions::from_config(grasp.config()) {
-        Some(options) => Some(local_api::serve(grasp.clone(), options).await?),
-        None => None,
-    };
+    // Build info, the local API for grasp-hook (its socket goes when `_local_api` drops at
+    // shutdown) and curation reload on SIGHUP.
+    let _local_api =
+        grasp_lib::cli::start_node_services(&grasp, env!("CARGO_PKG_VERSION"), env!("GRASP_BUILD_COMMIT"))
+            .await?;
     // The upstream reads each repository's own config: bring it up to date.
     grasp.hosting().configure_all_for_serving().await;
     tracing::info!(
@@ -87,7 +84,6 @@ async fn run(config: Config, upstream: Upstream, tls: Option<listener::Tls>) -> 
         max_connections_per_ip = limits.max_connections_per_ip,
         "grasp-proxy listening"
     );
-    tokio::spawn(grasp_lib::cli::reload_curation_on_sighup(grasp.clone()));
     let scheme = if tls.is_some() { "https" } else { "http" };
     // Test harnesses and scripts wait for this exact line to learn the port.
     println!("grasp-proxy listening on {scheme}://{bound}");
