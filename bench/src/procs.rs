@@ -15,12 +15,13 @@ use grasp_tests::upstream::free_port;
 use grasp_tests::{Frontend, TestServer};
 use tempfile::TempDir;
 
-/// A server of `frontend` tuned for measuring: no rate limit, quiet logs, and held events
+/// A server of `frontend` tuned for measuring: no rate limits, quiet logs, and held events
 /// that outlast a slow 1 GiB push on a busy machine (the servers run in test mode).
 fn tuned(frontend: Frontend, extra: &[&str]) -> TestServer {
     let mut builder = frontend
         .builder()
         .arg("--events-per-minute=0")
+        .arg("--pushes-per-minute=0")
         .arg("--purgatory-expiry-secs=3600")
         .arg("--push-extension-secs=3600")
         .env("GRASP_LOG_LEVEL", "warn");

@@ -26,9 +26,22 @@ fn oid(i: usize) -> String {
     format!("{:040x}", i as u128 * 0x9e37_79b9_7f4a_7c15 + 1)
 }
 
+/// Purgatory caps that hold every event these scenarios publish from one address, key set
+/// and repository (the defaults keep one client to 200).
+const ROOMY_PURGATORY: [&str; 8] = [
+    "--purgatory-max-events-per-client=1000000",
+    "--purgatory-max-bytes-per-client=68719476736",
+    "--purgatory-max-events-per-pubkey=1000000",
+    "--purgatory-max-bytes-per-pubkey=68719476736",
+    "--purgatory-max-events-per-identifier=1000000",
+    "--purgatory-max-bytes-per-identifier=68719476736",
+    "--purgatory-max-events=1000000",
+    "--purgatory-max-bytes=68719476736",
+];
+
 /// Server RSS after `held` pull requests whose commits never arrive are held.
 pub async fn held_memory(report: &mut Report, held: usize) -> anyhow::Result<()> {
-    let server = grasp_server(&[]);
+    let server = grasp_server(&ROOMY_PURGATORY);
     let client = server.client().await;
     let owner = Keys::generate();
     let coordinate = host_repository(&server, &client, &owner, "held", &[]).await;
@@ -72,6 +85,9 @@ pub async fn authorization_latency(report: &mut Report, states: usize, calls: us
         database_backend: StoreBackend::Memory,
         git_data_path: dir.path().to_path_buf(),
         events_per_minute: 0,
+        // Every state comes from one key and one address.
+        purgatory_max_events_per_client: states + 1,
+        purgatory_max_events_per_pubkey: states + 1,
         ..Config::default()
     };
     let grasp = Grasp::open(config).await?;
@@ -97,7 +113,7 @@ pub async fn authorization_latency(report: &mut Report, states: usize, calls: us
     let mut samples = Samples::default();
     for _ in 0..calls {
         let started = Instant::now();
-        let decision = grasp.authorize_push(&repo, &updates).await?;
+        let decision = grasp.authorize_push(&repo, &updates, None).await?;
         samples.push_duration(started.elapsed());
         anyhow::ensure!(
             matches!(decision, PushDecision::Authorized { state: Some(_) }),

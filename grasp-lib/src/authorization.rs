@@ -5,7 +5,10 @@
 //! refs of a state event authored by a member of the URL owner's recursive maintainer set.
 //! The newest such state wins, and it may not be older than the state the repository is
 //! already aligned to (no rollbacks). `refs/nostr/<event id>` refs carry pull request
-//! commits: a known PR or PR update must name the pushed commit in its `c` tag.
+//! commits (decision 11): a known PR or PR update must name the pushed commit in its `c` tag;
+//! an id that names any other known event is refused; an unknown id becomes a placeholder
+//! waiting for its event, and placeholders are bounded per push, per repository and per
+//! client address.
 //!
 //! [`decide`] is the pure rule; [`authorize_push`] gathers its inputs from the repository
 //! on disk and an [`EventView`], which any frontend (inline server, proxy, git hook) can
@@ -13,7 +16,8 @@
 //!
 //! ```
 //! # tokio_test::block_on(async {
-//! use grasp_lib::authorization::{authorize_push, PushDecision};
+//! use grasp_lib::authorization::{authorize_push, PushDecision, PushRequest};
+//! use grasp_lib::purgatory::bounds::PlaceholderCaps;
 //! use grasp_lib::git::{pktline::RefUpdate, RepoRef, Repositories};
 //! use grasp_lib::nip34::RepoIdentifier;
 //! use grasp_lib::store::EventStore;
@@ -30,25 +34,53 @@
 //!     name: "refs/heads/main".into(),
 //! }];
 //! // An empty store holds no state event, so the push is refused with a reason for the user.
-//! let decision = authorize_push(&repo, &repos.path(&repo), &push, &EventStore::memory()).await.unwrap();
+//! let request = PushRequest { repo: &repo, path: &repos.path(&repo), updates: &push, client: None };
+//! let decision = authorize_push(&request, &EventStore::memory(), PlaceholderCaps::default()).await.unwrap();
 //! match decision {
-//!     PushDecision::Rejected { reason } => assert!(reason.contains("no state event")),
+//!     PushDecision::Rejected { reason, .. } => assert!(reason.contains("no state event")),
 //!     PushDecision::Authorized { .. } => unreachable!(),
 //! }
 //! # });
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::net::IpAddr;
 use std::path::Path;
 
 use futures::future::BoxFuture;
 use nostr::{Event, EventId, Filter, Kind, Timestamp};
+use nostr_database::DatabaseEventStatus;
 
 use crate::git::pktline::RefUpdate;
 use crate::git::{refs, GitError, RepoRef};
 use crate::maintainers::MaintainerSet;
 use crate::nip34::{is_object_id, kinds, raw_commit_tag, RepoAnnouncement, RepoState};
+use crate::purgatory::bounds::PlaceholderCaps;
 use crate::store::{EventStore, StoreError};
+
+/// What the id of a pushed `refs/nostr/<id>` ref names here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Named {
+    /// A pull request (1618) or pull request update (1619), stored or held: its commit goes
+    /// there.
+    PullRequest(Box<Event>),
+    /// Another kind of event, stored or held: nothing may be pushed under its id.
+    Other(Kind),
+    /// An event its author deleted (NIP-09).
+    Deleted,
+}
+
+/// The placeholders around a push: how many wait in the repository and for the client, and
+/// which ids already wait in the repository (pushing one of those again makes no new one).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PlaceholderRoom {
+    /// Placeholders waiting in the repository.
+    pub in_repository: usize,
+    /// Placeholders the client's address group has waiting (`None`: address unknown).
+    pub of_client: Option<usize>,
+    /// Ids of the placeholders waiting in the repository.
+    pub waiting: HashSet<EventId>,
+}
 
 /// Read access to the events authorization depends on. The event store implements it;
 /// purgatory adds held events on top.
@@ -62,11 +94,18 @@ pub trait EventView: Send + Sync {
     /// Every state event with `identifier` that may authorize a push, from any author.
     fn states<'a>(&'a self, identifier: &'a str) -> BoxFuture<'a, Result<Vec<RepoState>, StoreError>>;
 
-    /// The known pull requests (1618) and pull request updates (1619) among `ids`.
-    fn pull_requests<'a>(
+    /// What each of `ids` names, for those known here (stored, held or deleted).
+    fn named_events<'a>(
         &'a self,
         ids: &'a [EventId],
-    ) -> BoxFuture<'a, Result<HashMap<EventId, Event>, StoreError>>;
+    ) -> BoxFuture<'a, Result<HashMap<EventId, Named>, StoreError>>;
+
+    /// The placeholders around a push of the `refs/nostr` ids `ids` to `repo` from the
+    /// client address group `client` (none where nothing is held: a bare store).
+    fn placeholders(&self, repo: &RepoRef, client: Option<IpAddr>, ids: &[EventId]) -> PlaceholderRoom {
+        let _ = (repo, ids);
+        PlaceholderRoom { of_client: client.map(|_| 0), ..PlaceholderRoom::default() }
+    }
 }
 
 /// True for a pull request (1618) or pull request update (1619).
@@ -89,14 +128,32 @@ impl EventView for EventStore {
         })
     }
 
-    fn pull_requests<'a>(
+    fn named_events<'a>(
         &'a self,
         ids: &'a [EventId],
-    ) -> BoxFuture<'a, Result<HashMap<EventId, Event>, StoreError>> {
+    ) -> BoxFuture<'a, Result<HashMap<EventId, Named>, StoreError>> {
         Box::pin(async move {
-            let found = self.events_among(ids).await?;
-            Ok(found.into_iter().filter(is_pull_request).map(|e| (e.id, e)).collect())
+            let mut named: HashMap<EventId, Named> =
+                self.events_among(ids).await?.into_iter().map(|e| (e.id, Named::of(e))).collect();
+            let unknown: Vec<EventId> = ids.iter().filter(|id| !named.contains_key(id)).copied().collect();
+            for id in unknown {
+                if self.status(&id).await? == DatabaseEventStatus::Deleted {
+                    named.insert(id, Named::Deleted);
+                }
+            }
+            Ok(named)
         })
+    }
+}
+
+impl Named {
+    /// What a known event is to a `refs/nostr` push.
+    pub fn of(event: Event) -> Self {
+        if is_pull_request(&event) {
+            Named::PullRequest(Box::new(event))
+        } else {
+            Named::Other(event.kind)
+        }
     }
 }
 
@@ -113,7 +170,68 @@ pub enum PushDecision {
     Rejected {
         /// What went wrong and what to do.
         reason: String,
+        /// The abuse bound the push ran into, if that is why (counted in
+        /// `grasp_push_refused_total`).
+        bound: Option<PushBound>,
     },
+}
+
+impl PushDecision {
+    /// A refusal for `reason` that is not an abuse bound (no signed state matches, a ref
+    /// outside the namespaces, ...).
+    pub fn rejected(reason: impl Into<String>) -> Self {
+        PushDecision::Rejected { reason: reason.into(), bound: None }
+    }
+
+    /// A refusal because the push ran into `bound`.
+    pub fn bounded(bound: PushBound, reason: impl Into<String>) -> Self {
+        PushDecision::Rejected { reason: reason.into(), bound: Some(bound) }
+    }
+}
+
+/// The bounds on what an anonymous push can make the server hold (decision 29).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PushBound {
+    /// `refs/nostr` refs in one push (`max_nostr_refs_per_push`).
+    NostrRefsPerPush,
+    /// Placeholders waiting in one repository (`max_placeholders_per_repository`).
+    PlaceholdersPerRepository,
+    /// Placeholders of one client address (`max_placeholders_per_client`).
+    PlaceholdersPerClient,
+    /// Pushes per minute from one client address (`pushes_per_minute`).
+    PushRate,
+    /// Pushes to `/prs/` per minute from one client address (`prs_pushes_per_minute`).
+    PrsPushRate,
+    /// The free-disk floor (`min_free_disk_bytes`).
+    DiskFloor,
+    /// The repository data of one owner (`repository_quota_bytes`).
+    Quota,
+}
+
+impl PushBound {
+    /// Every bound, for priming metric labels.
+    pub const ALL: [PushBound; 7] = [
+        PushBound::NostrRefsPerPush,
+        PushBound::PlaceholdersPerRepository,
+        PushBound::PlaceholdersPerClient,
+        PushBound::PushRate,
+        PushBound::PrsPushRate,
+        PushBound::DiskFloor,
+        PushBound::Quota,
+    ];
+
+    /// The `bound` label of `grasp_push_refused_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PushBound::NostrRefsPerPush => "nostr_refs_per_push",
+            PushBound::PlaceholdersPerRepository => "placeholders_per_repository",
+            PushBound::PlaceholdersPerClient => "placeholders_per_client",
+            PushBound::PushRate => "push_rate",
+            PushBound::PrsPushRate => "prs_push_rate",
+            PushBound::DiskFloor => "disk_floor",
+            PushBound::Quota => "quota",
+        }
+    }
 }
 
 /// Why authorization could not be decided.
@@ -138,8 +256,33 @@ pub struct PushContext<'a> {
     pub states: &'a [RepoState],
     /// When the state the repository is aligned to was signed.
     pub applied: Option<Timestamp>,
-    /// `c` tags of known PR / PR update events, by event id.
-    pub pr_commits: &'a HashMap<EventId, String>,
+    /// The `refs/nostr` rules' facts ([`NostrRefContext`]).
+    pub nostr: NostrRefContext<'a>,
+}
+
+/// What the `refs/nostr/<id>` rules look at: what the pushed ids name, the placeholders
+/// around the push and their caps.
+#[derive(Debug, Clone, Copy)]
+pub struct NostrRefContext<'a> {
+    /// What the pushed ids name here (absent: unknown).
+    pub named: &'a HashMap<EventId, Named>,
+    /// The placeholders around the push.
+    pub room: &'a PlaceholderRoom,
+    /// How many placeholders a push, a repository and a client may make.
+    pub caps: PlaceholderCaps,
+}
+
+/// A push to be decided: where to, what it changes, and from which client address.
+#[derive(Debug, Clone, Copy)]
+pub struct PushRequest<'a> {
+    /// The repository pushed to.
+    pub repo: &'a RepoRef,
+    /// Its bare repository on disk.
+    pub path: &'a Path,
+    /// The ref updates of the push.
+    pub updates: &'a [RefUpdate],
+    /// The client's address, when known (placeholders are bounded per address group).
+    pub client: Option<IpAddr>,
 }
 
 fn short(oid: &str) -> &str {
@@ -147,7 +290,7 @@ fn short(oid: &str) -> &str {
 }
 
 fn reject(reason: impl Into<String>) -> PushDecision {
-    PushDecision::Rejected { reason: reason.into() }
+    PushDecision::rejected(reason)
 }
 
 /// Why pushing `pushed` to the `refs/nostr/<id>` ref `name` does not meet the known pull
@@ -200,6 +343,91 @@ fn describe_difference(would_be: &BTreeMap<String, String>, state: &BTreeMap<Str
     text
 }
 
+/// The `refs/nostr/<id>` rules (decision 11), for the `refs/nostr` updates among a push's
+/// changes (no-ops left out): the ref must be named after an event id and not be deleted;
+/// a known pull request must meet the push (`pull_request_mismatch` says why not); an id of
+/// any other known event is refused; and the placeholders the unknown ids make must fit
+/// the caps. `None` when the updates may land, otherwise the refusal.
+pub fn nostr_ref_rules(
+    updates: &[&RefUpdate],
+    ctx: &NostrRefContext<'_>,
+    pull_request_mismatch: impl Fn(&str, &Event, &RefUpdate) -> Option<String>,
+) -> Option<PushDecision> {
+    let caps = ctx.caps;
+    let refuse = |why: String| Some(PushDecision::rejected(why));
+    if updates.len() > caps.per_push {
+        return Some(PushDecision::bounded(
+            PushBound::NostrRefsPerPush,
+            format!(
+                "this push carries {} refs/nostr refs; this server takes at most {} in one push \
+             (max_nostr_refs_per_push): push them in smaller batches",
+                updates.len(),
+                caps.per_push
+            ),
+        ));
+    }
+    let mut new_placeholders = 0;
+    for update in updates {
+        let name = update.name.as_str();
+        let Some(id) = nostr_ref_id(name) else {
+            return refuse(format!(
+                "{name}: pull request refs must be refs/nostr/<64-character lowercase hex event id>"
+            ));
+        };
+        if update.is_delete() {
+            return refuse(format!("{name}: pull request refs cannot be deleted by a push"));
+        }
+        match ctx.named.get(&id) {
+            Some(Named::PullRequest(event)) => {
+                if let Some(why) = pull_request_mismatch(name, event, update) {
+                    return refuse(why);
+                }
+            }
+            Some(Named::Other(kind)) => {
+                return refuse(format!(
+                    "{name}: {} names a kind {} event here, not a pull request; only the commit of a pull \
+                     request (kind 1618) or pull request update (kind 1619) goes under refs/nostr/",
+                    id.to_hex(),
+                    kind.as_u16()
+                ))
+            }
+            Some(Named::Deleted) => {
+                return refuse(format!("{name}: the event {} was deleted by its author", id.to_hex()))
+            }
+            None if ctx.room.waiting.contains(&id) => {}
+            None => new_placeholders += 1,
+        }
+    }
+    if new_placeholders == 0 {
+        return None;
+    }
+    if ctx.room.in_repository + new_placeholders > caps.per_repository {
+        return Some(PushDecision::bounded(PushBound::PlaceholdersPerRepository, format!(
+            "this repository already has {} refs/nostr refs waiting for their pull request event (at most {}: \
+             max_placeholders_per_repository); publish the pull request events first, or wait for the \
+             waiting refs to expire",
+            ctx.room.in_repository, caps.per_repository
+        )));
+    }
+    if ctx.room.of_client.is_some_and(|n| n + new_placeholders > caps.per_client) {
+        return Some(PushDecision::bounded(
+            PushBound::PlaceholdersPerClient,
+            format!(
+            "your address already has {} refs/nostr refs waiting for their pull request event on this server \
+             (at most {}: max_placeholders_per_client); publish the pull request events first",
+            ctx.room.of_client.unwrap_or_default(),
+            caps.per_client
+        ),
+        ));
+    }
+    None
+}
+
+/// The `refs/nostr` updates of a push (no-ops left out).
+fn nostr_updates(updates: &[RefUpdate]) -> Vec<&RefUpdate> {
+    updates.iter().filter(|u| !u.is_noop() && u.name.starts_with("refs/nostr/")).collect()
+}
+
 /// The pure push rule. See the module documentation.
 pub fn decide(updates: &[RefUpdate], ctx: &PushContext<'_>) -> PushDecision {
     let changes: Vec<&RefUpdate> = updates.iter().filter(|u| !u.is_noop()).collect();
@@ -208,25 +436,17 @@ pub fn decide(updates: &[RefUpdate], ctx: &PushContext<'_>) -> PushDecision {
         let name = update.name.as_str();
         if name.starts_with("refs/heads/") || name.starts_with("refs/tags/") {
             branch_changes.push(*update);
-        } else if name.starts_with("refs/nostr/") {
-            let Some(id) = nostr_ref_id(name) else {
-                return reject(format!(
-                    "{name}: pull request refs must be refs/nostr/<64-character lowercase hex event id>"
-                ));
-            };
-            if update.is_delete() {
-                return reject(format!("{name}: pull request refs cannot be deleted by a push"));
-            }
-            if let Some(commit) = ctx.pr_commits.get(&id) {
-                if let Some(why) = pull_request_commit_mismatch(name, Some(commit), &update.new) {
-                    return reject(why);
-                }
-            }
-        } else {
+        } else if !name.starts_with("refs/nostr/") {
             return reject(format!(
                 "{name}: only refs/heads/*, refs/tags/* and refs/nostr/<event id> can be pushed here"
             ));
         }
+    }
+    let commit_mismatch = |name: &str, event: &Event, update: &RefUpdate| {
+        pull_request_commit_mismatch(name, raw_commit_tag(event), &update.new)
+    };
+    if let Some(refusal) = nostr_ref_rules(&nostr_updates(updates), &ctx.nostr, commit_mismatch) {
+        return refusal;
     }
     if branch_changes.is_empty() {
         return PushDecision::Authorized { state: None };
@@ -266,21 +486,32 @@ pub fn decide(updates: &[RefUpdate], ctx: &PushContext<'_>) -> PushDecision {
     PushDecision::Authorized { state: Some(matching.id) }
 }
 
-/// Decides about a push to `repo` (whose bare repository is at `repo_path`), reading the
-/// repository's current refs from disk and events from `view`.
+/// Decides about `request`, reading the repository's current refs from disk and events and
+/// placeholders from `view`; `caps` bound the placeholders a push may make.
 pub async fn authorize_push(
-    repo: &RepoRef,
-    repo_path: &Path,
-    updates: &[RefUpdate],
+    request: &PushRequest<'_>,
     view: &dyn EventView,
+    caps: PlaceholderCaps,
 ) -> Result<PushDecision, AuthorizationError> {
-    let pr_ids: Vec<EventId> = updates.iter().filter_map(|u| nostr_ref_id(&u.name)).collect();
-    let pull_requests = if pr_ids.is_empty() { HashMap::new() } else { view.pull_requests(&pr_ids).await? };
+    let (repo, updates) = (request.repo, request.updates);
+    let nostr = nostr_updates(updates);
+    // Counted before anything is looked up, so a flood costs no lookups.
+    if nostr.len() > caps.per_push {
+        let room = PlaceholderRoom::default();
+        let ctx = NostrRefContext { named: &HashMap::new(), room: &room, caps };
+        return Ok(nostr_ref_rules(&nostr, &ctx, |_, _, _| None).expect("over the per-push cap"));
+    }
+    let ids: Vec<EventId> = nostr.iter().filter_map(|u| nostr_ref_id(&u.name)).collect();
+    let named = if ids.is_empty() { HashMap::new() } else { view.named_events(&ids).await? };
+    let client = request.client.map(crate::rate_limit::address_group);
+    let room =
+        if ids.is_empty() { PlaceholderRoom::default() } else { view.placeholders(repo, client, &ids) };
+    let nostr = NostrRefContext { named: &named, room: &room, caps };
     if repo.is_prs() {
-        return Ok(crate::git::prs::decide_push(repo, updates, &pull_requests));
+        return Ok(crate::git::prs::decide_push(repo, updates, &nostr));
     }
     let d = repo.identifier.as_str();
-    let path = repo_path.to_path_buf();
+    let path = request.path.to_path_buf();
     let (current, applied) = tokio::task::spawn_blocking(move || -> Result<_, GitError> {
         let git = refs::open(&path)?;
         Ok((refs::branches_and_tags(&git)?, refs::applied_state(&git).map(|(_, at)| at)))
@@ -290,17 +521,7 @@ pub async fn authorize_push(
     let announcements = view.announcements(d).await?;
     let maintainers = MaintainerSet::from_announcements(repo.owner, &announcements);
     let states = view.states(d).await?;
-    let pr_commits: HashMap<EventId, String> = pull_requests
-        .values()
-        .filter_map(|e| raw_commit_tag(e).map(|c| (e.id, c.to_ascii_lowercase())))
-        .collect();
-    let ctx = PushContext {
-        maintainers: &maintainers,
-        current: &current,
-        states: &states,
-        applied,
-        pr_commits: &pr_commits,
-    };
+    let ctx = PushContext { maintainers: &maintainers, current: &current, states: &states, applied, nostr };
     Ok(decide(updates, &ctx))
 }
 
@@ -338,30 +559,56 @@ mod tests {
         current: BTreeMap<String, String>,
         states: Vec<RepoState>,
         applied: Option<Timestamp>,
-        prs: HashMap<EventId, String>,
+        named: HashMap<EventId, Named>,
+        room: PlaceholderRoom,
+        caps: PlaceholderCaps,
     }
 
     impl World {
         fn new() -> Self {
             let owner = Keys::generate().public_key();
             let set = MaintainerSet::resolve(owner, |_| None);
-            Self { owner, set, current: BTreeMap::new(), states: vec![], applied: None, prs: HashMap::new() }
+            Self {
+                owner,
+                set,
+                current: BTreeMap::new(),
+                states: vec![],
+                applied: None,
+                named: HashMap::new(),
+                room: PlaceholderRoom { of_client: Some(0), ..PlaceholderRoom::default() },
+                caps: PlaceholderCaps::default(),
+            }
         }
         fn decide(&self, updates: &[RefUpdate]) -> PushDecision {
+            let nostr = NostrRefContext { named: &self.named, room: &self.room, caps: self.caps };
             let ctx = PushContext {
                 maintainers: &self.set,
                 current: &self.current,
                 states: &self.states,
                 applied: self.applied,
-                pr_commits: &self.prs,
+                nostr,
             };
             decide(updates, &ctx)
         }
+        /// A pull request naming `commit`, known here; its `refs/nostr` name.
+        fn pull_request(&mut self, commit: &str) -> String {
+            let event = nostr::EventBuilder::new(Kind::Custom(kinds::PULL_REQUEST), "")
+                .tags([nostr::Tag::parse(["c", commit]).unwrap()])
+                .sign_with_keys(&Keys::generate())
+                .unwrap();
+            let name = format!("refs/nostr/{}", event.id.to_hex());
+            self.named.insert(event.id, Named::PullRequest(Box::new(event)));
+            name
+        }
+    }
+
+    fn nostr_name(i: u32) -> String {
+        format!("refs/nostr/{:064x}", i)
     }
 
     fn rejected(d: PushDecision) -> String {
         match d {
-            PushDecision::Rejected { reason } => reason,
+            PushDecision::Rejected { reason, .. } => reason,
             other => panic!("expected rejection, got {other:?}"),
         }
     }
@@ -423,10 +670,57 @@ mod tests {
     #[test]
     fn a_pull_request_with_a_malformed_commit_refuses_its_ref() {
         let mut w = World::new();
-        let id = "cd".repeat(32);
-        w.prs.insert(EventId::from_hex(&id).unwrap(), "abc123".into());
-        let reason = rejected(w.decide(&[upd(&format!("refs/nostr/{id}"), Z, A)]));
+        let name = w.pull_request("abc123");
+        let reason = rejected(w.decide(&[upd(&name, Z, A)]));
         assert!(reason.contains("not a full commit id"), "{reason}");
+    }
+
+    #[test]
+    fn refs_nostr_under_the_id_of_another_kind_of_event_or_a_deleted_one_are_refused() {
+        let mut w = World::new();
+        let (ann, deleted) = (EventId::from_byte_array([1; 32]), EventId::from_byte_array([2; 32]));
+        w.named.insert(ann, Named::Other(Kind::Custom(kinds::REPO_ANNOUNCEMENT)));
+        w.named.insert(deleted, Named::Deleted);
+        let reason = rejected(w.decide(&[upd(&format!("refs/nostr/{}", ann.to_hex()), Z, A)]));
+        assert!(reason.contains("kind 30617 event here, not a pull request"), "{reason}");
+        let reason = rejected(w.decide(&[upd(&format!("refs/nostr/{}", deleted.to_hex()), Z, A)]));
+        assert!(reason.contains("deleted"), "{reason}");
+    }
+
+    #[test]
+    fn placeholders_are_bounded_per_push_per_repository_and_per_client() {
+        let mut w = World::new();
+        w.caps = PlaceholderCaps { per_push: 3, per_repository: 5, per_client: 4 };
+        let push =
+            |n: u32, from: u32| (from..from + n).map(|i| upd(&nostr_name(i), Z, A)).collect::<Vec<_>>();
+        assert!(matches!(w.decide(&push(3, 0)), PushDecision::Authorized { .. }));
+        let reason = rejected(w.decide(&push(4, 0)));
+        assert!(reason.contains("carries 4 refs/nostr refs") && reason.contains("at most 3"), "{reason}");
+        // no-ops do not count
+        let mut noops = push(3, 0);
+        noops.push(upd(&nostr_name(9), A, A));
+        assert!(matches!(w.decide(&noops), PushDecision::Authorized { .. }));
+
+        w.room.of_client = Some(2);
+        let reason = rejected(w.decide(&push(3, 0)));
+        assert!(reason.contains("your address already has 2"), "{reason}");
+        w.room.of_client = None;
+        assert!(matches!(w.decide(&push(3, 0)), PushDecision::Authorized { .. }), "address unknown");
+
+        w.room.in_repository = 3;
+        w.room.waiting = (0..3).map(|i| EventId::from_hex(&format!("{i:064x}")).unwrap()).collect();
+        assert!(
+            matches!(w.decide(&push(3, 0)), PushDecision::Authorized { .. }),
+            "pushed again: nothing new"
+        );
+        assert!(matches!(w.decide(&push(2, 2)), PushDecision::Authorized { .. }), "3 + 1 new fits in 5");
+        let reason = rejected(w.decide(&push(3, 3)));
+        assert!(reason.contains("repository already has 3") && reason.contains("at most 5"), "{reason}");
+        // A known pull request makes no placeholder.
+        let name = w.pull_request(A);
+        let mut with_pr = push(2, 3);
+        with_pr.push(upd(&name, Z, A));
+        assert!(matches!(w.decide(&with_pr), PushDecision::Authorized { .. }));
     }
 
     #[test]
@@ -445,12 +739,10 @@ mod tests {
         let mut w = World::new();
         assert_eq!(w.decide(&[]), PushDecision::Authorized { state: None });
         assert_eq!(w.decide(&[upd("refs/heads/main", A, A)]), PushDecision::Authorized { state: None });
-        let id = "ab".repeat(32);
-        let name = format!("refs/nostr/{id}");
         // unknown PR: accepted
-        assert_eq!(w.decide(&[upd(&name, Z, A)]), PushDecision::Authorized { state: None });
+        assert_eq!(w.decide(&[upd(&nostr_name(7), Z, A)]), PushDecision::Authorized { state: None });
         // known PR: commit must match
-        w.prs.insert(EventId::from_hex(&id).unwrap(), A.into());
+        let name = w.pull_request(A);
         assert!(matches!(w.decide(&[upd(&name, Z, A)]), PushDecision::Authorized { .. }));
         assert!(rejected(w.decide(&[upd(&name, Z, B)])).contains("'c' tag"));
         assert!(rejected(w.decide(&[upd(&name, A, Z)])).contains("cannot be deleted"));

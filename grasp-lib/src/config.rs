@@ -197,6 +197,38 @@ pub struct Config {
     pub prs_max_push_size: u64,
     /// Pushes to `/prs/` repositories per minute per client IP (0 = unlimited).
     pub prs_pushes_per_minute: u32,
+    /// Pushes to any repository per minute per client address (IPv6 grouped by /64;
+    /// 0 = unlimited).
+    pub pushes_per_minute: u32,
+    /// Most `refs/nostr/<id>` refs one push may carry.
+    pub max_nostr_refs_per_push: usize,
+    /// Most `refs/nostr/<id>` refs waiting for their pull request event in one repository.
+    pub max_placeholders_per_repository: usize,
+    /// Most `refs/nostr/<id>` refs waiting for their event that one client address has
+    /// pushed, across repositories.
+    pub max_placeholders_per_client: usize,
+    /// Most events held in purgatory that one client address published.
+    pub purgatory_max_events_per_client: usize,
+    /// Most bytes (event JSON) held in purgatory that one client address published.
+    pub purgatory_max_bytes_per_client: u64,
+    /// Most events held in purgatory signed by one key.
+    pub purgatory_max_events_per_pubkey: usize,
+    /// Most bytes held in purgatory signed by one key.
+    pub purgatory_max_bytes_per_pubkey: u64,
+    /// Most events held in purgatory for one repository identifier.
+    pub purgatory_max_events_per_identifier: usize,
+    /// Most bytes held in purgatory for one repository identifier.
+    pub purgatory_max_bytes_per_identifier: u64,
+    /// Most events held in purgatory in all.
+    pub purgatory_max_events: usize,
+    /// Most bytes held in purgatory in all.
+    pub purgatory_max_bytes: u64,
+    /// Most bytes the repositories of one owner (pubkey) may use; pushes to them are refused
+    /// beyond it (0 = no quota).
+    pub repository_quota_bytes: u64,
+    /// Free bytes the repository filesystem keeps: below it pushes and hunted fetches are
+    /// refused while relay traffic goes on (default 1 GiB; 0 in test mode; 0 = off).
+    pub min_free_disk_bytes: Option<u64>,
     /// TOML file with the operator's `allow` / `deny` lists (see [`crate::curation`]);
     /// re-read when it changes and on `SIGHUP`.
     pub curation_file: Option<PathBuf>,
@@ -304,6 +336,20 @@ impl Default for Config {
             prs_hosting: true,
             prs_max_push_size: 1024 * 1024 * 1024,
             prs_pushes_per_minute: 30,
+            pushes_per_minute: 120,
+            max_nostr_refs_per_push: 32,
+            max_placeholders_per_repository: 100,
+            max_placeholders_per_client: 100,
+            purgatory_max_events_per_client: 200,
+            purgatory_max_bytes_per_client: 50 * 1024 * 1024,
+            purgatory_max_events_per_pubkey: 200,
+            purgatory_max_bytes_per_pubkey: 50 * 1024 * 1024,
+            purgatory_max_events_per_identifier: 2_000,
+            purgatory_max_bytes_per_identifier: 256 * 1024 * 1024,
+            purgatory_max_events: 100_000,
+            purgatory_max_bytes: 2 * 1024 * 1024 * 1024,
+            repository_quota_bytes: 0,
+            min_free_disk_bytes: None,
             curation_file: None,
             curation_reload_secs: None,
             archive: Vec::new(),
@@ -420,6 +466,29 @@ impl Config {
         if self.prs_max_push_size < 1024 {
             return invalid("prs_max_push_size", "must be at least 1024 bytes".to_owned());
         }
+        for (option, value) in [
+            ("max_nostr_refs_per_push", self.max_nostr_refs_per_push),
+            ("max_placeholders_per_repository", self.max_placeholders_per_repository),
+            ("max_placeholders_per_client", self.max_placeholders_per_client),
+            ("purgatory_max_events_per_client", self.purgatory_max_events_per_client),
+            ("purgatory_max_events_per_pubkey", self.purgatory_max_events_per_pubkey),
+            ("purgatory_max_events_per_identifier", self.purgatory_max_events_per_identifier),
+            ("purgatory_max_events", self.purgatory_max_events),
+        ] {
+            if value == 0 {
+                return invalid(option, "must be at least 1".to_owned());
+            }
+        }
+        for (option, value) in [
+            ("purgatory_max_bytes_per_client", self.purgatory_max_bytes_per_client),
+            ("purgatory_max_bytes_per_pubkey", self.purgatory_max_bytes_per_pubkey),
+            ("purgatory_max_bytes_per_identifier", self.purgatory_max_bytes_per_identifier),
+            ("purgatory_max_bytes", self.purgatory_max_bytes),
+        ] {
+            if value < 1024 {
+                return invalid(option, "must be at least 1024 bytes".to_owned());
+            }
+        }
         if self.hunt_max_fetch_size < 1024 {
             return invalid("hunt_max_fetch_size", "must be at least 1024 bytes".to_owned());
         }
@@ -469,6 +538,45 @@ impl Config {
             expiry: Duration::from_secs(self.purgatory_expiry_secs.unwrap_or(expiry)),
             pr_ref_expiry: Duration::from_secs(self.pr_ref_expiry_secs.unwrap_or(pr_refs)),
             push_extension: Duration::from_secs(self.push_extension_secs.unwrap_or(extension)),
+        }
+    }
+
+    /// The caps on what purgatory holds.
+    pub fn purgatory_caps(&self) -> crate::purgatory::bounds::HeldCaps {
+        use crate::purgatory::bounds::{Cap, HeldCaps};
+        HeldCaps {
+            per_client: Cap {
+                events: self.purgatory_max_events_per_client,
+                bytes: self.purgatory_max_bytes_per_client,
+            },
+            per_pubkey: Cap {
+                events: self.purgatory_max_events_per_pubkey,
+                bytes: self.purgatory_max_bytes_per_pubkey,
+            },
+            per_identifier: Cap {
+                events: self.purgatory_max_events_per_identifier,
+                bytes: self.purgatory_max_bytes_per_identifier,
+            },
+            total: Cap { events: self.purgatory_max_events, bytes: self.purgatory_max_bytes },
+        }
+    }
+
+    /// The caps on `refs/nostr/<id>` refs waiting for their event.
+    pub fn placeholder_caps(&self) -> crate::purgatory::bounds::PlaceholderCaps {
+        crate::purgatory::bounds::PlaceholderCaps {
+            per_push: self.max_nostr_refs_per_push,
+            per_repository: self.max_placeholders_per_repository,
+            per_client: self.max_placeholders_per_client,
+        }
+    }
+
+    /// The free-disk floor and the per-owner quota (the floor is off in test mode unless
+    /// set).
+    pub fn storage_limits(&self) -> crate::limits::StorageLimits {
+        let floor = if self.test_mode { 0 } else { 1024 * 1024 * 1024 };
+        crate::limits::StorageLimits {
+            min_free_bytes: self.min_free_disk_bytes.unwrap_or(floor),
+            quota_per_owner: (self.repository_quota_bytes > 0).then_some(self.repository_quota_bytes),
         }
     }
 
@@ -954,6 +1062,62 @@ pub struct ConfigArgs {
     #[arg(long, env = "GRASP_PRS_PUSHES_PER_MINUTE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prs_pushes_per_minute: Option<u32>,
+    /// Pushes to any repository per minute per client address, IPv6 by /64 (0 = unlimited)
+    #[arg(long, env = "GRASP_PUSHES_PER_MINUTE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pushes_per_minute: Option<u32>,
+    /// Most refs/nostr/<id> refs in one push
+    #[arg(long, env = "GRASP_MAX_NOSTR_REFS_PER_PUSH")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_nostr_refs_per_push: Option<usize>,
+    /// Most refs/nostr/<id> refs waiting for their event in one repository
+    #[arg(long, env = "GRASP_MAX_PLACEHOLDERS_PER_REPOSITORY")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_placeholders_per_repository: Option<usize>,
+    /// Most refs/nostr/<id> refs waiting for their event pushed from one client address
+    #[arg(long, env = "GRASP_MAX_PLACEHOLDERS_PER_CLIENT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_placeholders_per_client: Option<usize>,
+    /// Most held events published from one client address
+    #[arg(long, env = "GRASP_PURGATORY_MAX_EVENTS_PER_CLIENT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub purgatory_max_events_per_client: Option<usize>,
+    /// Most bytes of held events published from one client address
+    #[arg(long, env = "GRASP_PURGATORY_MAX_BYTES_PER_CLIENT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub purgatory_max_bytes_per_client: Option<u64>,
+    /// Most held events signed by one key
+    #[arg(long, env = "GRASP_PURGATORY_MAX_EVENTS_PER_PUBKEY")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub purgatory_max_events_per_pubkey: Option<usize>,
+    /// Most bytes of held events signed by one key
+    #[arg(long, env = "GRASP_PURGATORY_MAX_BYTES_PER_PUBKEY")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub purgatory_max_bytes_per_pubkey: Option<u64>,
+    /// Most held events for one repository identifier
+    #[arg(long, env = "GRASP_PURGATORY_MAX_EVENTS_PER_IDENTIFIER")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub purgatory_max_events_per_identifier: Option<usize>,
+    /// Most bytes of held events for one repository identifier
+    #[arg(long, env = "GRASP_PURGATORY_MAX_BYTES_PER_IDENTIFIER")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub purgatory_max_bytes_per_identifier: Option<u64>,
+    /// Most held events in all
+    #[arg(long, env = "GRASP_PURGATORY_MAX_EVENTS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub purgatory_max_events: Option<usize>,
+    /// Most bytes of held events in all
+    #[arg(long, env = "GRASP_PURGATORY_MAX_BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub purgatory_max_bytes: Option<u64>,
+    /// Most bytes the repositories of one owner may use (0 = no quota)
+    #[arg(long, env = "GRASP_REPOSITORY_QUOTA_BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repository_quota_bytes: Option<u64>,
+    /// Free bytes the repository filesystem keeps; below it pushes and hunted fetches are refused (0 = off)
+    #[arg(long, env = "GRASP_MIN_FREE_DISK_BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_free_disk_bytes: Option<u64>,
     /// TOML file with the operator's allow / deny lists, re-read when it changes and on SIGHUP
     #[arg(long, env = "GRASP_CURATION_FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]

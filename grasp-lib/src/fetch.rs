@@ -43,16 +43,15 @@ impl Grasp {
         self.serving_path(repo).unwrap_or_else(|| self.repositories().path(repo))
     }
 
-    /// The body of `GET info/refs?service=…` for `repo`: git's advertisement, without the
-    /// pull request refs still waiting for their event.
+    /// The body of `GET info/refs?service=…` for `repo`: git's advertisement (the refs
+    /// still waiting for their event are not in the served namespace).
     pub async fn advertise_refs(
         &self,
         repo: &RepoRef,
         service: Service,
         git_protocol: Option<&str>,
     ) -> Result<Vec<u8>, GitError> {
-        let hidden = self.hosting().hidden_refs(repo);
-        let body = smart_http::advertisement(&self.read_path(repo), service, git_protocol, &hidden).await?;
+        let body = smart_http::advertisement(&self.read_path(repo), service, git_protocol).await?;
         self.metrics().count_git_bytes(repo, Direction::Out, body.len() as u64);
         Ok(body)
     }
@@ -69,24 +68,22 @@ impl Grasp {
         let meter = Arc::new(Mutex::new(UploadPackMeter::new(self.metrics().clone(), repo.clone())));
         let body: Body = Box::pin(MeteredBody { inner: body, meter: meter.clone() });
         let path = self.read_path(repo);
-        let hidden = self.hosting().hidden_refs(repo);
         let limit = self.config().max_push_size;
         let idle = std::time::Duration::from_secs(self.config().body_idle_timeout_secs);
         let stalls = self.metrics().timeouts.clone();
         let on_stall = move |stalled: &'static str| stalls.with_label_values(&[stalled]).inc();
-        let output =
-            match smart_http::upload_pack(&path, git_protocol, &hidden, body, limit, idle, on_stall).await {
-                Ok(output) => output,
-                Err(e) => {
-                    let status = if matches!(e, GitError::BadRequest(_)) {
-                        OperationStatus::BadRequest
-                    } else {
-                        OperationStatus::Error
-                    };
-                    meter.lock().expect("meter poisoned").finish(status);
-                    return Err(e);
-                }
-            };
+        let output = match smart_http::upload_pack(&path, git_protocol, body, limit, idle, on_stall).await {
+            Ok(output) => output,
+            Err(e) => {
+                let status = if matches!(e, GitError::BadRequest(_)) {
+                    OperationStatus::BadRequest
+                } else {
+                    OperationStatus::Error
+                };
+                meter.lock().expect("meter poisoned").finish(status);
+                return Err(e);
+            }
+        };
         let on_chunk = meter.clone();
         let metered = output.map(move |chunk| {
             let mut meter = on_chunk.lock().expect("meter poisoned");

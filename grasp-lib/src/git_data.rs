@@ -41,20 +41,54 @@ pub struct ProcessReport {
 }
 
 /// Serialises processing per identifier, so two pushes to co-maintainer repositories never
-/// align the same refs at the same time.
+/// align the same refs at the same time. An identifier's entry lives only while someone
+/// holds or waits for its lock, so the map does not grow with every identifier ever seen.
 #[derive(Debug, Clone, Default)]
 pub struct IdentifierLocks {
     locks: Arc<Mutex<HashMap<RepoIdentifier, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
+/// Exclusive processing rights on one identifier, until dropped.
+#[derive(Debug)]
+pub struct IdentifierGuard {
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+    lock: Arc<tokio::sync::Mutex<()>>,
+    identifier: RepoIdentifier,
+    locks: IdentifierLocks,
+}
+
+impl Drop for IdentifierGuard {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut map = self.locks.map();
+        // Nobody else holds or waits for it (the map and this guard are the only owners,
+        // and no new owner can appear while the map is locked): forget it.
+        if Arc::strong_count(&self.lock) == 2 {
+            map.remove(&self.identifier);
+        }
+    }
+}
+
 impl IdentifierLocks {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<RepoIdentifier, Arc<tokio::sync::Mutex<()>>>> {
+        self.locks.lock().expect("lock map poisoned")
+    }
+
     /// Waits for exclusive processing rights on `identifier`.
-    pub async fn lock(&self, identifier: &RepoIdentifier) -> tokio::sync::OwnedMutexGuard<()> {
-        let lock = {
-            let mut map = self.locks.lock().expect("lock map poisoned");
-            map.entry(identifier.clone()).or_default().clone()
-        };
-        lock.lock_owned().await
+    pub async fn lock(&self, identifier: &RepoIdentifier) -> IdentifierGuard {
+        let lock = self.map().entry(identifier.clone()).or_default().clone();
+        let guard = lock.clone().lock_owned().await;
+        IdentifierGuard { guard: Some(guard), lock, identifier: identifier.clone(), locks: self.clone() }
+    }
+
+    /// Identifiers with an entry now (someone holds or waits for their lock).
+    pub fn len(&self) -> usize {
+        self.map().len()
+    }
+
+    /// True when no identifier is locked or waited for.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -143,4 +177,35 @@ pub(crate) async fn align_one(
         }
     })
     .await?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_identifier_lock_is_forgotten_once_nobody_holds_or_waits_for_it() {
+        let locks = IdentifierLocks::default();
+        let (a, b) = (RepoIdentifier::new("a").unwrap(), RepoIdentifier::new("b").unwrap());
+        let first = locks.lock(&a).await;
+        let other = locks.lock(&b).await;
+        assert_eq!(locks.len(), 2);
+        let waiting = {
+            let locks = locks.clone();
+            let a = a.clone();
+            tokio::spawn(async move {
+                let _second = locks.lock(&a).await;
+            })
+        };
+        // The waiter holds the entry while it waits.
+        tokio::task::yield_now().await;
+        drop(first);
+        waiting.await.unwrap();
+        drop(other);
+        assert!(locks.is_empty(), "{} entries left", locks.len());
+        for i in 0..1000 {
+            let _guard = locks.lock(&RepoIdentifier::new(&format!("r{i}")).unwrap()).await;
+        }
+        assert!(locks.is_empty());
+    }
 }

@@ -14,7 +14,7 @@ use futures::future::BoxFuture;
 use nostr::{Event, EventId};
 use nostr_database::DatabaseEventStatus;
 
-use crate::authorization::{nostr_ref_id, EventView, PushDecision};
+use crate::authorization::{nostr_ref_id, EventView, Named, PlaceholderRoom, PushDecision};
 use crate::git::maintenance::Maintenance;
 use crate::git::pktline::RefUpdate;
 use crate::git::refs;
@@ -27,6 +27,7 @@ use crate::origin::ServiceOrigin;
 use crate::purgatory::{now_ms, HeldEvent, HeldKind, HoldOutcome, Placeholder, Purgatory, PurgatoryError};
 use crate::relay::Publisher;
 use crate::store::{EventStore, StoreError};
+use std::net::IpAddr;
 
 /// What made git data (possibly) available, so the git-data step checks only what it
 /// can affect.
@@ -50,6 +51,15 @@ pub struct ReleasedEvent {
     pub kind: HeldKind,
     /// The repository identifier it belongs to.
     pub identifier: String,
+}
+
+/// Where a pull request's ref was found: the repository, the ref (served or waiting) and
+/// the commit it holds.
+#[derive(Debug, Clone)]
+struct FoundRef {
+    repo: RepoRef,
+    name: String,
+    target: String,
 }
 
 /// Released events buffered for a subscriber that reads slowly; beyond this it is told how
@@ -172,6 +182,11 @@ impl Hosting {
             .collect()
     }
 
+    /// Counts an event purgatory's cap `cap` refused.
+    pub fn count_purgatory_refusal(&self, cap: crate::purgatory::bounds::CapKind) {
+        self.metrics.purgatory_refused.with_label_values(&[cap.as_str()]).inc();
+    }
+
     /// Holds an event (journaled before this returns).
     pub async fn hold(&self, entry: HeldEvent) -> Result<HoldOutcome, PurgatoryError> {
         let outcome = self.purgatory.hold(entry).await?;
@@ -246,21 +261,22 @@ impl Hosting {
     /// `refs/nostr/<id>` refs of a repository, by event id.
     async fn nostr_refs(&self, repo: &RepoRef) -> HashMap<EventId, String> {
         let path = self.repos.path(repo);
-        self.blocking(move || {
-            let git = refs::open(&path)?;
-            let mut out = HashMap::new();
-            for reference in git.references_glob("refs/nostr/*")? {
-                let reference = reference?;
-                if let (Ok(name), Some(target)) = (reference.name(), reference.target()) {
-                    if let Some(id) = nostr_ref_id(name) {
-                        out.insert(id, target.to_string());
-                    }
-                }
+        self.blocking(move || Ok(refs::event_refs(&refs::open(&path)?, "refs/nostr/")?.into_iter().collect()))
+            .await
+            .unwrap_or_default()
+    }
+
+    /// Moves the ref `from` to `to` in `repo` if it still points at `commit`.
+    async fn move_ref(&self, repo: &RepoRef, from: &str, to: &str, commit: &str) -> bool {
+        let (path, from, to, commit) =
+            (self.repos.path(repo), from.to_owned(), to.to_owned(), commit.to_owned());
+        match self.blocking(move || refs::move_ref(&refs::open(&path)?, &from, &to, &commit)).await {
+            Ok(moved) => moved,
+            Err(e) => {
+                tracing::warn!(repo = %repo, error = %e, "moving a pull request ref failed");
+                false
             }
-            Ok(out)
-        })
-        .await
-        .unwrap_or_default()
+        }
     }
 
     async fn ref_target(&self, repo: &RepoRef, name: &str) -> Option<String> {
@@ -389,11 +405,13 @@ impl Hosting {
         // 4. Pull requests: released when refs/nostr/<id> holds their commit here.
         match (&arrival, &arrived) {
             (Arrival::Held(_), Some(entry)) if entry.kind == HeldKind::PullRequest => {
-                let name = format!("refs/nostr/{}", entry.event.id.to_hex());
+                let id = entry.event.id;
                 let mut found = Vec::new();
                 for repo in self.pull_request_repos(&entry.event, &hosted) {
-                    if let Some(target) = self.ref_target(&repo, &name).await {
-                        found.push((repo, target));
+                    for name in [refs::nostr_ref(&id), refs::waiting_ref(&id)] {
+                        if let Some(target) = self.ref_target(&repo, &name).await {
+                            found.push(FoundRef { repo: repo.clone(), name, target });
+                        }
                     }
                 }
                 self.settle_pull_request(entry.clone(), found, &hosted, &all_anns, identifier, &mut report)
@@ -413,7 +431,10 @@ impl Hosting {
                     };
                     let found = refs_by_repo
                         .iter()
-                        .filter_map(|(r, m)| m.get(&id).map(|t| (r.clone(), t.clone())))
+                        .filter_map(|(r, m)| {
+                            let target = m.get(&id)?.clone();
+                            Some(FoundRef { repo: r.clone(), name: refs::nostr_ref(&id), target })
+                        })
                         .collect();
                     self.settle_pull_request(entry, found, &hosted, &all_anns, identifier, &mut report).await;
                 }
@@ -466,13 +487,14 @@ impl Hosting {
         }
     }
 
-    /// Given where `refs/nostr/<id>` exists (`found`: repository and commit), releases the
-    /// held pull request if one holds its `c` commit (and offers the ref in the other
-    /// repositories it addresses), and deletes refs holding another commit.
+    /// Given where the pull request's ref exists (`found`: served at `refs/nostr/<id>` or
+    /// waiting at `refs/grasp/waiting/<id>`), releases the held pull request if one holds
+    /// its `c` commit (a waiting ref moves to `refs/nostr/<id>`, and the ref is offered in
+    /// the other repositories it addresses), and deletes refs holding another commit.
     async fn settle_pull_request(
         &self,
         entry: HeldEvent,
-        found: Vec<(RepoRef, String)>,
+        found: Vec<FoundRef>,
         hosted: &[RepoRef],
         all_anns: &[RepoAnnouncement],
         identifier: &RepoIdentifier,
@@ -482,14 +504,19 @@ impl Hosting {
         // until it expires.
         let commit = commit_tag(&entry.event);
         let id = entry.event.id;
-        let name = format!("refs/nostr/{}", id.to_hex());
+        let served = refs::nostr_ref(&id);
         let mut holder = None;
-        for (repo, target) in found {
+        for found in found {
+            let FoundRef { repo, name, target } = found;
             // In a `/prs/` repository the event must also be the contributor's and name the
             // repository (GRASP-06).
             let belongs = !repo.is_prs() || prs::event_mismatch(&repo, &entry.event).is_none();
-            if belongs && commit.as_ref() == Some(&target) {
-                holder.get_or_insert(repo);
+            if belongs
+                && commit.as_ref() == Some(&target)
+                && holder.is_none()
+                && (name == served || self.move_ref(&repo, &name, &served, &target).await)
+            {
+                holder = Some(repo);
                 continue;
             }
             // The pushed commit is not the one the event names: the ref goes, the event
@@ -498,7 +525,7 @@ impl Hosting {
                 report.errors.push(format!("{repo}: {e}"));
             }
             tracing::info!(repo = %repo, event_id = %id, pushed = %target, expected = ?commit, belongs, "deleted mismatching pull request ref");
-            report.deleted_refs.push((repo.clone(), name.clone()));
+            report.deleted_refs.push((repo.clone(), name));
             self.drop_placeholders(&[id]).await;
             self.collect_if_empty(&repo).await;
         }
@@ -694,11 +721,10 @@ impl Hosting {
             }
         };
         self.drop_entries(held, true).await;
-        self.configure_placeholder_repos(&placeholders).await;
         for placeholder in placeholders {
             self.metrics.purgatory_placeholders_expired.inc();
             let Some(repo) = placeholder.repo() else { continue };
-            let name = format!("refs/nostr/{}", placeholder.event_id.to_hex());
+            let name = refs::waiting_ref(&placeholder.event_id);
             match self.delete_ref(&repo, &name, Some(placeholder.commit.clone())).await {
                 Ok(true) => tracing::info!(repo = %repo, %name, "deleted unmatched pull request ref"),
                 Ok(false) => {}
@@ -756,10 +782,22 @@ impl Hosting {
         self.update_gauges();
     }
 
-    /// A push is about to use held events: make sure they do not expire during it.
+    /// A push is about to use held events: the state it matched (with the owner's held
+    /// announcement, which that state releases) and the held pull requests whose commit it
+    /// pushes must not expire while it lands. Nothing else is extended: naming an id in a
+    /// ref is not matching it (decision 30).
     pub async fn extend_for_push(&self, repo: &RepoRef, decision: &PushDecision, updates: &[RefUpdate]) {
-        let mut ids: Vec<EventId> = updates.iter().filter_map(|u| nostr_ref_id(&u.name)).collect();
-        if let PushDecision::Authorized { state: Some(id) } = decision {
+        let PushDecision::Authorized { state } = decision else { return };
+        let mut ids: Vec<EventId> = updates
+            .iter()
+            .filter(|u| !u.is_noop() && !u.is_delete())
+            .filter_map(|u| Some((nostr_ref_id(&u.name)?, u.new.as_str())))
+            .filter_map(|(id, pushed)| {
+                let entry = self.purgatory.get(&id).filter(|e| e.kind == HeldKind::PullRequest)?;
+                (commit_tag(&entry.event).as_deref() == Some(pushed)).then_some(id)
+            })
+            .collect();
+        if let Some(id) = state {
             ids.push(*id);
             ids.extend(
                 self.held_announcements(repo.identifier.as_str())
@@ -776,70 +814,143 @@ impl Hosting {
         }
     }
 
-    /// After a successful push: `refs/nostr/<id>` refs for events we do not know yet wait
-    /// (hidden from fetches) for their event.
-    pub async fn record_placeholders(&self, repo: &RepoRef, updates: &[RefUpdate]) {
-        let mut added = false;
-        for update in updates.iter().filter(|u| !is_zero_oid(&u.new)) {
+    /// After a successful push from `client` (its address, when known): each
+    /// `refs/nostr/<id>` ref for an event not known here becomes a placeholder and moves out
+    /// of the served namespace to `refs/grasp/waiting/<id>`, where it waits for its event.
+    /// Returns how many refs moved.
+    pub async fn record_placeholders(
+        &self,
+        repo: &RepoRef,
+        updates: &[RefUpdate],
+        client: Option<IpAddr>,
+    ) -> usize {
+        let client = client.map(crate::rate_limit::address_group);
+        let now = now_ms();
+        let expires_at = now + self.purgatory.timers().pr_ref_expiry.as_millis() as u64;
+        let mut placeholders = Vec::new();
+        for update in updates.iter().filter(|u| !is_zero_oid(&u.new) && !u.is_noop()) {
             let Some(id) = nostr_ref_id(&update.name) else { continue };
             let known = self.purgatory.contains(&id)
-                || matches!(self.store.status(&id).await, Ok(DatabaseEventStatus::Saved));
-            if known {
-                continue;
+                || !matches!(self.store.status(&id).await, Ok(DatabaseEventStatus::NotExistent));
+            if !known {
+                placeholders.push(Placeholder {
+                    event_id: id,
+                    commit: update.new.clone(),
+                    owner: repo.owner,
+                    identifier: repo.identifier.as_str().to_owned(),
+                    namespace: repo.namespace,
+                    created_at: now,
+                    expires_at,
+                    client,
+                });
             }
-            let now = now_ms();
-            let placeholder = Placeholder {
-                event_id: id,
-                commit: update.new.clone(),
-                owner: repo.owner,
-                identifier: repo.identifier.as_str().to_owned(),
-                namespace: repo.namespace,
-                created_at: now,
-                expires_at: now + self.purgatory.timers().pr_ref_expiry.as_millis() as u64,
-            };
-            if let Err(e) = self.purgatory.add_placeholder(placeholder).await {
-                tracing::warn!(error = %e, "recording pull request placeholder failed");
-            }
-            added = true;
         }
-        if added {
+        if placeholders.is_empty() {
+            return 0;
+        }
+        // Recorded first (one journal write), so a crash before the move leaves a ref that
+        // startup recovery moves; then moved out of the served namespace.
+        if let Err(e) = self.purgatory.add_placeholders(placeholders.clone()).await {
+            tracing::warn!(repo = %repo, error = %e, "recording pull request placeholders failed");
+            return 0;
+        }
+        let moves: Vec<(String, String, String)> = placeholders
+            .iter()
+            .map(|p| (refs::nostr_ref(&p.event_id), refs::waiting_ref(&p.event_id), p.commit.clone()))
+            .collect();
+        let path = self.repos.path(repo);
+        let parked = match self.blocking(move || refs::move_refs(&refs::open(&path)?, &moves)).await {
+            Ok(moved) => moved,
+            Err(e) => {
+                tracing::warn!(repo = %repo, error = %e, "moving pull request refs failed");
+                0
+            }
+        };
+        if parked > 0 {
+            tracing::debug!(repo = %repo, parked, "pull request refs wait for their event");
+            // A stock git server serving this repository must hide them as well (a
+            // repository made by another program may lack the setting); many loose refs
+            // are packed by the background maintenance.
             self.configure_for_serving(repo).await;
+            if !repo.is_prs() {
+                self.maintenance.schedule(self.repos.path(repo));
+            }
         }
         self.update_gauges();
+        parked
     }
 
-    /// Takes placeholders out of purgatory (their ref was matched or deleted) and stops
-    /// hiding their refs.
+    /// Waiting refs (`refs/grasp/waiting/<id>`, with their commits) that have no placeholder
+    /// (its record was lost): for an event still unknown a placeholder is recorded, so the
+    /// ref expires like any other; a pull request here that names the commit gets its ref
+    /// served (the git-data step then settles it); anything else is deleted. Returns how many
+    /// refs were handled.
+    pub async fn adopt_waiting_refs(&self, repo: &RepoRef, waiting: Vec<(EventId, String)>) -> usize {
+        if waiting.is_empty() {
+            return 0;
+        }
+        let ids: Vec<EventId> = waiting.iter().map(|(id, _)| *id).collect();
+        let named = match EventView::named_events(self, &ids).await {
+            Ok(named) => named,
+            Err(e) => {
+                tracing::warn!(repo = %repo, error = %e, "reading the events of waiting refs failed");
+                return 0;
+            }
+        };
+        let now = now_ms();
+        let expires_at = now + self.purgatory.timers().pr_ref_expiry.as_millis() as u64;
+        let mut placeholders = Vec::new();
+        for (id, commit) in &waiting {
+            let waiting_name = refs::waiting_ref(id);
+            match named.get(id) {
+                None => placeholders.push(Placeholder {
+                    event_id: *id,
+                    commit: commit.clone(),
+                    owner: repo.owner,
+                    identifier: repo.identifier.as_str().to_owned(),
+                    namespace: repo.namespace,
+                    created_at: now,
+                    expires_at,
+                    client: None,
+                }),
+                Some(Named::PullRequest(event)) if commit_tag(event).as_deref() == Some(commit.as_str()) => {
+                    self.move_ref(repo, &waiting_name, &refs::nostr_ref(id), commit).await;
+                }
+                Some(_) => {
+                    if let Err(e) = self.delete_ref(repo, &waiting_name, Some(commit.clone())).await {
+                        tracing::warn!(repo = %repo, error = %e, "deleting a stale waiting ref failed");
+                    }
+                }
+            }
+        }
+        if let Err(e) = self.purgatory.add_placeholders(placeholders).await {
+            tracing::warn!(repo = %repo, error = %e, "recording placeholders of waiting refs failed");
+        }
+        self.update_gauges();
+        waiting.len()
+    }
+
+    /// Takes placeholders out of purgatory (their ref was matched or deleted).
     async fn drop_placeholders(&self, ids: &[EventId]) {
-        if let Ok(removed) = self.purgatory.remove_placeholders(ids).await {
-            self.configure_placeholder_repos(&removed).await;
+        if let Err(e) = self.purgatory.remove_placeholders(ids).await {
+            tracing::warn!(error = %e, "removing placeholders failed");
         }
     }
 
-    async fn configure_placeholder_repos(&self, placeholders: &[Placeholder]) {
-        let mut repos: Vec<RepoRef> = placeholders.iter().filter_map(|p| p.repo()).collect();
-        repos.sort();
-        repos.dedup();
-        for repo in repos.iter().filter(|r| self.repos.exists(r)) {
-            self.configure_for_serving(repo).await;
-        }
-    }
-
-    /// Writes the repository's serving settings and the refs it hides right now into its git
-    /// config, so any other server of the directory (`git http-backend` behind grasp-proxy)
-    /// serves it as this process does. A failure is logged: this process hides the refs
-    /// regardless.
+    /// Writes the repository's serving settings ([`refs::SERVING_SETTINGS`]) into its git
+    /// config, so any other server of the directory (`git http-backend` behind grasp-proxy,
+    /// a forge behind grasp-hook) serves it as this process does. A failure is logged: this
+    /// process passes the settings to git itself regardless.
     pub async fn configure_for_serving(&self, repo: &RepoRef) {
-        let hidden = self.hidden_refs(repo);
         let path = self.repos.path(repo);
-        if let Err(e) = self.blocking(move || refs::configure_for_serving(&path, &hidden)).await {
+        if let Err(e) = self.blocking(move || refs::configure_for_serving(&path)).await {
             tracing::warn!(repo = %repo, error = %e, "writing the repository's serving config failed");
         }
     }
 
     /// [`Hosting::configure_for_serving`] for every repository on disk: for a frontend whose
     /// git server reads the repositories' own config, at start (repositories made by older
-    /// versions, hidden refs that changed while no such server ran).
+    /// versions).
     pub async fn configure_all_for_serving(&self) {
         let repos = self.repos.clone();
         let all = self.blocking(move || Ok(repos.all())).await.unwrap_or_default();
@@ -847,18 +958,6 @@ impl Hosting {
             self.configure_for_serving(repo).await;
         }
         tracing::info!(repositories = all.len(), "repository serving config written");
-    }
-
-    /// Refs fetchers must not see yet: pull request refs still waiting for their event.
-    pub fn hidden_refs(&self, repo: &RepoRef) -> Vec<String> {
-        let mut hidden: Vec<String> = self
-            .purgatory
-            .placeholders_in(repo)
-            .into_iter()
-            .map(|p| format!("refs/nostr/{}", p.event_id.to_hex()))
-            .collect();
-        hidden.sort();
-        hidden
     }
 }
 
@@ -883,18 +982,31 @@ impl EventView for Hosting {
         })
     }
 
-    fn pull_requests<'a>(
+    fn named_events<'a>(
         &'a self,
         ids: &'a [EventId],
-    ) -> BoxFuture<'a, Result<HashMap<EventId, Event>, StoreError>> {
+    ) -> BoxFuture<'a, Result<HashMap<EventId, Named>, StoreError>> {
         Box::pin(async move {
-            let mut found = self.store.pull_requests(ids).await?;
+            let mut named = self.store.named_events(ids).await?;
             for id in ids {
-                if let Some(entry) = self.purgatory.get(id).filter(|e| e.kind == HeldKind::PullRequest) {
-                    found.insert(*id, entry.event);
+                if let Some(entry) = self.purgatory.get(id) {
+                    named.insert(*id, Named::of(entry.event));
                 }
             }
-            Ok(found)
+            Ok(named)
         })
+    }
+
+    fn placeholders(&self, repo: &RepoRef, client: Option<IpAddr>, ids: &[EventId]) -> PlaceholderRoom {
+        let waiting = ids
+            .iter()
+            .filter(|id| self.purgatory.placeholder(id).and_then(|p| p.repo()).as_ref() == Some(repo))
+            .copied()
+            .collect();
+        PlaceholderRoom {
+            in_repository: self.purgatory.placeholder_count_in(repo),
+            of_client: client.map(|c| self.purgatory.placeholder_count_of(&c)),
+            waiting,
+        }
     }
 }

@@ -162,8 +162,13 @@ fn start_hunting(config: &Config, hosting: &Arc<Hosting>, metrics: &Metrics) -> 
     hunt::fetch::sweep(&quarantine);
     let settings = config.hunt_settings();
     let hunt_metrics = hunt::metrics::HuntMetrics::register(metrics.registry());
-    let remote =
-        Arc::new(hunt::HostingRemote::new(hosting.clone(), quarantine, settings.fetch, hunt_metrics.clone()));
+    let remote = Arc::new(hunt::HostingRemote::new(
+        hosting.clone(),
+        quarantine,
+        settings.fetch,
+        config.storage_limits(),
+        hunt_metrics.clone(),
+    ));
     let status_path = (config.database_backend == StoreBackend::Lmdb)
         .then(|| hunt::status::HuntStatus::path(&config.relay_data_path));
     let status = status_path.as_deref().map(hunt::status::HuntStatus::read).transpose().unwrap_or_else(|e| {
@@ -232,6 +237,7 @@ pub struct Grasp {
     curation: Arc<curation::Curation>,
     archive: Arc<curation::Selectors>,
     prs_push_limit: Arc<rate_limit::PerIpLimit>,
+    push_limit: Arc<rate_limit::PerIpLimit>,
     prs_empty: Option<Arc<git::prs::EmptyRepository>>,
 }
 
@@ -254,7 +260,8 @@ impl Grasp {
                 let dir = Purgatory::directory(&config.relay_data_path);
                 Purgatory::open(&dir, timers).map_err(|source| OpenError::Purgatory { path: dir, source })?
             }
-        };
+        }
+        .with_caps(config.purgatory_caps());
         let limits = RelayLimits::from_config(&config);
         let publisher = Publisher::new(store.clone(), metrics.clone(), limits.subscriber_queue);
         let hosting = Arc::new(Hosting::new(
@@ -278,6 +285,7 @@ impl Grasp {
             );
         }
         let prs_push_limit = Arc::new(rate_limit::PerIpLimit::per_minute(config.prs_pushes_per_minute));
+        let push_limit = Arc::new(rate_limit::PerIpLimit::per_minute(config.pushes_per_minute));
         let prs_empty = match config.prs_hosting {
             true => Some(Arc::new(prepare_prs(&config).await?)),
             false => None,
@@ -313,6 +321,7 @@ impl Grasp {
             curation,
             archive,
             prs_push_limit,
+            push_limit,
             prs_empty,
         })
     }

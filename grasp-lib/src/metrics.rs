@@ -92,6 +92,10 @@ pub struct Metrics {
     pub purgatory_expired: IntCounterVec,
     /// Unmatched `refs/nostr` refs deleted after their deadline.
     pub purgatory_placeholders_expired: IntCounter,
+    /// Events not held because a purgatory cap was full, by cap.
+    pub purgatory_refused: IntCounterVec,
+    /// Pushes refused by an abuse bound, by bound.
+    pub push_refused: IntCounterVec,
     /// Local API requests (git hooks), by result.
     pub local_api_requests: IntCounterVec,
     /// Open client connections (HTTP and websocket) counted by the connection caps.
@@ -315,6 +319,18 @@ impl Metrics {
                 "grasp_purgatory_placeholders_expired_total",
                 "Unmatched refs/nostr refs deleted after their deadline",
             ),
+            purgatory_refused: counter_vec(
+                &r,
+                "grasp_purgatory_refused_total",
+                "Events refused because a purgatory cap was full, by cap",
+                &["cap"],
+            ),
+            push_refused: counter_vec(
+                &r,
+                "grasp_push_refused_total",
+                "Pushes refused by an abuse bound (rate, placeholders, disk, quota), by bound",
+                &["bound"],
+            ),
             local_api_requests: counter_vec(
                 &r,
                 "grasp_local_api_requests_total",
@@ -362,6 +378,12 @@ impl Metrics {
         for result in ["ok", "error"] {
             self.repacks.with_label_values(&[result]);
             self.req_duration.with_label_values(&[result]);
+        }
+        for cap in crate::purgatory::bounds::CapKind::ALL {
+            self.purgatory_refused.with_label_values(&[cap.as_str()]);
+        }
+        for bound in crate::authorization::PushBound::ALL {
+            self.push_refused.with_label_values(&[bound.as_str()]);
         }
         for cap in crate::limits::Refusal::LABELS {
             self.connections_refused.with_label_values(&[cap]);

@@ -7,19 +7,23 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::authorization::{self, AuthorizationError, PushDecision};
+use crate::authorization::{self, AuthorizationError, PushBound, PushDecision, PushRequest};
 use crate::git::observe::GitOperation;
 use crate::git::pktline::{self, PktLineError, PushCommands, RefUpdate};
 use crate::git::smart_http::{self, Body, Piped, Service};
 use crate::git::{is_zero_oid, refs, RepoRef};
 use crate::git_data::ProcessReport;
-use crate::limits::{is_idle_timeout, IdleTimeout};
+use crate::limits::{is_idle_timeout, storage, IdleTimeout};
 use crate::metrics::{Direction, OperationStatus};
 use crate::Grasp;
 
 /// The refusal of a push to `/prs/` over `prs_pushes_per_minute`.
 const PRS_RATE_LIMITED: &str =
     "rate-limited: too many pushes to /prs/ from your address; try again in a minute (prs_pushes_per_minute)";
+
+/// The refusal of a push over `pushes_per_minute`.
+const PUSH_RATE_LIMITED: &str =
+    "rate-limited: too many pushes from your address; try again in a minute (pushes_per_minute)";
 
 /// Largest command section (ref updates) we read before deciding.
 const MAX_COMMAND_BYTES: usize = 8 * 1024 * 1024;
@@ -98,35 +102,80 @@ impl Grasp {
         }
     }
 
-    /// Decides whether `updates` may be pushed to `repo`, using the event store (and held
-    /// events) as the view of signed state.
+    /// Decides whether `updates` may be pushed to `repo` from `client` (its address, when
+    /// known), using the event store (and held events) as the view of signed state.
     pub async fn authorize_push(
         &self,
         repo: &RepoRef,
         updates: &[RefUpdate],
+        client: Option<IpAddr>,
     ) -> Result<PushDecision, AuthorizationError> {
         if let Some(reason) = self.curated_push(repo).await? {
-            return Ok(PushDecision::Rejected { reason });
+            return Ok(PushDecision::rejected(reason));
         }
-        authorization::authorize_push(repo, &self.repositories().path(repo), updates, self.event_view()).await
+        let path = self.repositories().path(repo);
+        let request = PushRequest { repo, path: &path, updates, client };
+        authorization::authorize_push(&request, self.event_view(), self.config().placeholder_caps()).await
     }
 
-    /// Decides about a push before git stores anything, as every frontend must: runs
-    /// [`Grasp::authorize_push`], counts and logs the decision, and, when authorized, makes
-    /// sure the held events the push relies on do not expire while it lands. The inline
-    /// server calls it for each receive-pack request; a `pre-receive` hook reaches it
-    /// through the [local API](crate::local_api).
+    /// Why a push from `client` is refused before its refs are even looked at, if it is:
+    /// the push rate limits per client address, the free-disk floor and the owner's quota
+    /// (a push that only deletes refs needs no space).
+    async fn push_bounds(
+        &self,
+        repo: &RepoRef,
+        updates: &[RefUpdate],
+        client: Option<IpAddr>,
+    ) -> Option<PushDecision> {
+        if let Some(client) = client {
+            if repo.is_prs() && !self.prs_push_limit().allow(client) {
+                return Some(PushDecision::bounded(PushBound::PrsPushRate, PRS_RATE_LIMITED));
+            }
+            if !self.push_limit.allow(client) {
+                return Some(PushDecision::bounded(PushBound::PushRate, PUSH_RATE_LIMITED));
+            }
+        }
+        if updates.iter().all(|u| u.is_delete() || u.is_noop()) {
+            return None;
+        }
+        let limits = self.config().storage_limits();
+        let root = self.repositories().root().to_path_buf();
+        if let Some(reason) = storage::below_floor(&limits, storage::free_bytes(&root)) {
+            return Some(PushDecision::bounded(PushBound::DiskFloor, reason));
+        }
+        limits.quota_per_owner?;
+        let owner = [root.join(repo.npub()), crate::git::prs::root(&root).join(repo.npub())];
+        let used =
+            tokio::task::spawn_blocking(move || owner.iter().map(|dir| storage::used_bytes(dir)).sum())
+                .await
+                .unwrap_or(0);
+        storage::over_quota(&limits, used).map(|reason| PushDecision::bounded(PushBound::Quota, reason))
+    }
+
+    /// Decides about a push from `client` (its address, when known) before git stores
+    /// anything, as every frontend must: applies the push bounds (rate per address,
+    /// free disk, quota), runs [`Grasp::authorize_push`], counts and logs the decision, and,
+    /// when authorized, makes sure the held events the push matched do not expire while it
+    /// lands. The inline server calls it for each receive-pack request; a `pre-receive`
+    /// hook reaches it through the [local API](crate::local_api).
     pub async fn admit_push(
         &self,
         repo: &RepoRef,
         updates: &[RefUpdate],
+        client: Option<IpAddr>,
     ) -> Result<PushDecision, AuthorizationError> {
-        let decision = self.authorize_push(repo, updates).await?;
+        let decision = match self.push_bounds(repo, updates, client).await {
+            Some(refusal) => refusal,
+            None => self.authorize_push(repo, updates, client).await?,
+        };
         let metrics = self.metrics();
         match &decision {
-            PushDecision::Rejected { reason } => {
+            PushDecision::Rejected { reason, bound } => {
                 metrics.push_authorizations.with_label_values(&["rejected"]).inc();
-                tracing::info!(repo = %repo, %reason, "push rejected");
+                if let Some(bound) = bound {
+                    metrics.push_refused.with_label_values(&[bound.as_str()]).inc();
+                }
+                tracing::info!(repo = %repo, ?client, %reason, "push rejected");
             }
             PushDecision::Authorized { .. } => {
                 metrics.push_authorizations.with_label_values(&["accepted"]).inc();
@@ -136,13 +185,19 @@ impl Grasp {
         Ok(decision)
     }
 
-    /// What runs after git stored an admitted push (`updates` are its ref updates): a
-    /// background repack is scheduled, `refs/nostr/<id>` refs for unknown events become
-    /// placeholders, and the git-data step releases and aligns what the new data allows.
-    /// The inline server calls it after `git receive-pack` succeeded; a `post-receive` hook
-    /// reaches it through the [local API](crate::local_api).
-    pub async fn push_received(&self, repo: &RepoRef, updates: &[RefUpdate]) -> ProcessReport {
-        self.hosting().record_placeholders(repo, updates).await;
+    /// What runs after git stored an admitted push from `client` (`updates` are its ref
+    /// updates): `refs/nostr/<id>` refs for unknown events become placeholders (out of the
+    /// served namespace), the git-data step releases and aligns what the new data allows,
+    /// and a background repack is scheduled. The inline server calls it after
+    /// `git receive-pack` succeeded; a `post-receive` hook reaches it through the
+    /// [local API](crate::local_api).
+    pub async fn push_received(
+        &self,
+        repo: &RepoRef,
+        updates: &[RefUpdate],
+        client: Option<IpAddr>,
+    ) -> ProcessReport {
+        self.hosting().record_placeholders(repo, updates, client).await;
         let new_oids: Vec<String> =
             updates.iter().filter(|u| !is_zero_oid(&u.new)).map(|u| u.new.clone()).collect();
         let report = self.process_newly_available_git_data(repo, &new_oids).await;
@@ -307,13 +362,8 @@ impl Grasp {
             read => read?,
         };
         let command_bytes = (commands.raw.len() + leftover.len()) as u64;
-        let decision = if repo.is_prs() && !self.prs_push_limit().allow(client) {
-            tracing::info!(repo = %repo, %client, "push to /prs/ refused: rate limit");
-            PushDecision::Rejected { reason: PRS_RATE_LIMITED.to_owned() }
-        } else {
-            self.admit_push(repo, &commands.updates).await?
-        };
-        if let PushDecision::Rejected { reason } = &decision {
+        let decision = self.admit_push(repo, &commands.updates, Some(client)).await?;
+        if let PushDecision::Rejected { reason, .. } = &decision {
             drain(&mut body, drain_allowance).await;
             let body = rejection(&commands, reason);
             return Ok(PushAnswer { body, status: OperationStatus::Rejected, request_bytes: command_bytes });
@@ -326,7 +376,7 @@ impl Grasp {
         }
 
         let path = self.repositories().path(repo);
-        let mut child = smart_http::command(Service::ReceivePack, &path, git_protocol, false, &[])
+        let mut child = smart_http::command(Service::ReceivePack, &path, git_protocol, false)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -392,7 +442,7 @@ impl Grasp {
             return Ok(PushAnswer { body: out, status: OperationStatus::Error, request_bytes });
         }
         crate::crash::point("push-after-receive-pack");
-        self.push_received(repo, &commands.updates).await;
+        self.push_received(repo, &commands.updates, Some(client)).await;
         Ok(PushAnswer { body: out, status: OperationStatus::Success, request_bytes })
     }
 }

@@ -1,6 +1,7 @@
-//! Per-client-address rate limits: the relay's EVENT limit and `/prs/` pushes.
+//! Per-client-address rate limits (the relay's EVENT limit, pushes, `/prs/` pushes) and the
+//! one rule every per-address bound of this server counts by: [`address_group`].
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -8,8 +9,29 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 /// Addresses remembered before the ones that are back to a full quota are forgotten.
 const FORGET_ABOVE: usize = 100_000;
 
-/// So many actions per minute per client address (a token bucket per address, refilled
-/// evenly; bursts up to the per-minute count).
+/// How many leading bits of an IPv6 address name one client: a /64 is what one subscriber,
+/// one host or one cloud instance usually gets, so counting single IPv6 addresses would let
+/// one client act as 2^64 clients.
+pub const IPV6_CLIENT_PREFIX: u8 = 64;
+
+/// The key a client address is counted under by every per-address bound: IPv4 addresses as
+/// they are (an IPv4-mapped IPv6 address counts as its IPv4 address), IPv6 addresses
+/// grouped by their first [`IPV6_CLIENT_PREFIX`] bits.
+pub fn address_group(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mask = u128::MAX << (128 - u32::from(IPV6_CLIENT_PREFIX));
+                IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
+            }
+        },
+    }
+}
+
+/// So many actions per minute per client address group ([`address_group`]): a token bucket
+/// per group, refilled evenly; bursts up to the per-minute count.
 pub struct PerIpLimit(Option<DefaultKeyedRateLimiter<IpAddr>>);
 
 impl std::fmt::Debug for PerIpLimit {
@@ -30,7 +52,7 @@ impl PerIpLimit {
         if rate.len() > FORGET_ABOVE {
             rate.retain_recent();
         }
-        rate.check_key(&client).is_ok()
+        rate.check_key(&address_group(client)).is_ok()
     }
 }
 
@@ -38,14 +60,32 @@ impl PerIpLimit {
 mod tests {
     use super::*;
 
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
     #[test]
     fn counts_per_address_and_zero_is_unlimited() {
-        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let (a, b) = (ip("10.0.0.1"), ip("10.0.0.2"));
         let limit = PerIpLimit::per_minute(2);
         assert!(limit.allow(a) && limit.allow(a));
         assert!(!limit.allow(a), "the third in the same minute");
         assert!(limit.allow(b), "another address has its own quota");
         let unlimited = PerIpLimit::per_minute(0);
         assert!((0..1000).all(|_| unlimited.allow(a)));
+    }
+
+    #[test]
+    fn ipv6_addresses_of_one_slash_64_are_one_client() {
+        assert_eq!(address_group(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+        assert_eq!(address_group(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")), ip("2001:db8:1:2::"));
+        assert_ne!(address_group(ip("2001:db8:1:3::1")), address_group(ip("2001:db8:1:2::1")));
+        assert_eq!(address_group(ip("::ffff:192.0.2.7")), ip("192.0.2.7"), "IPv4-mapped counts as IPv4");
+        assert_eq!(address_group(ip("192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(address_group(ip("::1")), ip("::"));
+        let limit = PerIpLimit::per_minute(1);
+        assert!(limit.allow(ip("2001:db8::1")));
+        assert!(!limit.allow(ip("2001:db8::2")), "a second address of the same /64 shares the quota");
+        assert!(limit.allow(ip("2001:db8:0:1::1")), "the next /64 is another client");
     }
 }

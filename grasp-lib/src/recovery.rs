@@ -9,19 +9,20 @@
 //! - an alignment moved refs but did not record the state it applied;
 //! - a release stored an event but purgatory still holds it;
 //! - a `refs/nostr/<id>` push for an unknown event landed before its placeholder was
-//!   recorded (the ref would be served, and never expire);
+//!   recorded and its ref moved out of the served namespace (the ref would be served, and
+//!   never expire); older versions also left every waiting ref there;
 //! - an interrupted push left half-received objects in a quarantine directory.
 //!
-//! [`recover`] runs the git-data step once per identifier on disk, records the missing
-//! placeholders and removes stale quarantines. It is idempotent: on an undamaged server it
-//! changes nothing. It runs in the background at start ([`crate::Grasp::open`]); pushes that
-//! arrive meanwhile are serialised with it per identifier.
+//! [`recover`] runs the git-data step once per identifier on disk, records and parks the
+//! missing placeholders and removes stale quarantines, for announced and `/prs/`
+//! repositories alike. It is idempotent: on an undamaged server it changes nothing. It
+//! runs in the background at start ([`crate::Grasp::open`]); pushes that arrive meanwhile
+//! are serialised with it per identifier.
 
 use std::collections::BTreeMap;
 
-use crate::authorization::nostr_ref_id;
 use crate::git::pktline::RefUpdate;
-use crate::git::{refs, RepoRef, ZERO_OID};
+use crate::git::{refs, Namespace, RepoRef, ZERO_OID};
 use crate::hosting::{Arrival, Hosting};
 use crate::nip34::RepoIdentifier;
 
@@ -44,7 +45,8 @@ pub struct RecoveryReport {
 
 /// Finishes interrupted work on every repository; see the module documentation.
 pub async fn recover(hosting: &Hosting) -> RecoveryReport {
-    let repos = hosting.repos().all();
+    let mut repos = hosting.repos().all();
+    repos.extend(hosting.repos().all_in(Namespace::Prs));
     let mut report = RecoveryReport { repositories: repos.len(), ..RecoveryReport::default() };
     let mut by_identifier: BTreeMap<RepoIdentifier, Vec<RepoRef>> = BTreeMap::new();
     for repo in repos {
@@ -55,10 +57,17 @@ pub async fn recover(hosting: &Hosting) -> RecoveryReport {
             report.quarantines_removed += remove_quarantines(hosting, repo).await;
             report.placeholders += record_missing_placeholders(hosting, repo).await;
         }
-        let processed = hosting.process(identifier, Arrival::GitData(repos.first())).await;
-        report.released += processed.released.len();
-        report.aligned += processed.aligned.len();
-        report.errors.extend(processed.errors);
+        // An announced repository stands for all of them (the step looks at every repository
+        // of the identifier); each `/prs/` one is a source of pull request refs of its own.
+        let announced = repos.iter().find(|r| !r.is_prs());
+        let sources: Vec<Option<&RepoRef>> =
+            announced.into_iter().chain(repos.iter().filter(|r| r.is_prs())).map(Some).collect();
+        for source in sources {
+            let processed = hosting.process(identifier, Arrival::GitData(source)).await;
+            report.released += processed.released.len();
+            report.aligned += processed.aligned.len();
+            report.errors.extend(processed.errors);
+        }
     }
     report
 }
@@ -79,27 +88,29 @@ async fn remove_quarantines(hosting: &Hosting, repo: &RepoRef) -> usize {
     removed
 }
 
-/// Placeholders for `refs/nostr/<id>` refs whose event is neither stored nor held and that
-/// have none yet (the crash came between the push and its bookkeeping).
+/// `refs/nostr/<id>` refs whose event is neither stored nor held become placeholders and
+/// leave the served namespace (the crash came between the push and its bookkeeping, or an
+/// older version left them there), and waiting refs whose placeholder was lost get one
+/// again, so they expire; returns how many changed.
 async fn record_missing_placeholders(hosting: &Hosting, repo: &RepoRef) -> usize {
     let path = hosting.repos().path(repo);
-    let listed = tokio::task::spawn_blocking(move || -> Vec<(String, String)> {
-        let Ok(git) = refs::open(&path) else { return Vec::new() };
-        let Ok(found) = git.references_glob("refs/nostr/*") else { return Vec::new() };
-        found
-            .filter_map(Result::ok)
-            .filter_map(|r| Some((r.name().ok()?.to_owned(), r.target()?.to_string())))
-            .collect()
+    let listed = tokio::task::spawn_blocking(move || {
+        let git = refs::open(&path)?;
+        Ok::<_, crate::git::GitError>((
+            refs::event_refs(&git, "refs/nostr/")?,
+            refs::event_refs(&git, refs::WAITING_PREFIX)?,
+        ))
     })
     .await
-    .unwrap_or_default();
-    let purgatory = hosting.purgatory();
-    let missing: Vec<RefUpdate> = listed
+    .map_err(crate::git::GitError::from)
+    .and_then(|r| r);
+    let Ok((served, waiting)) = listed else { return 0 };
+    let updates: Vec<RefUpdate> = served
         .into_iter()
-        .filter(|(name, _)| nostr_ref_id(name).is_some_and(|id| purgatory.placeholder(&id).is_none()))
-        .map(|(name, new)| RefUpdate { old: ZERO_OID.to_owned(), new, name })
+        .map(|(id, new)| RefUpdate { old: ZERO_OID.to_owned(), new, name: refs::nostr_ref(&id) })
         .collect();
-    let before = purgatory.placeholders().len();
-    hosting.record_placeholders(repo, &missing).await;
-    purgatory.placeholders().len().saturating_sub(before)
+    let parked = hosting.record_placeholders(repo, &updates, None).await;
+    let unrecorded: Vec<(nostr::EventId, String)> =
+        waiting.into_iter().filter(|(id, _)| hosting.purgatory().placeholder(id).is_none()).collect();
+    parked + hosting.adopt_waiting_refs(repo, unrecorded).await
 }

@@ -113,3 +113,18 @@ pub fn bare_refs(path: &Path) -> (Vec<(String, String)>, String) {
     let head = git_ok(path, &["symbolic-ref", "HEAD"]);
     (refs, head)
 }
+
+/// What the ref `name` points at in the bare repository at `path` ("" when absent, or when
+/// the repository is not there).
+pub fn ref_at(path: &Path, name: &str) -> String {
+    if !path.exists() {
+        return String::new();
+    }
+    git_ok(path, &["for-each-ref", "--format=%(objectname)", name])
+}
+
+/// `refs/grasp/waiting/<id>`: where a `refs/nostr/<id>` push for an event the server does not
+/// know waits for it (outside the served refs).
+pub fn waiting_ref(id: &str) -> String {
+    format!("refs/grasp/waiting/{id}")
+}

@@ -288,7 +288,13 @@ async fn pull_request_refs(frontend: Frontend) {
     assert_rejected(&out, "only refs/heads");
     let (refs, _) = h.disk();
     let nostr_refs: Vec<_> = refs.iter().filter(|(n, _)| n.starts_with("refs/nostr/")).collect();
-    assert_eq!(nostr_refs.len(), 2, "{refs:?}");
+    assert_eq!(
+        nostr_refs,
+        [&(format!("refs/nostr/{}", pr.id.to_hex()), p1.clone())],
+        "the matched PR is served"
+    );
+    let waiting: Vec<_> = refs.iter().filter(|(n, _)| n.starts_with("refs/grasp/waiting/")).collect();
+    assert_eq!(waiting, [&(format!("refs/grasp/waiting/{unknown}"), p1.clone())], "the unknown one waits");
 }
 
 frontend_tests!(

@@ -318,3 +318,34 @@ async fn sigkill_while_a_hunt_is_pending_then_the_restarted_server_releases_the_
     wait_served(&a, &s, "released by the restarted server's hunt").await;
     wait_refs(&a, &owner, &[("refs/heads/main", &c1)]).await;
 }
+
+#[tokio::test]
+async fn a_hunted_pull_request_commit_lands_only_in_the_repository_it_tags() {
+    let a = TestServer::start();
+    let plain = GitHttpBackend::start();
+    let client = a.client().await;
+    // Two owners host a repository of the same name; hunting lands fetched data in the
+    // first of them (by key order), which is the one the pull request does not tag.
+    let (mut tagged, mut other) = (Keys::generate(), Keys::generate());
+    if tagged.public_key() < other.public_key() {
+        std::mem::swap(&mut tagged, &mut other);
+    }
+    let repo = grasp_tests::host_repository(&a, &client, &tagged, D, &[]).await;
+    grasp_tests::host_repository(&a, &client, &other, D, &[]).await;
+    let work = Workdir::clone_from(&a.clone_url(&tagged.public_key(), D), &[]);
+    let tip = work.commit("feature", b"a contribution");
+    work.ok(&["push", plain.repo("fork").to_str().unwrap(), "HEAD:refs/heads/feature"]);
+
+    let pr = events::pull_request(&Keys::generate(), &repo, &tip, &plain.url("fork"));
+    assert_eq!(publish(&a, &pr).await, (true, HELD.to_owned()));
+    wait_served(&a, &pr, "pull request released by hunting").await;
+    let nostr_ref = format!("refs/nostr/{}", pr.id.to_hex());
+    let tagged_path = a.repo_path(&tagged.public_key(), D);
+    let other_path = a.repo_path(&other.public_key(), D);
+    assert_eq!(git_ok(&tagged_path, &["for-each-ref", "--format=%(objectname)", &nostr_ref]), tip);
+    assert_eq!(
+        git_ok(&other_path, &["for-each-ref", "--format=%(objectname)", &nostr_ref]),
+        "",
+        "the other owner's repository of the same name does not get the pull request"
+    );
+}

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use grasp_tests::events::{self, coordinate};
-use grasp_tests::git::{git, Workdir};
+use grasp_tests::git::{git, ref_at, waiting_ref, Workdir};
 use grasp_tests::http::request;
 use grasp_tests::served::is_served;
 use grasp_tests::{frontend_tests, host_repository, wait_until, Frontend, RawClient, TestServer};
@@ -75,11 +75,12 @@ impl Contributor {
 
 /// What `refs/nostr/<id>` points at in the bare repository at `path` ("" when absent).
 fn nostr_ref(path: &std::path::Path, id: &EventId) -> String {
-    if !path.exists() {
-        return String::new();
-    }
-    let out = git(path, &["for-each-ref", "--format=%(objectname)", &format!("refs/nostr/{}", id.to_hex())]);
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    ref_at(path, &format!("refs/nostr/{}", id.to_hex()))
+}
+
+/// What the placeholder of `id` waits with in the bare repository at `path` ("" when none).
+fn waiting(path: &std::path::Path, id: &EventId) -> String {
+    ref_at(path, &waiting_ref(&id.to_hex()))
 }
 
 /// The path part of a URL on the test server.
@@ -141,7 +142,8 @@ async fn refs_nostr_pushes_are_accepted_and_other_refs_refused_atomically(fronte
     let commit = c.work.commit("change.txt", b"a contribution");
     let id = EventId::from_byte_array([7; 32]);
     c.push(&c.url(), &commit, &id);
-    assert_eq!(nostr_ref(&c.path(), &id), commit, "the ref landed in /prs/<npub>/<d>.git");
+    assert_eq!(waiting(&c.path(), &id), commit, "the ref landed in /prs/<npub>/<d>.git, waiting");
+    assert_eq!(nostr_ref(&c.path(), &id), "", "outside the served refs");
     assert_eq!(c.work.ok(&["ls-remote", &c.url()]), "", "empty to fetchers until a pull request matches");
 
     let out = c.work.fails(&["push", &c.url(), &format!("{commit}:refs/heads/main")]);
@@ -244,20 +246,23 @@ async fn a_push_that_does_not_meet_its_event_is_deleted_or_refused(frontend: Fro
     // git first: a ref that does not meet its event is deleted when the event arrives
     let by_signer = c.pull_request(&c1);
     c.push(&strangers_url, &c1, &by_signer.id);
-    assert_eq!(nostr_ref(&strangers_path, &by_signer.id), c1);
+    assert_eq!(waiting(&strangers_path, &by_signer.id), c1);
     assert_eq!(c.publish(&by_signer).await, (true, HELD.to_owned()), "the event waits for its own URL");
-    assert_eq!(nostr_ref(&strangers_path, &by_signer.id), "", "signer is not the URL npub: deleted");
+    assert_eq!(waiting(&strangers_path, &by_signer.id), "", "signer is not the URL npub: deleted");
+    assert_eq!(nostr_ref(&strangers_path, &by_signer.id), "", "and not served either");
     assert!(!strangers_path.exists(), "and the emptied /prs/ repository is removed");
 
     let by_identifier = c.pull_request(&c2);
     c.push(&c.url_for("elsewhere"), &c2, &by_identifier.id);
     assert_eq!(c.publish(&by_identifier).await, (true, HELD.to_owned()));
     assert_eq!(nostr_ref(&other_d_path, &by_identifier.id), "", "URL identifier not tagged: deleted");
+    assert_eq!(waiting(&other_d_path, &by_identifier.id), "");
 
     let by_commit = c.pull_request(&c3);
     c.push(&c.url(), &c2, &by_commit.id);
     assert_eq!(c.publish(&by_commit).await, (true, HELD.to_owned()));
     assert_eq!(nostr_ref(&c.path(), &by_commit.id), "", "pushed tip is not 'c': deleted");
+    assert_eq!(waiting(&c.path(), &by_commit.id), "");
     for event in [&by_signer, &by_identifier, &by_commit] {
         assert!(!c.served(event).await, "an event whose push did not meet it is not served");
     }
@@ -280,7 +285,7 @@ async fn unmatched_refs_and_unmatched_events_expire(frontend: Frontend) {
     let commit = c.work.commit("x", b"x");
     let orphan = EventId::from_byte_array([5; 32]);
     c.push(&c.url(), &commit, &orphan);
-    assert_eq!(nostr_ref(&c.path(), &orphan), commit);
+    assert_eq!(waiting(&c.path(), &orphan), commit);
     let contributor_dir = c.path().parent().unwrap().to_path_buf();
     wait_gone("the unmatched /prs/ ref is deleted and its repository removed", &contributor_dir).await;
 
@@ -295,6 +300,33 @@ async fn unmatched_refs_and_unmatched_events_expire(frontend: Frontend) {
     // a push after expiry is a git-first push again: the event is unknown, the ref hidden
     c.push(&c.url(), &commit, &pr.id);
     assert_eq!(c.work.ok(&["ls-remote", &c.url()]), "");
+}
+
+async fn startup_recovery_parks_a_prs_ref_a_crash_left_in_the_served_namespace(frontend: Frontend) {
+    let server = frontend.builder().arg("--pr-ref-expiry-secs=3").start();
+    let mut c = Contributor::new(server).await;
+    let commit = c.work.commit("x", b"x");
+    let parked = EventId::from_byte_array([6; 32]);
+    c.push(&c.url(), &commit, &parked);
+    // As if the server died after git wrote a second ref and before it was recorded, and
+    // the record of the first was lost: one ref at refs/nostr/<id>, one waiting, nothing in
+    // purgatory.
+    let orphan = EventId::from_byte_array([9; 32]);
+    c.server.stop();
+    git(&c.path(), &["update-ref", &format!("refs/nostr/{}", orphan.to_hex()), &commit]);
+    std::fs::remove_dir_all(c.server.data_dir().join("relay").join("purgatory")).unwrap();
+    c.server.resume();
+    wait_until("recovery parks the ref and records both placeholders", Duration::from_secs(30), || {
+        let moved = nostr_ref(&c.path(), &orphan).is_empty() && waiting(&c.path(), &orphan) == commit;
+        let listed = c.server.purgatory_list();
+        let recorded = [orphan, parked].iter().all(|id| listed.iter().any(|e| e["event_id"] == id.to_hex()));
+        async move { (moved && recorded).then_some(()) }
+    })
+    .await;
+    assert_eq!(c.work.ok(&["ls-remote", &c.url()]), "", "nothing waiting is served");
+    // ...and they expire like any placeholder: the emptied repository goes.
+    let contributor_dir = c.path().parent().unwrap().to_path_buf();
+    wait_gone("the recovered placeholders expire and the repository is removed", &contributor_dir).await;
 }
 
 async fn accepted_prs_refs_are_mirrored_into_the_announced_repository(frontend: Frontend) {
@@ -424,6 +456,7 @@ frontend_tests!(
     without_a_matching_prs_clone_tag_grasp01_rejection_stands,
     a_push_that_does_not_meet_its_event_is_deleted_or_refused,
     unmatched_refs_and_unmatched_events_expire,
+    startup_recovery_parks_a_prs_ref_a_crash_left_in_the_served_namespace,
     accepted_prs_refs_are_mirrored_into_the_announced_repository,
     a_repository_announced_later_gets_the_pull_requests_accepted_before,
     switched_off_prs_answers_404_and_its_events_are_refused,

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use grasp_tests::events::{self, coordinate};
-use grasp_tests::git::{git, Workdir};
+use grasp_tests::git::{git, ref_at, waiting_ref, Workdir};
 use grasp_tests::{frontend_tests, host_repository, wait_until, Frontend, RawClient, TestServer};
 use nostr_sdk::prelude::*;
 use serde_json::json;
@@ -125,13 +125,8 @@ async fn pull_requests_in_both_orders_and_mismatching_commits(frontend: Frontend
     let contributor = Keys::generate;
     let p1 = work.commit("pr1", b"one");
     let p2 = work.commit("pr2", b"two");
-    let ref_on_disk = |id: &EventId| {
-        let out = git(
-            &repo_path,
-            &["for-each-ref", "--format=%(objectname)", &format!("refs/nostr/{}", id.to_hex())],
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    };
+    let ref_on_disk = |id: &EventId| ref_at(&repo_path, &format!("refs/nostr/{}", id.to_hex()));
+    let waiting_on_disk = |id: &EventId| ref_at(&repo_path, &waiting_ref(&id.to_hex()));
 
     // event first, then the push
     let pr = events::pull_request(&contributor(), &repo, &p1, &s.url());
@@ -143,21 +138,24 @@ async fn pull_requests_in_both_orders_and_mismatching_commits(frontend: Frontend
     // push first, then the event: the ref is hidden until the event arrives
     let later = events::pull_request(&contributor(), &repo, &p2, &s.url());
     work.ok(&["push", &s.url(), &format!("{p2}:refs/nostr/{}", later.id.to_hex())]);
-    assert_eq!(ref_on_disk(&later.id), p2);
+    assert_eq!(waiting_on_disk(&later.id), p2, "waits outside the served refs");
+    assert_eq!(ref_on_disk(&later.id), "");
     let advertised = work.ok(&["ls-remote", &s.url()]);
     assert!(!advertised.contains(&later.id.to_hex()), "unmatched PR ref must be hidden:\n{advertised}");
     assert_eq!(s.server.purgatory_list()[0]["kind"], "placeholder");
     assert_eq!(s.publish(&later).await, (true, String::new()), "released at once");
     assert!(s.served(&later).await);
     assert!(work.ok(&["ls-remote", &s.url()]).contains(&later.id.to_hex()), "visible once matched");
+    assert_eq!((ref_on_disk(&later.id), waiting_on_disk(&later.id)), (p2.clone(), String::new()));
     assert!(s.server.purgatory_list().is_empty());
 
     // mismatch, push first: the ref is deleted and the event waits
     let wrong_first = events::pull_request(&contributor(), &repo, &p1, &s.url());
     work.ok(&["push", &s.url(), &format!("{p2}:refs/nostr/{}", wrong_first.id.to_hex())]);
-    assert_eq!(ref_on_disk(&wrong_first.id), p2);
+    assert_eq!(waiting_on_disk(&wrong_first.id), p2);
     assert_eq!(s.publish(&wrong_first).await, (true, HELD.to_owned()));
-    assert_eq!(ref_on_disk(&wrong_first.id), "", "mismatching ref deleted");
+    assert_eq!(waiting_on_disk(&wrong_first.id), "", "mismatching ref deleted");
+    assert_eq!(ref_on_disk(&wrong_first.id), "");
     assert!(!s.served(&wrong_first).await);
 
     // mismatch, event first: the push is refused
@@ -203,6 +201,7 @@ async fn held_events_expire_repos_are_removed_and_unmatched_refs_deleted(fronten
     let p = work.commit("p", b"pr");
     let orphan_id = EventId::from_byte_array([9; 32]).to_hex();
     work.ok(&["push", &hosted_url, &format!("{p}:refs/nostr/{orphan_id}")]);
+    assert_eq!(ref_at(&hosted_path, &waiting_ref(&orphan_id)), p, "the unmatched ref waits");
 
     // a new repository whose data never comes
     let ann = events::announcement(&s.owner, D, &s.server.addr, &[]);
@@ -219,8 +218,8 @@ async fn held_events_expire_repos_are_removed_and_unmatched_refs_deleted(fronten
     })
     .await;
     wait_until("the unmatched pull request ref is deleted", Duration::from_secs(20), || {
-        let out = git(&hosted_path, &["for-each-ref", &format!("refs/nostr/{orphan_id}")]);
-        async move { out.stdout.is_empty().then_some(()) }
+        let gone = ref_at(&hosted_path, &waiting_ref(&orphan_id)).is_empty();
+        async move { gone.then_some(()) }
     })
     .await;
     wait_until("everything held has expired", Duration::from_secs(20), || {

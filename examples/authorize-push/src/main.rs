@@ -5,12 +5,14 @@
 //!
 //! 1. read the push's command section (`pktline::read_push_commands`): which refs move
 //!    where. The pack that follows is not read yet;
-//! 2. `Grasp::admit_push(repo, updates)`: authorized only when the refs after the push
-//!    equal a state event signed by the repository's maintainers (held events included);
+//! 2. `Grasp::admit_push(repo, updates, client)`: authorized only when the refs after the
+//!    push equal a state event signed by the repository's maintainers (held events
+//!    included), within the bounds per client address (push rate, `refs/nostr` refs);
 //!    a rejection carries one line for the person pushing, which
 //!    `smart_http::rejection_response` frames so `git push` prints it;
 //! 3. let git receive the pack (here: `git receive-pack --stateless-rpc`);
-//! 4. `Grasp::push_received(repo, updates)`: releases held events, aligns repositories.
+//! 4. `Grasp::push_received(repo, updates, client)`: releases held events, aligns
+//!    repositories.
 //!
 //! Run it: `cargo run -p example-authorize-push -- --serve` and push to the printed URL
 //! after publishing events to a GRASP relay of the same node (this example has no relay;
@@ -19,6 +21,7 @@
 //! (accepted) and a different one (refused, with the reason), and exits.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context};
@@ -52,10 +55,15 @@ fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response {
 }
 
 /// `POST /<npub>/<id>.git/git-receive-pack`: decide, then let git receive.
-async fn receive_pack(grasp: &Grasp, repo: &RepoRef, mut body: Body) -> anyhow::Result<Response> {
+async fn receive_pack(
+    grasp: &Grasp,
+    repo: &RepoRef,
+    client: Option<IpAddr>,
+    mut body: Body,
+) -> anyhow::Result<Response> {
     let content_type = Service::ReceivePack.result_content_type();
     let (commands, leftover) = pktline::read_push_commands(&mut body, MAX_COMMANDS).await?;
-    if let PushDecision::Rejected { reason } = grasp.admit_push(repo, &commands.updates).await? {
+    if let PushDecision::Rejected { reason, .. } = grasp.admit_push(repo, &commands.updates, client).await? {
         println!("refused a push to {repo}: {reason}");
         // git reads the answer only after sending everything.
         tokio::io::copy(&mut body, &mut tokio::io::sink()).await?;
@@ -63,7 +71,7 @@ async fn receive_pack(grasp: &Grasp, repo: &RepoRef, mut body: Body) -> anyhow::
         return Ok(reply(StatusCode::OK, content_type, answer));
     }
     let path = grasp.repositories().path(repo);
-    let mut git = smart_http::command(Service::ReceivePack, &path, None, false, &[])
+    let mut git = smart_http::command(Service::ReceivePack, &path, None, false)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()?;
@@ -78,7 +86,7 @@ async fn receive_pack(grasp: &Grasp, repo: &RepoRef, mut body: Body) -> anyhow::
     let status = git.wait().await?;
     let out = output.await??;
     if status.success() {
-        let report = grasp.push_received(repo, &commands.updates).await;
+        let report = grasp.push_received(repo, &commands.updates, client).await;
         println!("accepted a push to {repo}: {} event(s) released", report.released.len());
     }
     Ok(reply(StatusCode::OK, content_type, out))
@@ -87,7 +95,7 @@ async fn receive_pack(grasp: &Grasp, repo: &RepoRef, mut body: Body) -> anyhow::
 /// `GET /<npub>/<id>.git/info/refs?service=git-receive-pack`
 async fn advertise(grasp: &Grasp, repo: &RepoRef) -> anyhow::Result<Response> {
     let body =
-        smart_http::advertisement(&grasp.repositories().path(repo), Service::ReceivePack, None, &[]).await?;
+        smart_http::advertisement(&grasp.repositories().path(repo), Service::ReceivePack, None).await?;
     Ok(reply(StatusCode::OK, Service::ReceivePack.advertisement_content_type(), body))
 }
 
@@ -107,12 +115,14 @@ fn routes(grasp: Grasp) -> impl Filter<Extract = (Response,), Error = warp::Reje
         });
     let push = warp::path!(String / String / "git-receive-pack")
         .and(warp::post())
+        .and(warp::addr::remote())
         .and(warp::body::stream())
         .and(grasp)
-        .then(|npub: String, name: String, stream, grasp: Grasp| async move {
+        .then(|npub: String, name: String, remote: Option<SocketAddr>, stream, grasp: Grasp| async move {
             let Some(repo) = hosted(&grasp, &npub, &name) else { return not_found() };
             let body: Body = Box::pin(tokio_util::io::StreamReader::new(stream_bytes(stream)));
-            receive_pack(&grasp, &repo, body).await.unwrap_or_else(internal_error)
+            let client = remote.map(|addr| addr.ip());
+            receive_pack(&grasp, &repo, client, body).await.unwrap_or_else(internal_error)
         });
     refs.or(push).unify()
 }

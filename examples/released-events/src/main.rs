@@ -98,7 +98,7 @@ async fn main() -> anyhow::Result<()> {
     git(&work, &["push", "-q", &bare.display().to_string(), "main"])?;
     // ...and tells grasp-lib, which releases what the new data satisfies.
     let update = RefUpdate { old: ZERO_OID.into(), new: commit, name: "refs/heads/main".into() };
-    let report = grasp.push_received(&repo, &[update]).await;
+    let report = grasp.push_received(&repo, &[update], None).await;
     println!("push processed: {} released, {} aligned", report.released.len(), report.aligned.len());
 
     let mut kinds = Vec::new();

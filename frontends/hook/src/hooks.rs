@@ -59,13 +59,19 @@ fn run_chained(hook: &Path, input: &[u8]) -> Result<ExitCode, String> {
     })
 }
 
+/// The pushing client's address, when the git server says it: `git http-backend` (behind
+/// nginx or another CGI host) passes the web server's `REMOTE_ADDR` to the hooks it runs.
+fn client_address() -> Option<std::net::IpAddr> {
+    std::env::var("REMOTE_ADDR").ok()?.trim().parse().ok()
+}
+
 /// Asks the node; `Err` is the line to show the person pushing.
 fn authorize(args: &HookArgs, input: &[u8]) -> Result<(), String> {
     let updates = updates(input)?;
     let repository = args.repository.resolve(&git_dir()?)?;
-    match args.node.client().authorize_push(&repository, &updates) {
+    match args.node.client().authorize_push(&repository, &updates, client_address()) {
         Ok(PushDecision::Authorized { .. }) => Ok(()),
-        Ok(PushDecision::Rejected { reason }) => Err(reason),
+        Ok(PushDecision::Rejected { reason, .. }) => Err(reason),
         Err(e @ (LocalApiError::Unreachable { .. } | LocalApiError::TimedOut { .. })) => {
             Err(format!("{e}. Pushes are refused until the node answers; ask the server's operator."))
         }
@@ -112,7 +118,7 @@ pub fn post_receive(args: &HookArgs) -> ExitCode {
     };
     let processed = updates(&input).and_then(|updates| {
         let repository = args.repository.resolve(&git_dir()?)?;
-        args.node.client().push_received(&repository, &updates).map_err(|e| e.to_string())
+        args.node.client().push_received(&repository, &updates, client_address()).map_err(|e| e.to_string())
     });
     match processed {
         Ok(Response::Processed { released, errors, .. }) => {

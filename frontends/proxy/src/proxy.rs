@@ -60,7 +60,7 @@ pub struct RequestCtx {
 }
 
 /// The client's address: the TCP peer, or the forwarded one when `trusted`.
-fn client_of(session: &Session, trusted: bool) -> std::net::IpAddr {
+pub fn client_of(session: &Session, trusted: bool) -> std::net::IpAddr {
     let forwarded = session.req_header().headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
     let remote = session.client_addr().and_then(|a| a.as_inet()).copied();
     web::client_ip(remote, forwarded, trusted)
@@ -104,6 +104,14 @@ impl ProxyHttp for GraspProxy {
         // progress for this long fails, as in grasp-server.
         session.set_read_timeout(Some(self.limits.body_idle_timeout));
         session.set_write_timeout(Some(self.limits.body_idle_timeout));
+        // pingora drops the Content-Length of such a request and reads it chunked; nothing
+        // framed two ways is passed on (RFC 9112 §6.1).
+        let raw_head = session.as_downstream().as_http1().map(|http1| http1.get_headers_raw_bytes());
+        if raw_head.is_some_and(|raw| web::conflicting_framing(&raw)) {
+            session.set_keepalive(None);
+            respond::send(session, web::conflicting_framing_refused()).await?;
+            return Ok(true);
+        }
         if self.limits.per_ip_after_headers {
             match self.admission.client(client_of(session, true)) {
                 Ok(permit) => ctx._client = Some(permit),

@@ -5,7 +5,8 @@
 //! answered here, in a form `git push` prints, and never reaches the upstream. An
 //! authorized push is forwarded unchanged: the bytes already read first, then the rest as
 //! it arrives, never more than one chunk in memory; `max_push_size` is enforced on the
-//! way. When the upstream answers `200`, `Grasp::push_received` runs the git-data step
+//! way, on the bytes git will read (a gzip body is inflated on the side to count them,
+//! and cut off at the limit). When the upstream answers `200`, `Grasp::push_received` runs the git-data step
 //! before the client sees the end of the answer, as in grasp-server, so the events a push
 //! released are served by the time `git push` returns.
 //!
@@ -19,7 +20,7 @@ use bytes::Bytes;
 use futures::Stream;
 use grasp_lib::authorization::PushDecision;
 use grasp_lib::git::pktline::PushCommands;
-use grasp_lib::git::smart_http::{self, Service};
+use grasp_lib::git::smart_http::{self, Decoded, DecodedLength, Service};
 use grasp_lib::git::RepoRef;
 use grasp_lib::metrics::OperationStatus;
 use grasp_lib::push::{self, ReceivePackError};
@@ -129,11 +130,13 @@ pub async fn receive_pack(proxy: &GraspProxy, session: &mut Session, repo: &Repo
             return respond::send(session, answer).await;
         }
     };
-    match grasp.admit_push(repo, &commands.updates).await {
+    let client = crate::proxy::client_of(session, grasp.config().trust_forwarded_for);
+    match grasp.admit_push(repo, &commands.updates, Some(client)).await {
         Ok(PushDecision::Authorized { .. }) => {
-            forward(proxy, session, repo, &commands, consumed, started).await
+            let push = Push { repo, commands: &commands, client, encoding: encoding.as_deref(), started };
+            forward(proxy, session, &push, consumed).await
         }
-        Ok(PushDecision::Rejected { reason }) => {
+        Ok(PushDecision::Rejected { reason, .. }) => {
             drain(session, push::drain_allowance(grasp.config().max_push_size)).await;
             let answer = push::rejection(&commands, &reason);
             let sizes = (consumed.len() as u64, answer.len() as u64);
@@ -147,43 +150,53 @@ pub async fn receive_pack(proxy: &GraspProxy, session: &mut Session, repo: &Repo
     }
 }
 
-/// Refuses an authorized push that went over `max_push_size`, once the client is done.
-async fn refuse_too_large(
-    proxy: &GraspProxy,
-    session: &mut Session,
-    repo: &RepoRef,
-    commands: &PushCommands,
+/// An authorized push on its way upstream.
+struct Push<'a> {
+    repo: &'a RepoRef,
+    commands: &'a PushCommands,
+    /// The client's address (pushes and placeholders are bounded per address).
+    client: std::net::IpAddr,
+    /// The request's `Content-Encoding`: `max_push_size` counts the decoded bytes.
+    encoding: Option<&'a str>,
     started: Instant,
-) -> pingora::Result<()> {
+}
+
+/// Refuses an authorized push that went over `max_push_size`, once the client is done.
+async fn refuse_too_large(proxy: &GraspProxy, session: &mut Session, push: &Push<'_>) -> pingora::Result<()> {
     let grasp = &proxy.grasp;
     let limit = grasp.config().max_push_size;
     drain(session, push::drain_allowance(limit)).await;
-    tracing::info!(repo = %repo, limit, "push refused: too large");
-    let answer = push::too_large(commands, repo, limit);
-    grasp.record_push(repo, OperationStatus::Rejected, started, limit, answer.len() as u64);
+    tracing::info!(repo = %push.repo, limit, "push refused: too large");
+    let answer = push::too_large(push.commands, push.repo, limit);
+    grasp.record_push(push.repo, OperationStatus::Rejected, push.started, limit, answer.len() as u64);
     respond::send(session, respond::git(Service::ReceivePack.result_content_type(), answer)).await
 }
 
 /// How sending the request to the upstream ended.
 enum Sent {
-    /// All of it went; the byte count.
+    /// All of it went; the byte count (as sent).
     Complete(u64),
-    /// The push went over `max_push_size`.
+    /// The push decodes to more than `max_push_size`.
     TooLarge,
+    /// The body is not valid in its `Content-Encoding`.
+    Malformed,
     /// The upstream failed (its answer may still explain why).
     Failed(Box<pingora::Error>),
     /// Reading from the client failed (it stalled or went away).
     ClientFailed(Box<pingora::Error>),
 }
 
-/// Sends the request upstream: its header, the bytes already read, then the rest.
+/// Sends the request upstream: its header, the bytes already read, then the rest, counting
+/// what git will read (the decoded body) against `max_push_size` before each chunk goes.
 async fn send_request(
     proxy: &GraspProxy,
     session: &mut Session,
     upstream: &mut HttpSession,
     consumed: Vec<u8>,
+    encoding: Option<&str>,
 ) -> Sent {
     let limit = proxy.grasp.config().max_push_size;
+    let mut decoded = DecodedLength::new(encoding, limit);
     let mut request = session.req_header().clone();
     // The client's body is already flowing; do not make the upstream ask for it.
     request.remove_header(&EXPECT);
@@ -200,13 +213,16 @@ async fn send_request(
     if let Err(e) = upstream.write_request_header(Box::new(request)).await {
         return Sent::Failed(e);
     }
-    let mut sent = consumed.len() as u64;
+    let mut sent = 0u64;
     let mut chunk = Bytes::from(consumed);
     loop {
-        if sent > limit {
-            return Sent::TooLarge;
+        match decoded.feed(&chunk) {
+            Decoded::Within(_) => {}
+            Decoded::TooLarge => return Sent::TooLarge,
+            Decoded::Malformed => return Sent::Malformed,
         }
         if !chunk.is_empty() {
+            sent += chunk.len() as u64;
             if let Err(e) = upstream.write_request_body(chunk, false).await {
                 return Sent::Failed(e);
             }
@@ -216,7 +232,6 @@ async fn send_request(
             Ok(None) => break,
             Err(e) => return Sent::ClientFailed(e),
         };
-        sent += chunk.len() as u64;
     }
     match upstream.finish_request_body().await {
         Ok(()) => Sent::Complete(sent),
@@ -245,18 +260,16 @@ async fn abandon(mut upstream: HttpSession) {
 async fn forward(
     proxy: &GraspProxy,
     session: &mut Session,
-    repo: &RepoRef,
-    commands: &PushCommands,
+    push: &Push<'_>,
     consumed: Vec<u8>,
-    started: Instant,
 ) -> pingora::Result<()> {
-    let grasp = &proxy.grasp;
+    let (grasp, repo, started) = (&proxy.grasp, push.repo, push.started);
     let limit = grasp.config().max_push_size;
     let declared =
         session.req_header().headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
-    if declared.is_some_and(|length: u64| length > limit) {
+    if push.encoding.is_none() && declared.is_some_and(|length: u64| length > limit) {
         // Known to be too large before a byte went upstream.
-        return refuse_too_large(proxy, session, repo, commands, started).await;
+        return refuse_too_large(proxy, session, push).await;
     }
     let failed = |e: &pingora::Error| {
         grasp.record_push(repo, OperationStatus::Error, started, 0, 0);
@@ -271,13 +284,20 @@ async fn forward(
             return respond::send(session, failed(&e)).await;
         }
     };
-    let sent_bytes = match send_request(proxy, session, &mut upstream, consumed).await {
+    let sent_bytes = match send_request(proxy, session, &mut upstream, consumed, push.encoding).await {
         Sent::Complete(bytes) => Some(bytes),
         Sent::TooLarge => {
             // git gets a pack cut off in the middle: it discards what it got and updates no
             // ref.
             abandon(upstream).await;
-            return refuse_too_large(proxy, session, repo, commands, started).await;
+            return refuse_too_large(proxy, session, push).await;
+        }
+        Sent::Malformed => {
+            abandon(upstream).await;
+            grasp.record_push(repo, OperationStatus::BadRequest, started, 0, 0);
+            session.set_keepalive(None);
+            let answer = web::text(StatusCode::BAD_REQUEST, "the request body is not valid gzip");
+            return respond::send(session, answer).await;
         }
         Sent::ClientFailed(e) => {
             // As for a push that is too large: nothing of it lands.
@@ -309,8 +329,8 @@ async fn forward(
     let succeeded = header.status == StatusCode::OK && sent_bytes.is_some();
     let answered = relay_answer(session, &mut upstream, header, || async {
         if succeeded {
-            let landed = grasp.updates_in_effect(repo, &commands.updates).await;
-            grasp.push_received(repo, &landed).await;
+            let landed = grasp.updates_in_effect(repo, &push.commands.updates).await;
+            grasp.push_received(repo, &landed, Some(push.client)).await;
         } else {
             tracing::warn!(repo = %repo, "the upstream did not accept a push");
         }

@@ -4,8 +4,10 @@
 //! reachability bitmap, so the next clones spend their time counting objects. After a push
 //! we run `git repack --geometric=2 --write-midx --write-bitmap-index` in the background:
 //! it rolls small packs and loose objects together, leaves large packs alone, and writes a
-//! multi-pack bitmap. One repack runs at a time per server, and a repository waiting for
-//! one is not queued twice.
+//! multi-pack bitmap, then packs the refs (a repository with thousands of loose refs, such
+//! as pull request refs waiting for their event, reads every one of them per
+//! advertisement). One repack runs at a time per server, and a repository waiting for one
+//! is not queued twice.
 //!
 //! The repack waits for a quiet period after the repository's last push: a burst of pushes
 //! (a client pushing branch after branch, a forge's mirror job) costs one repack at its end
@@ -58,13 +60,22 @@ impl Maintenance {
         tokio::spawn(async move {
             this.wait_until_quiet(&path).await;
             let _slot = this.slots.acquire().await.expect("semaphore never closed");
-            let output = super::dies_with_server(&mut tokio::process::Command::new("git"))
-                .arg("-C")
-                .arg(&path)
-                .args(["repack", "-d", "-q", "--geometric=2", "--write-midx", "--write-bitmap-index"])
-                .env("GIT_TERMINAL_PROMPT", "0")
-                .output()
-                .await;
+            let git = |args: &[&str]| {
+                let mut cmd = tokio::process::Command::new("git");
+                super::dies_with_server(&mut cmd)
+                    .arg("-C")
+                    .arg(&path)
+                    .args(args)
+                    .env("GIT_TERMINAL_PROMPT", "0");
+                cmd
+            };
+            let mut output =
+                git(&["repack", "-d", "-q", "--geometric=2", "--write-midx", "--write-bitmap-index"])
+                    .output()
+                    .await;
+            if matches!(&output, Ok(out) if out.status.success()) {
+                output = git(&["pack-refs", "--all", "--prune"]).output().await;
+            }
             match output {
                 Ok(out) if out.status.success() => {
                     this.metrics.repacks.with_label_values(&["ok"]).inc();

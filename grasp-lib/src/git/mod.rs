@@ -269,10 +269,19 @@ impl Repositories {
         Ok(RepoRef::new(owner, identifier))
     }
 
-    /// Every repository on disk (`<root>/<npub>/<identifier>.git`), in no particular order.
-    /// Directories that are not a valid npub or identifier are skipped.
+    /// Every announced repository on disk (`<root>/<npub>/<identifier>.git`), in no
+    /// particular order. Directories that are not a valid npub or identifier are skipped.
     pub fn all(&self) -> Vec<RepoRef> {
-        let Ok(owners) = std::fs::read_dir(&self.root) else { return Vec::new() };
+        self.all_in(Namespace::Announced)
+    }
+
+    /// Every repository of `namespace` on disk, in no particular order (blocking).
+    pub fn all_in(&self, namespace: Namespace) -> Vec<RepoRef> {
+        let base = match namespace {
+            Namespace::Announced => self.root.clone(),
+            Namespace::Prs => prs::root(&self.root),
+        };
+        let Ok(owners) = std::fs::read_dir(base) else { return Vec::new() };
         let mut out = Vec::new();
         for owner_dir in owners.filter_map(Result::ok) {
             let Some(owner) = owner_dir.file_name().to_str().and_then(crate::origin::parse_npub) else {
@@ -283,7 +292,7 @@ impl Repositories {
                 let name = repo_dir.file_name();
                 let Some(identifier) = name.to_str().and_then(|n| n.strip_suffix(".git")) else { continue };
                 let Ok(identifier) = RepoIdentifier::new(identifier) else { continue };
-                let repo = RepoRef::new(owner, identifier);
+                let repo = RepoRef { owner, identifier, namespace };
                 if self.exists(&repo) {
                     out.push(repo);
                 }

@@ -18,10 +18,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use nostr::{Event, EventId, PublicKey};
+use nostr::{Event, PublicKey};
 
 use super::pktline::RefUpdate;
-use crate::authorization::{nostr_ref_id, pull_request_commit_mismatch, PushDecision};
+use crate::authorization::{nostr_ref_rules, pull_request_commit_mismatch, NostrRefContext, PushDecision};
 use crate::git::{GitError, RepoRef};
 use crate::nip34::{clone_tag_urls, kinds, raw_commit_tag, EventReferences, RepoIdentifier};
 use crate::origin::{parse_repo_path, ServiceOrigin};
@@ -210,33 +210,30 @@ pub fn remove_empty_repositories(git_data_path: &Path) -> usize {
 }
 
 fn reject(reason: String) -> PushDecision {
-    PushDecision::Rejected { reason }
+    PushDecision::rejected(reason)
 }
 
-/// The push rule of a `/prs/` repository. `known` holds the pull request (1618) and pull
-/// request update (1619) events, stored or held, among the pushed `refs/nostr/<id>` ids.
-pub fn decide_push(repo: &RepoRef, updates: &[RefUpdate], known: &HashMap<EventId, Event>) -> PushDecision {
+/// The push rule of a `/prs/` repository: only `refs/nostr/<id>` refs, under the same rules
+/// as everywhere ([`nostr_ref_rules`]), and a known pull request must also belong to the
+/// repository ([`event_mismatch`]).
+pub fn decide_push(repo: &RepoRef, updates: &[RefUpdate], nostr: &NostrRefContext<'_>) -> PushDecision {
     let changes: Vec<&RefUpdate> = updates.iter().filter(|u| !u.is_noop()).collect();
     for update in &changes {
         let name = update.name.as_str();
-        let Some(id) = nostr_ref_id(name) else {
+        if crate::authorization::nostr_ref_id(name).is_none() {
             return reject(format!(
                 "{name}: a /prs/ repository only takes pull request commits at refs/nostr/<64-character \
                  lowercase hex event id>; nothing was pushed"
             ));
-        };
-        if update.is_delete() {
-            return reject(format!("{name}: pull request refs cannot be deleted by a push"));
-        }
-        let Some(event) = known.get(&id) else { continue };
-        if let Some(why) = event_mismatch(repo, event) {
-            return reject(format!("{name}: {why}"));
-        }
-        if let Some(why) = pull_request_commit_mismatch(name, raw_commit_tag(event), &update.new) {
-            return reject(why);
         }
     }
-    PushDecision::Authorized { state: None }
+    let mismatch = |name: &str, event: &Event, update: &RefUpdate| {
+        if let Some(why) = event_mismatch(repo, event) {
+            return Some(format!("{name}: {why}"));
+        }
+        pull_request_commit_mismatch(name, raw_commit_tag(event), &update.new)
+    };
+    nostr_ref_rules(&changes, nostr, mismatch).unwrap_or(PushDecision::Authorized { state: None })
 }
 
 #[cfg(test)]
@@ -263,9 +260,17 @@ mod tests {
 
     fn rejected(d: PushDecision) -> String {
         match d {
-            PushDecision::Rejected { reason } => reason,
+            PushDecision::Rejected { reason, .. } => reason,
             other => panic!("expected rejection, got {other:?}"),
         }
+    }
+
+    /// [`decide_push`] with the events in `known` and room for every placeholder.
+    fn decide(repo: &RepoRef, updates: &[RefUpdate], known: &[Event]) -> PushDecision {
+        let named = known.iter().map(|e| (e.id, crate::authorization::Named::of(e.clone()))).collect();
+        let room = crate::authorization::PlaceholderRoom::default();
+        let caps = crate::purgatory::bounds::PlaceholderCaps::default();
+        decide_push(repo, updates, &NostrRefContext { named: &named, room: &room, caps })
     }
 
     #[test]
@@ -331,15 +336,14 @@ mod tests {
     fn only_nostr_refs_and_a_mixed_push_is_refused_whole() {
         let keys = Keys::generate();
         let repo = RepoRef::prs(keys.public_key(), RepoIdentifier::new("r").unwrap());
-        let none = HashMap::new();
         let nostr = format!("refs/nostr/{}", "ab".repeat(32));
-        assert_eq!(decide_push(&repo, &[upd(&nostr, Z, A)], &none), PushDecision::Authorized { state: None });
-        assert_eq!(decide_push(&repo, &[], &none), PushDecision::Authorized { state: None });
+        assert_eq!(decide(&repo, &[upd(&nostr, Z, A)], &[]), PushDecision::Authorized { state: None });
+        assert_eq!(decide(&repo, &[], &[]), PushDecision::Authorized { state: None });
         for other in ["refs/heads/main", "refs/tags/v1", "HEAD", "refs/nostr/xyz"] {
-            let reason = rejected(decide_push(&repo, &[upd(&nostr, Z, A), upd(other, Z, A)], &none));
+            let reason = rejected(decide(&repo, &[upd(&nostr, Z, A), upd(other, Z, A)], &[]));
             assert!(reason.starts_with(other) && reason.contains("only takes"), "{reason}");
         }
-        assert!(rejected(decide_push(&repo, &[upd(&nostr, A, Z)], &none)).contains("cannot be deleted"));
+        assert!(rejected(decide(&repo, &[upd(&nostr, A, Z)], &[])).contains("cannot be deleted"));
     }
 
     #[test]
@@ -375,8 +379,7 @@ mod tests {
         let repo = RepoRef::prs(contributor.public_key(), RepoIdentifier::new("r").unwrap());
         let check = |event: Event, pushed: &str| {
             let name = format!("refs/nostr/{}", event.id.to_hex());
-            let known = HashMap::from([(event.id, event)]);
-            decide_push(&repo, &[upd(&name, Z, pushed)], &known)
+            decide(&repo, &[upd(&name, Z, pushed)], &[event])
         };
         assert!(matches!(check(pr(&contributor, "r", A), A), PushDecision::Authorized { .. }));
         let reason = rejected(check(pr(&other, "r", A), A));

@@ -14,51 +14,59 @@ use crate::alignment::AlignmentPlan;
 /// so an older state can never roll it back.
 const APPLIED_STATE_KEY: &str = "grasp.appliedState";
 
+/// Where `refs/nostr/<id>` pushes for events not known here wait for their event
+/// (placeholders): `refs/grasp/waiting/<id>`. They are moved there as soon as the push
+/// lands, so the served namespace never holds them; when the event arrives and names the
+/// commit, the ref moves back to `refs/nostr/<id>`.
+pub const WAITING_PREFIX: &str = "refs/grasp/waiting/";
+
+/// Refs under this prefix are the server's own bookkeeping: upload-pack never advertises
+/// them and receive-pack never lets a client touch them (`uploadpack.hideRefs`,
+/// `receive.hideRefs`). One prefix, however many refs wait: git compares every ref with
+/// every hide pattern, so one pattern per waiting ref made the advertisement quadratic.
+pub const HIDDEN_PREFIX: &str = "refs/grasp/";
+
 /// Settings every hosted repository carries in its own config, so a stock git server
 /// (`git daemon`, `git http-backend` behind `grasp-proxy` or `grasp-hook`, a forge's ssh)
 /// serving it behaves as grasp-server does:
 /// - upload-pack lets clients fetch exactly what GRASP clients ask for: commits named by a
 ///   state event or a pull request (`allowTipSHA1InWant`, `allowReachableSHA1InWant`) and
-///   partial clones (`allowFilter`);
-/// - receive-pack skips `git gc --auto` after a push (`receive.autogc`): the server
-///   repacks every pushed repository in the background ([`super::maintenance`]), so the
-///   check would only add latency to every push.
+///   partial clones (`allowFilter`), and never shows the refs under [`HIDDEN_PREFIX`];
+/// - receive-pack checks every pushed object (`fsckObjects`, git's default severities), so a
+///   malformed tree or commit never lands; it skips `git gc --auto` after a push
+///   (`receive.autogc`): the server repacks every pushed repository in the background
+///   ([`super::maintenance`]), so the check would only add latency to every push; and it
+///   refuses updates to the refs under [`HIDDEN_PREFIX`].
 ///
-/// The inline server passes the same settings on its command line. The refs upload-pack
-/// hides (`uploadpack.hideRefs`) are written by [`configure_for_serving`].
-pub const SERVING_SETTINGS: [(&str, bool); 4] = [
-    ("uploadpack.allowTipSHA1InWant", true),
-    ("uploadpack.allowReachableSHA1InWant", true),
-    ("uploadpack.allowFilter", true),
-    ("receive.autogc", false),
+/// The inline server passes the same settings on its command line.
+pub const SERVING_SETTINGS: [(&str, &str); 7] = [
+    ("uploadpack.allowTipSHA1InWant", "true"),
+    ("uploadpack.allowReachableSHA1InWant", "true"),
+    ("uploadpack.allowFilter", "true"),
+    ("uploadpack.hideRefs", HIDDEN_PREFIX),
+    ("receive.fsckObjects", "true"),
+    ("receive.autogc", "false"),
+    ("receive.hideRefs", HIDDEN_PREFIX),
 ];
 
-/// The config key listing refs upload-pack does not advertise.
-const HIDE_REFS_KEY: &str = "uploadpack.hideRefs";
-
-/// Writes what serving needs into the repository's own config: [`SERVING_SETTINGS`] and
-/// exactly `hidden` as `uploadpack.hideRefs` (pull request refs waiting for their event).
+/// Writes [`SERVING_SETTINGS`] into the repository's own config, replacing whatever those
+/// keys held before (older versions listed one `uploadpack.hideRefs` per waiting ref).
 /// Writes nothing when the config already says so.
-pub fn configure_for_serving(path: &Path, hidden: &[String]) -> Result<(), GitError> {
+pub fn configure_for_serving(path: &Path) -> Result<(), GitError> {
     let repo = open(path)?;
     let mut config = repo.config()?.open_level(git2::ConfigLevel::Local)?;
     for (key, value) in SERVING_SETTINGS {
-        if config.get_bool(key).ok() != Some(value) {
-            config.set_bool(key, value)?;
+        let mut current = Vec::new();
+        if let Ok(entries) = config.multivar(key, None) {
+            entries.for_each(|entry| current.extend(entry.value().map(str::to_owned)))?;
         }
-    }
-    let mut current = Vec::new();
-    if let Ok(entries) = config.multivar(HIDE_REFS_KEY, None) {
-        entries.for_each(|entry| current.extend(entry.value().map(str::to_owned)))?;
-    }
-    if current != hidden {
+        if current == [value] {
+            continue;
+        }
         if !current.is_empty() {
-            config.remove_multivar(HIDE_REFS_KEY, ".*")?;
+            config.remove_multivar(key, ".*")?;
         }
-        for name in hidden {
-            // A pattern that matches no value appends one.
-            config.set_multivar(HIDE_REFS_KEY, "^$", name)?;
-        }
+        config.set_str(key, value)?;
     }
     Ok(())
 }
@@ -79,8 +87,9 @@ pub fn init_bare(path: &Path) -> Result<bool, GitError> {
     let parent =
         path.parent().ok_or_else(|| GitError::Io(std::io::Error::other("repository path has no parent")))?;
     std::fs::create_dir_all(parent)?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let staging = tempfile::Builder::new().prefix(&format!(".{name}.")).suffix(".tmp").tempdir_in(parent)?;
+    // A short name: the repository's own may already use most of the 255 bytes a file
+    // name can have.
+    let staging = tempfile::Builder::new().prefix(".init-").suffix(".tmp").tempdir_in(parent)?;
     let output = std::process::Command::new("git")
         .args(["init", "--bare", "--quiet"])
         .arg(staging.path())
@@ -98,7 +107,7 @@ pub fn init_bare(path: &Path) -> Result<bool, GitError> {
             stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
         });
     }
-    configure_for_serving(staging.path(), &[])?;
+    configure_for_serving(staging.path())?;
     // A leftover directory without HEAD is not a repository: make way.
     if path.is_dir() && !path.join("HEAD").is_file() {
         let _ = std::fs::remove_dir_all(path);
@@ -165,23 +174,43 @@ pub struct AppliedChanges {
     pub head_changed: bool,
 }
 
-/// Applies `plan`: creates and moves refs (forcing), deletes refs, re-points HEAD. The
-/// caller has made sure every target object exists.
+/// Applies `plan` as one ref transaction: every ref to create, move or delete is locked
+/// first and all of them change together (or none does, when one cannot), then HEAD is
+/// re-pointed. The caller has made sure every target object exists.
 pub fn apply(repo: &Repository, plan: &AlignmentPlan) -> Result<AppliedChanges, GitError> {
     let mut changes = AppliedChanges::default();
-    for (name, oid) in &plan.create {
-        repo.reference(name, Oid::from_str(oid)?, true, "grasp: align to state")?;
-        changes.created += 1;
+    let names = plan.create.iter().map(|(n, _)| n).chain(plan.update.iter().map(|(n, _, _)| n));
+    if let Some(bad) =
+        names.chain(plan.delete.iter().map(|(n, _)| n)).find(|n| !git2::Reference::is_valid_name(n))
+    {
+        // (States with such names are refused when they are parsed; libgit2's transaction
+        // would write the file regardless.)
+        return Err(GitError::Git2(git2::Error::from_str(&format!("'{bad}' is not a valid ref name"))));
     }
-    for (name, _, new) in &plan.update {
-        repo.reference(name, Oid::from_str(new)?, true, "grasp: align to state")?;
-        changes.updated += 1;
-    }
-    for (name, _) in &plan.delete {
-        if let Ok(mut reference) = repo.find_reference(name) {
-            reference.delete()?;
-            changes.deleted += 1;
+    let existing: Vec<&String> =
+        plan.delete.iter().map(|(name, _)| name).filter(|name| repo.find_reference(name).is_ok()).collect();
+    if !(plan.create.is_empty() && plan.update.is_empty() && existing.is_empty()) {
+        let sets: Vec<(&String, Oid)> = plan
+            .create
+            .iter()
+            .map(|(name, oid)| (name, oid))
+            .chain(plan.update.iter().map(|(name, _, oid)| (name, oid)))
+            .map(|(name, oid)| Ok((name, Oid::from_str(oid)?)))
+            .collect::<Result<_, git2::Error>>()?;
+        let mut transaction = repo.transaction()?;
+        for name in sets.iter().map(|(name, _)| *name).chain(existing.iter().copied()) {
+            transaction.lock_ref(name)?;
         }
+        for (name, oid) in &sets {
+            transaction.set_target(name, *oid, None, "grasp: align to state")?;
+        }
+        for name in &existing {
+            transaction.remove(name)?;
+        }
+        transaction.commit()?;
+        changes.created = plan.create.len();
+        changes.updated = plan.update.len();
+        changes.deleted = existing.len();
     }
     if let Some(head) = &plan.head {
         let current = repo
@@ -209,8 +238,63 @@ pub fn record_applied_state(repo: &Repository, id: &EventId, created_at: Timesta
     Ok(())
 }
 
+/// `refs/grasp/waiting/<id>`, where a placeholder for event `id` waits.
+pub fn waiting_ref(id: &EventId) -> String {
+    format!("{WAITING_PREFIX}{}", id.to_hex())
+}
+
+/// `refs/nostr/<id>`, where the commit of pull request `id` is served.
+pub fn nostr_ref(id: &EventId) -> String {
+    format!("refs/nostr/{}", id.to_hex())
+}
+
+/// Every ref under `prefix` (`refs/nostr/`, [`WAITING_PREFIX`]) whose last component is an
+/// event id, with the object it points at.
+pub fn event_refs(repo: &Repository, prefix: &str) -> Result<Vec<(EventId, String)>, GitError> {
+    let mut out = Vec::new();
+    for reference in repo.references_glob(&format!("{prefix}*"))? {
+        let reference = reference?;
+        let (Ok(name), Some(target)) = (reference.name(), reference.target()) else { continue };
+        let Some(id) = name.strip_prefix(prefix) else { continue };
+        if id.len() == 64 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            if let Ok(id) = EventId::from_hex(id) {
+                out.push((id, target.to_string()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Moves the ref `from` to `to` in one transaction, if `from` still points at `commit`
+/// (when it points elsewhere, someone pushed again meanwhile and nothing changes). `to` is
+/// created or overwritten. Returns whether it moved.
+pub fn move_ref(repo: &Repository, from: &str, to: &str, commit: &str) -> Result<bool, GitError> {
+    let oid = Oid::from_str(commit)?;
+    let mut transaction = repo.transaction()?;
+    transaction.lock_ref(from)?;
+    transaction.lock_ref(to)?;
+    if repo.find_reference(from).ok().and_then(|r| r.target()) != Some(oid) {
+        return Ok(false);
+    }
+    transaction.set_target(to, oid, None, "grasp: pull request ref")?;
+    transaction.remove(from)?;
+    transaction.commit()?;
+    Ok(true)
+}
+
+/// [`move_ref`] for each `(from, to, commit)`, one transaction each; returns how many moved.
+pub fn move_refs(repo: &Repository, moves: &[(String, String, String)]) -> Result<usize, GitError> {
+    let mut moved = 0;
+    for (from, to, commit) in moves {
+        moved += usize::from(move_ref(repo, from, to, commit)?);
+    }
+    Ok(moved)
+}
+
 /// Copies objects (and everything they reach) from the repository at `from` into the one at
-/// `to`, by running `git fetch` between the two local paths. No refs are written.
+/// `to`, by running `git fetch` between the two local paths. No refs are written. The
+/// objects are checked as a push's are (`fetch.fsckObjects`), so a copy never spreads
+/// a malformed object to another repository.
 pub async fn copy_objects(from: &Path, to: &Path, oids: &[String]) -> Result<(), GitError> {
     if oids.is_empty() {
         return Ok(());
@@ -224,6 +308,8 @@ pub async fn copy_objects(from: &Path, to: &Path, oids: &[String]) -> Result<(),
         .args([
             "-c",
             "protocol.file.allow=always",
+            "-c",
+            "fetch.fsckObjects=true",
             "fetch",
             "--quiet",
             "--no-tags",
@@ -250,30 +336,102 @@ pub async fn copy_objects(from: &Path, to: &Path, oids: &[String]) -> Result<(),
 mod tests {
     use super::*;
 
+    fn git_config(path: &Path, key: &str) -> String {
+        let out = std::process::Command::new("git")
+            .arg("--git-dir")
+            .arg(path)
+            .args(["config", "--get-all", key])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    }
+
     #[test]
-    fn hidden_refs_live_in_the_repository_config() {
+    fn serving_settings_live_in_the_repository_config_and_replace_old_hidden_refs() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.git");
         assert!(init_bare(&path).unwrap());
-        let read = |key: &str| {
-            let out = std::process::Command::new("git")
+        assert_eq!(git_config(&path, "uploadpack.hideRefs"), "refs/grasp/\n");
+        assert_eq!(git_config(&path, "receive.hideRefs"), "refs/grasp/\n");
+        assert_eq!(git_config(&path, "receive.fsckObjects"), "true\n");
+        // An older version listed every waiting ref.
+        for id in ["a", "b"] {
+            let value = format!("refs/nostr/{}", id.repeat(64));
+            let status = std::process::Command::new("git")
                 .arg("--git-dir")
                 .arg(&path)
-                .args(["config", "--get-all", key])
-                .output()
+                .args(["config", "--add", "uploadpack.hideRefs", &value])
+                .status()
                 .unwrap();
-            String::from_utf8(out.stdout).unwrap()
+            assert!(status.success());
+        }
+        configure_for_serving(&path).unwrap();
+        assert_eq!(git_config(&path, "uploadpack.hideRefs"), "refs/grasp/\n");
+        assert_eq!(git_config(&path, "uploadpack.allowFilter"), "true\n", "the settings stay");
+        assert_eq!(git_config(&path, "receive.autogc"), "false\n");
+    }
+
+    fn commit_in(path: &Path, message: &str) -> String {
+        let repo = open(path).unwrap();
+        let tree = repo.treebuilder(None).unwrap().write().unwrap();
+        let tree = repo.find_tree(tree).unwrap();
+        let sig = git2::Signature::now("t", "t@example.invalid").unwrap();
+        repo.commit(None, &sig, &sig, message, &tree, &[]).unwrap().to_string()
+    }
+
+    #[test]
+    fn a_waiting_ref_moves_in_one_step_and_only_when_it_still_holds_the_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.git");
+        init_bare(&path).unwrap();
+        let (c1, c2) = (commit_in(&path, "one"), commit_in(&path, "two"));
+        let repo = open(&path).unwrap();
+        let id = EventId::all_zeros();
+        repo.reference(&nostr_ref(&id), Oid::from_str(&c1).unwrap(), false, "push").unwrap();
+        assert!(!move_ref(&repo, &nostr_ref(&id), &waiting_ref(&id), &c2).unwrap(), "pushed again meanwhile");
+        assert!(move_ref(&repo, &nostr_ref(&id), &waiting_ref(&id), &c1).unwrap());
+        assert_eq!(ref_target(&repo, &nostr_ref(&id)), None);
+        assert_eq!(event_refs(&repo, WAITING_PREFIX).unwrap(), vec![(id, c1.clone())]);
+        assert!(move_ref(&repo, &waiting_ref(&id), &nostr_ref(&id), &c1).unwrap());
+        assert_eq!(event_refs(&repo, "refs/nostr/").unwrap(), vec![(id, c1)]);
+        assert!(event_refs(&repo, WAITING_PREFIX).unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_alignment_changes_every_ref_or_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.git");
+        init_bare(&path).unwrap();
+        let c = commit_in(&path, "c");
+        let repo = open(&path).unwrap();
+        let plan = AlignmentPlan {
+            create: vec![("refs/heads/a".into(), c.clone()), ("refs/heads/a..b".into(), c.clone())],
+            ..AlignmentPlan::default()
         };
-        assert_eq!(read("uploadpack.hideRefs"), "");
-        let (a, b) = (format!("refs/nostr/{}", "a".repeat(64)), format!("refs/nostr/{}", "b".repeat(64)));
-        configure_for_serving(&path, &[a.clone(), b.clone()]).unwrap();
-        assert_eq!(read("uploadpack.hideRefs"), format!("{a}\n{b}\n"));
-        configure_for_serving(&path, &[b.clone()]).unwrap();
-        assert_eq!(read("uploadpack.hideRefs"), format!("{b}\n"));
-        configure_for_serving(&path, &[]).unwrap();
-        assert_eq!(read("uploadpack.hideRefs"), "");
-        assert_eq!(read("uploadpack.allowFilter"), "true\n", "the settings stay");
-        assert_eq!(read("receive.autogc"), "false\n");
+        assert!(apply(&repo, &plan).is_err(), "a..b is no ref name");
+        assert!(branches_and_tags(&repo).unwrap().is_empty(), "so refs/heads/a was not created either");
+        // Another writer holds refs/heads/b: nothing changes, not even refs/heads/a.
+        std::fs::create_dir_all(path.join("refs/heads")).unwrap();
+        std::fs::write(path.join("refs/heads/b.lock"), "").unwrap();
+        let plan = AlignmentPlan {
+            create: vec![("refs/heads/a".into(), c.clone()), ("refs/heads/b".into(), c.clone())],
+            ..AlignmentPlan::default()
+        };
+        assert!(apply(&repo, &plan).is_err(), "refs/heads/b is locked");
+        assert!(
+            branches_and_tags(&repo).unwrap().is_empty(),
+            "one transaction: refs/heads/a was not created"
+        );
+        std::fs::remove_file(path.join("refs/heads/b.lock")).unwrap();
+        let plan = AlignmentPlan {
+            create: vec![("refs/heads/a".into(), c.clone()), ("refs/tags/v1".into(), c.clone())],
+            ..AlignmentPlan::default()
+        };
+        let changes = apply(&repo, &plan).unwrap();
+        assert_eq!((changes.created, changes.updated, changes.deleted), (2, 0, 0));
+        let plan = AlignmentPlan { delete: vec![("refs/tags/v1".into(), c)], ..AlignmentPlan::default() };
+        assert_eq!(apply(&repo, &plan).unwrap().deleted, 1);
+        assert_eq!(branches_and_tags(&repo).unwrap().len(), 1);
     }
 
     #[test]
@@ -294,7 +452,7 @@ mod tests {
         assert_eq!(applied_state(&repo), None);
         let config = repo.config().unwrap();
         for (key, value) in SERVING_SETTINGS {
-            assert_eq!(config.get_bool(key).unwrap(), value, "{key}");
+            assert_eq!(config.get_string(key).unwrap(), value, "{key}");
         }
         let id = EventId::all_zeros();
         record_applied_state(&repo, &id, Timestamp::from(42)).unwrap();

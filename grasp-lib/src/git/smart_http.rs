@@ -57,6 +57,73 @@ pub fn decode_body<'a, R: AsyncBufRead + Send + 'a>(
     }
 }
 
+/// Counts the bytes git will read from a request body that is forwarded as it was sent
+/// (grasp-proxy passes pushes on untouched): a gzip body is inflated on the side, every
+/// member of it, and the count stops at a limit, so a small body that inflates to gigabytes
+/// is caught, and costs no more than the limit to find out.
+pub struct DecodedLength {
+    decoder: Option<flate2::write::MultiGzDecoder<Tally>>,
+    plain: u64,
+    limit: u64,
+}
+
+/// Where the side decoder writes: counts, keeps nothing, and stops past the limit.
+struct Tally {
+    bytes: u64,
+    limit: u64,
+}
+
+impl std::io::Write for Tally {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.bytes += buf.len() as u64;
+        if self.bytes > self.limit {
+            return Err(std::io::Error::other("over the limit"));
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What [`DecodedLength::feed`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decoded {
+    /// The body so far decodes to this many bytes, within the limit.
+    Within(u64),
+    /// The body decodes to more than the limit.
+    TooLarge,
+    /// The body is not valid in its `Content-Encoding` (git would fail on it too).
+    Malformed,
+}
+
+impl DecodedLength {
+    /// A counter for a body sent with `content_encoding` (already checked by
+    /// [`decode_body`]), stopping at `limit` decoded bytes.
+    pub fn new(content_encoding: Option<&str>, limit: u64) -> Self {
+        let gzip = matches!(content_encoding.map(str::trim), Some("gzip") | Some("x-gzip"));
+        let decoder = gzip.then(|| flate2::write::MultiGzDecoder::new(Tally { bytes: 0, limit }));
+        Self { decoder, plain: 0, limit }
+    }
+
+    /// Counts the next `chunk` of the body as sent.
+    pub fn feed(&mut self, chunk: &[u8]) -> Decoded {
+        let Some(decoder) = &mut self.decoder else {
+            self.plain += chunk.len() as u64;
+            return if self.plain > self.limit { Decoded::TooLarge } else { Decoded::Within(self.plain) };
+        };
+        // Flushing hands over what the chunk decodes to now, not a buffer later.
+        let written = std::io::Write::write_all(decoder, chunk).and_then(|()| std::io::Write::flush(decoder));
+        let bytes = decoder.get_ref().bytes;
+        match written {
+            _ if bytes > self.limit => Decoded::TooLarge,
+            Ok(()) => Decoded::Within(bytes),
+            Err(_) => Decoded::Malformed,
+        }
+    }
+}
+
 /// The two git services.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Service {
@@ -115,15 +182,9 @@ fn is_protocol_v2(git_protocol: Option<&str>) -> bool {
     git_protocol.is_some_and(|p| p.split(':').any(|kv| kv == "version=2"))
 }
 
-/// The `git` command for `service` on the repository at `path`. `hidden_refs` are left out
-/// of what upload-pack advertises (pull request refs still waiting for their event).
-pub fn command(
-    service: Service,
-    path: &Path,
-    git_protocol: Option<&str>,
-    advertise: bool,
-    hidden_refs: &[String],
-) -> Command {
+/// The `git` command for `service` on the repository at `path`, with the serving settings
+/// (refs waiting for their event hidden, pushed objects checked).
+pub fn command(service: Service, path: &Path, git_protocol: Option<&str>, advertise: bool) -> Command {
     let mut cmd = Command::new("git");
     super::dies_with_server(&mut cmd);
     // Also in every repository's own config, for stock servers; passed here so
@@ -134,11 +195,6 @@ pub fn command(
     };
     for (key, value) in super::refs::SERVING_SETTINGS.iter().filter(|(key, _)| key.starts_with(section)) {
         cmd.arg("-c").arg(format!("{key}={value}"));
-    }
-    if service == Service::UploadPack {
-        for name in hidden_refs {
-            cmd.arg("-c").arg(format!("uploadpack.hideRefs={name}"));
-        }
     }
     cmd.arg(service.command()).arg("--stateless-rpc");
     if advertise {
@@ -158,10 +214,8 @@ pub async fn advertisement(
     path: &Path,
     service: Service,
     git_protocol: Option<&str>,
-    hidden_refs: &[String],
 ) -> Result<Vec<u8>, GitError> {
-    let output =
-        command(service, path, git_protocol, true, hidden_refs).stdin(Stdio::null()).output().await?;
+    let output = command(service, path, git_protocol, true).stdin(Stdio::null()).output().await?;
     if !output.status.success() {
         return Err(GitError::Command {
             command: format!("{} --advertise-refs", service.command()),
@@ -224,14 +278,13 @@ pub async fn pipe_body(
 pub async fn upload_pack(
     path: &Path,
     git_protocol: Option<&str>,
-    hidden_refs: &[String],
     body: Body,
     max_request: u64,
     idle: Duration,
     on_stall: impl FnOnce(&'static str) + Send + 'static,
 ) -> Result<BoxStream<'static, std::io::Result<Bytes>>, GitError> {
     let mut body: Body = Box::pin(IdleTimeout::new(body, idle));
-    let mut child = command(Service::UploadPack, path, git_protocol, false, hidden_refs)
+    let mut child = command(Service::UploadPack, path, git_protocol, false)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -380,6 +433,35 @@ mod tests {
     }
 
     #[test]
+    fn decoded_length_counts_what_git_reads_and_stops_at_the_limit() {
+        use std::io::Write;
+        let gzip = |data: &[u8]| {
+            let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+            encoder.write_all(data).unwrap();
+            encoder.finish().unwrap()
+        };
+        let mut plain = DecodedLength::new(None, 10);
+        assert_eq!(plain.feed(b"0123456789"), Decoded::Within(10));
+        assert_eq!(plain.feed(b"x"), Decoded::TooLarge);
+
+        // 64 KiB of zeros compress to a few hundred bytes; two gzip members in a row.
+        let mut body = gzip(&[0u8; 65_536]);
+        body.extend(gzip(&[0u8; 65_536]));
+        assert!(body.len() < 1000);
+        let mut roomy = DecodedLength::new(Some("gzip"), 1 << 20);
+        let mut last = Decoded::Within(0);
+        for chunk in body.chunks(97) {
+            last = roomy.feed(chunk);
+        }
+        assert_eq!(last, Decoded::Within(131_072), "both members count");
+        let mut tight = DecodedLength::new(Some("x-gzip"), 100_000);
+        let verdicts: Vec<Decoded> = body.chunks(97).map(|c| tight.feed(c)).collect();
+        assert_eq!(verdicts.last(), Some(&Decoded::TooLarge));
+        let mut broken = DecodedLength::new(Some("gzip"), 1 << 20);
+        assert_eq!(broken.feed(b"this is not gzip at all"), Decoded::Malformed);
+    }
+
+    #[test]
     fn git_protocol_header_is_sanitized() {
         assert_eq!(sanitize_git_protocol(Some("version=2")).as_deref(), Some("version=2"));
         assert_eq!(
@@ -428,7 +510,7 @@ mod tests {
             let _ = stalled_tx.send(what);
         };
         let path = dir.path().join(".git");
-        let mut stream = upload_pack(&path, None, &[], body, 1 << 20, Duration::from_secs(1), on_stall)
+        let mut stream = upload_pack(&path, None, body, 1 << 20, Duration::from_secs(1), on_stall)
             .await
             .expect("upload-pack starts");
         // The client reads one chunk and then nothing.

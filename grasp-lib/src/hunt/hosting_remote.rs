@@ -18,8 +18,11 @@ use crate::authorization::EventView;
 use crate::git::{refs, RepoRef};
 use crate::git_data::authoritative_state;
 use crate::hosting::{Arrival, Hosting};
+use crate::limits::StorageLimits;
 use crate::maintainers::MaintainerSet;
-use crate::nip34::{clone_tag_urls, commit_tag, RepoAnnouncement, RepoIdentifier, RepoState};
+use crate::nip34::{
+    clone_tag_urls, commit_tag, kinds, EventReferences, RepoAnnouncement, RepoIdentifier, RepoState,
+};
 use crate::purgatory::HeldKind;
 
 /// Hunting over this server's hosting.
@@ -28,6 +31,7 @@ pub struct HostingRemote {
     hosting: Arc<Hosting>,
     quarantine_root: PathBuf,
     limits: FetchLimits,
+    storage: StorageLimits,
     metrics: HuntMetrics,
 }
 
@@ -46,14 +50,16 @@ struct Situation {
 }
 
 impl HostingRemote {
-    /// Hunting for `hosting`, with quarantines under `quarantine_root`.
+    /// Hunting for `hosting`, with quarantines under `quarantine_root`; no fetch starts
+    /// while the repositories' filesystem is below the free-disk floor of `storage`.
     pub fn new(
         hosting: Arc<Hosting>,
         quarantine_root: PathBuf,
         limits: FetchLimits,
+        storage: StorageLimits,
         metrics: HuntMetrics,
     ) -> Self {
-        Self { hosting, quarantine_root, limits, metrics }
+        Self { hosting, quarantine_root, limits, storage, metrics }
     }
 
     async fn situation(&self, identifier: &RepoIdentifier) -> Option<Situation> {
@@ -167,6 +173,10 @@ impl HostingRemote {
 
     async fn fetch_now(&self, identifier: &str, url: &str, oids: &[String]) -> Result<Fetched, FetchError> {
         fetchable(url, self.hosting.origin()).map_err(|why| FetchError::Refused(why.to_owned()))?;
+        let free = crate::limits::storage::free_bytes(self.hosting.repos().root());
+        if let Some(why) = crate::limits::storage::below_floor(&self.storage, free) {
+            return Err(FetchError::Local(why));
+        }
         let identifier = RepoIdentifier::new(identifier).map_err(|e| FetchError::Local(e.to_string()))?;
         let situation = self
             .situation(&identifier)
@@ -190,48 +200,77 @@ impl HostingRemote {
         Ok(Fetched { landed, new_objects, bytes })
     }
 
-    /// Points `refs/nostr/<id>` at the commit of each held pull request whose commit is now
-    /// in the landing repository, as the pull request's author pushing it would have.
-    async fn adopt_pull_request_commits(&self, d: &str, landing: &RepoRef) {
-        let wanted: Vec<(String, String)> = self
-            .hosting
-            .purgatory()
-            .held_for(d, HeldKind::PullRequest)
-            .into_iter()
-            .filter_map(|e| commit_tag(&e.event).map(|c| (format!("refs/nostr/{}", e.event.id.to_hex()), c)))
-            .filter(|(_, c)| is_sha1(c))
-            .collect();
-        if wanted.is_empty() {
-            return;
-        }
-        let path = self.hosting.repos().path(landing);
-        let result = tokio::task::spawn_blocking(move || -> Result<usize, crate::git::GitError> {
-            let git = refs::open(&path)?;
-            let mut adopted = 0;
-            for (name, commit) in wanted {
-                let oid = git2::Oid::from_str(&commit)?;
-                if git.find_reference(&name).is_err() && git.find_commit(oid).is_ok() {
-                    git.reference(&name, oid, false, "grasp: pull request commit found by hunting")?;
-                    adopted += 1;
+    /// Points `refs/nostr/<id>` at the commit of each held pull request whose commit hunting
+    /// brought into the landing repository, as the pull request's author pushing it would
+    /// have, in the repositories here that the pull request tags (`a` 30617:<owner>:<d>),
+    /// and only those: a pull request never puts its commit into another owner's repository
+    /// of the same name. (Accepted, it is offered to the other maintainers' repositories by
+    /// the git-data step, as after a push.)
+    async fn adopt_pull_request_commits(&self, identifier: &RepoIdentifier, landing: &RepoRef) {
+        let d = identifier.as_str();
+        for entry in self.hosting.purgatory().held_for(d, HeldKind::PullRequest) {
+            let Some(commit) = commit_tag(&entry.event).filter(|c| is_sha1(c)) else { continue };
+            let tagged: BTreeSet<PublicKey> = EventReferences::of(&entry.event)
+                .coordinates
+                .into_iter()
+                .filter(|c| c.kind == kinds::REPO_ANNOUNCEMENT && c.identifier == d)
+                .map(|c| c.pubkey)
+                .collect();
+            for target in self.hosting.repos().with_identifier(tagged, identifier) {
+                match self.adopt(landing, &target, &entry.event.id, &commit).await {
+                    Ok(true) => {
+                        tracing::debug!(repo = %target, event_id = %entry.event.id, "pull request ref set from a fetched commit")
+                    }
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(repo = %target, error = %e, "setting a pull request ref failed"),
                 }
             }
-            Ok(adopted)
-        })
-        .await;
-        match result {
-            Ok(Ok(n)) if n > 0 => {
-                tracing::debug!(identifier = d, adopted = n, "pull request refs set from fetched commits")
-            }
-            Ok(Err(e)) => tracing::warn!(identifier = d, error = %e, "setting pull request refs failed"),
-            Err(e) => tracing::warn!(identifier = d, error = %e, "setting pull request refs failed"),
-            _ => {}
         }
+    }
+
+    /// Sets `refs/nostr/<id>` to `commit` in `target` unless it has the ref already,
+    /// copying the commit from `landing` when `target` lacks it. `false` when there was
+    /// nothing to do (the ref exists, or the commit is in neither repository).
+    async fn adopt(
+        &self,
+        landing: &RepoRef,
+        target: &RepoRef,
+        id: &nostr::EventId,
+        commit: &str,
+    ) -> Result<bool, crate::git::GitError> {
+        let (landing_path, target_path) =
+            (self.hosting.repos().path(landing), self.hosting.repos().path(target));
+        let (probe, name, wanted) = (target_path.clone(), refs::nostr_ref(id), commit.to_owned());
+        let has = tokio::task::spawn_blocking(move || -> Result<(bool, bool), crate::git::GitError> {
+            let git = refs::open(&probe)?;
+            let has_ref = git.find_reference(&name).is_ok();
+            let has_commit = git.find_commit(git2::Oid::from_str(&wanted)?).is_ok();
+            Ok((has_ref, has_commit))
+        })
+        .await??;
+        match has {
+            (true, _) => return Ok(false),
+            (false, false) if landing == target => return Ok(false),
+            (false, false) => refs::copy_objects(&landing_path, &target_path, &[commit.to_owned()]).await?,
+            (false, true) => {}
+        }
+        let (name, commit) = (refs::nostr_ref(id), commit.to_owned());
+        tokio::task::spawn_blocking(move || -> Result<bool, crate::git::GitError> {
+            let git = refs::open(&target_path)?;
+            let oid = git2::Oid::from_str(&commit)?;
+            if git.find_reference(&name).is_err() && git.find_commit(oid).is_ok() {
+                git.reference(&name, oid, false, "grasp: pull request commit found by hunting")?;
+                return Ok(true);
+            }
+            Ok(false)
+        })
+        .await?
     }
 
     async fn process_now(&self, identifier: &str) -> usize {
         let Ok(identifier) = RepoIdentifier::new(identifier) else { return 0 };
         let Some(situation) = self.situation(&identifier).await else { return 0 };
-        self.adopt_pull_request_commits(identifier.as_str(), &situation.landing).await;
+        self.adopt_pull_request_commits(&identifier, &situation.landing).await;
         let report = self.hosting.process(&identifier, Arrival::GitData(Some(&situation.landing))).await;
         for (id, kind) in &report.released {
             tracing::info!(%identifier, event_id = %id, kind = kind.as_str(), "hunting found the git data: released");

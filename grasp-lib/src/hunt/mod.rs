@@ -155,7 +155,7 @@ impl Hunter {
             match resume.status.identifiers.get(identifier) {
                 Some(hunt) => scheduler.restore(identifier, hunt),
                 // Not yet attempted before the restart: count its delay from its arrival.
-                None => scheduler.enqueue(identifier, EventSource::Client, (*received_at).min(now)),
+                None => scheduler.enqueue(identifier, EventSource::Client(None), (*received_at).min(now)),
             }
         }
         if !resume.held.is_empty() {
@@ -339,7 +339,7 @@ mod tests {
             Some(path.clone()),
             metrics.clone(),
         );
-        hunt.enqueue("r", EventSource::Client);
+        hunt.enqueue("r", EventSource::Client(None));
         settle().await;
         tokio::time::sleep(Duration::from_secs(179)).await;
         settle().await;

@@ -106,7 +106,7 @@ impl Scheduler {
     /// An event of `identifier` from `source` was held.
     pub fn enqueue(&mut self, identifier: &str, source: EventSource, now: u64) {
         let delay = match source {
-            EventSource::Client => self.timers.client_delay,
+            EventSource::Client(_) => self.timers.client_delay,
             EventSource::Sync => self.timers.sync_delay,
         };
         self.queue.enqueue(identifier, delay, now);
@@ -375,7 +375,7 @@ mod tests {
             .serves("https://a.example/c.git", &["c1"])
             .serves("https://a.example/s.git", &["s1"]);
         let mut sim = Sim::new(remote, ThrottleLimits::default());
-        sim.scheduler.enqueue("client", EventSource::Client, 0);
+        sim.scheduler.enqueue("client", EventSource::Client(None), 0);
         sim.scheduler.enqueue("synced", EventSource::Sync, 0);
         sim.run_until(170 * S);
         assert_eq!(sim.fetch_times("https://a.example/s.git"), vec![500]);

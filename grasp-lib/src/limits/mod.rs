@@ -11,16 +11,19 @@
 //! | [`Admission`] | the total cap at accept; the per-IP cap at accept (TCP peer) or, with `trust_forwarded_for`, after the headers on the forwarded address |
 //! | [`IdleTimeout`] | on request bodies; [`crate::Grasp::receive_pack`] and [`crate::git::smart_http::upload_pack`] apply it themselves |
 //! | [`KeepAlive`] | websocket pings, silent-peer and stalled-write closes, in [`crate::relay::connection::drive`] |
+//! | [`StorageLimits`] | the free-disk floor and per-owner quota, before a push ([`crate::Grasp::admit_push`]) or a hunted fetch |
 //!
 //! See `docs/explanation/limits.md` for the behaviour operators and clients see.
 
 mod admission;
 mod idle;
 mod nofile;
+pub mod storage;
 
 pub use admission::{Admission, Permit, Refusal};
 pub use idle::{is_idle_timeout, IdleTimeout};
 pub use nofile::{raise_nofile_limit, NofileLimit};
+pub use storage::StorageLimits;
 
 use std::time::Duration;
 

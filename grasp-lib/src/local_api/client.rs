@@ -101,34 +101,41 @@ impl LocalApiClient {
         updates.iter().map(RefUpdate::to_string).collect()
     }
 
-    /// Asks whether a push may land (the `pre-receive` question).
+    /// Asks whether a push from `client` (its address, when known) may land (the
+    /// `pre-receive` question).
     pub fn authorize_push(
         &self,
         repository: &RepositoryRef,
         updates: &[RefUpdate],
+        client: Option<std::net::IpAddr>,
     ) -> Result<PushDecision, LocalApiError> {
-        let request =
-            Request::AuthorizePush { repository: repository.clone(), updates: Self::updates(updates) };
+        let request = Request::AuthorizePush {
+            repository: repository.clone(),
+            updates: Self::updates(updates),
+            client,
+        };
         match self.request(&request)? {
             Response::Authorized { state } => {
                 let state = state.map(|s| nostr::EventId::from_hex(&s)).transpose();
                 let state = state.map_err(|e| LocalApiError::Protocol(format!("bad state id: {e}")))?;
                 Ok(PushDecision::Authorized { state })
             }
-            Response::Rejected { reason } => Ok(PushDecision::Rejected { reason }),
+            Response::Rejected { reason } => Ok(PushDecision::rejected(reason)),
             Response::Error { message } => Err(LocalApiError::Node(message)),
             other => Err(LocalApiError::Protocol(format!("unexpected answer {other:?}"))),
         }
     }
 
-    /// Tells the node git stored a push (the `post-receive` step); returns what it did.
+    /// Tells the node git stored a push from `client` (the `post-receive` step); returns
+    /// what it did.
     pub fn push_received(
         &self,
         repository: &RepositoryRef,
         updates: &[RefUpdate],
+        client: Option<std::net::IpAddr>,
     ) -> Result<Response, LocalApiError> {
         let request =
-            Request::PushReceived { repository: repository.clone(), updates: Self::updates(updates) };
+            Request::PushReceived { repository: repository.clone(), updates: Self::updates(updates), client };
         match self.request(&request)? {
             processed @ Response::Processed { .. } => Ok(processed),
             Response::Error { message } => Err(LocalApiError::Node(message)),

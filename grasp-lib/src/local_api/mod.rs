@@ -34,9 +34,10 @@
 //!     git_dir: None,
 //! };
 //! let updates = RefUpdate::parse_hook_input(&std::io::read_to_string(std::io::stdin())?)?;
-//! match client.authorize_push(&repository, &updates) {
+//! let client_address = std::env::var("REMOTE_ADDR").ok().and_then(|a| a.parse().ok());
+//! match client.authorize_push(&repository, &updates, client_address) {
 //!     Ok(grasp_lib::authorization::PushDecision::Authorized { .. }) => std::process::exit(0),
-//!     Ok(grasp_lib::authorization::PushDecision::Rejected { reason }) => eprintln!("{reason}"),
+//!     Ok(grasp_lib::authorization::PushDecision::Rejected { reason, .. }) => eprintln!("{reason}"),
 //!     Err(e) => eprintln!("{e}"), // fail closed: the node is down or unreachable
 //! }
 //! std::process::exit(1);

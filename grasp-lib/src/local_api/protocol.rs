@@ -48,6 +48,10 @@ pub enum Request {
         repository: RepositoryRef,
         /// The ref updates, each `<old> <new> <ref>` as git gives them to the hook.
         updates: Vec<String>,
+        /// The pushing client's address, when the git server knows it (`REMOTE_ADDR` of
+        /// `git http-backend`): pushes and placeholders are bounded per address.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client: Option<std::net::IpAddr>,
     },
     /// Git stored this push (`post-receive`): run the git-data step. Answered `processed`.
     PushReceived {
@@ -55,6 +59,9 @@ pub enum Request {
         repository: RepositoryRef,
         /// The ref updates, each `<old> <new> <ref>`.
         updates: Vec<String>,
+        /// The pushing client's address, when known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client: Option<std::net::IpAddr>,
     },
     /// Is the node there? Answered `pong`.
     Ping,
@@ -160,10 +167,15 @@ mod tests {
     #[test]
     fn messages_round_trip_as_single_lines() {
         let requests = [
-            Request::AuthorizePush { repository: repo(), updates: vec!["a b refs/heads/main".into()] },
+            Request::AuthorizePush {
+                repository: repo(),
+                updates: vec!["a b refs/heads/main".into()],
+                client: Some("2001:db8::1".parse().unwrap()),
+            },
             Request::PushReceived {
                 repository: RepositoryRef { git_dir: Some("/srv/x.git".into()), ..repo() },
                 updates: vec![],
+                client: None,
             },
             Request::Ping,
         ];

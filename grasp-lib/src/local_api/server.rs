@@ -249,25 +249,25 @@ fn count(grasp: &Grasp, response: &Response) {
 pub(super) async fn handle(grasp: &Grasp, request: Request) -> Response {
     match request {
         Request::Ping => Response::Pong { node_version: env!("CARGO_PKG_VERSION").to_owned() },
-        Request::AuthorizePush { repository, updates } => {
+        Request::AuthorizePush { repository, updates, client } => {
             let (repo, updates) = match resolve(grasp, &repository, &updates) {
                 Ok(found) => found,
                 Err(reason) => return Response::Rejected { reason },
             };
-            match grasp.admit_push(&repo, &updates).await {
+            match grasp.admit_push(&repo, &updates, client).await {
                 Ok(PushDecision::Authorized { state }) => {
                     Response::Authorized { state: state.map(|id| id.to_hex()) }
                 }
-                Ok(PushDecision::Rejected { reason }) => Response::Rejected { reason },
+                Ok(PushDecision::Rejected { reason, .. }) => Response::Rejected { reason },
                 Err(e) => Response::Error { message: format!("could not authorize the push: {e}") },
             }
         }
-        Request::PushReceived { repository, updates } => {
+        Request::PushReceived { repository, updates, client } => {
             let (repo, updates) = match resolve(grasp, &repository, &updates) {
                 Ok(found) => found,
                 Err(message) => return Response::Error { message },
             };
-            let report = grasp.push_received(&repo, &updates).await;
+            let report = grasp.push_received(&repo, &updates, client).await;
             Response::Processed {
                 released: report
                     .released
@@ -462,7 +462,7 @@ mod tests {
             identifier: "x".into(),
             git_dir: None,
         };
-        let err = client.authorize_push(&repo, &[]).unwrap_err().to_string();
+        let err = client.authorize_push(&repo, &[], None).unwrap_err().to_string();
         assert!(err.contains("cannot reach the GRASP node") && err.contains("is the node running"), "{err}");
     }
 

@@ -8,8 +8,10 @@ use std::fmt;
 
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
-/// Longest identifier we host, in bytes.
-pub const MAX_IDENTIFIER_BYTES: usize = 256;
+/// Longest identifier we host, in bytes: the repository's directory `<identifier>.git` must
+/// fit in one file name (255 bytes on every common filesystem), or it could be accepted and
+/// never created.
+pub const MAX_IDENTIFIER_BYTES: usize = 255 - ".git".len();
 
 /// Everything but RFC 3986 unreserved characters is encoded.
 const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
@@ -98,8 +100,12 @@ mod tests {
         for bad in ["a/b", "a\\b", "a\0b", "a\nb", "\u{7f}"] {
             assert_eq!(RepoIdentifier::new(bad), Err(IdentifierError::ForbiddenCharacter), "{bad:?}");
         }
-        assert_eq!(RepoIdentifier::new(&"x".repeat(257)), Err(IdentifierError::TooLong));
-        assert!(RepoIdentifier::new(&"x".repeat(256)).is_ok());
+        assert_eq!(RepoIdentifier::new(&"x".repeat(252)), Err(IdentifierError::TooLong));
+        assert!(RepoIdentifier::new(&"x".repeat(251)).is_ok());
+        // The longest one still makes a repository (and its staging directory).
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("npub1x").join(format!("{}.git", "é".repeat(125) + "x"));
+        assert!(crate::git::refs::init_bare(&path).unwrap());
     }
 
     #[test]

@@ -52,6 +52,10 @@ pub enum Nip34Error {
     /// The `d` tag is not a hostable identifier.
     #[error(transparent)]
     Identifier(#[from] IdentifierError),
+    /// A state names a ref git cannot have (`refs/heads/a..b`, a trailing `.lock`, ...):
+    /// applying it would leave the repository half aligned.
+    #[error("'{0}' is not a valid git ref name")]
+    InvalidRefName(String),
 }
 
 fn identifier_of(event: &Event) -> Result<RepoIdentifier, Nip34Error> {
@@ -173,6 +177,9 @@ impl RepoState {
             } else if (name.starts_with("refs/heads/") || name.starts_with("refs/tags/"))
                 && !name.ends_with("^{}")
             {
+                if !git2::Reference::is_valid_name(name) {
+                    return Err(Nip34Error::InvalidRefName(name.clone()));
+                }
                 if is_object_id(value) {
                     refs.insert(name.clone(), value.to_ascii_lowercase());
                 } else {
@@ -296,6 +303,13 @@ mod tests {
         let bare = RepoState::parse(&bare).unwrap();
         assert_eq!(bare.head.as_deref(), Some("refs/heads/dev"));
         assert!(bare.is_well_formed() && !bare.can_drive_refs(), "no refs: stored, never applied");
+
+        for bad in
+            ["refs/heads/a..b", "refs/heads/x.lock", "refs/tags/a b", "refs/heads/-/x/", "refs/heads/@{x}"]
+        {
+            let invalid = sign(30618, vec![vec!["d", "repo"], vec![bad, &c]]);
+            assert_eq!(RepoState::parse(&invalid).unwrap_err(), Nip34Error::InvalidRefName(bad.to_owned()));
+        }
 
         for value in ["abc123", &"g".repeat(40), &"a".repeat(41)] {
             let short = sign(30618, vec![vec!["d", "repo"], vec!["refs/heads/main", value]]);

@@ -18,6 +18,7 @@ use crate::nip34::{
     kinds, raw_commit_tag, EventReferences, RepoAnnouncement, RepoCoordinate, RepoIdentifier, RepoState,
     MAX_REFERENCES,
 };
+use crate::purgatory::bounds::CapExceeded;
 use crate::purgatory::{HeldEvent, HeldKind, HoldOutcome, PurgatoryError};
 use crate::store::StoreError;
 
@@ -119,12 +120,21 @@ impl GraspPolicy {
     /// right away (its data was already here). What stays held is handed to the hunter,
     /// which waits longer for events from clients (a push usually follows) than for synced
     /// ones.
-    async fn hold_and_process(&self, entry: HeldEvent, source: EventSource) -> Result<Verdict, PolicyError> {
+    async fn hold_and_process(
+        &self,
+        mut entry: HeldEvent,
+        source: EventSource,
+    ) -> Result<Verdict, PolicyError> {
         let id = entry.event.id;
         let hunted = entry.kind != HeldKind::Dependent;
         let identifier = RepoIdentifier::new(&entry.identifier).ok();
-        if self.hosting.hold(entry).await? == HoldOutcome::Duplicate {
-            return Ok(Verdict::Hold { message: DUPLICATE_HELD_MESSAGE.to_owned() });
+        entry.client = source.client_address().map(crate::rate_limit::address_group);
+        match self.hosting.hold(entry).await? {
+            HoldOutcome::Held => {}
+            HoldOutcome::Duplicate => {
+                return Ok(Verdict::Hold { message: DUPLICATE_HELD_MESSAGE.to_owned() })
+            }
+            HoldOutcome::Refused(full) => return Ok(self.purgatory_full(&id, full)),
         }
         if let Some(identifier) = identifier {
             let report = self.hosting.process(&identifier, Arrival::Held(id)).await;
@@ -144,6 +154,14 @@ impl GraspPolicy {
             }
         }
         Ok(held())
+    }
+
+    /// The answer to an event purgatory has no room for.
+    fn purgatory_full(&self, id: &EventId, full: CapExceeded) -> Verdict {
+        tracing::info!(event_id = %id, cap = full.kind.as_str(), "purgatory cap full: event refused");
+        self.hosting.count_purgatory_refusal(full.kind);
+        let prefix = if full.is_server_wide() { Prefix::Restricted } else { Prefix::RateLimited };
+        Verdict::reject(prefix, "purgatory_full", full.message())
     }
 
     async fn announcement(&self, event: &Event, source: EventSource) -> Result<Verdict, PolicyError> {
@@ -202,7 +220,13 @@ impl GraspPolicy {
             return Ok(Verdict::Accept);
         }
         // A new repository: create it now so the push (or, archived, the fetch) can land,
-        // and hold the announcement.
+        // and hold the announcement. Not when purgatory has no room for it: a refused
+        // announcement costs no `git init`.
+        let mut entry = self.hosting.purgatory().entry(event.clone(), HeldKind::Announcement, d);
+        entry.client = source.client_address().map(crate::rate_limit::address_group);
+        if let Some(full) = self.hosting.purgatory().cap_refusing(&entry) {
+            return Ok(self.purgatory_full(&event.id, full));
+        }
         let repo = RepoRef::new(ann.owner, ann.identifier.clone());
         let created = self.hosting.repos().create(&repo).await?;
         if created {
@@ -220,7 +244,6 @@ impl GraspPolicy {
             created_repo |= old.created_repo;
             self.hosting.purgatory().remove(&[old.event.id]).await?;
         }
-        let mut entry = self.hosting.purgatory().entry(event.clone(), HeldKind::Announcement, d);
         entry.created_repo = created_repo;
         self.hold_and_process(entry, source).await
     }

@@ -93,22 +93,37 @@ impl Verdict {
 /// Where an event came from. Acceptance is the same for every source; what differs is how
 /// soon the server goes looking for the git data of a held event (a client that publishes
 /// a state usually pushes right after; an event synced from another relay has no push
-/// coming).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+/// coming), and which per-address bounds it counts against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EventSource {
-    /// Published by a client on a websocket (or another frontend's client path).
-    #[default]
-    Client,
+    /// Published by a client (on a websocket, or another frontend's client path) at this
+    /// address, when known: what purgatory's per-address bounds count.
+    Client(Option<std::net::IpAddr>),
     /// Copied from another relay by relay sync (GRASP-02).
     Sync,
+}
+
+impl Default for EventSource {
+    /// A client whose address is not known (an embedding program).
+    fn default() -> Self {
+        EventSource::Client(None)
+    }
 }
 
 impl EventSource {
     /// Lower-case name, for logs and listings.
     pub fn as_str(self) -> &'static str {
         match self {
-            EventSource::Client => "client",
+            EventSource::Client(_) => "client",
             EventSource::Sync => "sync",
+        }
+    }
+
+    /// The client's address, for an event a client published.
+    pub fn client_address(self) -> Option<std::net::IpAddr> {
+        match self {
+            EventSource::Client(address) => address,
+            EventSource::Sync => None,
         }
     }
 }

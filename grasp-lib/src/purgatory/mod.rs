@@ -12,10 +12,12 @@
 //! deadlines survive restarts. Matching against git data is late-bound: held states are
 //! compared with the refs at push time, never pre-computed.
 
+pub mod bounds;
 mod journal;
 pub mod listing;
 
 use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -26,6 +28,7 @@ use crate::git::{Namespace, RepoRef};
 use crate::nip34::{RepoIdentifier, RepoState};
 use serde::{Deserialize, Serialize};
 
+use bounds::{CapExceeded, HeldCaps, HeldKeys, HeldUsage, PlaceholderUsage};
 use journal::{Journal, Record};
 
 /// What kind of held event an entry is.
@@ -79,6 +82,21 @@ pub struct HeldEvent {
     /// if the entry expires).
     #[serde(default)]
     pub created_repo: bool,
+    /// The address group ([`crate::rate_limit::address_group`]) of the client that
+    /// published it, when a client did: what the per-address cap counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<IpAddr>,
+}
+
+impl HeldEvent {
+    fn keys(&self) -> HeldKeys<'_> {
+        HeldKeys { client: self.client, pubkey: self.event.pubkey, identifier: &self.identifier }
+    }
+}
+
+/// The bytes a held event counts as: its JSON.
+fn held_bytes(event: &Event) -> u64 {
+    nostr::JsonUtil::as_json(event).len() as u64
 }
 
 /// A `refs/nostr/<id>` ref pushed before its pull request event.
@@ -100,6 +118,9 @@ pub struct Placeholder {
     pub created_at: u64,
     /// When the ref is deleted if no matching event arrived (ms since the Unix epoch).
     pub expires_at: u64,
+    /// The address group of the client that pushed it, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<IpAddr>,
 }
 
 impl Placeholder {
@@ -138,6 +159,8 @@ pub enum HoldOutcome {
     Held,
     /// Already held (same event id); nothing changed.
     Duplicate,
+    /// Not held: a cap is full ([`bounds`]).
+    Refused(CapExceeded),
 }
 
 /// Numbers for metrics and listings.
@@ -175,6 +198,12 @@ struct Index {
     placeholders: HashMap<EventId, Placeholder>,
     /// (deadline, is placeholder, id)
     deadlines: BTreeSet<(u64, bool, EventId)>,
+    /// Bytes each held event counts as.
+    sizes: HashMap<EventId, u64>,
+    /// What is held, per client, author, identifier and in total.
+    held_usage: HeldUsage,
+    /// Placeholders per repository and per client.
+    placeholder_usage: PlaceholderUsage,
 }
 
 impl Index {
@@ -196,6 +225,9 @@ impl Index {
         }
         self.by_identifier.entry((entry.identifier.clone(), entry.kind)).or_default().insert(id);
         self.deadlines.insert((entry.expires_at, false, id));
+        let bytes = held_bytes(&entry.event);
+        self.held_usage.add(&entry.keys(), bytes);
+        self.sizes.insert(id, bytes);
         *self.counts.entry(entry.kind).or_default() += 1;
         if let Some(parent) = entry.waits_for {
             self.dependents.entry(parent).or_default().insert(id);
@@ -211,6 +243,8 @@ impl Index {
     fn remove(&mut self, id: &EventId) -> Option<HeldEvent> {
         let entry = self.held.remove(id)?;
         self.deadlines.remove(&(entry.expires_at, false, *id));
+        let bytes = self.sizes.remove(id).unwrap_or_default();
+        self.held_usage.sub(&entry.keys(), bytes);
         self.states.remove(id);
         if let Some(parent) = entry.waits_for {
             if let Some(children) = self.dependents.get_mut(&parent) {
@@ -238,16 +272,16 @@ impl Index {
     }
 
     fn insert_placeholder(&mut self, placeholder: Placeholder) {
-        if let Some(old) = self.placeholders.get(&placeholder.event_id) {
-            self.deadlines.remove(&(old.expires_at, true, placeholder.event_id));
-        }
+        self.remove_placeholder(&placeholder.event_id);
         self.deadlines.insert((placeholder.expires_at, true, placeholder.event_id));
+        self.placeholder_usage.add(placeholder.repo(), placeholder.client);
         self.placeholders.insert(placeholder.event_id, placeholder);
     }
 
     fn remove_placeholder(&mut self, id: &EventId) -> Option<Placeholder> {
         let placeholder = self.placeholders.remove(id)?;
         self.deadlines.remove(&(placeholder.expires_at, true, *id));
+        self.placeholder_usage.sub(placeholder.repo(), placeholder.client);
         Some(placeholder)
     }
 }
@@ -257,6 +291,7 @@ impl Index {
 pub struct Purgatory {
     shared: Arc<Shared>,
     timers: PurgatoryTimers,
+    caps: HeldCaps,
     changed: tokio::sync::Notify,
 }
 
@@ -276,7 +311,7 @@ impl Purgatory {
     /// A purgatory that forgets everything on exit (memory store, tests).
     pub fn in_memory(timers: PurgatoryTimers) -> Self {
         let shared = Arc::new(Shared { index: Mutex::default(), journal: None });
-        Self { shared, timers, changed: tokio::sync::Notify::new() }
+        Self { shared, timers, caps: HeldCaps::default(), changed: tokio::sync::Notify::new() }
     }
 
     /// A durable purgatory journaled in `dir`, with everything it held before.
@@ -288,7 +323,19 @@ impl Purgatory {
         let index = Index::from_replayed(replayed);
         tracing::info!(held = index.held.len(), placeholders = index.placeholders.len(), "purgatory loaded");
         let shared = Arc::new(Shared { index: Mutex::new(index), journal: Some(Mutex::new(journal)) });
-        Ok(Self { shared, timers, changed: tokio::sync::Notify::new() })
+        Ok(Self { shared, timers, caps: HeldCaps::default(), changed: tokio::sync::Notify::new() })
+    }
+
+    /// The same purgatory with these caps on what it holds (default: [`HeldCaps::default`]).
+    /// Entries held before (replayed from the journal) stay, whatever the caps.
+    pub fn with_caps(mut self, caps: HeldCaps) -> Self {
+        self.caps = caps;
+        self
+    }
+
+    /// The caps on held events.
+    pub fn caps(&self) -> HeldCaps {
+        self.caps
     }
 
     /// Where the journal of a store in `relay_data_path` lives.
@@ -352,17 +399,27 @@ impl Purgatory {
         Ok(out)
     }
 
-    /// Holds `entry` unless an event with the same id is held already.
+    /// Holds `entry` unless an event with the same id is held already or a cap is full.
     pub async fn hold(&self, entry: HeldEvent) -> Result<HoldOutcome, PurgatoryError> {
+        let caps = self.caps;
         self.change(move |index| {
             if index.held.contains_key(&entry.event.id) {
                 return (HoldOutcome::Duplicate, Vec::new());
+            }
+            if let Some(full) = index.held_usage.check(&caps, &entry.keys(), held_bytes(&entry.event)) {
+                return (HoldOutcome::Refused(full), Vec::new());
             }
             let record = Record::Hold { entry: Box::new(entry.clone()) };
             index.insert(entry);
             (HoldOutcome::Held, vec![record])
         })
         .await
+    }
+
+    /// The cap that would refuse `entry` now, if any (a check before costly work; [`Purgatory::hold`]
+    /// checks again).
+    pub fn cap_refusing(&self, entry: &HeldEvent) -> Option<CapExceeded> {
+        self.index().held_usage.check(&self.caps, &entry.keys(), held_bytes(&entry.event))
     }
 
     /// Removes held events; returns those that were held.
@@ -396,12 +453,25 @@ impl Purgatory {
         .await
     }
 
-    /// Records a git-first `refs/nostr/<id>` push (replacing an older placeholder for the id).
+    /// Records a git-first `refs/nostr/<id>` push. A second push for the same id replaces
+    /// the commit but keeps the first one's deadline: pushing again renews nothing.
     pub async fn add_placeholder(&self, placeholder: Placeholder) -> Result<(), PurgatoryError> {
+        self.add_placeholders(vec![placeholder]).await
+    }
+
+    /// [`Purgatory::add_placeholder`] for several, journaled at once.
+    pub async fn add_placeholders(&self, placeholders: Vec<Placeholder>) -> Result<(), PurgatoryError> {
         self.change(move |index| {
-            let record = Record::Placeholder { placeholder: placeholder.clone() };
-            index.insert_placeholder(placeholder);
-            ((), vec![record])
+            let mut records = Vec::with_capacity(placeholders.len());
+            for mut placeholder in placeholders {
+                if let Some(old) = index.placeholders.get(&placeholder.event_id) {
+                    placeholder.created_at = old.created_at;
+                    placeholder.expires_at = old.expires_at;
+                }
+                records.push(Record::Placeholder { placeholder: placeholder.clone() });
+                index.insert_placeholder(placeholder);
+            }
+            ((), records)
         })
         .await
     }
@@ -509,6 +579,16 @@ impl Purgatory {
             .collect()
     }
 
+    /// How many placeholders wait in `repo`.
+    pub fn placeholder_count_in(&self, repo: &RepoRef) -> usize {
+        self.index().placeholder_usage.in_repository(repo)
+    }
+
+    /// How many placeholders the client address group `client` has waiting.
+    pub fn placeholder_count_of(&self, client: &IpAddr) -> usize {
+        self.index().placeholder_usage.of_client(client)
+    }
+
     /// Every placeholder.
     pub fn placeholders(&self) -> Vec<Placeholder> {
         self.index().placeholders.values().cloned().collect()
@@ -544,6 +624,7 @@ impl Purgatory {
             expires_at: now + self.timers.expiry.as_millis() as u64,
             waits_for: None,
             created_repo: false,
+            client: None,
         }
     }
 }
@@ -582,6 +663,7 @@ mod tests {
                 namespace: Namespace::Prs,
                 created_at: 1,
                 expires_at: 2,
+                client: None,
             })
             .await
             .unwrap();
@@ -602,6 +684,72 @@ mod tests {
         let p = Purgatory::open(dir.path(), timers).unwrap();
         assert_eq!(p.counts().held["state"], 0);
         assert!(p.placeholders().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_full_cap_refuses_and_a_release_or_expiry_makes_room() {
+        use bounds::{Cap, CapKind};
+        let roomy = Cap { events: 1000, bytes: 1 << 30 };
+        let caps = HeldCaps {
+            per_client: Cap { events: 2, bytes: 1 << 30 },
+            ..HeldCaps { per_client: roomy, per_pubkey: roomy, per_identifier: roomy, total: roomy }
+        };
+        let p = Purgatory::in_memory(PurgatoryTimers::default()).with_caps(caps);
+        let client: IpAddr = "192.0.2.1".parse().unwrap();
+        let from = |client: Option<IpAddr>| {
+            let mut entry = p.entry(event(), HeldKind::State, "r");
+            entry.client = client;
+            entry
+        };
+        let first = from(Some(client));
+        let first_id = first.event.id;
+        assert_eq!(p.hold(first).await.unwrap(), HoldOutcome::Held);
+        assert_eq!(p.hold(from(Some(client))).await.unwrap(), HoldOutcome::Held);
+        let refused = p.hold(from(Some(client))).await.unwrap();
+        assert!(matches!(refused, HoldOutcome::Refused(full) if full.kind == CapKind::Client), "{refused:?}");
+        assert_eq!(p.hold(from(None)).await.unwrap(), HoldOutcome::Held, "a synced event has no address");
+        p.remove(&[first_id]).await.unwrap();
+        assert_eq!(p.hold(from(Some(client))).await.unwrap(), HoldOutcome::Held, "released: room again");
+        // Bytes count too: a total cap smaller than one event refuses it.
+        let tiny = Purgatory::in_memory(PurgatoryTimers::default())
+            .with_caps(HeldCaps { total: Cap { events: 10, bytes: 100 }, ..caps });
+        let refused = tiny.hold(tiny.entry(event(), HeldKind::State, "r")).await.unwrap();
+        assert!(
+            matches!(refused, HoldOutcome::Refused(full) if full.kind == CapKind::Total && full.is_server_wide())
+        );
+    }
+
+    #[tokio::test]
+    async fn pushing_a_placeholder_again_keeps_its_deadline() {
+        let p = Purgatory::in_memory(PurgatoryTimers::default());
+        let id = event().id;
+        let owner = Keys::generate().public_key();
+        let placeholder = |commit: &str, expires_at| Placeholder {
+            event_id: id,
+            commit: commit.into(),
+            owner,
+            identifier: "r".into(),
+            namespace: Namespace::Announced,
+            created_at: 1,
+            expires_at,
+            client: Some("192.0.2.1".parse().unwrap()),
+        };
+        p.add_placeholder(placeholder(&"a".repeat(40), 1000)).await.unwrap();
+        p.add_placeholder(placeholder(&"b".repeat(40), 999_999)).await.unwrap();
+        let kept = p.placeholder(&id).unwrap();
+        assert_eq!(
+            (kept.commit, kept.expires_at),
+            ("b".repeat(40), 1000),
+            "the new commit, the old deadline"
+        );
+        let repo = RepoRef::new(owner, RepoIdentifier::new("r").unwrap());
+        assert_eq!(p.placeholder_count_in(&repo), 1);
+        assert_eq!(p.placeholder_count_of(&"192.0.2.1".parse().unwrap()), 1);
+        p.remove_placeholders(&[id]).await.unwrap();
+        assert_eq!(
+            (p.placeholder_count_in(&repo), p.placeholder_count_of(&"192.0.2.1".parse().unwrap())),
+            (0, 0)
+        );
     }
 
     #[tokio::test]

@@ -261,7 +261,7 @@ impl Relay {
     /// Decides about, stores and broadcasts an event a client published, whose id and
     /// signature were verified.
     pub async fn ingest(&self, event: Event) -> IngestOutcome {
-        self.ingest_from(event, EventSource::Client).await
+        self.ingest_from(event, EventSource::Client(None)).await
     }
 
     /// [`Relay::ingest`] for an event from `source`: relay sync submits what it copies from

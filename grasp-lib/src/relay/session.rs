@@ -162,7 +162,7 @@ impl Session {
             );
             return wire::ok(&id, false, &self.relay.refuse_unverified(kind, "rate_limited", msg).message);
         }
-        let outcome = self.relay.submit(event, EventSource::Client).await;
+        let outcome = self.relay.submit(event, EventSource::Client(Some(self.peer))).await;
         crate::crash::point("ingest-before-ok");
         wire::ok(&id, outcome.accepted, &outcome.message)
     }

@@ -119,6 +119,30 @@ pub fn too_busy(refusal: &crate::limits::Refusal) -> WebResponse {
     response
 }
 
+/// True when the raw request head `raw` (request line and header lines, as received)
+/// frames its body twice: both `Content-Length` and `Transfer-Encoding`. A server that
+/// forwards requests must refuse such a request (RFC 9112 §6.1): two parsers on the way
+/// may read different bodies out of it (request smuggling).
+pub fn conflicting_framing(raw: &[u8]) -> bool {
+    let mut content_length = false;
+    let mut transfer_encoding = false;
+    for line in raw.split(|b| *b == b'\n').skip(1) {
+        let Some(colon) = line.iter().position(|b| *b == b':') else { continue };
+        let name = line[..colon].trim_ascii();
+        content_length |= name.eq_ignore_ascii_case(b"content-length");
+        transfer_encoding |= name.eq_ignore_ascii_case(b"transfer-encoding");
+    }
+    content_length && transfer_encoding
+}
+
+/// The answer to a request [`conflicting_framing`] refuses: 400, and the connection closed.
+pub fn conflicting_framing_refused() -> WebResponse {
+    let mut response =
+        text(StatusCode::BAD_REQUEST, "a request may carry Content-Length or Transfer-Encoding, not both");
+    response.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
 /// True when an `Accept` header asks for the NIP-11 document.
 pub fn wants_nip11(accept: Option<&str>) -> bool {
     accept.is_some_and(|a| a.contains("application/nostr+json"))
@@ -208,6 +232,21 @@ mod tests {
         for h in ["content-type", "git-protocol", "authorization", "accept", "content-encoding"] {
             assert!(allowed.contains(h), "{allowed} lacks {h}");
         }
+    }
+
+    #[test]
+    fn a_request_framed_twice_is_recognised() {
+        let both = b"POST /x HTTP/1.1\r\nHost: a\r\ncontent-length: 5\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert!(conflicting_framing(both));
+        let spaced = b"POST /x HTTP/1.1\r\nContent-Length : 5\r\ntransfer-encoding:chunked\r\n\r\n";
+        assert!(conflicting_framing(spaced));
+        assert!(!conflicting_framing(b"POST /x HTTP/1.1\r\nContent-Length: 5\r\n\r\n"));
+        assert!(!conflicting_framing(b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"));
+        // A header value that mentions the other name is not a header.
+        assert!(!conflicting_framing(
+            b"POST /x HTTP/1.1\r\nX-Note: transfer-encoding\r\nContent-Length: 1\r\n\r\n"
+        ));
+        assert_eq!(conflicting_framing_refused().status(), StatusCode::BAD_REQUEST);
     }
 
     #[test]
