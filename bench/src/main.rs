@@ -2,14 +2,15 @@
 //! with absolute figures and machine facts. Run it through `bench/run.sh`, which builds the
 //! release binaries and installs nginx and fcgiwrap.
 //!
-//! Scenarios: `clone`, `push`, `memory`, `proxy`, `relay`, `purgatory`, `hook` (default:
-//! all), and `soak` (10 minutes of mixed traffic; only when asked for). `--quick` shrinks
+//! Scenarios: `clone`, `push`, `memory`, `proxy`, `relay`, `purgatory`, `placeholders`,
+//! `hook` (default: all), and `soak` (10 minutes of mixed traffic; only when asked for). `--quick` shrinks
 //! every size for a smoke run; its numbers are not the reference ones.
 
 mod corpus;
 mod gitbench;
 mod hookbench;
 mod machine;
+mod placeholderbench;
 mod procs;
 mod purgatorybench;
 mod relaybench;
@@ -24,7 +25,7 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(name = "grasp-bench")]
 struct Args {
-    /// Scenarios to run (clone, push, memory, proxy, relay, purgatory, hook); all when empty
+    /// Scenarios to run (clone, push, memory, proxy, relay, purgatory, placeholders, hook); all when empty
     scenarios: Vec<String>,
     /// Small sizes for a fast smoke run
     #[arg(long)]
@@ -58,7 +59,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let all = ["clone", "push", "memory", "proxy", "relay", "purgatory", "hook"];
+    let all = ["clone", "push", "memory", "proxy", "relay", "purgatory", "placeholders", "hook"];
     let wanted: Vec<&str> = if args.scenarios.is_empty() {
         all.to_vec()
     } else {
@@ -106,6 +107,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "purgatory" => {
                 purgatorybench::held_memory(&mut report, if q { 5_000 } else { 100_000 }).await?;
                 purgatorybench::authorization_latency(&mut report, 1_000, if q { 50 } else { 500 }).await?;
+            }
+            "placeholders" => {
+                let (most, runs) = if q { (2_000, 5) } else { (20_000, 21) };
+                placeholderbench::placeholders(&mut report, most, runs).await?;
             }
             "hook" => hookbench::hook(&mut report, if q { 10 } else { 50 }).await?,
             "soak" => {
