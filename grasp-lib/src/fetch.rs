@@ -11,8 +11,8 @@ use futures::StreamExt;
 use tokio::io::{AsyncRead, ReadBuf};
 
 use crate::git::smart_http::{self, Body, Service};
+use crate::git::{Direction, OperationStatus, UploadPackMeter};
 use crate::git::{GitError, RepoRef};
-use crate::metrics::{Direction, OperationStatus, UploadPackMeter};
 use crate::Grasp;
 
 /// A request body that shows every byte read to the meter.

@@ -19,7 +19,6 @@
 //! | [`git`] | bare repositories, pkt-lines, smart HTTP by spawning git |
 //! | [`authorization`] | may this push land? (state events, `refs/nostr`) |
 //! | [`alignment`] | the ref changes that make a repository follow a state |
-//! | [`git_data`] | which state a repository follows and how it gets there |
 //! | [`purgatory`] | events held until their git data arrives (durable) |
 //! | [`hosting`] | repositories + events + purgatory: the git-data step, releases, expiry |
 //! | [`hunt`] | fetching the missing git data of held events from other clone URLs |
@@ -62,9 +61,9 @@ pub mod crash;
 pub mod curation;
 pub mod fetch;
 pub mod git;
-pub mod git_data;
 pub mod hosting;
 pub mod hunt;
+pub mod ingest;
 pub mod limits;
 #[cfg(unix)]
 pub mod local_api;
@@ -91,11 +90,12 @@ use authorization::EventView;
 use config::Config;
 use git::{RepoRef, Repositories};
 use hosting::Hosting;
+use ingest::Ingest;
 use metrics::Metrics;
 use origin::ServiceOrigin;
-use policy::GraspPolicy;
 use purgatory::{Purgatory, PurgatoryError};
-use relay::{Publisher, Relay, RelayLimits};
+use relay::Relay;
+use store::Publisher;
 use store::{EventStore, StoreBackend, StoreError};
 
 /// Starts relay sync (GRASP-02) when it is on.
@@ -253,6 +253,7 @@ impl Grasp {
         let store = EventStore::open(config.database_backend, &config.relay_data_path)
             .map_err(|source| OpenError::Store { path: config.relay_data_path.clone(), source })?;
         let metrics = Metrics::new();
+        Metrics::prime(&metrics.push_refused, authorization::PushBound::ALL.iter().map(|b| b.as_str()));
         let timers = config.purgatory_timers();
         let purgatory = match config.database_backend {
             StoreBackend::Memory => Purgatory::in_memory(timers),
@@ -262,7 +263,7 @@ impl Grasp {
             }
         }
         .with_caps(config.purgatory_caps());
-        let limits = RelayLimits::from_config(&config);
+        let limits = config.relay_limits();
         let publisher = Publisher::new(store.clone(), metrics.clone(), limits.subscriber_queue);
         let hosting = Arc::new(Hosting::new(
             store.clone(),
@@ -294,7 +295,7 @@ impl Grasp {
             config::EventPolicyChoice::Grasp => {
                 let hunt = start_hunting(&config, &hosting, &metrics);
                 Arc::new(
-                    GraspPolicy::new(hosting.clone())
+                    Ingest::new(hosting.clone())
                         .with_hunting(hunt)
                         .with_prs_hosting(config.prs_hosting)
                         .with_curation(curation.clone())

@@ -10,8 +10,8 @@
 //! One registry per [`crate::Grasp`] instance (not the global default), so several servers
 //! in one process (tests, embedding forges) keep separate counts.
 
-pub mod git;
-
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use prometheus::core::Collector;
@@ -20,10 +20,31 @@ use prometheus::{
     Opts, Registry, TextEncoder,
 };
 
-pub use self::git::{Direction, OperationStatus, UploadPackMeter, AUTHORIZATION_RESULTS, TOP_REPOS};
 use crate::nip34::kinds;
-use crate::purgatory::HeldKind;
-use crate::relay::{wire, CLIENT_MESSAGE_TYPES};
+
+/// Repositories that get their own `ngit_git_top_repos_bytes` series.
+pub const TOP_REPOS: usize = 10;
+
+/// Git bytes per repository since start. Only repositories that exist get traffic, so the
+/// map is bounded by the hosted repositories; only the top [`TOP_REPOS`] become series.
+#[derive(Debug, Clone, Default)]
+struct RepoTraffic(Arc<Mutex<HashMap<String, u64>>>);
+
+impl RepoTraffic {
+    fn add(&self, repo: &str, bytes: u64) {
+        let mut map = self.0.lock().expect("repo traffic poisoned");
+        *map.entry(repo.to_owned()).or_default() += bytes;
+    }
+
+    /// The `n` repositories with the most bytes, busiest first (ties by name).
+    fn top(&self, n: usize) -> Vec<(String, u64)> {
+        let map = self.0.lock().expect("repo traffic poisoned");
+        let mut all: Vec<(String, u64)> = map.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        all.truncate(n);
+        all
+    }
+}
 
 /// All metrics of one server. Cheap to clone (the metric handles are shared).
 #[derive(Clone)]
@@ -73,7 +94,7 @@ pub struct Metrics {
     /// Bytes of the busiest repositories, refreshed when rendered.
     top_repos_bytes: IntGaugeVec,
     /// Git traffic per repository, the source of `top_repos_bytes`.
-    repo_traffic: git::RepoTraffic,
+    repo_traffic: RepoTraffic,
     /// Bare repositories on disk.
     pub repositories: IntGauge,
     /// Repositories aligned to a state (refs or HEAD changed).
@@ -277,7 +298,7 @@ impl Metrics {
                 "Git bytes since start of the busiest repositories",
                 &["repo"],
             ),
-            repo_traffic: git::RepoTraffic::default(),
+            repo_traffic: RepoTraffic::default(),
             repositories: gauge(&r, "ngit_repositories_total", "Repositories hosted"),
             repos_aligned: counter(&r, "grasp_repos_aligned_total", "Repositories aligned to a state event"),
             repos_created: counter(
@@ -360,36 +381,40 @@ impl Metrics {
         metrics
     }
 
-    /// Creates the series of every fixed label set at zero, so dashboards show 0 (and
-    /// `rate()` works) before the first occurrence. Kinds and rejection reasons are left
-    /// to appear when they happen.
+    /// Creates the series of the label sets this module knows at zero, so dashboards show 0
+    /// (and `rate()` works) before the first occurrence. The modules that own a label
+    /// vocabulary (relay message types, purgatory kinds, caps, bounds, git operations)
+    /// prime theirs with [`Metrics::prime`] when they start counting; kinds and rejection
+    /// reasons are left to appear when they happen.
     fn preset(&self) {
-        self.preset_git();
-        for t in CLIENT_MESSAGE_TYPES {
-            self.messages_received.with_label_values(&[t]);
-        }
-        for t in wire::MESSAGE_TYPES {
-            self.messages_sent.with_label_values(&[t]);
-        }
-        for kind in HeldKind::ALL {
-            self.purgatory_released.with_label_values(&[kind.as_str()]);
-            self.purgatory_expired.with_label_values(&[kind.as_str()]);
-        }
         for result in ["ok", "error"] {
             self.repacks.with_label_values(&[result]);
             self.req_duration.with_label_values(&[result]);
         }
-        for cap in crate::purgatory::bounds::CapKind::ALL {
-            self.purgatory_refused.with_label_values(&[cap.as_str()]);
-        }
-        for bound in crate::authorization::PushBound::ALL {
-            self.push_refused.with_label_values(&[bound.as_str()]);
-        }
-        for cap in crate::limits::Refusal::LABELS {
-            self.connections_refused.with_label_values(&[cap]);
-        }
         for stalled in STALLED {
             self.timeouts.with_label_values(&[stalled]);
+        }
+    }
+
+    /// Creates the series of `values` of a one-label metric at zero.
+    pub fn prime(metric: &IntCounterVec, values: impl IntoIterator<Item = &'static str>) {
+        for value in values {
+            metric.with_label_values(&[value]);
+        }
+    }
+
+    /// Adds `bytes` of git traffic to the per-repository totals behind
+    /// `ngit_git_top_repos_bytes` (`repo` as it is shown).
+    pub fn count_repo_traffic(&self, repo: &str, bytes: u64) {
+        self.repo_traffic.add(repo, bytes);
+    }
+
+    /// Rebuilds `ngit_git_top_repos_bytes` from the per-repository totals (each render), so
+    /// a repository that falls out of the top loses its series.
+    fn refresh_top_repos(&self) {
+        self.top_repos_bytes.reset();
+        for (repo, bytes) in self.repo_traffic.top(TOP_REPOS) {
+            self.top_repos_bytes.with_label_values(&[&repo]).set(i64::try_from(bytes).unwrap_or(i64::MAX));
         }
     }
 

@@ -81,7 +81,7 @@ impl ServiceOrigin {
     /// The contributor and identifier of `value` when it is a GRASP-06 clone URL on this
     /// server: `http(s)://<us>/prs/<valid npub>/<percent-encoded identifier>.git`.
     pub fn prs_clone_url(&self, value: &str) -> Option<(PublicKey, RepoIdentifier)> {
-        crate::git::prs::parse_path(&self.own_http_path(value)?)
+        parse_prs_path(&self.own_http_path(value)?)
     }
 
     /// True when `url` (any scheme, any path) addresses this server, however it is spelled:
@@ -131,6 +131,12 @@ fn is_loopback(host: &str) -> bool {
         })
 }
 
+/// Splits a GRASP-06 URL path `/prs/<npub>/<pct-identifier>.git` into contributor and
+/// identifier.
+pub fn parse_prs_path(path: &str) -> Option<(PublicKey, RepoIdentifier)> {
+    parse_repo_path(path.strip_prefix("/prs")?)
+}
+
 /// Splits a URL path `/<npub>/<pct-identifier>.git` into its owner and identifier.
 pub fn parse_repo_path(path: &str) -> Option<(PublicKey, RepoIdentifier)> {
     let rest = path.strip_prefix('/')?;
@@ -155,6 +161,24 @@ mod tests {
     use nostr::Keys;
 
     use super::*;
+
+    #[test]
+    fn prs_paths_parse_only_under_prs() {
+        let keys = Keys::generate();
+        let npub = keys.public_key().to_bech32().unwrap();
+        let (pk, d) = parse_prs_path(&format!("/prs/{npub}/my%20repo.git")).unwrap();
+        assert_eq!((pk, d.as_str()), (keys.public_key(), "my repo"));
+        for bad in [
+            format!("/{npub}/r.git"),
+            format!("/prs/{npub}/r"),
+            format!("/prs/{npub}/%2e%2e.git"),
+            format!("/prs/{npub}/a/b.git"),
+            "/prs/npub1bad/r.git".to_owned(),
+            "/prsx/r.git".to_owned(),
+        ] {
+            assert!(parse_prs_path(&bad).is_none(), "{bad}");
+        }
+    }
 
     fn npub() -> String {
         Keys::generate().public_key().to_bech32().unwrap()

@@ -8,7 +8,7 @@ use nostr::nips::nip19::{Nip19Coordinate, ToBech32};
 use nostr::{Kind, PublicKey, RelayUrl};
 
 use crate::git::{refs, GitError, RepoRef};
-use crate::git_data::authoritative_state;
+use crate::hosting::authoritative_state;
 use crate::hunt::status::HuntStatus;
 use crate::maintainers::MaintainerSet;
 use crate::nip34::{kinds, RepoAnnouncement, RepoState};

@@ -10,6 +10,7 @@ pub mod frontend;
 pub mod git;
 pub mod hostile;
 pub mod http;
+pub mod layering;
 pub mod memory;
 pub mod metrics;
 pub mod poll;

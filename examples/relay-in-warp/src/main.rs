@@ -14,7 +14,6 @@ use std::net::SocketAddr;
 use anyhow::{bail, Context};
 use futures::{future, SinkExt, StreamExt};
 use grasp_lib::config::Config;
-use grasp_lib::limits::KeepAlive;
 use grasp_lib::relay::connection::{self, Inbound, Outbound};
 use grasp_lib::store::StoreBackend;
 use grasp_lib::Grasp;
@@ -45,7 +44,7 @@ async fn relay_connection(socket: WebSocket, peer: Option<SocketAddr>, grasp: Gr
     let relay = grasp.relay().clone();
     let ip = peer.map(|p| p.ip()).unwrap_or([127, 0, 0, 1].into());
     // Pings every `websocket_ping_interval_secs`; a silent or stuck client is closed.
-    let keep_alive = KeepAlive::from_config(grasp.config());
+    let keep_alive = grasp.config().keep_alive();
     connection::drive(relay.session(ip), &relay, Box::pin(incoming), Box::pin(outgoing), keep_alive).await;
 }
 

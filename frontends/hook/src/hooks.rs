@@ -14,8 +14,8 @@ use grasp_lib::authorization::PushDecision;
 use grasp_lib::git::pktline::RefUpdate;
 use grasp_lib::local_api::{LocalApiError, Response};
 
+use crate::args::HookArgs;
 use crate::repository::git_dir;
-use crate::HookArgs;
 
 /// Largest hook input read (git writes one ~100-byte line per pushed ref).
 const MAX_INPUT_BYTES: u64 = 64 * 1024 * 1024;

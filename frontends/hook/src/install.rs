@@ -17,8 +17,8 @@ use std::process::{Command, ExitCode};
 
 use clap::Args;
 
+use crate::args::NodeArgs;
 use crate::repository::RepositoryArgs;
-use crate::NodeArgs;
 
 /// The line that marks a hook file as written by `grasp-hook install`.
 pub const MARKER: &str = "# grasp-hook: managed hook";

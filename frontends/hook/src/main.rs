@@ -5,15 +5,16 @@
 //! Every decision is the node's; this binary only reads stdin and the environment, finds
 //! out which repository git runs it in, and installs itself.
 
+mod args;
 mod hooks;
 mod install;
 mod repository;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
+
+use args::{HookArgs, NodeArgs};
 
 /// GRASP hooks for existing git servers: pushes are accepted only when they match a signed
 /// Nostr state event, decided by the running grasp node.
@@ -37,35 +38,6 @@ enum Command {
         #[command(flatten)]
         node: NodeArgs,
     },
-}
-
-/// How to reach the node.
-#[derive(Debug, Clone, Args)]
-struct NodeArgs {
-    /// The node's local API socket (its local_api_socket)
-    #[arg(long, env = "GRASP_HOOK_SOCKET")]
-    socket: PathBuf,
-    /// Seconds to wait for the node's answer; no answer refuses the push
-    #[arg(long, env = "GRASP_HOOK_TIMEOUT_SECS", default_value_t = 30)]
-    timeout_secs: u64,
-}
-
-impl NodeArgs {
-    fn client(&self) -> grasp_lib::local_api::LocalApiClient {
-        grasp_lib::local_api::LocalApiClient::new(&self.socket, Duration::from_secs(self.timeout_secs.max(1)))
-    }
-}
-
-/// Arguments of the two hooks.
-#[derive(Debug, Clone, Args)]
-struct HookArgs {
-    #[command(flatten)]
-    node: NodeArgs,
-    #[command(flatten)]
-    repository: repository::RepositoryArgs,
-    /// Another hook to run with the same input (the one that was installed before us)
-    #[arg(long)]
-    chain: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {

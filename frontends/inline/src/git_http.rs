@@ -6,8 +6,7 @@ use std::net::IpAddr;
 
 use futures::{Stream, TryStreamExt};
 use grasp_lib::git::smart_http::{self, Service};
-use grasp_lib::git::{GitError, RepoRef};
-use grasp_lib::push::ReceivePackError;
+use grasp_lib::git::RepoRef;
 use grasp_lib::web::{self, WebResponse};
 use grasp_lib::Grasp;
 use sync_wrapper::SyncStream;
@@ -16,7 +15,7 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::Reply;
 
-use crate::http::{chunk_bytes, reply};
+use crate::warp_glue::{chunk_bytes, reply};
 
 /// `GET info/refs?service=…`
 pub async fn advertise(
@@ -27,15 +26,8 @@ pub async fn advertise(
 ) -> WebResponse {
     let protocol = smart_http::sanitize_git_protocol(protocol);
     match grasp.advertise_refs(repo, service, protocol.as_deref()).await {
-        Ok(body) => {
-            let mut response = WebResponse::new(body.into());
-            web::git_headers(response.headers_mut(), service.advertisement_content_type());
-            response
-        }
-        Err(e) => {
-            tracing::warn!(repo = %repo, error = %e, "ref advertisement failed");
-            web::internal_error(format!("git could not read this repository: {e}"))
-        }
+        Ok(body) => web::git_answer(service.advertisement_content_type(), body),
+        Err(e) => web::advertisement_failed(repo, e),
     }
 }
 
@@ -59,25 +51,18 @@ where
         Ok(body) => body,
         Err(e) => return reply(web::text(StatusCode::UNSUPPORTED_MEDIA_TYPE, e.to_string())),
     };
-    let mut response = match service {
+    match service {
         Service::ReceivePack => match grasp.receive_pack(repo, client, protocol.as_deref(), body).await {
-            Ok(bytes) => Response::new(bytes.into()),
-            Err(ReceivePackError::BadRequest(msg)) => return reply(web::text(StatusCode::BAD_REQUEST, msg)),
-            Err(ReceivePackError::Internal(msg)) => return reply(web::internal_error(msg)),
-            Err(ReceivePackError::ClientStalled(msg)) => return reply(web::client_stalled(msg)),
+            Ok(bytes) => reply(web::git_answer(service.result_content_type(), bytes)),
+            Err(e) => reply(web::receive_pack_failed(e)),
         },
         Service::UploadPack => match grasp.upload_pack(repo, protocol.as_deref(), body).await {
-            Ok(stream) => warp::reply::stream(SyncStream::new(stream)).into_response(),
-            Err(GitError::BadRequest(reason)) => {
-                let message = format!("git upload-pack refused the request: {reason}");
-                return reply(web::text(StatusCode::BAD_REQUEST, message));
+            Ok(stream) => {
+                let mut response = warp::reply::stream(SyncStream::new(stream)).into_response();
+                web::git_headers(response.headers_mut(), service.result_content_type());
+                response
             }
-            Err(e) => {
-                tracing::warn!(repo = %repo, error = %e, "upload-pack failed");
-                return reply(web::internal_error(format!("git upload-pack failed: {e}")));
-            }
+            Err(e) => reply(web::upload_pack_failed(repo, e)),
         },
-    };
-    web::git_headers(response.headers_mut(), service.result_content_type());
-    response
+    }
 }

@@ -4,8 +4,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 
-use bytes::Bytes;
-use grasp_lib::web::{self, RequestHead, Route, WebResponse};
+use grasp_lib::web::{self, RequestHead, Route};
 use grasp_lib::Grasp;
 use warp::http::header::{HeaderMap, ACCEPT};
 use warp::http::Method;
@@ -14,17 +13,12 @@ use warp::reply::Response;
 use warp::ws::Ws;
 use warp::{Filter, Rejection, Reply, Stream};
 
-use crate::serve::Peer;
+use crate::warp_glue::{reply, Peer};
 use crate::{git_http, websocket};
 
 /// Hands each request a clone of the service handle.
 fn with_grasp(grasp: Grasp) -> impl Filter<Extract = (Grasp,), Error = Infallible> + Clone {
     warp::any().map(move || grasp.clone())
-}
-
-/// A library response as a warp response.
-pub fn reply(response: WebResponse) -> Response {
-    response.map(Into::into)
 }
 
 /// Every route of the server, with CORS applied.
@@ -92,9 +86,4 @@ async fn dispatch(
         }
         Route::Refused(response) => reply(response),
     }
-}
-
-/// Bytes of a body chunk, whatever buffer type warp hands out.
-pub fn chunk_bytes(mut chunk: impl warp::Buf) -> Bytes {
-    chunk.copy_to_bytes(chunk.remaining())
 }

@@ -5,6 +5,7 @@
 mod git_http;
 mod http;
 mod serve;
+mod warp_glue;
 mod websocket;
 
 use std::process::ExitCode;

@@ -38,14 +38,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::http;
+use crate::warp_glue::Peer;
 use grasp_lib::web::client_ip;
 
 /// How long shutdown waits for requests in flight (websockets are simply closed).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-
-/// The TCP peer of a request, for routes that need the client address.
-#[derive(Debug, Clone, Copy)]
-pub struct Peer(pub SocketAddr);
 
 /// A client's slot behind a trusted proxy: set per request, kept by an upgraded websocket.
 type ClientSlot = Arc<Mutex<Option<Permit>>>;

@@ -12,8 +12,7 @@ use std::net::IpAddr;
 use bytes::Bytes;
 use futures::StreamExt;
 use grasp_lib::git::smart_http::{self, Body, Service};
-use grasp_lib::git::{GitError, RepoRef};
-use grasp_lib::push::ReceivePackError;
+use grasp_lib::git::RepoRef;
 use grasp_lib::web;
 use grasp_lib::Grasp;
 use http::header::{CONTENT_ENCODING, EXPECT};
@@ -36,11 +35,8 @@ pub async fn advertise(
 ) -> pingora::Result<()> {
     let protocol = smart_http::sanitize_git_protocol(header(session, "git-protocol"));
     let answer = match grasp.advertise_refs(repo, service, protocol.as_deref()).await {
-        Ok(body) => respond::git(service.advertisement_content_type(), body),
-        Err(e) => {
-            tracing::warn!(repo = %repo, error = %e, "ref advertisement failed");
-            web::internal_error(format!("git could not read this repository: {e}"))
-        }
+        Ok(body) => web::git_answer(service.advertisement_content_type(), body),
+        Err(e) => web::advertisement_failed(repo, e),
     };
     respond::send(session, answer).await
 }
@@ -73,10 +69,8 @@ pub async fn rpc(
             let (_, answer) =
                 tokio::join!(feed(session, chunks), grasp.receive_pack(repo, client, protocol, body));
             let answer = match answer {
-                Ok(bytes) => respond::git(service.result_content_type(), bytes),
-                Err(ReceivePackError::BadRequest(msg)) => web::text(StatusCode::BAD_REQUEST, msg),
-                Err(ReceivePackError::Internal(msg)) => web::internal_error(msg),
-                Err(ReceivePackError::ClientStalled(msg)) => web::client_stalled(msg),
+                Ok(bytes) => web::git_answer(service.result_content_type(), bytes),
+                Err(e) => web::receive_pack_failed(e),
             };
             respond::send(session, answer).await
         }
@@ -84,17 +78,9 @@ pub async fn rpc(
             let (_, output) = tokio::join!(feed(session, chunks), grasp.upload_pack(repo, protocol, body));
             let mut output = match output {
                 Ok(output) => output,
-                Err(GitError::BadRequest(reason)) => {
-                    let message = format!("git upload-pack refused the request: {reason}");
-                    return respond::send(session, web::text(StatusCode::BAD_REQUEST, message)).await;
-                }
-                Err(e) => {
-                    tracing::warn!(repo = %repo, error = %e, "upload-pack failed");
-                    let answer = web::internal_error(format!("git upload-pack failed: {e}"));
-                    return respond::send(session, answer).await;
-                }
+                Err(e) => return respond::send(session, web::upload_pack_failed(repo, e)).await,
             };
-            let (parts, _) = respond::git(service.result_content_type(), Bytes::new()).into_parts();
+            let (parts, _) = web::git_answer(service.result_content_type(), Bytes::new()).into_parts();
             session.write_response_header(Box::new(respond::header(&parts, None)?), false).await?;
             while let Some(chunk) = output.next().await {
                 match chunk {
@@ -122,7 +108,7 @@ async fn feed(session: &mut Session, chunks: mpsc::Sender<std::io::Result<Bytes>
         let next = match session.read_request_body().await {
             Ok(Some(chunk)) => Ok(chunk),
             Ok(None) => return,
-            Err(e) => Err(crate::push::client_error(&e)),
+            Err(e) => Err(crate::client::client_error(&e)),
         };
         let failed = next.is_err();
         if chunks.send(next).await.is_err() || failed {

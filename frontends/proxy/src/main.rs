@@ -5,6 +5,8 @@
 //! after `grasp-lib` authorized them. This file parses the configuration and starts the
 //! listener; `docs/explanation/proxy.md` explains the design.
 
+mod app;
+mod client;
 mod in_process;
 mod listener;
 mod meter;
@@ -22,7 +24,7 @@ use grasp_lib::config::{Config, ConfigArgs};
 use grasp_lib::limits::Admission;
 use grasp_lib::Grasp;
 
-use crate::proxy::GraspProxy;
+use crate::app::GraspProxy;
 use crate::upstream::Upstream;
 
 /// GRASP in front of an existing git server: serves the Nostr relay and NIP-11, authorizes

@@ -9,7 +9,8 @@ use std::task::{Context, Poll};
 
 use async_compression::tokio::write::GzipDecoder;
 use grasp_lib::git::RepoRef;
-use grasp_lib::metrics::{Direction, Metrics, OperationStatus, UploadPackMeter};
+use grasp_lib::git::{Direction, OperationStatus, UploadPackMeter};
+use grasp_lib::metrics::Metrics;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 /// A forwarded git request, metered on the way.

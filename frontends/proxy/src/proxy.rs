@@ -9,41 +9,21 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use grasp_lib::git::smart_http::Service;
-use grasp_lib::limits::{Admission, Permit, ServerLimits};
+use grasp_lib::limits::Permit;
 use grasp_lib::web::{self, RequestHead, Route};
-use grasp_lib::Grasp;
 use http::header::{ACCEPT, CONTENT_ENCODING, UPGRADE};
-use pingora::connectors::http::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, HttpProxy, ProxyHttp, Session};
 use pingora::server::configuration::ServerConf;
 use pingora::{Error, ErrorSource, ErrorType};
 
+use crate::app::GraspProxy;
+use crate::client::client_of;
 use crate::listener::HeadersArrived;
 use crate::meter::{Forwarded, UploadPackTap};
-use crate::upstream::{failure_response, Upstream};
+use crate::upstream::failure_response;
 use crate::{in_process, push, relay, respond};
-
-/// The proxy: the library handle, the upstream, a client for forwarding pushes, and the
-/// limits it applies per request.
-pub struct GraspProxy {
-    pub grasp: Grasp,
-    pub upstream: Upstream,
-    /// Connections to the upstream for pushes, which [`crate::push`] forwards itself.
-    pub connector: Connector,
-    pub limits: ServerLimits,
-    /// The connection caps; the listener takes connection slots, the proxy takes client
-    /// slots behind a trusted reverse proxy.
-    pub admission: Admission,
-}
-
-impl GraspProxy {
-    /// A proxy in front of `upstream`.
-    pub fn new(grasp: Grasp, upstream: Upstream, limits: ServerLimits, admission: Admission) -> Self {
-        Self { grasp, upstream, connector: Connector::new(None), limits, admission }
-    }
-}
 
 /// The pingora application around [`GraspProxy`].
 pub fn http_app(proxy: GraspProxy) -> HttpProxy<GraspProxy> {
@@ -57,13 +37,6 @@ pub struct RequestCtx {
     /// The client's slot behind a trusted reverse proxy, held for the request (and an
     /// upgraded websocket, which lives inside it).
     _client: Option<Permit>,
-}
-
-/// The client's address: the TCP peer, or the forwarded one when `trusted`.
-pub fn client_of(session: &Session, trusted: bool) -> std::net::IpAddr {
-    let forwarded = session.req_header().headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
-    let remote = session.client_addr().and_then(|a| a.as_inet()).copied();
-    web::client_ip(remote, forwarded, trusted)
 }
 
 /// True when the request asks to become a websocket.

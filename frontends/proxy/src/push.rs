@@ -14,16 +14,15 @@
 //! way to hand back request bytes a filter already read, and no async hook between the
 //! last upstream byte and the last client byte.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::Stream;
-use grasp_lib::authorization::PushDecision;
 use grasp_lib::git::pktline::PushCommands;
 use grasp_lib::git::smart_http::{self, Decoded, DecodedLength, Service};
+use grasp_lib::git::OperationStatus;
 use grasp_lib::git::RepoRef;
-use grasp_lib::metrics::OperationStatus;
-use grasp_lib::push::{self, ReceivePackError};
+use grasp_lib::push::{Admitted, PushLifecycle, ReceivePackError};
 use grasp_lib::web;
 use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING};
 use http::StatusCode;
@@ -33,7 +32,8 @@ use pingora::proxy::Session;
 use pingora::ErrorType;
 use tokio_util::io::StreamReader;
 
-use crate::proxy::GraspProxy;
+use crate::app::GraspProxy;
+use crate::client::{client_error, client_of};
 use crate::respond;
 use crate::upstream::failure_response;
 
@@ -61,30 +61,15 @@ fn recorded_body<'a>(
     })
 }
 
-/// A failed read from the client as an I/O error; a read timeout (the session's read
-/// timeout is `body_idle_timeout_secs`) keeps its kind, so the library reports a stalled
-/// client rather than a bad request.
-pub fn client_error(e: &pingora::Error) -> std::io::Error {
-    match e.etype() {
-        ErrorType::ReadTimedout => std::io::Error::new(std::io::ErrorKind::TimedOut, e.to_string()),
-        _ => std::io::Error::other(e.to_string()),
-    }
-}
-
-/// Answers a client whose request body stopped arriving (or broke off) and counts it.
+/// Answers a client whose request body stopped arriving (or broke off), counted by `push`.
 async fn client_stalled(
-    proxy: &GraspProxy,
+    push: &mut PushLifecycle,
     session: &mut Session,
-    repo: &RepoRef,
-    started: Instant,
     reason: String,
 ) -> pingora::Result<()> {
-    let grasp = &proxy.grasp;
-    tracing::info!(repo = %repo, %reason, "push aborted: the client stalled");
-    grasp.metrics().timeouts.with_label_values(&["body_idle"]).inc();
-    grasp.record_push(repo, OperationStatus::Error, started, 0, 0);
+    let error = push.stalled(reason);
     session.set_keepalive(None);
-    respond::send(session, web::client_stalled(reason)).await
+    respond::send(session, web::receive_pack_failed(error)).await
 }
 
 /// Reads and discards the rest of the request (at most `limit` bytes), so a client that
@@ -99,10 +84,12 @@ async fn drain(session: &mut Session, limit: u64) {
     }
 }
 
-/// Serves a push to `repo`, which is hosted here.
+/// Serves a push to `repo`, which is hosted here: the library's push lifecycle, with the
+/// upstream receiving the pack.
 pub async fn receive_pack(proxy: &GraspProxy, session: &mut Session, repo: &RepoRef) -> pingora::Result<()> {
     let grasp = &proxy.grasp;
-    let started = Instant::now();
+    let client = client_of(session, grasp.config().trust_forwarded_for);
+    let mut push = grasp.begin_push(repo, client);
     let header = |name| session.req_header().headers.get(name).and_then(|v| v.to_str().ok());
     let encoding = header(CONTENT_ENCODING).map(str::to_owned);
     if header(EXPECT).is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
@@ -112,64 +99,44 @@ pub async fn receive_pack(proxy: &GraspProxy, session: &mut Session, repo: &Repo
     let read = {
         let raw = StreamReader::new(Box::pin(recorded_body(session, &mut consumed)));
         match smart_http::decode_body(raw, encoding.as_deref()) {
-            Ok(mut body) => Ok(push::read_push_commands(&mut body).await),
+            Ok(mut body) => Ok(push.read_commands(&mut body).await),
             Err(unsupported) => Err(unsupported),
         }
     };
     let commands = match read {
         Ok(Ok((commands, _pack_start))) => commands,
-        Ok(Err(ReceivePackError::ClientStalled(reason))) => {
-            return client_stalled(proxy, session, repo, started, reason).await;
+        Ok(Err(e @ ReceivePackError::ClientStalled(_))) => {
+            session.set_keepalive(None);
+            return respond::send(session, web::receive_pack_failed(e)).await;
         }
-        Ok(Err(e)) => {
-            grasp.record_push(repo, OperationStatus::BadRequest, started, 0, 0);
-            return respond::send(session, web::text(StatusCode::BAD_REQUEST, e.to_string())).await;
-        }
+        Ok(Err(e)) => return respond::send(session, web::receive_pack_failed(e)).await,
         Err(unsupported) => {
             let answer = web::text(StatusCode::UNSUPPORTED_MEDIA_TYPE, unsupported.to_string());
             return respond::send(session, answer).await;
         }
     };
-    let client = crate::proxy::client_of(session, grasp.config().trust_forwarded_for);
-    match grasp.admit_push(repo, &commands.updates, Some(client)).await {
-        Ok(PushDecision::Authorized { .. }) => {
-            let push = Push { repo, commands: &commands, client, encoding: encoding.as_deref(), started };
-            forward(proxy, session, &push, consumed).await
+    push.received(consumed.len() as u64);
+    match push.admit(&commands).await {
+        Ok(Admitted::Go) => {
+            forward(proxy, session, &mut push, &commands, encoding.as_deref(), consumed).await
         }
-        Ok(PushDecision::Rejected { reason, .. }) => {
-            drain(session, push::drain_allowance(grasp.config().max_push_size)).await;
-            let answer = push::rejection(&commands, &reason);
-            let sizes = (consumed.len() as u64, answer.len() as u64);
-            grasp.record_push(repo, OperationStatus::Rejected, started, sizes.0, sizes.1);
-            respond::send(session, respond::git(Service::ReceivePack.result_content_type(), answer)).await
+        Ok(Admitted::Refused(answer)) => {
+            drain(session, push.drain_allowance()).await;
+            respond::send(session, web::git_answer(Service::ReceivePack.result_content_type(), answer)).await
         }
-        Err(e) => {
-            grasp.record_push(repo, OperationStatus::Error, started, 0, 0);
-            respond::send(session, web::internal_error(format!("could not authorize the push: {e}"))).await
-        }
+        Err(e) => respond::send(session, web::receive_pack_failed(e)).await,
     }
 }
 
-/// An authorized push on its way upstream.
-struct Push<'a> {
-    repo: &'a RepoRef,
-    commands: &'a PushCommands,
-    /// The client's address (pushes and placeholders are bounded per address).
-    client: std::net::IpAddr,
-    /// The request's `Content-Encoding`: `max_push_size` counts the decoded bytes.
-    encoding: Option<&'a str>,
-    started: Instant,
-}
-
 /// Refuses an authorized push that went over `max_push_size`, once the client is done.
-async fn refuse_too_large(proxy: &GraspProxy, session: &mut Session, push: &Push<'_>) -> pingora::Result<()> {
-    let grasp = &proxy.grasp;
-    let limit = grasp.config().max_push_size;
-    drain(session, push::drain_allowance(limit)).await;
-    tracing::info!(repo = %push.repo, limit, "push refused: too large");
-    let answer = push::too_large(push.commands, push.repo, limit);
-    grasp.record_push(push.repo, OperationStatus::Rejected, push.started, limit, answer.len() as u64);
-    respond::send(session, respond::git(Service::ReceivePack.result_content_type(), answer)).await
+async fn refuse_too_large(
+    session: &mut Session,
+    push: &mut PushLifecycle,
+    commands: &PushCommands,
+) -> pingora::Result<()> {
+    drain(session, push.drain_allowance()).await;
+    let answer = push.too_large(commands);
+    respond::send(session, web::git_answer(Service::ReceivePack.result_content_type(), answer)).await
 }
 
 /// How sending the request to the upstream ended.
@@ -187,15 +154,15 @@ enum Sent {
 }
 
 /// Sends the request upstream: its header, the bytes already read, then the rest, counting
-/// what git will read (the decoded body) against `max_push_size` before each chunk goes.
+/// what git will read (the decoded body) against `limit` before each chunk goes.
 async fn send_request(
     proxy: &GraspProxy,
     session: &mut Session,
     upstream: &mut HttpSession,
     consumed: Vec<u8>,
     encoding: Option<&str>,
+    limit: u64,
 ) -> Sent {
-    let limit = proxy.grasp.config().max_push_size;
     let mut decoded = DecodedLength::new(encoding, limit);
     let mut request = session.req_header().clone();
     // The client's body is already flowing; do not make the upstream ask for it.
@@ -260,41 +227,38 @@ async fn abandon(mut upstream: HttpSession) {
 async fn forward(
     proxy: &GraspProxy,
     session: &mut Session,
-    push: &Push<'_>,
+    push: &mut PushLifecycle,
+    commands: &PushCommands,
+    encoding: Option<&str>,
     consumed: Vec<u8>,
 ) -> pingora::Result<()> {
-    let (grasp, repo, started) = (&proxy.grasp, push.repo, push.started);
-    let limit = grasp.config().max_push_size;
+    let (grasp, repo, limit) = (&proxy.grasp, push.repo().clone(), push.limit());
     let declared =
         session.req_header().headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
-    if push.encoding.is_none() && declared.is_some_and(|length: u64| length > limit) {
+    if encoding.is_none() && declared.is_some_and(|length: u64| length > limit) {
         // Known to be too large before a byte went upstream.
-        return refuse_too_large(proxy, session, push).await;
+        return refuse_too_large(session, push, commands).await;
     }
-    let failed = |e: &pingora::Error| {
-        grasp.record_push(repo, OperationStatus::Error, started, 0, 0);
-        failure_response(e)
-    };
     let peer = proxy.upstream.peer();
     let mut upstream = match proxy.connector.get_http_session(&*peer).await {
         Ok((upstream, _reused)) => upstream,
         Err(e) => {
             tracing::warn!(repo = %repo, error = %e, "cannot reach the upstream for a push");
-            drain(session, push::drain_allowance(limit)).await;
-            return respond::send(session, failed(&e)).await;
+            drain(session, push.drain_allowance()).await;
+            return respond::send(session, failure_response(&e)).await;
         }
     };
-    let sent_bytes = match send_request(proxy, session, &mut upstream, consumed, push.encoding).await {
+    let sent_bytes = match send_request(proxy, session, &mut upstream, consumed, encoding, limit).await {
         Sent::Complete(bytes) => Some(bytes),
         Sent::TooLarge => {
             // git gets a pack cut off in the middle: it discards what it got and updates no
             // ref.
             abandon(upstream).await;
-            return refuse_too_large(proxy, session, push).await;
+            return refuse_too_large(session, push, commands).await;
         }
         Sent::Malformed => {
             abandon(upstream).await;
-            grasp.record_push(repo, OperationStatus::BadRequest, started, 0, 0);
+            push.finish(OperationStatus::BadRequest, 0, 0);
             session.set_keepalive(None);
             let answer = web::text(StatusCode::BAD_REQUEST, "the request body is not valid gzip");
             return respond::send(session, answer).await;
@@ -304,33 +268,31 @@ async fn forward(
             abandon(upstream).await;
             if e.etype() == &ErrorType::ReadTimedout {
                 let idle = proxy.limits.body_idle_timeout.as_secs();
-                let reason = format!("the client sent nothing for {idle} s");
-                return client_stalled(proxy, session, repo, started, reason).await;
+                return client_stalled(push, session, format!("the client sent nothing for {idle} s")).await;
             }
-            grasp.record_push(repo, OperationStatus::Error, started, 0, 0);
             return Err(e);
         }
         Sent::Failed(e) => {
             tracing::debug!(repo = %repo, error = %e, "sending the push upstream failed");
             // The upstream may have answered early (and stopped reading); let the client
             // finish, then pass on whatever the upstream said.
-            drain(session, push::drain_allowance(limit)).await;
+            drain(session, push.drain_allowance()).await;
             None
         }
     };
     if let Err(e) = upstream.read_response_header().await {
         tracing::warn!(repo = %repo, error = %e, "the upstream did not answer a push");
-        return respond::send(session, failed(&e)).await;
+        return respond::send(session, failure_response(&e)).await;
     }
     let header = upstream
         .response_header()
         .cloned()
         .unwrap_or_else(|| ResponseHeader::build(502, None).expect("static status"));
     let succeeded = header.status == StatusCode::OK && sent_bytes.is_some();
+    let landed = &*push;
     let answered = relay_answer(session, &mut upstream, header, || async {
         if succeeded {
-            let landed = grasp.updates_in_effect(repo, &push.commands.updates).await;
-            grasp.push_received(repo, &landed, Some(push.client)).await;
+            landed.landed(&grasp.updates_in_effect(&repo, &commands.updates).await).await;
         } else {
             tracing::warn!(repo = %repo, "the upstream did not accept a push");
         }
@@ -338,8 +300,7 @@ async fn forward(
     .await;
     let status =
         if succeeded && answered.is_ok() { OperationStatus::Success } else { OperationStatus::Error };
-    let answer_bytes = *answered.as_ref().unwrap_or(&0);
-    grasp.record_push(repo, status, started, sent_bytes.unwrap_or_default(), answer_bytes);
+    push.finish(status, sent_bytes.unwrap_or_default(), *answered.as_ref().unwrap_or(&0));
     if answered.is_ok() && upstream.response_done() {
         proxy.connector.release_http_session(upstream, &*peer, Some(Duration::from_secs(60))).await;
     }

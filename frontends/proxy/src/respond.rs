@@ -36,11 +36,3 @@ pub async fn send(session: &mut Session, response: WebResponse) -> pingora::Resu
     let body = if session.req_header().method == Method::HEAD { Bytes::new() } else { body };
     session.write_response_body(Some(body), true).await
 }
-
-/// A `200` git answer that grasp-lib produced (a push refusal, an advertisement) with its
-/// content type.
-pub fn git(content_type: &'static str, body: impl Into<Bytes>) -> WebResponse {
-    let mut response = WebResponse::new(body.into());
-    web::git_headers(response.headers_mut(), content_type);
-    response
-}

@@ -25,6 +25,12 @@ use serde::Deserialize;
 
 pub use selector::{RepoSelector, SelectorError, Selectors};
 
+/// How often the curation file is checked for changes: every 10 s, every second in test
+/// mode (`curation_reload_secs` overrides it).
+pub fn reload_interval(test_mode: bool) -> Duration {
+    Duration::from_secs(if test_mode { 1 } else { 10 })
+}
+
 /// The lists in force.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CurationLists {

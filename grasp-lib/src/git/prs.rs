@@ -5,33 +5,24 @@
 //!   on disk. A repository is created by the first push that is let in, never by a probe:
 //!   until then every well-formed path answers as an empty repository, served from one
 //!   shared empty repository ([`EmptyRepository`]).
-//! - **What may be pushed**: only `refs/nostr/<event id>` ([`decide_push`]); any other ref
-//!   refuses the whole push, so a mixed push lands nothing. When the pull request event is
-//!   already known, the push must meet it: signed by the npub in the URL, an `a` tag with
-//!   the URL identifier, and a `c` tag naming the pushed commit.
-//! - **What happens next** lives with the other pull request rules: an unmatched ref waits
-//!   (hidden) for its event and is deleted after the 20-minute rule, a matched one releases
-//!   the event and is mirrored into the announced repository of the same identifier here
-//!   ([`crate::hosting::Hosting::process`]), and a repository left without refs is removed.
+//! - **What may be pushed** is a GRASP rule and lives with the others
+//!   (`crate::authorization`): only `refs/nostr/<event id>`, meeting a known pull request.
+//! - **What is here**: the namespace's directories, the shared empty repository, and the
+//!   removal of repositories left without refs ([`Collector`]), kept away from pushes
+//!   landing in them.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use nostr::{Event, PublicKey};
-
-use super::pktline::RefUpdate;
-use crate::authorization::{nostr_ref_rules, pull_request_commit_mismatch, NostrRefContext, PushDecision};
-use crate::git::{GitError, RepoRef};
-use crate::nip34::{clone_tag_urls, kinds, raw_commit_tag, EventReferences, RepoIdentifier};
-use crate::origin::{parse_repo_path, ServiceOrigin};
-
-/// The URL path segment (and directory) of the namespace.
-pub const SEGMENT: &str = "prs";
+use super::error::GitError;
+use super::repo::{Namespace, RepoRef};
+use super::repositories::Repositories;
+use crate::nip34::RepoIdentifier;
 
 /// `<git_data_path>/prs`: the directory of every `/prs/` repository.
 pub fn root(git_data_path: &Path) -> PathBuf {
-    git_data_path.join(SEGMENT)
+    Namespace::Prs.base(git_data_path)
 }
 
 /// The shared empty bare repository that answers for `/prs/` paths nobody has pushed to.
@@ -64,55 +55,6 @@ impl EmptyRepository {
     pub fn path(&self) -> &Path {
         &self.path
     }
-}
-
-/// Splits a URL path `/prs/<npub>/<pct-identifier>.git` into contributor and identifier.
-pub fn parse_path(path: &str) -> Option<(PublicKey, RepoIdentifier)> {
-    parse_repo_path(path.strip_prefix("/prs")?)
-}
-
-/// The identifiers of the repositories (kind 30617 coordinates) an event tags with `a`.
-pub fn tagged_identifiers(event: &Event) -> Vec<String> {
-    EventReferences::of(event)
-        .coordinates
-        .into_iter()
-        .filter(|c| c.kind == kinds::REPO_ANNOUNCEMENT)
-        .map(|c| c.identifier)
-        .collect()
-}
-
-/// Why a pull request event and a `/prs/` repository do not belong together, if they do not:
-/// the event must be signed by the npub in the URL and tag a repository (`a`) with the URL
-/// identifier.
-pub fn event_mismatch(repo: &RepoRef, event: &Event) -> Option<String> {
-    if event.pubkey != repo.owner {
-        let signer = RepoRef::prs(event.pubkey, repo.identifier.clone());
-        return Some(format!(
-            "the pull request event is signed by another key than the npub in this URL; push to {} instead",
-            signer.url_path()
-        ));
-    }
-    if !tagged_identifiers(event).iter().any(|d| d == repo.identifier.as_str()) {
-        return Some(format!(
-            "the pull request event tags no repository named '{}' ('a' tag 30617:<owner>:<identifier>)",
-            repo.identifier
-        ));
-    }
-    None
-}
-
-/// The `/prs/` repositories of this server that a pull request event's `clone` tag names and
-/// that belong to it (see [`event_mismatch`]): where its commit may be pushed.
-pub fn named_repositories(event: &Event, origin: &ServiceOrigin) -> Vec<RepoRef> {
-    let mut repos: Vec<RepoRef> = clone_tag_urls(event)
-        .iter()
-        .filter_map(|url| origin.prs_clone_url(url))
-        .map(|(contributor, identifier)| RepoRef::prs(contributor, identifier))
-        .filter(|repo| event_mismatch(repo, event).is_none())
-        .collect();
-    repos.sort();
-    repos.dedup();
-    repos
 }
 
 /// Removal of `/prs/` repositories left without refs, kept away from repositories a push
@@ -188,7 +130,7 @@ pub fn remove_if_empty(path: &Path) -> Result<bool, GitError> {
 }
 
 /// The `/prs/` repositories with `identifier` on disk, of every contributor. Blocking.
-pub fn with_identifier(repos: &super::Repositories, identifier: &RepoIdentifier) -> Vec<RepoRef> {
+pub fn with_identifier(repos: &Repositories, identifier: &RepoIdentifier) -> Vec<RepoRef> {
     let contributors = std::fs::read_dir(root(repos.root())).into_iter().flatten().flatten();
     let mut found: Vec<RepoRef> = contributors
         .filter_map(|dir| crate::origin::parse_npub(dir.file_name().to_str()?))
@@ -209,91 +151,20 @@ pub fn remove_empty_repositories(git_data_path: &Path) -> usize {
     repos.filter(|repo| remove_if_empty(&repo.path()).unwrap_or(false)).count()
 }
 
-fn reject(reason: String) -> PushDecision {
-    PushDecision::rejected(reason)
-}
-
-/// The push rule of a `/prs/` repository: only `refs/nostr/<id>` refs, under the same rules
-/// as everywhere ([`nostr_ref_rules`]), and a known pull request must also belong to the
-/// repository ([`event_mismatch`]).
-pub fn decide_push(repo: &RepoRef, updates: &[RefUpdate], nostr: &NostrRefContext<'_>) -> PushDecision {
-    let changes: Vec<&RefUpdate> = updates.iter().filter(|u| !u.is_noop()).collect();
-    for update in &changes {
-        let name = update.name.as_str();
-        if crate::authorization::nostr_ref_id(name).is_none() {
-            return reject(format!(
-                "{name}: a /prs/ repository only takes pull request commits at refs/nostr/<64-character \
-                 lowercase hex event id>; nothing was pushed"
-            ));
-        }
-    }
-    let mismatch = |name: &str, event: &Event, update: &RefUpdate| {
-        if let Some(why) = event_mismatch(repo, event) {
-            return Some(format!("{name}: {why}"));
-        }
-        pull_request_commit_mismatch(name, raw_commit_tag(event), &update.new)
-    };
-    nostr_ref_rules(&changes, nostr, mismatch).unwrap_or(PushDecision::Authorized { state: None })
-}
-
 #[cfg(test)]
 mod tests {
     use nostr::nips::nip19::ToBech32;
-    use nostr::{EventBuilder, Keys, Kind, Tag};
 
     use super::*;
-
-    const Z: &str = "0000000000000000000000000000000000000000";
-    const A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
-    const B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
-
-    fn upd(name: &str, old: &str, new: &str) -> RefUpdate {
-        RefUpdate { old: old.into(), new: new.into(), name: name.into() }
-    }
-
-    fn pr(keys: &Keys, d: &str, commit: &str) -> Event {
-        let owner = Keys::generate().public_key().to_hex();
-        let tags =
-            [Tag::parse(["a", &format!("30617:{owner}:{d}")]).unwrap(), Tag::parse(["c", commit]).unwrap()];
-        EventBuilder::new(Kind::Custom(1618), "").tags(tags).sign_with_keys(keys).unwrap()
-    }
-
-    fn rejected(d: PushDecision) -> String {
-        match d {
-            PushDecision::Rejected { reason, .. } => reason,
-            other => panic!("expected rejection, got {other:?}"),
-        }
-    }
-
-    /// [`decide_push`] with the events in `known` and room for every placeholder.
-    fn decide(repo: &RepoRef, updates: &[RefUpdate], known: &[Event]) -> PushDecision {
-        let named = known.iter().map(|e| (e.id, crate::authorization::Named::of(e.clone()))).collect();
-        let room = crate::authorization::PlaceholderRoom::default();
-        let caps = crate::purgatory::bounds::PlaceholderCaps::default();
-        decide_push(repo, updates, &NostrRefContext { named: &named, room: &room, caps })
-    }
+    use nostr::Keys;
 
     #[test]
-    fn paths_parse_only_under_prs() {
-        let keys = Keys::generate();
-        let npub = keys.public_key().to_bech32().unwrap();
-        let (pk, d) = parse_path(&format!("/prs/{npub}/my%20repo.git")).unwrap();
-        assert_eq!((pk, d.as_str()), (keys.public_key(), "my repo"));
-        for bad in [
-            format!("/{npub}/r.git"),
-            format!("/prs/{npub}/r"),
-            format!("/prs/{npub}/%2e%2e.git"),
-            format!("/prs/{npub}/a/b.git"),
-            "/prs/npub1bad/r.git".to_owned(),
-            "/prsx/r.git".to_owned(),
-        ] {
-            assert!(parse_path(&bad).is_none(), "{bad}");
-        }
+    fn a_temporary_empty_repository_goes_with_its_owner() {
         let temporary = EmptyRepository::temporary().unwrap();
         let path = temporary.path().to_path_buf();
         assert!(path.join("HEAD").is_file());
         drop(temporary);
-        assert!(!path.exists(), "a temporary empty repository goes with its owner");
+        assert!(!path.exists());
     }
 
     #[test]
@@ -330,61 +201,5 @@ mod tests {
         drop(second);
         assert!(collector.remove_if_empty(&path).unwrap());
         assert!(!path.exists());
-    }
-
-    #[test]
-    fn only_nostr_refs_and_a_mixed_push_is_refused_whole() {
-        let keys = Keys::generate();
-        let repo = RepoRef::prs(keys.public_key(), RepoIdentifier::new("r").unwrap());
-        let nostr = format!("refs/nostr/{}", "ab".repeat(32));
-        assert_eq!(decide(&repo, &[upd(&nostr, Z, A)], &[]), PushDecision::Authorized { state: None });
-        assert_eq!(decide(&repo, &[], &[]), PushDecision::Authorized { state: None });
-        for other in ["refs/heads/main", "refs/tags/v1", "HEAD", "refs/nostr/xyz"] {
-            let reason = rejected(decide(&repo, &[upd(&nostr, Z, A), upd(other, Z, A)], &[]));
-            assert!(reason.starts_with(other) && reason.contains("only takes"), "{reason}");
-        }
-        assert!(rejected(decide(&repo, &[upd(&nostr, A, Z)], &[])).contains("cannot be deleted"));
-    }
-
-    #[test]
-    fn named_repositories_are_ours_and_meet_the_event() {
-        let origin = ServiceOrigin::parse("127.0.0.1:7334").unwrap();
-        let (contributor, other) = (Keys::generate(), Keys::generate());
-        let npub = contributor.public_key().to_bech32().unwrap();
-        let other_npub = other.public_key().to_bech32().unwrap();
-        let owner = Keys::generate().public_key().to_hex();
-        let clone = [
-            "clone".to_owned(),
-            format!("http://127.0.0.1:7334/prs/{npub}/r.git"),
-            format!("http://127.0.0.1:7334/prs/{npub}/r.git/"),
-            format!("http://127.0.0.1:7334/prs/{npub}/untagged.git"),
-            format!("http://127.0.0.1:7334/prs/{other_npub}/r.git"),
-            format!("http://127.0.0.1:9999/prs/{npub}/r.git"),
-            format!("http://127.0.0.1:7334/{npub}/r.git"),
-        ];
-        let tags = [
-            Tag::parse(["a", &format!("30617:{owner}:r")]).unwrap(),
-            Tag::parse(["c", A]).unwrap(),
-            Tag::parse(clone).unwrap(),
-        ];
-        let event =
-            EventBuilder::new(Kind::Custom(1618), "").tags(tags).sign_with_keys(&contributor).unwrap();
-        let named = named_repositories(&event, &origin);
-        assert_eq!(named, vec![RepoRef::prs(contributor.public_key(), RepoIdentifier::new("r").unwrap())]);
-    }
-
-    #[test]
-    fn a_known_event_must_meet_the_push() {
-        let (contributor, other) = (Keys::generate(), Keys::generate());
-        let repo = RepoRef::prs(contributor.public_key(), RepoIdentifier::new("r").unwrap());
-        let check = |event: Event, pushed: &str| {
-            let name = format!("refs/nostr/{}", event.id.to_hex());
-            decide(&repo, &[upd(&name, Z, pushed)], &[event])
-        };
-        assert!(matches!(check(pr(&contributor, "r", A), A), PushDecision::Authorized { .. }));
-        let reason = rejected(check(pr(&other, "r", A), A));
-        assert!(reason.contains("signed by another key") && reason.contains("/prs/npub1"), "{reason}");
-        assert!(rejected(check(pr(&contributor, "other", A), A)).contains("tags no repository named 'r'"));
-        assert!(rejected(check(pr(&contributor, "r", A), B)).contains("'c' tag"));
     }
 }

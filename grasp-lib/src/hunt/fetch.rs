@@ -36,6 +36,13 @@ impl Default for FetchLimits {
     }
 }
 
+impl FetchLimits {
+    /// The limits a test suite runs with: a shorter timeout.
+    pub fn test_mode() -> Self {
+        Self { timeout: Duration::from_secs(30), ..Self::default() }
+    }
+}
+
 /// How often the size of a running fetch is checked.
 const SIZE_CHECK: Duration = Duration::from_millis(100);
 

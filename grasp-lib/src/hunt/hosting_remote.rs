@@ -16,7 +16,7 @@ use super::remote::{FetchError, Fetched, HuntRemote, Wanted};
 use super::urls::fetchable;
 use crate::authorization::EventView;
 use crate::git::{refs, RepoRef};
-use crate::git_data::authoritative_state;
+use crate::hosting::authoritative_state;
 use crate::hosting::{Arrival, Hosting};
 use crate::limits::StorageLimits;
 use crate::maintainers::MaintainerSet;

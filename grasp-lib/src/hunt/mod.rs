@@ -62,6 +62,20 @@ pub struct HuntSettings {
     pub fetch: FetchLimits,
 }
 
+impl HuntSettings {
+    /// The settings of a public server, or the short timers a test suite runs with.
+    pub fn for_mode(test_mode: bool) -> Self {
+        if !test_mode {
+            return Self::default();
+        }
+        Self {
+            timers: QueueTimers::test_mode(),
+            limits: ThrottleLimits::default(),
+            fetch: FetchLimits::test_mode(),
+        }
+    }
+}
+
 /// Asks the hunter to look for the git data of an identifier's held events. Cheap to clone;
 /// does nothing when hunting is off.
 #[derive(Debug, Clone)]

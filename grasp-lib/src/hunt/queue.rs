@@ -40,6 +40,18 @@ impl Default for QueueTimers {
 }
 
 impl QueueTimers {
+    /// The short timers a test suite runs with.
+    pub fn test_mode() -> Self {
+        Self {
+            client_delay: Duration::from_millis(1000),
+            sync_delay: Duration::from_millis(100),
+            backoff_base: Duration::from_millis(500),
+            backoff_max: Duration::from_millis(2000),
+        }
+    }
+}
+
+impl QueueTimers {
     /// The wait after `attempts` attempts that did not finish the job (1 → base).
     pub fn backoff(&self, attempts: u32) -> Duration {
         let doublings = attempts.saturating_sub(1).min(31);

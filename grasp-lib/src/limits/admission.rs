@@ -136,6 +136,7 @@ impl Admission {
 
     /// Caps of `max_total` connections and `max_per_ip` per IP (0: no per-IP cap).
     pub fn new(max_total: usize, max_per_ip: usize, metrics: Metrics) -> Self {
+        Metrics::prime(&metrics.connections_refused, Refusal::LABELS);
         let shared = Shared { max_total, max_per_ip, counts: Mutex::default(), metrics };
         Self { shared: Arc::new(shared) }
     }

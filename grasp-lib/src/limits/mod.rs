@@ -1,8 +1,8 @@
 //! What keeps a public, unauthenticated server available: how long a client may stall, how
 //! many connections it may hold, and how many file descriptors the process may use.
 //!
-//! Every frontend applies the same pieces, resolved once from the [`Config`] into
-//! [`ServerLimits`]:
+//! Every frontend applies the same pieces, resolved once from the configuration into
+//! [`ServerLimits`] (`Config::server_limits`):
 //!
 //! | Piece | Applied where |
 //! |---|---|
@@ -26,8 +26,6 @@ pub use nofile::{raise_nofile_limit, NofileLimit};
 pub use storage::StorageLimits;
 
 use std::time::Duration;
-
-use crate::config::Config;
 
 /// File descriptors kept free of connections for everything else: the event store, the
 /// purgatory journal, repositories opened by the git-data step, log files.
@@ -57,13 +55,9 @@ impl KeepAlive {
     /// No pings, no silence limit (tests and embedders that keep connections otherwise).
     pub const OFF: KeepAlive = KeepAlive { interval: None, missed_pongs: 1 };
 
-    /// The keep-alive `config` asks for.
-    pub fn from_config(config: &Config) -> Self {
-        let interval = config.websocket_ping_interval_secs;
-        KeepAlive {
-            interval: (interval > 0).then(|| Duration::from_secs(interval)),
-            missed_pongs: config.websocket_missed_pongs,
-        }
+    /// A ping every `interval_secs` (0: none), closing after `missed_pongs` silent intervals.
+    pub fn new(interval_secs: u64, missed_pongs: u32) -> Self {
+        KeepAlive { interval: (interval_secs > 0).then(|| Duration::from_secs(interval_secs)), missed_pongs }
     }
 
     /// How long a connection may stay silent, or a write may take, before it is closed.
@@ -91,35 +85,25 @@ pub struct ServerLimits {
     pub per_ip_after_headers: bool,
 }
 
-impl ServerLimits {
-    /// The limits of `config`; an automatic `max_connections` (0) is derived from the soft
-    /// descriptor limit `nofile` (see [`raise_nofile_limit`]).
-    pub fn from_config(config: &Config, nofile: Option<u64>) -> Self {
-        let max_connections = match config.max_connections {
-            0 => automatic_max_connections(nofile),
-            n => {
-                if let Some(soft) = nofile {
-                    let fits =
-                        (soft.saturating_sub(RESERVED_DESCRIPTORS) / DESCRIPTORS_PER_CONNECTION) as usize;
-                    if n > fits {
-                        tracing::warn!(
-                            max_connections = n,
-                            open_file_limit = soft,
-                            "max_connections is above what the open-file limit can serve; \
-                             raise the limit (LimitNOFILE=) or lower max_connections"
-                        );
-                    }
+/// The connection cap in force: `configured`, or with 0 one the soft descriptor limit
+/// `nofile` can serve (see [`raise_nofile_limit`]). A configured cap above what the limit can
+/// serve is kept, with a warning.
+pub fn max_connections(configured: usize, nofile: Option<u64>) -> usize {
+    match configured {
+        0 => automatic_max_connections(nofile),
+        n => {
+            if let Some(soft) = nofile {
+                let fits = (soft.saturating_sub(RESERVED_DESCRIPTORS) / DESCRIPTORS_PER_CONNECTION) as usize;
+                if n > fits {
+                    tracing::warn!(
+                        max_connections = n,
+                        open_file_limit = soft,
+                        "max_connections is above what the open-file limit can serve; \
+                         raise the limit (LimitNOFILE=) or lower max_connections"
+                    );
                 }
-                n
             }
-        };
-        Self {
-            header_read_timeout: Duration::from_secs(config.header_read_timeout_secs),
-            body_idle_timeout: Duration::from_secs(config.body_idle_timeout_secs),
-            keep_alive: KeepAlive::from_config(config),
-            max_connections,
-            max_connections_per_ip: config.max_connections_per_ip,
-            per_ip_after_headers: config.trust_forwarded_for,
+            n
         }
     }
 }
@@ -141,19 +125,13 @@ mod tests {
         assert_eq!(automatic_max_connections(Some(1_048_576)), MAX_AUTOMATIC_CONNECTIONS);
         assert_eq!(automatic_max_connections(Some(100)), MIN_AUTOMATIC_CONNECTIONS);
         assert_eq!(automatic_max_connections(None), MAX_AUTOMATIC_CONNECTIONS);
-        let config = Config { max_connections: 7, ..Config::default() };
-        assert_eq!(ServerLimits::from_config(&config, Some(1024)).max_connections, 7);
+        assert_eq!(max_connections(7, Some(1024)), 7);
+        assert_eq!(max_connections(0, Some(1024)), (1024 - 256) / 4);
     }
 
     #[test]
-    fn defaults_match_the_documented_values() {
-        let limits = ServerLimits::from_config(&Config::default(), Some(65_536));
-        assert_eq!(limits.header_read_timeout, Duration::from_secs(10));
-        assert_eq!(limits.body_idle_timeout, Duration::from_secs(60));
-        assert_eq!(limits.keep_alive.silence_limit(), Some(Duration::from_secs(60)));
-        assert_eq!(limits.max_connections_per_ip, 128);
-        assert!(!limits.per_ip_after_headers);
-        let quiet = Config { websocket_ping_interval_secs: 0, ..Config::default() };
-        assert_eq!(ServerLimits::from_config(&quiet, None).keep_alive.silence_limit(), None);
+    fn keep_alive_closes_after_the_missed_pongs() {
+        assert_eq!(KeepAlive::new(30, 2).silence_limit(), Some(Duration::from_secs(60)));
+        assert_eq!(KeepAlive::new(0, 2).silence_limit(), None);
     }
 }

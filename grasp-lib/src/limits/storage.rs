@@ -13,6 +13,13 @@ pub struct StorageLimits {
     pub quota_per_owner: Option<u64>,
 }
 
+impl StorageLimits {
+    /// A 1 GiB free-disk floor and no quota; no floor in test mode.
+    pub fn for_mode(test_mode: bool) -> Self {
+        Self { min_free_bytes: if test_mode { 0 } else { 1024 * 1024 * 1024 }, quota_per_owner: None }
+    }
+}
+
 /// Bytes available to this process on the filesystem holding `path` (`None` when it cannot
 /// be read, e.g. the directory does not exist yet: then the floor is not enforced).
 pub fn free_bytes(path: &Path) -> Option<u64> {

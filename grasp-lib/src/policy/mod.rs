@@ -1,14 +1,12 @@
 //! Event acceptance: which events this relay takes, holds or refuses, and why.
 //!
-//! [`decide`] holds the GRASP-01 rules as pure functions over facts; [`GraspPolicy`] gathers
-//! those facts from the store and applies them. The relay engine only sees the
+//! [`decide`] holds the GRASP-01 rules as pure functions over facts and [`curate`] the
+//! operator's lists; [`crate::ingest::Ingest`] gathers those facts from the store and
+//! purgatory and applies them. The relay engine only sees the
 //! [`EventPolicy`] trait, so other policies (or none, for benchmarks) plug in the same way.
 
 pub mod curate;
 pub mod decide;
-mod grasp;
-
-pub use grasp::GraspPolicy;
 
 use futures::future::BoxFuture;
 use nostr::Event;

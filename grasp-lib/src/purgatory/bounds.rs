@@ -5,8 +5,8 @@
 //! Held events are counted in events and in bytes (their JSON) four ways: per client address
 //! group ([`crate::rate_limit::address_group`]), per author, per repository identifier, and
 //! in total. Placeholders (`refs/nostr/<id>` pushes waiting for their event) are counted per
-//! repository and per client address group; how many one push may make is checked where the
-//! push is authorized.
+//! repository and per client address group; their caps are checked where a push is
+//! authorized ([`crate::authorization::PlaceholderCaps`]).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -48,23 +48,6 @@ impl Default for HeldCaps {
             per_identifier: Cap { events: 2_000, bytes: 256 * MIB },
             total: Cap { events: 100_000, bytes: 2 * 1024 * MIB },
         }
-    }
-}
-
-/// The caps on placeholders.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PlaceholderCaps {
-    /// Most `refs/nostr` refs in one push.
-    pub per_push: usize,
-    /// Most placeholders waiting in one repository.
-    pub per_repository: usize,
-    /// Most placeholders one client address group has waiting, across repositories.
-    pub per_client: usize,
-}
-
-impl Default for PlaceholderCaps {
-    fn default() -> Self {
-        Self { per_push: 32, per_repository: 100, per_client: 100 }
     }
 }
 

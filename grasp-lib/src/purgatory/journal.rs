@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use nostr::EventId;
 use serde::{Deserialize, Serialize};
 
-use super::{HeldEvent, Placeholder};
+use super::entries::{HeldEvent, Placeholder};
 
 /// One journal line.
 #[derive(Debug, Serialize, Deserialize)]

@@ -13,10 +13,12 @@ use nostr::filter::MatchEventOptions;
 use nostr::{ClientMessage, Event, EventId, Filter, JsonUtil, Timestamp};
 use serde_json::Value;
 
+use super::engine::Relay;
 use super::negentropy::NegentropySession;
-use super::{wire, LiveEvent, Relay, MAX_SUBSCRIPTION_ID_LEN};
+use super::wire::{self, CLIENT_MESSAGE_TYPES, MAX_SUBSCRIPTION_ID_LEN};
 use crate::metrics::kind_label;
 use crate::policy::EventSource;
+use crate::store::LiveEvent;
 
 /// How far back a stored event counts as "recent": such events may still be on their way to
 /// this connection as live events when the REQ answers, so their ids are remembered to
@@ -47,16 +49,19 @@ impl std::fmt::Debug for Session {
     }
 }
 
-/// Every `type` label of client messages: the NIP-01/45/77 names, then [`INVALID`].
-pub const CLIENT_MESSAGE_TYPES: &[&str] =
-    &["EVENT", "REQ", "CLOSE", "COUNT", "AUTH", "NEG-OPEN", "NEG-MSG", "NEG-CLOSE", INVALID];
-
 /// Label of messages that are not valid client messages (bounded, whatever clients send).
-const INVALID: &str = "INVALID";
+const INVALID: &str = wire::INVALID_CLIENT_MESSAGE;
 
 /// The `type` label of a client message.
 fn message_type_label(kind: &str) -> &'static str {
     CLIENT_MESSAGE_TYPES.iter().find(|t| **t == kind).copied().unwrap_or(INVALID)
+}
+
+impl Relay {
+    /// A new session for a client at `peer`.
+    pub fn session(self: &Arc<Self>, peer: IpAddr) -> Session {
+        Session::new(self.clone(), peer)
+    }
 }
 
 impl Session {

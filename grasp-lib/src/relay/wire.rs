@@ -49,6 +49,17 @@ pub fn neg_err(subscription_id: &str, reason: &str) -> String {
     json!(["NEG-ERR", subscription_id, reason]).to_string()
 }
 
+/// Every `type` label of client messages: the NIP-01/45/77 names, then
+/// [`INVALID_CLIENT_MESSAGE`].
+pub const CLIENT_MESSAGE_TYPES: &[&str] =
+    &["EVENT", "REQ", "CLOSE", "COUNT", "AUTH", "NEG-OPEN", "NEG-MSG", "NEG-CLOSE", INVALID_CLIENT_MESSAGE];
+
+/// The `type` label of a message that is not a valid client message.
+pub const INVALID_CLIENT_MESSAGE: &str = "INVALID";
+
+/// Longest subscription id NIP-01 allows.
+pub const MAX_SUBSCRIPTION_ID_LEN: usize = 64;
+
 /// Every value [`message_type`] returns.
 pub const MESSAGE_TYPES: &[&str] =
     &["EVENT", "OK", "EOSE", "CLOSED", "NOTICE", "COUNT", "NEG-MSG", "NEG-ERR", "AUTH", "OTHER"];

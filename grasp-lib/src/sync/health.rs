@@ -34,6 +34,21 @@ pub struct HealthTimers {
     pub full_interval: Duration,
 }
 
+impl HealthTimers {
+    /// The short timers a test suite runs with.
+    pub fn test_mode() -> Self {
+        Self {
+            reconnect_min: Duration::from_millis(200),
+            reconnect_max: Duration::from_secs(5),
+            rate_limit_cooldown: Duration::from_secs(3),
+            dead_after: Duration::from_secs(30),
+            dead_retry: Duration::from_secs(5),
+            catch_up_window: Duration::from_secs(15 * 60),
+            full_interval: Duration::from_secs(60),
+        }
+    }
+}
+
 impl Default for HealthTimers {
     fn default() -> Self {
         Self {

@@ -74,6 +74,31 @@ pub struct SyncSettings {
     pub refresh: Duration,
 }
 
+impl SyncSettings {
+    /// The settings of a public server (no bootstrap relays), or the short timers a test
+    /// suite runs with.
+    pub fn for_mode(test_mode: bool) -> Self {
+        let timers =
+            if test_mode { health::HealthTimers::test_mode() } else { health::HealthTimers::default() };
+        let memory =
+            if test_mode { rejected::MemoryLimits::test_mode() } else { rejected::MemoryLimits::default() };
+        let (debounce, refresh) = if test_mode { (100, 1) } else { (1000, 30) };
+        Self {
+            bootstrap: Vec::new(),
+            max_peers: 500,
+            peer: PeerSettings {
+                historic: historic::HistoricSettings::default(),
+                limits: filters::FilterLimits::default(),
+                timers,
+            },
+            memory,
+            timeouts: remote::RemoteTimeouts::for_mode(test_mode),
+            debounce: Duration::from_millis(debounce),
+            refresh: Duration::from_secs(refresh),
+        }
+    }
+}
+
 /// A running relay sync; dropping it does not stop it, [`SyncHandle::stop`] does.
 #[derive(Debug, Clone)]
 pub struct SyncHandle {
@@ -123,7 +148,7 @@ pub fn start(
 /// Every stored event: refused events that waited for it are evaluated again; new
 /// repositories and roots change the scope.
 async fn follow_stored(
-    mut live: broadcast::Receiver<Arc<crate::relay::LiveEvent>>,
+    mut live: broadcast::Receiver<Arc<crate::store::LiveEvent>>,
     ingest: Arc<SyncIngest>,
     dirty: Arc<Notify>,
     stop: CancellationToken,

@@ -44,6 +44,13 @@ pub struct MemoryLimits {
     pub expired_capacity: usize,
 }
 
+impl MemoryLimits {
+    /// The limits a test suite runs with: refused events are kept whole for a minute.
+    pub fn test_mode() -> Self {
+        Self { hot_ttl: Duration::from_secs(60), ..Self::default() }
+    }
+}
+
 impl Default for MemoryLimits {
     fn default() -> Self {
         Self {

@@ -142,6 +142,18 @@ pub struct RemoteTimeouts {
     pub request: Duration,
 }
 
+impl RemoteTimeouts {
+    /// The timeouts of a public server, or the shorter ones a test suite runs with.
+    pub fn for_mode(test_mode: bool) -> Self {
+        let (connect, request) = if test_mode { (5, 30) } else { (10, 120) };
+        Self {
+            connect: Duration::from_secs(connect),
+            negentropy_probe: Duration::from_secs(connect),
+            request: Duration::from_secs(request),
+        }
+    }
+}
+
 /// A peer reached through a nostr-sdk [`Relay`] (read-only, no automatic reconnects: the
 /// peer session decides when to try again).
 #[derive(Debug)]

@@ -30,8 +30,9 @@ use http::header::{HeaderMap, HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use http::{Response, StatusCode};
 
 use crate::config::Config;
-use crate::git::RepoRef;
+use crate::git::{GitError, RepoRef};
 use crate::limits::{raise_nofile_limit, ServerLimits};
+use crate::push::ReceivePackError;
 use crate::{Grasp, OpenError};
 
 /// A complete answer: status, headers and body.
@@ -109,6 +110,44 @@ pub fn client_stalled(message: impl Into<String>) -> WebResponse {
     let mut response = text(StatusCode::REQUEST_TIMEOUT, message);
     response.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     response
+}
+
+/// A `200` git answer (an advertisement, a push report, a refusal `git push` prints) with
+/// its content type and the headers git clients expect.
+pub fn git_answer(content_type: &'static str, body: impl Into<Bytes>) -> WebResponse {
+    let mut response = WebResponse::new(body.into());
+    git_headers(response.headers_mut(), content_type);
+    response
+}
+
+/// The answer to a receive-pack request that got no git answer: `400` for a malformed
+/// request, `408` (and close) for a client that stalled, `500` otherwise.
+pub fn receive_pack_failed(error: ReceivePackError) -> WebResponse {
+    match error {
+        ReceivePackError::BadRequest(message) => text(StatusCode::BAD_REQUEST, message),
+        ReceivePackError::Internal(message) => internal_error(message),
+        ReceivePackError::ClientStalled(message) => client_stalled(message),
+    }
+}
+
+/// The answer to an upload-pack request git did not serve: `400` when git refused the
+/// request itself, `500` when it failed.
+pub fn upload_pack_failed(repo: &RepoRef, error: GitError) -> WebResponse {
+    match error {
+        GitError::BadRequest(reason) => {
+            text(StatusCode::BAD_REQUEST, format!("git upload-pack refused the request: {reason}"))
+        }
+        e => {
+            tracing::warn!(repo = %repo, error = %e, "upload-pack failed");
+            internal_error(format!("git upload-pack failed: {e}"))
+        }
+    }
+}
+
+/// The answer to a ref advertisement git could not give.
+pub fn advertisement_failed(repo: &RepoRef, error: GitError) -> WebResponse {
+    tracing::warn!(repo = %repo, error = %error, "ref advertisement failed");
+    internal_error(format!("git could not read this repository: {error}"))
 }
 
 /// A request refused by the per-client connection cap (see [`crate::limits::Admission`]):
@@ -208,7 +247,7 @@ impl Grasp {
             ),
             None => tracing::warn!("could not read the open-file limit"),
         }
-        let limits = ServerLimits::from_config(&config, nofile.map(|l| l.soft));
+        let limits = config.server_limits(nofile.map(|l| l.soft));
         Ok((Grasp::open(config).await?, listener, limits))
     }
 }

@@ -8,7 +8,6 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use futures::{Sink, Stream};
 
 use crate::config::Config;
-use crate::limits::KeepAlive;
 use crate::relay::connection::{self, Inbound, Outbound};
 use crate::Grasp;
 
@@ -42,7 +41,7 @@ where
 {
     tracing::debug!(%peer, "websocket connected");
     let relay = grasp.relay();
-    let keep_alive = KeepAlive::from_config(grasp.config());
+    let keep_alive = grasp.config().keep_alive();
     let ended = connection::drive(relay.session(peer), relay, incoming, outgoing, keep_alive).await;
     tracing::debug!(%peer, ?ended, "websocket disconnected");
 }

@@ -1,17 +1,12 @@
-//! Counting git smart-HTTP traffic: operations, bytes, durations and the busiest
-//! repositories. Frontends call these from wherever their bytes pass; the inline server
-//! does it through [`crate::Grasp::upload_pack`] and [`crate::Grasp::receive_pack`].
+//! Counting git smart-HTTP traffic into the metrics: operations, bytes, durations and the
+//! busiest repositories. Frontends call these from wherever their bytes pass; the inline
+//! server does it through `Grasp::upload_pack` and `Grasp::receive_pack`.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::Metrics;
-use crate::git::observe::{GitOperation, UploadPackObserver};
-use crate::git::RepoRef;
-
-/// Repositories that get their own `ngit_git_top_repos_bytes` series.
-pub const TOP_REPOS: usize = 10;
+use super::observe::{GitOperation, UploadPackObserver};
+use super::repo::RepoRef;
+use crate::metrics::Metrics;
 
 /// Which way git bytes went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,34 +56,17 @@ impl OperationStatus {
     }
 }
 
-/// Git bytes per repository since start. Only repositories that exist get traffic, so the
-/// map is bounded by the hosted repositories; only the top [`TOP_REPOS`] become series.
-#[derive(Debug, Clone, Default)]
-pub(super) struct RepoTraffic(Arc<Mutex<HashMap<String, u64>>>);
-
-impl RepoTraffic {
-    fn add(&self, repo: &RepoRef, bytes: u64) {
-        let mut map = self.0.lock().expect("repo traffic poisoned");
-        *map.entry(repo.to_string()).or_default() += bytes;
-    }
-
-    /// The `n` repositories with the most bytes, busiest first (ties by name).
-    fn top(&self, n: usize) -> Vec<(String, u64)> {
-        let map = self.0.lock().expect("repo traffic poisoned");
-        let mut all: Vec<(String, u64)> = map.iter().map(|(k, v)| (k.clone(), *v)).collect();
-        all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        all.truncate(n);
-        all
-    }
-}
-
 /// The results `ngit_git_push_authorization_total` counts.
 pub const AUTHORIZATION_RESULTS: [&str; 2] = ["accepted", "rejected"];
 
+/// Creates the series of every fixed git label combination at zero, so a dashboard shows
+/// 0 (and `rate()` works) before the first occurrence.
+pub fn prime(metrics: &Metrics) {
+    metrics.prime_git();
+}
+
 impl Metrics {
-    /// Creates the series of every fixed label combination at zero, so a dashboard shows
-    /// 0 (and `rate()` works) before the first occurrence.
-    pub(super) fn preset_git(&self) {
+    fn prime_git(&self) {
         for operation in GitOperation::ALL {
             for status in OperationStatus::ALL {
                 self.git_operations.with_label_values(&[operation.as_str(), status.as_str()]);
@@ -114,16 +92,7 @@ impl Metrics {
             return;
         }
         self.git_bytes.with_label_values(&[direction.as_str()]).inc_by(bytes);
-        self.repo_traffic.add(repo, bytes);
-    }
-
-    /// Rebuilds `ngit_git_top_repos_bytes` from the per-repository totals (each render), so
-    /// a repository that falls out of the top loses its series.
-    pub(super) fn refresh_top_repos(&self) {
-        self.top_repos_bytes.reset();
-        for (repo, bytes) in self.repo_traffic.top(TOP_REPOS) {
-            self.top_repos_bytes.with_label_values(&[&repo]).set(i64::try_from(bytes).unwrap_or(i64::MAX));
-        }
+        self.count_repo_traffic(&repo.to_string(), bytes);
     }
 }
 
@@ -189,6 +158,7 @@ mod tests {
 
     use super::*;
     use crate::git::pktline::{encode, sideband, FLUSH};
+    use crate::metrics::TOP_REPOS;
     use crate::nip34::RepoIdentifier;
 
     fn repo(name: &str) -> RepoRef {

@@ -1,249 +1,23 @@
-//! Push authorization: may this push land?
-//!
-//! The refs the repository would have after the push (its current `refs/heads/*` and
-//! `refs/tags/*` with the pushed creates, moves and deletes applied) must equal exactly the
-//! refs of a state event authored by a member of the URL owner's recursive maintainer set.
-//! The newest such state wins, and it may not be older than the state the repository is
-//! already aligned to (no rollbacks). `refs/nostr/<event id>` refs carry pull request
-//! commits (decision 11): a known PR or PR update must name the pushed commit in its `c` tag;
-//! an id that names any other known event is refused; an unknown id becomes a placeholder
-//! waiting for its event, and placeholders are bounded per push, per repository and per
-//! client address.
-//!
-//! [`decide`] is the pure rule; [`authorize_push`] gathers its inputs from the repository
-//! on disk and an [`EventView`], which any frontend (inline server, proxy, git hook) can
-//! provide.
-//!
-//! ```
-//! # tokio_test::block_on(async {
-//! use grasp_lib::authorization::{authorize_push, PushDecision, PushRequest};
-//! use grasp_lib::purgatory::bounds::PlaceholderCaps;
-//! use grasp_lib::git::{pktline::RefUpdate, RepoRef, Repositories};
-//! use grasp_lib::nip34::RepoIdentifier;
-//! use grasp_lib::store::EventStore;
-//!
-//! let dir = tempfile::tempdir().unwrap();
-//! let repos = Repositories::new(dir.path());
-//! let owner = nostr::Keys::generate().public_key();
-//! let repo = RepoRef::new(owner, RepoIdentifier::new("demo").unwrap());
-//! repos.create(&repo).await.unwrap();
-//!
-//! let push = [RefUpdate {
-//!     old: "0".repeat(40),
-//!     new: "1".repeat(40),
-//!     name: "refs/heads/main".into(),
-//! }];
-//! // An empty store holds no state event, so the push is refused with a reason for the user.
-//! let request = PushRequest { repo: &repo, path: &repos.path(&repo), updates: &push, client: None };
-//! let decision = authorize_push(&request, &EventStore::memory(), PlaceholderCaps::default()).await.unwrap();
-//! match decision {
-//!     PushDecision::Rejected { reason, .. } => assert!(reason.contains("no state event")),
-//!     PushDecision::Authorized { .. } => unreachable!(),
-//! }
-//! # });
-//! ```
+//! The push rule: the refs after a push must equal a maintainer's state, and its
+//! `refs/nostr` refs must follow their rules. [`decide`] is pure; [`authorize_push`] gathers
+//! its inputs.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::path::Path;
 
-use futures::future::BoxFuture;
-use nostr::{Event, EventId, Filter, Kind, Timestamp};
-use nostr_database::DatabaseEventStatus;
+use nostr::{Event, EventId, Timestamp};
 
+use super::decision::{AuthorizationError, PushDecision};
+use super::nostr_refs::{
+    nostr_ref_id, nostr_ref_rules, nostr_updates, pull_request_commit_mismatch, NostrRefContext,
+    PlaceholderCaps,
+};
+use super::view::{EventView, PlaceholderRoom};
 use crate::git::pktline::RefUpdate;
 use crate::git::{refs, GitError, RepoRef};
 use crate::maintainers::MaintainerSet;
-use crate::nip34::{is_object_id, kinds, raw_commit_tag, RepoAnnouncement, RepoState};
-use crate::purgatory::bounds::PlaceholderCaps;
-use crate::store::{EventStore, StoreError};
-
-/// What the id of a pushed `refs/nostr/<id>` ref names here.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Named {
-    /// A pull request (1618) or pull request update (1619), stored or held: its commit goes
-    /// there.
-    PullRequest(Box<Event>),
-    /// Another kind of event, stored or held: nothing may be pushed under its id.
-    Other(Kind),
-    /// An event its author deleted (NIP-09).
-    Deleted,
-}
-
-/// The placeholders around a push: how many wait in the repository and for the client, and
-/// which ids already wait in the repository (pushing one of those again makes no new one).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PlaceholderRoom {
-    /// Placeholders waiting in the repository.
-    pub in_repository: usize,
-    /// Placeholders the client's address group has waiting (`None`: address unknown).
-    pub of_client: Option<usize>,
-    /// Ids of the placeholders waiting in the repository.
-    pub waiting: HashSet<EventId>,
-}
-
-/// Read access to the events authorization depends on. The event store implements it;
-/// purgatory adds held events on top.
-pub trait EventView: Send + Sync {
-    /// Every announcement with `identifier`, from any author.
-    fn announcements<'a>(
-        &'a self,
-        identifier: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<RepoAnnouncement>, StoreError>>;
-
-    /// Every state event with `identifier` that may authorize a push, from any author.
-    fn states<'a>(&'a self, identifier: &'a str) -> BoxFuture<'a, Result<Vec<RepoState>, StoreError>>;
-
-    /// What each of `ids` names, for those known here (stored, held or deleted).
-    fn named_events<'a>(
-        &'a self,
-        ids: &'a [EventId],
-    ) -> BoxFuture<'a, Result<HashMap<EventId, Named>, StoreError>>;
-
-    /// The placeholders around a push of the `refs/nostr` ids `ids` to `repo` from the
-    /// client address group `client` (none where nothing is held: a bare store).
-    fn placeholders(&self, repo: &RepoRef, client: Option<IpAddr>, ids: &[EventId]) -> PlaceholderRoom {
-        let _ = (repo, ids);
-        PlaceholderRoom { of_client: client.map(|_| 0), ..PlaceholderRoom::default() }
-    }
-}
-
-/// True for a pull request (1618) or pull request update (1619).
-pub fn is_pull_request(event: &Event) -> bool {
-    matches!(event.kind.as_u16(), kinds::PULL_REQUEST | kinds::PULL_REQUEST_UPDATE)
-}
-
-impl EventView for EventStore {
-    fn announcements<'a>(
-        &'a self,
-        identifier: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<RepoAnnouncement>, StoreError>> {
-        Box::pin(EventStore::announcements(self, identifier))
-    }
-
-    fn states<'a>(&'a self, identifier: &'a str) -> BoxFuture<'a, Result<Vec<RepoState>, StoreError>> {
-        Box::pin(async move {
-            let filter = Filter::new().kind(Kind::Custom(kinds::REPO_STATE)).identifier(identifier);
-            Ok(self.query(filter).await?.iter().filter_map(|e| RepoState::parse(e).ok()).collect())
-        })
-    }
-
-    fn named_events<'a>(
-        &'a self,
-        ids: &'a [EventId],
-    ) -> BoxFuture<'a, Result<HashMap<EventId, Named>, StoreError>> {
-        Box::pin(async move {
-            let mut named: HashMap<EventId, Named> =
-                self.events_among(ids).await?.into_iter().map(|e| (e.id, Named::of(e))).collect();
-            let unknown: Vec<EventId> = ids.iter().filter(|id| !named.contains_key(id)).copied().collect();
-            for id in unknown {
-                if self.status(&id).await? == DatabaseEventStatus::Deleted {
-                    named.insert(id, Named::Deleted);
-                }
-            }
-            Ok(named)
-        })
-    }
-}
-
-impl Named {
-    /// What a known event is to a `refs/nostr` push.
-    pub fn of(event: Event) -> Self {
-        if is_pull_request(&event) {
-            Named::PullRequest(Box::new(event))
-        } else {
-            Named::Other(event.kind)
-        }
-    }
-}
-
-/// The answer to a push.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PushDecision {
-    /// Let git run.
-    Authorized {
-        /// The state the pushed branches and tags match (`None` when the push changes no
-        /// branch or tag).
-        state: Option<EventId>,
-    },
-    /// Refuse the whole push; `reason` is one line for the person pushing.
-    Rejected {
-        /// What went wrong and what to do.
-        reason: String,
-        /// The abuse bound the push ran into, if that is why (counted in
-        /// `grasp_push_refused_total`).
-        bound: Option<PushBound>,
-    },
-}
-
-impl PushDecision {
-    /// A refusal for `reason` that is not an abuse bound (no signed state matches, a ref
-    /// outside the namespaces, ...).
-    pub fn rejected(reason: impl Into<String>) -> Self {
-        PushDecision::Rejected { reason: reason.into(), bound: None }
-    }
-
-    /// A refusal because the push ran into `bound`.
-    pub fn bounded(bound: PushBound, reason: impl Into<String>) -> Self {
-        PushDecision::Rejected { reason: reason.into(), bound: Some(bound) }
-    }
-}
-
-/// The bounds on what an anonymous push can make the server hold (decision 29).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PushBound {
-    /// `refs/nostr` refs in one push (`max_nostr_refs_per_push`).
-    NostrRefsPerPush,
-    /// Placeholders waiting in one repository (`max_placeholders_per_repository`).
-    PlaceholdersPerRepository,
-    /// Placeholders of one client address (`max_placeholders_per_client`).
-    PlaceholdersPerClient,
-    /// Pushes per minute from one client address (`pushes_per_minute`).
-    PushRate,
-    /// Pushes to `/prs/` per minute from one client address (`prs_pushes_per_minute`).
-    PrsPushRate,
-    /// The free-disk floor (`min_free_disk_bytes`).
-    DiskFloor,
-    /// The repository data of one owner (`repository_quota_bytes`).
-    Quota,
-}
-
-impl PushBound {
-    /// Every bound, for priming metric labels.
-    pub const ALL: [PushBound; 7] = [
-        PushBound::NostrRefsPerPush,
-        PushBound::PlaceholdersPerRepository,
-        PushBound::PlaceholdersPerClient,
-        PushBound::PushRate,
-        PushBound::PrsPushRate,
-        PushBound::DiskFloor,
-        PushBound::Quota,
-    ];
-
-    /// The `bound` label of `grasp_push_refused_total`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PushBound::NostrRefsPerPush => "nostr_refs_per_push",
-            PushBound::PlaceholdersPerRepository => "placeholders_per_repository",
-            PushBound::PlaceholdersPerClient => "placeholders_per_client",
-            PushBound::PushRate => "push_rate",
-            PushBound::PrsPushRate => "prs_push_rate",
-            PushBound::DiskFloor => "disk_floor",
-            PushBound::Quota => "quota",
-        }
-    }
-}
-
-/// Why authorization could not be decided.
-#[derive(Debug, thiserror::Error)]
-pub enum AuthorizationError {
-    /// The event store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// The repository could not be read.
-    #[error(transparent)]
-    Git(#[from] GitError),
-}
+use crate::nip34::{raw_commit_tag, RepoState};
 
 /// Everything [`decide`] looks at besides the push itself.
 #[derive(Debug, Clone, Copy)]
@@ -258,18 +32,6 @@ pub struct PushContext<'a> {
     pub applied: Option<Timestamp>,
     /// The `refs/nostr` rules' facts ([`NostrRefContext`]).
     pub nostr: NostrRefContext<'a>,
-}
-
-/// What the `refs/nostr/<id>` rules look at: what the pushed ids name, the placeholders
-/// around the push and their caps.
-#[derive(Debug, Clone, Copy)]
-pub struct NostrRefContext<'a> {
-    /// What the pushed ids name here (absent: unknown).
-    pub named: &'a HashMap<EventId, Named>,
-    /// The placeholders around the push.
-    pub room: &'a PlaceholderRoom,
-    /// How many placeholders a push, a repository and a client may make.
-    pub caps: PlaceholderCaps,
 }
 
 /// A push to be decided: where to, what it changes, and from which client address.
@@ -287,39 +49,6 @@ pub struct PushRequest<'a> {
 
 fn short(oid: &str) -> &str {
     &oid[..oid.len().min(7)]
-}
-
-fn reject(reason: impl Into<String>) -> PushDecision {
-    PushDecision::rejected(reason)
-}
-
-/// Why pushing `pushed` to the `refs/nostr/<id>` ref `name` does not meet the known pull
-/// request event whose `c` tag is `commit` (as written), if it does not.
-pub fn pull_request_commit_mismatch(name: &str, commit: Option<&str>, pushed: &str) -> Option<String> {
-    let Some(commit) = commit else {
-        return Some(format!("{name}: the pull request event has no 'c' tag naming its tip commit"));
-    };
-    if !is_object_id(commit) {
-        return Some(format!(
-            "{name}: the pull request event's 'c' tag ({commit:?}) is not a full commit id, so no push \
-             can match it; publish a corrected event"
-        ));
-    }
-    if !commit.eq_ignore_ascii_case(pushed) {
-        return Some(format!(
-            "{name}: the pull request event names commit {} but you pushed {}; push the commit in its 'c' tag",
-            short(commit),
-            short(pushed)
-        ));
-    }
-    None
-}
-
-/// The event id of a `refs/nostr/<id>` ref, if the name has that shape.
-pub fn nostr_ref_id(name: &str) -> Option<EventId> {
-    let id = name.strip_prefix("refs/nostr/")?;
-    let valid = id.len() == 64 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    valid.then(|| EventId::from_hex(id).ok()).flatten()
 }
 
 /// Describes how `would_be` differs from `state`, for the rejection message.
@@ -343,91 +72,6 @@ fn describe_difference(would_be: &BTreeMap<String, String>, state: &BTreeMap<Str
     text
 }
 
-/// The `refs/nostr/<id>` rules (decision 11), for the `refs/nostr` updates among a push's
-/// changes (no-ops left out): the ref must be named after an event id and not be deleted;
-/// a known pull request must meet the push (`pull_request_mismatch` says why not); an id of
-/// any other known event is refused; and the placeholders the unknown ids make must fit
-/// the caps. `None` when the updates may land, otherwise the refusal.
-pub fn nostr_ref_rules(
-    updates: &[&RefUpdate],
-    ctx: &NostrRefContext<'_>,
-    pull_request_mismatch: impl Fn(&str, &Event, &RefUpdate) -> Option<String>,
-) -> Option<PushDecision> {
-    let caps = ctx.caps;
-    let refuse = |why: String| Some(PushDecision::rejected(why));
-    if updates.len() > caps.per_push {
-        return Some(PushDecision::bounded(
-            PushBound::NostrRefsPerPush,
-            format!(
-                "this push carries {} refs/nostr refs; this server takes at most {} in one push \
-             (max_nostr_refs_per_push): push them in smaller batches",
-                updates.len(),
-                caps.per_push
-            ),
-        ));
-    }
-    let mut new_placeholders = 0;
-    for update in updates {
-        let name = update.name.as_str();
-        let Some(id) = nostr_ref_id(name) else {
-            return refuse(format!(
-                "{name}: pull request refs must be refs/nostr/<64-character lowercase hex event id>"
-            ));
-        };
-        if update.is_delete() {
-            return refuse(format!("{name}: pull request refs cannot be deleted by a push"));
-        }
-        match ctx.named.get(&id) {
-            Some(Named::PullRequest(event)) => {
-                if let Some(why) = pull_request_mismatch(name, event, update) {
-                    return refuse(why);
-                }
-            }
-            Some(Named::Other(kind)) => {
-                return refuse(format!(
-                    "{name}: {} names a kind {} event here, not a pull request; only the commit of a pull \
-                     request (kind 1618) or pull request update (kind 1619) goes under refs/nostr/",
-                    id.to_hex(),
-                    kind.as_u16()
-                ))
-            }
-            Some(Named::Deleted) => {
-                return refuse(format!("{name}: the event {} was deleted by its author", id.to_hex()))
-            }
-            None if ctx.room.waiting.contains(&id) => {}
-            None => new_placeholders += 1,
-        }
-    }
-    if new_placeholders == 0 {
-        return None;
-    }
-    if ctx.room.in_repository + new_placeholders > caps.per_repository {
-        return Some(PushDecision::bounded(PushBound::PlaceholdersPerRepository, format!(
-            "this repository already has {} refs/nostr refs waiting for their pull request event (at most {}: \
-             max_placeholders_per_repository); publish the pull request events first, or wait for the \
-             waiting refs to expire",
-            ctx.room.in_repository, caps.per_repository
-        )));
-    }
-    if ctx.room.of_client.is_some_and(|n| n + new_placeholders > caps.per_client) {
-        return Some(PushDecision::bounded(
-            PushBound::PlaceholdersPerClient,
-            format!(
-            "your address already has {} refs/nostr refs waiting for their pull request event on this server \
-             (at most {}: max_placeholders_per_client); publish the pull request events first",
-            ctx.room.of_client.unwrap_or_default(),
-            caps.per_client
-        ),
-        ));
-    }
-    None
-}
-
-/// The `refs/nostr` updates of a push (no-ops left out).
-fn nostr_updates(updates: &[RefUpdate]) -> Vec<&RefUpdate> {
-    updates.iter().filter(|u| !u.is_noop() && u.name.starts_with("refs/nostr/")).collect()
-}
-
 /// The pure push rule. See the module documentation.
 pub fn decide(updates: &[RefUpdate], ctx: &PushContext<'_>) -> PushDecision {
     let changes: Vec<&RefUpdate> = updates.iter().filter(|u| !u.is_noop()).collect();
@@ -437,7 +81,7 @@ pub fn decide(updates: &[RefUpdate], ctx: &PushContext<'_>) -> PushDecision {
         if name.starts_with("refs/heads/") || name.starts_with("refs/tags/") {
             branch_changes.push(*update);
         } else if !name.starts_with("refs/nostr/") {
-            return reject(format!(
+            return PushDecision::rejected(format!(
                 "{name}: only refs/heads/*, refs/tags/* and refs/nostr/<event id> can be pushed here"
             ));
         }
@@ -463,7 +107,7 @@ pub fn decide(updates: &[RefUpdate], ctx: &PushContext<'_>) -> PushDecision {
     let mut candidates: Vec<&RepoState> =
         ctx.states.iter().filter(|s| s.can_drive_refs() && ctx.maintainers.contains(&s.author)).collect();
     if candidates.is_empty() {
-        return reject(
+        return PushDecision::rejected(
             "no state event (kind 30618) from a maintainer of this repository; publish one that lists the refs \
              you are pushing (ngit does this), then push again",
         );
@@ -471,14 +115,14 @@ pub fn decide(updates: &[RefUpdate], ctx: &PushContext<'_>) -> PushDecision {
     candidates.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
     let Some(matching) = candidates.iter().find(|s| s.refs == would_be) else {
         let newest = candidates[0];
-        return reject(format!(
+        return PushDecision::rejected(format!(
             "the refs after this push do not match the latest state event of a maintainer: {}; publish a state \
              event with exactly these refs and push again",
             describe_difference(&would_be, &newest.refs)
         ));
     };
     if ctx.applied.is_some_and(|applied| matching.created_at < applied) {
-        return reject(
+        return PushDecision::rejected(
             "this push matches a state event older than the one the repository already follows; publish a newer \
              state event to roll back",
         );
@@ -508,7 +152,7 @@ pub async fn authorize_push(
         if ids.is_empty() { PlaceholderRoom::default() } else { view.placeholders(repo, client, &ids) };
     let nostr = NostrRefContext { named: &named, room: &room, caps };
     if repo.is_prs() {
-        return Ok(crate::git::prs::decide_push(repo, updates, &nostr));
+        return Ok(super::prs::decide_push(repo, updates, &nostr));
     }
     let d = repo.identifier.as_str();
     let path = request.path.to_path_buf();
@@ -530,7 +174,10 @@ mod tests {
     use nostr::{Keys, PublicKey};
 
     use super::*;
+    use crate::authorization::Named;
+    use crate::nip34::kinds;
     use crate::nip34::RepoIdentifier;
+    use nostr::Kind;
 
     const Z: &str = "0000000000000000000000000000000000000000";
     const A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";

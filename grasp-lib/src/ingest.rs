@@ -1,23 +1,28 @@
-//! The GRASP policy: gathers facts from the store and purgatory, applies [`super::decide`]
-//! (GRASP-01 and GRASP-06) and [`super::curate`] (the operator's lists, GRASP-05 archive),
-//! and holds events whose git data is not here yet.
+//! Ingest: what happens to an event the relay received, between "its id and signature are
+//! valid" and "store it". It gathers facts from the store and purgatory, applies the pure
+//! rules of [`crate::policy::decide`] (GRASP-01 and GRASP-06) and
+//! [`crate::policy::curate`] (the operator's lists, GRASP-05 archive), holds events whose
+//! git data is not here yet, runs the git-data step for them and hands them to hunting.
+//!
+//! It answers the relay through the [`EventPolicy`] trait, so the relay engine knows
+//! nothing of purgatory: `Hold` and `Released` verdicts say the event was kept here.
 
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use nostr::{Event, EventId, Timestamp};
 
-use super::curate;
-use super::decide::{self, DeletionFacts, ListsService, PullRequestFacts, RelationFacts};
-use super::{EventPolicy, EventSource, Prefix, Verdict};
 use crate::curation::{Curation, Selectors};
-use crate::git::{prs, RepoRef};
+use crate::git::RepoRef;
 use crate::hosting::{Arrival, Hosting, DUPLICATE_HELD_MESSAGE, PURGATORY_MESSAGE};
 use crate::hunt::HuntRequests;
 use crate::nip34::{
     kinds, raw_commit_tag, EventReferences, RepoAnnouncement, RepoCoordinate, RepoIdentifier, RepoState,
     MAX_REFERENCES,
 };
+use crate::policy::curate;
+use crate::policy::decide::{self, DeletionFacts, ListsService, PullRequestFacts, RelationFacts};
+use crate::policy::{EventPolicy, EventSource, Prefix, Verdict};
 use crate::purgatory::bounds::CapExceeded;
 use crate::purgatory::{HeldEvent, HeldKind, HoldOutcome, PurgatoryError};
 use crate::store::StoreError;
@@ -33,7 +38,7 @@ enum PolicyError {
     Git(#[from] crate::git::GitError),
 }
 
-/// Store- and purgatory-backed GRASP-01 acceptance policy.
+/// Store- and purgatory-backed ingest of GRASP events (GRASP-01, -05, -06, curation).
 ///
 /// New announcements, states, pull requests and pull request updates are held until their
 /// git data is here (released at once when it already is); events that relate only to a
@@ -41,7 +46,7 @@ enum PolicyError {
 /// repository immediately, so the push that brings the data can land. Held events are
 /// handed to the hunter, which looks for their data at the other clone URLs.
 #[derive(Debug, Clone)]
-pub struct GraspPolicy {
+pub struct Ingest {
     hosting: Arc<Hosting>,
     hunt: HuntRequests,
     prs_hosting: bool,
@@ -57,9 +62,9 @@ fn held() -> Verdict {
     Verdict::Hold { message: PURGATORY_MESSAGE.to_owned() }
 }
 
-impl GraspPolicy {
-    /// A policy acting on `hosting` (without hunting or GRASP-06; see
-    /// [`GraspPolicy::with_hunting`] and [`GraspPolicy::with_prs_hosting`]).
+impl Ingest {
+    /// Ingest acting on `hosting` (without hunting or GRASP-06; see
+    /// [`Ingest::with_hunting`] and [`Ingest::with_prs_hosting`]).
     pub fn new(hosting: Arc<Hosting>) -> Self {
         Self {
             hosting,
@@ -284,7 +289,7 @@ impl GraspPolicy {
         let facts = PullRequestFacts {
             hosted: self.tagged_repository(&refs).await?,
             prs_hosting: self.prs_hosting,
-            prs: prs::named_repositories(event, self.hosting.origin())
+            prs: crate::authorization::prs::named_repositories(event, self.hosting.origin())
                 .into_iter()
                 .next()
                 .map(|repo| repo.identifier.as_str().to_owned()),
@@ -389,7 +394,7 @@ impl GraspPolicy {
     }
 }
 
-impl EventPolicy for GraspPolicy {
+impl EventPolicy for Ingest {
     fn evaluate<'a>(&'a self, event: &'a Event, source: EventSource) -> BoxFuture<'a, Verdict> {
         Box::pin(async move {
             self.decide(event, source).await.unwrap_or_else(|e| {

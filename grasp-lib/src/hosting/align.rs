@@ -1,6 +1,6 @@
 //! Building blocks of the one step that runs whenever git data becomes available
-//! ([`crate::hosting::Hosting::process`]): which state a repository follows, and how one
-//! repository is brought to it.
+//! ([`super::Hosting::process`]): which state a repository follows, and how one repository
+//! is brought to it.
 //!
 //! For every repository on this server with the identifier, take the newest non-empty state
 //! authored by a member of that owner's recursive maintainer set; if the repository does not

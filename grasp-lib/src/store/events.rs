@@ -1,6 +1,4 @@
-//! The event store: what the relay serves. LMDB on disk by default, memory for tests.
-//!
-//! A thin wrapper over `nostr-database` that (1) runs the synchronous LMDB read path on the
+//! The event store itself. A thin wrapper over `nostr-database` that (1) runs the synchronous LMDB read path on the
 //! blocking pool so a large query never stalls the async workers, and (2) offers the few
 //! lookups the acceptance policy needs, named after what they answer.
 

@@ -1,0 +1,197 @@
+//! The git-data step ([`Hosting::process`]): what runs whenever git data may have become
+//! available.
+
+use std::collections::HashSet;
+
+use nostr::EventId;
+
+use super::align::{align_one, authoritative_state, Outcome, ProcessReport};
+use super::hub::{Arrival, Hosting};
+use super::pull_requests::FoundRef;
+use crate::authorization::EventView;
+use crate::git::refs;
+use crate::git::RepoRef;
+use crate::maintainers::MaintainerSet;
+use crate::nip34::{RepoAnnouncement, RepoIdentifier, RepoState};
+use crate::purgatory::{HeldEvent, HeldKind};
+
+impl Hosting {
+    /// The git-data step for every repository with `identifier`; see the module
+    /// documentation. `arrival` says what happened, so only what it can affect is checked:
+    /// a held event that just arrived is the only candidate for release, while new git data
+    /// re-checks every held state and the pull request refs of the repositories.
+    pub async fn process(&self, identifier: &RepoIdentifier, arrival: Arrival<'_>) -> ProcessReport {
+        let _guard = self.locks.lock(identifier).await;
+        let d = identifier.as_str();
+        let mut report = ProcessReport::default();
+        let arrived = match arrival {
+            Arrival::Held(id) => match self.purgatory.get(&id) {
+                // A dependent waits for its parent, which is held: nothing can change.
+                Some(entry) if entry.kind == HeldKind::Dependent => return report,
+                Some(entry) => Some(entry),
+                None => return report,
+            },
+            _ => None,
+        };
+        let stored = match self.store.announcements(d).await {
+            Ok(stored) => stored,
+            Err(e) => {
+                report.errors.push(e.to_string());
+                return report;
+            }
+        };
+        let held_anns = self.held_announcements(d);
+        let all_anns: Vec<RepoAnnouncement> =
+            stored.iter().cloned().chain(held_anns.iter().map(|(_, a)| a.clone())).collect();
+        let mut owners: Vec<_> = all_anns.iter().map(|a| a.owner).collect();
+        owners.sort();
+        owners.dedup();
+        let mut hosted = self.repos.with_identifier(owners, identifier);
+        // `/prs/` repositories only ever carry pull request refs: searched for those, never
+        // aligned to a state or used as a source of branch data.
+        let mut prs_sources = Vec::new();
+        if let Arrival::GitData(Some(source)) = arrival {
+            if source.is_prs() {
+                prs_sources.push(source.clone());
+            } else {
+                if !hosted.contains(source) && self.repos.exists(source) {
+                    hosted.push(source.clone());
+                }
+                hosted.sort_by_key(|r| r != source);
+            }
+        }
+        tracing::debug!(%identifier, repos = hosted.len(), ?arrival, "processing git data");
+        let only = |kind: HeldKind| -> Option<Vec<HeldEvent>> {
+            match &arrived {
+                Some(entry) if entry.kind == kind => Some(vec![entry.clone()]),
+                Some(_) => None,
+                None => Some(self.purgatory.held_for(d, kind)),
+            }
+        };
+
+        // 1. Held states whose objects are here.
+        if let Some(entries) = only(HeldKind::State) {
+            let mut states: Vec<(HeldEvent, RepoState)> =
+                entries.into_iter().filter_map(|e| RepoState::parse(&e.event).ok().map(|s| (e, s))).collect();
+            states.sort_by_key(|(_, s)| s.created_at);
+            let authorized: Vec<(HeldEvent, RepoState)> = states
+                .into_iter()
+                .filter(|(_, s)| {
+                    hosted
+                        .iter()
+                        .any(|r| MaintainerSet::from_announcements(r.owner, &all_anns).contains(&s.author))
+                })
+                .collect();
+            let (entries, states): (Vec<HeldEvent>, Vec<RepoState>) = authorized.into_iter().unzip();
+            let checked = self.satisfiable(&hosted, states).await;
+            for (entry, (_, here)) in entries.into_iter().zip(checked) {
+                if here {
+                    self.release(entry, &mut report).await;
+                }
+            }
+        }
+
+        // 2. Every repository follows the newest stored state of its maintainers.
+        let pr_only =
+            arrived.as_ref().is_some_and(|e| e.kind == HeldKind::PullRequest) || !prs_sources.is_empty();
+        if !pr_only {
+            self.align_all(d, &hosted, &all_anns, &mut report).await;
+        }
+
+        // 3. A held announcement is released once its repository follows a state.
+        if let Some(entries) = only(HeldKind::Announcement) {
+            for entry in entries {
+                let Ok(ann) = RepoAnnouncement::parse(&entry.event) else { continue };
+                let repo = RepoRef::new(ann.owner, identifier.clone());
+                if self.repos.exists(&repo) && self.follows_a_state(&repo).await {
+                    self.release(entry, &mut report).await;
+                    self.offer_earlier_prs(&repo, &all_anns, identifier, &mut report).await;
+                }
+            }
+        }
+
+        // 4. Pull requests: released when refs/nostr/<id> holds their commit here.
+        match (&arrival, &arrived) {
+            (Arrival::Held(_), Some(entry)) if entry.kind == HeldKind::PullRequest => {
+                let id = entry.event.id;
+                let mut found = Vec::new();
+                for repo in self.pull_request_repos(&entry.event, &hosted) {
+                    for name in [refs::nostr_ref(&id), refs::waiting_ref(&id)] {
+                        if let Some(target) = self.ref_target(&repo, &name).await {
+                            found.push(FoundRef { repo: repo.clone(), name, target });
+                        }
+                    }
+                }
+                self.settle_pull_request(entry.clone(), found, &hosted, &all_anns, identifier, &mut report)
+                    .await;
+            }
+            (Arrival::GitData(_), _) => {
+                let mut refs_by_repo = Vec::new();
+                for repo in hosted.iter().chain(&prs_sources) {
+                    refs_by_repo.push((repo.clone(), self.nostr_refs(repo).await));
+                }
+                let ids: HashSet<EventId> =
+                    refs_by_repo.iter().flat_map(|(_, m)| m.keys().copied()).collect();
+                for id in ids {
+                    let Some(entry) = self.purgatory.get(&id).filter(|e| e.kind == HeldKind::PullRequest)
+                    else {
+                        continue;
+                    };
+                    let found = refs_by_repo
+                        .iter()
+                        .filter_map(|(r, m)| {
+                            let target = m.get(&id)?.clone();
+                            Some(FoundRef { repo: r.clone(), name: refs::nostr_ref(&id), target })
+                        })
+                        .collect();
+                    self.settle_pull_request(entry, found, &hosted, &all_anns, identifier, &mut report).await;
+                }
+            }
+            _ => {}
+        }
+        self.update_gauges();
+        report
+    }
+
+    pub(super) async fn align_all(
+        &self,
+        d: &str,
+        hosted: &[RepoRef],
+        all_anns: &[RepoAnnouncement],
+        report: &mut ProcessReport,
+    ) {
+        let states = match EventView::states(&self.store, d).await {
+            Ok(states) => states,
+            Err(e) => {
+                report.errors.push(e.to_string());
+                return;
+            }
+        };
+        for target in hosted {
+            let set = MaintainerSet::from_announcements(target.owner, all_anns);
+            let Some(state) = authoritative_state(&set, &states) else { continue };
+            match align_one(&self.repos, target, state, hosted).await {
+                Ok(Outcome::Unchanged) => {}
+                Ok(Outcome::Aligned(id, changes, copied)) => {
+                    tracing::info!(repo = %target, state = %id, ?changes, "repository aligned to state");
+                    if copied {
+                        self.maintenance.schedule(self.repos.path(target));
+                        report.copied_into.push(target.clone());
+                    }
+                    self.metrics.repos_aligned.inc();
+                    report.aligned.push((target.clone(), id, changes));
+                }
+                Ok(Outcome::Waiting(missing, copied)) => {
+                    if copied {
+                        report.copied_into.push(target.clone());
+                    }
+                    report.waiting.push((target.clone(), missing));
+                }
+                Err(e) => {
+                    tracing::warn!(repo = %target, error = %e, "aligning repository failed");
+                    report.errors.push(format!("{target}: {e}"));
+                }
+            }
+        }
+    }
+}
