@@ -12,8 +12,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use grasp_lib::config::{self, Config, ConfigArgs};
-use grasp_lib::hunt::status::HuntStatus;
-use grasp_lib::purgatory::{listing, Purgatory};
+use grasp_lib::purgatory::listing;
 use grasp_lib::Grasp;
 
 /// A GRASP server: a Nostr relay and git smart-HTTP host whose push permission comes from
@@ -49,14 +48,13 @@ enum PurgatoryAction {
 
 /// `grasp-server purgatory list`: reads the journal of the configured data path.
 fn list_purgatory(config: &Config, json: bool) -> ExitCode {
-    let dir = Purgatory::directory(&config.relay_data_path);
-    let (held, placeholders) = match Purgatory::read(&dir) {
-        Ok(found) => found,
-        Err(e) => return fail(format!("cannot read purgatory in {}: {e}", dir.display())),
+    let entries = match listing::read(&config.relay_data_path) {
+        Ok(entries) => entries,
+        Err(e) => {
+            let dir = grasp_lib::purgatory::Purgatory::directory(&config.relay_data_path);
+            return fail(format!("cannot read purgatory in {}: {e}", dir.display()));
+        }
     };
-    // Written by the running server; absent when nothing was ever hunted.
-    let hunt = HuntStatus::read(&HuntStatus::path(&config.relay_data_path)).unwrap_or_default();
-    let entries = listing::listing(&held, &placeholders, &hunt);
     if json {
         println!("{}", serde_json::to_string_pretty(&entries).expect("listing serializes"));
     } else {

@@ -282,6 +282,43 @@ pub fn move_ref(repo: &Repository, from: &str, to: &str, commit: &str) -> Result
     Ok(true)
 }
 
+/// True when the repository has `commit` as a commit.
+pub fn has_commit(repo: &Repository, commit: &str) -> bool {
+    Oid::from_str(commit).is_ok_and(|oid| repo.find_commit(oid).is_ok())
+}
+
+/// Points the ref `name` at `commit` (creating or moving it).
+pub fn set_ref(repo: &Repository, name: &str, commit: &str, message: &str) -> Result<(), GitError> {
+    repo.reference(name, Oid::from_str(commit)?, true, message)?;
+    Ok(())
+}
+
+/// Creates the ref `name` at `commit` unless it exists or the commit is missing; returns
+/// whether it was created.
+pub fn create_ref_if_absent(
+    repo: &Repository,
+    name: &str,
+    commit: &str,
+    message: &str,
+) -> Result<bool, GitError> {
+    if repo.find_reference(name).is_ok() || !has_commit(repo, commit) {
+        return Ok(false);
+    }
+    repo.reference(name, Oid::from_str(commit)?, false, message)?;
+    Ok(true)
+}
+
+/// Deletes the ref `name` when it exists and (with `expected`) still points there; returns
+/// whether it was deleted.
+pub fn delete_ref(repo: &Repository, name: &str, expected: Option<&str>) -> Result<bool, GitError> {
+    let Ok(mut reference) = repo.find_reference(name) else { return Ok(false) };
+    if expected.is_some_and(|e| reference.target().map(|t| t.to_string()).as_deref() != Some(e)) {
+        return Ok(false);
+    }
+    reference.delete()?;
+    Ok(true)
+}
+
 /// [`move_ref`] for each `(from, to, commit)`, one transaction each; returns how many moved.
 pub fn move_refs(repo: &Repository, moves: &[(String, String, String)]) -> Result<usize, GitError> {
     let mut moved = 0;

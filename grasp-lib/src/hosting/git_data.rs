@@ -6,8 +6,8 @@ use std::collections::HashSet;
 use nostr::EventId;
 
 use super::align::{align_one, authoritative_state, Outcome, ProcessReport};
+use super::decide::{self, FoundRef};
 use super::hub::{Arrival, Hosting};
-use super::pull_requests::FoundRef;
 use crate::authorization::EventView;
 use crate::git::refs;
 use crate::git::RepoRef;
@@ -20,6 +20,33 @@ impl Hosting {
     /// documentation. `arrival` says what happened, so only what it can affect is checked:
     /// a held event that just arrived is the only candidate for release, while new git data
     /// re-checks every held state and the pull request refs of the repositories.
+    ///
+    /// Every frontend calls it through [`crate::push`] after a push; hunting calls it after a
+    /// fetch, ingest when a held event arrives ([`Arrival::Held`]) and when announcements
+    /// change maintainer sets ([`Arrival::Announcements`]).
+    ///
+    /// ```
+    /// # tokio_test::block_on(async {
+    /// use grasp_lib::hosting::Arrival;
+    /// use grasp_lib::nip34::RepoIdentifier;
+    /// use grasp_lib::{config::Config, store::StoreBackend, Grasp};
+    ///
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let config = Config {
+    ///     domain: Some("git.example.com".into()),
+    ///     database_backend: StoreBackend::Memory,
+    ///     git_data_path: dir.path().join("git"),
+    ///     relay_data_path: dir.path().join("relay"),
+    ///     ..Config::default()
+    /// };
+    /// let grasp = Grasp::open(config).await.unwrap();
+    /// // Git data landed in some repository of `repo` (a push a forge took itself, say):
+    /// // release what it satisfies and make every repository follow its maintainers' state.
+    /// let repo = RepoIdentifier::new("repo").unwrap();
+    /// let report = grasp.hosting().process(&repo, Arrival::GitData(None)).await;
+    /// assert!(report.released.is_empty() && report.errors.is_empty());
+    /// # });
+    /// ```
     pub async fn process(&self, identifier: &RepoIdentifier, arrival: Arrival<'_>) -> ProcessReport {
         let _guard = self.locks.lock(identifier).await;
         let d = identifier.as_str();
@@ -71,17 +98,7 @@ impl Hosting {
 
         // 1. Held states whose objects are here.
         if let Some(entries) = only(HeldKind::State) {
-            let mut states: Vec<(HeldEvent, RepoState)> =
-                entries.into_iter().filter_map(|e| RepoState::parse(&e.event).ok().map(|s| (e, s))).collect();
-            states.sort_by_key(|(_, s)| s.created_at);
-            let authorized: Vec<(HeldEvent, RepoState)> = states
-                .into_iter()
-                .filter(|(_, s)| {
-                    hosted
-                        .iter()
-                        .any(|r| MaintainerSet::from_announcements(r.owner, &all_anns).contains(&s.author))
-                })
-                .collect();
+            let authorized = decide::authorized_held_states(entries, &hosted, &all_anns);
             let (entries, states): (Vec<HeldEvent>, Vec<RepoState>) = authorized.into_iter().unzip();
             let checked = self.satisfiable(&hosted, states).await;
             for (entry, (_, here)) in entries.into_iter().zip(checked) {

@@ -281,16 +281,7 @@ impl Hosting {
         expected: Option<String>,
     ) -> Result<bool, GitError> {
         let (path, name) = (self.repos.path(repo), name.to_owned());
-        self.blocking(move || {
-            let git = refs::open(&path)?;
-            let Ok(mut reference) = git.find_reference(&name) else { return Ok(false) };
-            if expected.is_some_and(|e| reference.target().map(|t| t.to_string()) != Some(e)) {
-                return Ok(false);
-            }
-            reference.delete()?;
-            Ok(true)
-        })
-        .await
+        self.blocking(move || refs::delete_ref(&refs::open(&path)?, &name, expected.as_deref())).await
     }
 
     pub(super) async fn follows_a_state(&self, repo: &RepoRef) -> bool {

@@ -6,12 +6,12 @@ use std::net::IpAddr;
 use nostr::EventId;
 use nostr_database::DatabaseEventStatus;
 
+use super::decide::{self, WaitingFate};
 use super::hub::Hosting;
-use crate::authorization::{nostr_ref_id, EventView, Named};
+use crate::authorization::{nostr_ref_id, EventView};
 use crate::git::pktline::RefUpdate;
 use crate::git::refs;
 use crate::git::{is_zero_oid, RepoRef};
-use crate::nip34::commit_tag;
 use crate::purgatory::{now_ms, Placeholder};
 
 impl Hosting {
@@ -103,8 +103,8 @@ impl Hosting {
         let mut placeholders = Vec::new();
         for (id, commit) in &waiting {
             let waiting_name = refs::waiting_ref(id);
-            match named.get(id) {
-                None => placeholders.push(Placeholder {
+            match decide::waiting_fate(named.get(id), commit) {
+                WaitingFate::Record => placeholders.push(Placeholder {
                     event_id: *id,
                     commit: commit.clone(),
                     owner: repo.owner,
@@ -114,10 +114,10 @@ impl Hosting {
                     expires_at,
                     client: None,
                 }),
-                Some(Named::PullRequest(event)) if commit_tag(event).as_deref() == Some(commit.as_str()) => {
+                WaitingFate::Serve => {
                     self.move_ref(repo, &waiting_name, &refs::nostr_ref(id), commit).await;
                 }
-                Some(_) => {
+                WaitingFate::Delete => {
                     if let Err(e) = self.delete_ref(repo, &waiting_name, Some(commit.clone())).await {
                         tracing::warn!(repo = %repo, error = %e, "deleting a stale waiting ref failed");
                     }

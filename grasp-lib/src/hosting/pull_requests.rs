@@ -6,21 +6,12 @@ use std::collections::HashSet;
 use nostr::{Event, EventId};
 
 use super::align::ProcessReport;
+use super::decide::{self, FoundRef};
 use super::hub::Hosting;
 use crate::git::refs;
 use crate::git::{prs, RepoRef};
-use crate::maintainers::MaintainerSet;
-use crate::nip34::{commit_tag, kinds, RepoAnnouncement, RepoIdentifier};
+use crate::nip34::{commit_tag, RepoAnnouncement, RepoIdentifier};
 use crate::purgatory::HeldEvent;
-
-/// Where a pull request's ref was found: the repository, the ref (served or waiting) and
-/// the commit it holds.
-#[derive(Debug, Clone)]
-pub(super) struct FoundRef {
-    pub(super) repo: RepoRef,
-    pub(super) name: String,
-    pub(super) target: String,
-}
 
 impl Hosting {
     /// Given where the pull request's ref exists (`found`: served at `refs/nostr/<id>` or
@@ -38,34 +29,33 @@ impl Hosting {
     ) {
         // A malformed `c` matches no commit: every ref found is deleted and the event waits
         // until it expires.
-        let commit = commit_tag(&entry.event);
         let id = entry.event.id;
         let served = refs::nostr_ref(&id);
+        let decide::Settlement { candidates, mismatched } = decide::settle(&entry.event, found);
         let mut holder = None;
-        for found in found {
-            let FoundRef { repo, name, target } = found;
-            // In a `/prs/` repository the event must also be the contributor's and name the
-            // repository (GRASP-06).
-            let belongs =
-                !repo.is_prs() || crate::authorization::prs::event_mismatch(&repo, &entry.event).is_none();
-            if belongs
-                && commit.as_ref() == Some(&target)
-                && holder.is_none()
-                && (name == served || self.move_ref(&repo, &name, &served, &target).await)
+        let mut doomed = mismatched;
+        for found in candidates {
+            if holder.is_none()
+                && (found.name == served
+                    || self.move_ref(&found.repo, &found.name, &served, &found.target).await)
             {
-                holder = Some(repo);
-                continue;
+                holder = Some(found.repo);
+            } else {
+                doomed.push(found);
             }
-            // The pushed commit is not the one the event names: the ref goes, the event
-            // keeps waiting for the right commit.
+        }
+        for FoundRef { repo, name, target } in doomed {
+            // The pushed commit is not the one the event names (or is a second copy): the
+            // ref goes, the event keeps waiting for the right commit.
             if let Err(e) = self.delete_ref(&repo, &name, Some(target.clone())).await {
                 report.errors.push(format!("{repo}: {e}"));
             }
-            tracing::info!(repo = %repo, event_id = %id, pushed = %target, expected = ?commit, belongs, "deleted mismatching pull request ref");
+            tracing::info!(repo = %repo, event_id = %id, pushed = %target, "deleted mismatching pull request ref");
             report.deleted_refs.push((repo.clone(), name));
             self.drop_placeholders(&[id]).await;
             self.collect_if_empty(&repo).await;
         }
+        let commit = commit_tag(&entry.event);
         let (Some(source), Some(commit)) = (holder, commit) else { return };
         self.release(entry.clone(), report).await;
         self.drop_placeholders(&[id]).await;
@@ -89,16 +79,9 @@ impl Hosting {
         identifier: &RepoIdentifier,
         report: &mut ProcessReport,
     ) {
-        let name = format!("refs/nostr/{}", event.id.to_hex());
-        let tagged: HashSet<_> = crate::nip34::EventReferences::of(event)
-            .coordinates
-            .into_iter()
-            .filter(|c| c.kind == kinds::REPO_ANNOUNCEMENT && c.identifier == identifier.as_str())
-            .map(|c| c.pubkey)
-            .collect();
-        for target in targets.iter().filter(|t| !t.is_prs()) {
-            let set = MaintainerSet::from_announcements(target.owner, all_anns);
-            if !tagged.iter().any(|pk| set.contains(pk)) || self.ref_target(target, &name).await.is_some() {
+        let name = refs::nostr_ref(&event.id);
+        for target in &decide::offer_targets(event, identifier, targets, all_anns) {
+            if self.ref_target(target, &name).await.is_some() {
                 continue;
             }
             let result = async {
@@ -106,13 +89,7 @@ impl Hosting {
                     .await?;
                 let (path, name, commit) = (self.repos.path(target), name.clone(), commit.to_owned());
                 self.blocking(move || {
-                    refs::open(&path)?.reference(
-                        &name,
-                        git2::Oid::from_str(&commit)?,
-                        true,
-                        "grasp: pull request",
-                    )?;
-                    Ok(())
+                    refs::set_ref(&refs::open(&path)?, &name, &commit, "grasp: pull request")
                 })
                 .await
             }

@@ -243,9 +243,7 @@ impl HostingRemote {
         let (probe, name, wanted) = (target_path.clone(), refs::nostr_ref(id), commit.to_owned());
         let has = tokio::task::spawn_blocking(move || -> Result<(bool, bool), crate::git::GitError> {
             let git = refs::open(&probe)?;
-            let has_ref = git.find_reference(&name).is_ok();
-            let has_commit = git.find_commit(git2::Oid::from_str(&wanted)?).is_ok();
-            Ok((has_ref, has_commit))
+            Ok((refs::ref_target(&git, &name).is_some(), refs::has_commit(&git, &wanted)))
         })
         .await??;
         match has {
@@ -255,14 +253,9 @@ impl HostingRemote {
             (false, true) => {}
         }
         let (name, commit) = (refs::nostr_ref(id), commit.to_owned());
-        tokio::task::spawn_blocking(move || -> Result<bool, crate::git::GitError> {
-            let git = refs::open(&target_path)?;
-            let oid = git2::Oid::from_str(&commit)?;
-            if git.find_reference(&name).is_err() && git.find_commit(oid).is_ok() {
-                git.reference(&name, oid, false, "grasp: pull request commit found by hunting")?;
-                return Ok(true);
-            }
-            Ok(false)
+        tokio::task::spawn_blocking(move || {
+            let message = "grasp: pull request commit found by hunting";
+            refs::create_ref_if_absent(&refs::open(&target_path)?, &name, &commit, message)
         })
         .await?
     }

@@ -141,6 +141,51 @@ impl Clock {
 }
 
 /// The task that drives the [`Scheduler`].
+///
+/// A node starts it with [`HostingRemote`]; any [`HuntRemote`] works, which is how the
+/// scheduler is tested and how an embedding program can hunt from its own storage:
+///
+/// ```
+/// # tokio_test::block_on(async {
+/// use std::sync::{Arc, Mutex};
+///
+/// use futures::future::BoxFuture;
+/// use grasp_lib::hunt::metrics::HuntMetrics;
+/// use grasp_lib::hunt::{FetchError, Fetched, HuntRemote, HuntSettings, Hunter, Resume, Wanted};
+/// use grasp_lib::policy::EventSource;
+///
+/// /// One object is missing for `repo`; fetching from the one URL brings it.
+/// #[derive(Default)]
+/// struct OneObject {
+///     landed: Mutex<bool>,
+///     released: tokio::sync::Notify,
+/// }
+///
+/// impl HuntRemote for OneObject {
+///     fn wanted<'a>(&'a self, _identifier: &'a str) -> BoxFuture<'a, Wanted> {
+///         let missing = !*self.landed.lock().unwrap();
+///         let oids = if missing { ["a".repeat(40)].into() } else { Default::default() };
+///         Box::pin(async move { Wanted { held: true, oids, urls: vec!["https://other.example/x.git".into()] } })
+///     }
+///     fn fetch<'a>(&'a self, _: &'a str, _url: &'a str, oids: &'a [String]) -> BoxFuture<'a, Result<Fetched, FetchError>> {
+///         *self.landed.lock().unwrap() = true;
+///         Box::pin(async move { Ok(Fetched { landed: oids.to_vec(), new_objects: 1, bytes: 100 }) })
+///     }
+///     fn process<'a>(&'a self, _identifier: &'a str) -> BoxFuture<'a, usize> {
+///         self.released.notify_one();
+///         Box::pin(async { 1 })
+///     }
+/// }
+///
+/// let remote = Arc::new(OneObject::default());
+/// let metrics = HuntMetrics::register(&prometheus::Registry::new());
+/// let hunt = Hunter::start(remote.clone(), HuntSettings::for_mode(true), Resume::default(), None, metrics);
+/// // A synced event for `repo` was held: hunting starts after its short delay.
+/// hunt.enqueue("repo", EventSource::Sync);
+/// remote.released.notified().await;
+/// assert!(*remote.landed.lock().unwrap());
+/// # });
+/// ```
 pub struct Hunter {
     scheduler: Scheduler,
     remote: Arc<dyn HuntRemote>,

@@ -1,5 +1,30 @@
 //! GRASP-01 acceptance rules as pure functions: facts in, [`Verdict`] out. No I/O here, so
-//! every rule is unit-tested directly.
+//! every rule is unit-tested directly; [`crate::ingest`] gathers the facts from the store
+//! and purgatory and acts on the verdict.
+//!
+//! ```
+//! use grasp_lib::nip34::{RepoAnnouncement, RepoState};
+//! use grasp_lib::policy::{decide, Verdict};
+//! use nostr::{EventBuilder, Keys, Kind, Tag};
+//!
+//! let sign = |keys: &Keys, kind: u16, tags: &[&[&str]]| {
+//!     let tags = tags.iter().map(|t| Tag::parse(t.iter().copied()).unwrap());
+//!     EventBuilder::new(Kind::Custom(kind), "").tags(tags).sign_with_keys(keys).unwrap()
+//! };
+//! let (owner, stranger) = (Keys::generate(), Keys::generate());
+//! let announcement = RepoAnnouncement::parse(&sign(&owner, 30617, &[&["d", "repo"]])).unwrap();
+//! let head = "0123456789abcdef0123456789abcdef01234567";
+//! let state_of = |keys: &Keys| {
+//!     RepoState::parse(&sign(keys, 30618, &[&["d", "repo"], &["refs/heads/main", head]])).unwrap()
+//! };
+//!
+//! // The owner's state is authoritative; a stranger's is refused with a reason.
+//! assert_eq!(decide::state(&state_of(&owner), &[announcement.clone()], None), Verdict::Accept);
+//! let Verdict::Reject(refused) = decide::state(&state_of(&stranger), &[announcement], None) else {
+//!     panic!("a stranger's state is refused")
+//! };
+//! assert!(refused.wire_message().starts_with("invalid: author not authorized"));
+//! ```
 
 use nostr::{Event, EventId, PublicKey, Timestamp};
 

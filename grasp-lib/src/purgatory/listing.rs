@@ -1,9 +1,11 @@
 //! What purgatory holds and why, for operators (`grasp-server purgatory list`).
 
+use std::path::Path;
+
 use nostr::nips::nip19::ToBech32;
 use serde::Serialize;
 
-use super::{now_ms, HeldEvent, HeldKind, Placeholder};
+use super::{now_ms, HeldEvent, HeldKind, Placeholder, Purgatory, PurgatoryError};
 use crate::hunt::status::{HuntStatus, TriedUrl};
 use crate::nip34::{commit_tag, raw_commit_tag, RepoState};
 
@@ -80,8 +82,18 @@ fn waiting_for(entry: &HeldEvent) -> String {
     }
 }
 
-/// Builds the listing, soonest deadline first, with the hunting status of each held
-/// event's repository (dependents follow the event they wait for, so they show none).
+/// What purgatory in `relay_data_path` holds now, with the hunting status beside each
+/// entry: the journal and the status file as the running server wrote them (safe while it
+/// runs; without a status file, nothing was hunted yet).
+pub fn read(relay_data_path: &Path) -> Result<Vec<ListingEntry>, PurgatoryError> {
+    let (held, placeholders) = Purgatory::read(&Purgatory::directory(relay_data_path))?;
+    let hunt = HuntStatus::read(&HuntStatus::path(relay_data_path)).unwrap_or_default();
+    Ok(listing(&held, &placeholders, &hunt))
+}
+
+/// Builds the listing of `held` and `placeholders`, soonest deadline first, with the
+/// hunting status of each held event's repository (dependents follow the event they wait
+/// for, so they show none).
 pub fn listing(held: &[HeldEvent], placeholders: &[Placeholder], hunt: &HuntStatus) -> Vec<ListingEntry> {
     let now = now_ms();
     let mut out: Vec<ListingEntry> = held

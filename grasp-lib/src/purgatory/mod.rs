@@ -141,6 +141,26 @@ impl Index {
 }
 
 /// The purgatory of one server. Reads are in memory; changes are journaled first.
+///
+/// ```
+/// # tokio_test::block_on(async {
+/// use grasp_lib::purgatory::{HeldKind, HoldOutcome, Purgatory, PurgatoryTimers};
+/// use nostr::{EventBuilder, Keys, Kind, Tag};
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let purgatory = Purgatory::open(dir.path(), PurgatoryTimers::default()).unwrap();
+/// let tags = [Tag::parse(["d", "repo"]).unwrap()];
+/// let state = EventBuilder::new(Kind::Custom(30618), "").tags(tags).sign_with_keys(&Keys::generate()).unwrap();
+///
+/// // Held until its git data arrives (or it expires); durable across restarts.
+/// let entry = purgatory.entry(state.clone(), HeldKind::State, "repo");
+/// assert!(matches!(purgatory.hold(entry).await.unwrap(), HoldOutcome::Held));
+/// drop(purgatory);
+/// let reopened = Purgatory::open(dir.path(), PurgatoryTimers::default()).unwrap();
+/// assert!(reopened.contains(&state.id));
+/// assert_eq!(reopened.held_for("repo", HeldKind::State).len(), 1);
+/// # });
+/// ```
 #[derive(Debug)]
 pub struct Purgatory {
     shared: Arc<Shared>,

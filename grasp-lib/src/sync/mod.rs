@@ -119,6 +119,35 @@ struct PeerTask {
 
 /// Starts relay sync in the background: one task that follows what is hosted and
 /// manages the peers, and one task per peer.
+///
+/// [`Grasp::open`](crate::Grasp::open) calls it when `sync` is on; an embedding program that
+/// assembles its own node passes the same relay and hosting its clients use:
+///
+/// ```
+/// # tokio_test::block_on(async {
+/// use grasp_lib::sync::{self, peers::{OwnUrls, PeerUrl}, SyncSettings};
+/// use grasp_lib::{config::Config, store::StoreBackend, Grasp};
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let config = Config {
+///     domain: Some("git.example.com".into()),
+///     database_backend: StoreBackend::Memory,
+///     git_data_path: dir.path().join("git"),
+///     relay_data_path: dir.path().join("relay"),
+///     sync: false,
+///     ..Config::default()
+/// };
+/// let grasp = Grasp::open(config).await.unwrap();
+/// let own = OwnUrls::new(grasp.origin().clone(), "127.0.0.1:7334".parse().unwrap());
+/// let settings = SyncSettings {
+///     // Synced with whatever the announcements say; nothing listens on port 9 here.
+///     bootstrap: vec![PeerUrl::parse("ws://127.0.0.1:9").unwrap()],
+///     ..SyncSettings::for_mode(true)
+/// };
+/// let handle = sync::start(grasp.relay().clone(), grasp.hosting().clone(), own, settings, grasp.metrics());
+/// handle.stop();
+/// # });
+/// ```
 pub fn start(
     relay: Arc<Relay>,
     hosting: Arc<Hosting>,
