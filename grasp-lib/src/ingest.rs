@@ -209,11 +209,8 @@ impl Ingest {
             let mut chain: Vec<RepoAnnouncement> =
                 all.iter().filter(|a| a.owner != ann.owner).cloned().collect();
             chain.push(ann.clone());
-            let root = held.iter().find(|(_, root)| {
-                root.owner != ann.owner
-                    && crate::maintainers::MaintainerSet::from_announcements(root.owner, &chain)
-                        .contains(&ann.owner)
-            });
+            let root =
+                held.iter().find(|(_, root)| root.owner != ann.owner && root.listed().contains(&ann.owner));
             let Some((root_entry, _)) = root else { return Ok(Verdict::Accept) };
             let mut entry = self.hosting.purgatory().entry(event.clone(), HeldKind::Dependent, d);
             entry.waits_for = Some(root_entry.event.id);
@@ -259,11 +256,10 @@ impl Ingest {
             Err(e) => return Ok(malformed(e)),
         };
         let d = state.identifier.as_str();
-        let mut all = self.hosting.store().announcements(d).await?;
-        all.extend(self.hosting.held_announcements(d).into_iter().map(|(_, a)| a));
+        let all = self.hosting.maintainer_announcements(d).await?;
         let latest_own =
             self.hosting.store().latest_state_by(state.author, d).await?.map(|e| (e.created_at, e.id));
-        match decide::state(&state, &all, latest_own) {
+        match decide::state(self.hosting.maintainer_model(), &state, &all, latest_own) {
             Verdict::Accept => {
                 let entry = self.hosting.purgatory().entry(event.clone(), HeldKind::State, d);
                 self.hold_and_process(entry, source).await

@@ -265,14 +265,17 @@ impl Grasp {
         .with_caps(config.purgatory_caps());
         let limits = config.relay_limits();
         let publisher = Publisher::new(store.clone(), metrics.clone(), limits.subscriber_queue);
-        let hosting = Arc::new(Hosting::new(
-            store.clone(),
-            Arc::new(purgatory),
-            Repositories::new(&config.git_data_path).with_metrics(metrics.clone()),
-            publisher.clone(),
-            origin.clone(),
-            metrics.clone(),
-        ));
+        let hosting = Arc::new(
+            Hosting::new(
+                store.clone(),
+                Arc::new(purgatory),
+                Repositories::new(&config.git_data_path).with_metrics(metrics.clone()),
+                publisher.clone(),
+                origin.clone(),
+                metrics.clone(),
+            )
+            .with_maintainer_model(config.maintainer_model()),
+        );
         let curation =
             Arc::new(curation::Curation::load(config.curation_file.as_deref()).map_err(|e| {
                 config::ConfigError::Invalid { option: "curation_file", reason: e.to_string() }

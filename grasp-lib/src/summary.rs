@@ -10,7 +10,6 @@ use nostr::{Kind, PublicKey, RelayUrl};
 use crate::git::{refs, GitError, RepoRef};
 use crate::hosting::authoritative_state;
 use crate::hunt::status::HuntStatus;
-use crate::maintainers::MaintainerSet;
 use crate::nip34::{kinds, RepoAnnouncement, RepoState};
 use crate::purgatory::listing::{self, ListingEntry};
 use crate::purgatory::HeldKind;
@@ -27,8 +26,12 @@ pub struct RepoSummary {
     pub announcement: Option<RepoAnnouncement>,
     /// True when the owner's announcement is still held in purgatory.
     pub announcement_held: bool,
-    /// The recursive maintainer set, the owner first.
+    /// The confirmed maintainers, the owner first when confirmed.
     pub maintainers: Vec<PublicKey>,
+    /// Pubkeys a maintainer lists that have not listed one back yet (no authority).
+    pub invited: Vec<PublicKey>,
+    /// Why nobody has authority over the repository, when the owner's lead path is broken.
+    pub no_authority: Option<&'static str>,
     /// The newest stored state by a maintainer (what the repository follows).
     pub state: Option<RepoState>,
     /// Branches and tags on disk now.
@@ -74,16 +77,20 @@ impl Grasp {
         // What the repository follows is decided by stored (released) states only; held
         // announcements count for the maintainer set, as they do for push authorization.
         let store = self.hosting().store();
-        let mut announcements = store.announcements(d).await?;
-        let held_announcements = self.hosting().held_announcements(d);
-        let announcement_held = !announcements.iter().any(|a| a.owner == repo.owner)
-            && held_announcements.iter().any(|(_, a)| a.owner == repo.owner);
-        announcements.extend(held_announcements.into_iter().map(|(_, a)| a));
+        let announcement_held = !store.announcements(d).await?.iter().any(|a| a.owner == repo.owner)
+            && self.hosting().held_announcements(d).iter().any(|(_, a)| a.owner == repo.owner);
+        let announcements = self.hosting().maintainer_announcements(d).await?;
         let states = crate::authorization::EventView::states(store, d).await?;
-        let set = MaintainerSet::from_announcements(repo.owner, &announcements);
+        let set = self.hosting().maintainer_set(repo.owner, &announcements);
         let state = authoritative_state(&set, &states).cloned();
-        let maintainers =
-            std::iter::once(repo.owner).chain(set.members().copied().filter(|m| *m != repo.owner)).collect();
+        let maintainers = set
+            .members()
+            .filter(|m| **m == repo.owner)
+            .chain(set.members().filter(|m| **m != repo.owner))
+            .copied()
+            .collect();
+        let invited = set.invited().copied().collect();
+        let no_authority = set.no_authority().map(|reason| reason.describe());
         let announcement = announcements.into_iter().find(|a| a.owner == repo.owner);
 
         let origin = self.origin();
@@ -119,6 +126,8 @@ impl Grasp {
             announcement,
             announcement_held,
             maintainers,
+            invited,
+            no_authority,
             state,
             refs,
             head,

@@ -50,6 +50,38 @@ pub fn announcement(keys: &Keys, identifier: &str, addr: &str, maintainers: &[Pu
     )
 }
 
+/// A 30617 announcement with role tags (maintainer model v3): `roles` are (letter, pubkey)
+/// pairs (`"M"` lead, `"m"` co-maintainer, `"o"` moderator), and the legacy `maintainers`
+/// tag ngit 3 still writes lists every `M`/`m` pubkey, invitees included. Lists the server
+/// at `addr` when given; signed at `created_at` so a replacement can be made newer.
+pub fn announcement_roles(
+    keys: &Keys,
+    identifier: &str,
+    addr: Option<&str>,
+    roles: &[(&str, PublicKey)],
+    created_at: Timestamp,
+) -> Event {
+    let npub = keys.public_key().to_bech32().expect("npub");
+    let mut tags = vec![tag(&["d", identifier]), tag(&["name", identifier])];
+    if let Some(addr) = addr {
+        tags.push(tag(&["clone", &format!("http://{addr}/{npub}/{identifier}.git")]));
+        tags.push(tag(&["relays", &format!("ws://{addr}")]));
+    }
+    let mut legacy = vec!["maintainers".to_owned()];
+    for (letter, pubkey) in roles {
+        tags.push(tag(&[letter, &pubkey.to_hex()]));
+        if *letter != "o" {
+            legacy.push(pubkey.to_hex());
+        }
+    }
+    tags.push(Tag::parse(legacy).expect("valid tag"));
+    EventBuilder::new(Kind::Custom(30617), "")
+        .tags(tags)
+        .custom_created_at(created_at)
+        .sign_with_keys(keys)
+        .expect("sign")
+}
+
 /// A 30618 state with the given refs (`refs/heads/x` → commit) and optional HEAD branch.
 pub fn state(keys: &Keys, identifier: &str, refs: &[(&str, &str)], head: Option<&str>) -> Event {
     state_at(keys, identifier, refs, head, Timestamp::now())

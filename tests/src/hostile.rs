@@ -58,6 +58,12 @@ pub async fn host(server: &TestServer, client: &Client) -> Hostile {
         .sign_with_keys(&owner)
         .expect("sign");
     publish(client, &announcement).await.expect("announcement accepted");
+    // The co-maintainer accepted the invitation (lists the owner back).
+    let acceptance = EventBuilder::new(Kind::Custom(30617), "")
+        .tags([tag(&["d", &identifier]), tag(&["maintainers", &owner.public_key().to_hex()])])
+        .sign_with_keys(&maintainer)
+        .expect("sign");
+    publish(client, &acceptance).await.expect("acceptance accepted");
 
     let work = Workdir::new();
     let commit = work.commit("README", b"hostile");

@@ -150,7 +150,7 @@ async fn maintainer_announcements_are_accepted_without_listing_the_server_recurs
 }
 
 #[tokio::test]
-async fn state_events_need_a_recursive_maintainer() {
+async fn state_events_need_a_confirmed_maintainer() {
     let mut f = Fixture::new().await;
     let (m1, m2, stranger) = (Keys::generate(), Keys::generate(), Keys::generate());
     let commit = "1".repeat(40);
@@ -165,12 +165,16 @@ async fn state_events_need_a_recursive_maintainer() {
     // accepted, and held until a push brings commit 1111… (signed after the hosted state)
     let next = Timestamp::from(Timestamp::now().as_secs() + 1);
     f.held(&events::state_at(&owner, D, &refs, Some("main"), next)).await;
-    // maintainer without an announcement of their own
-    f.held(&events::state(&m1, D, &refs, Some("main"))).await;
-    // recursive maintainer, once m1's announcement names them
-    f.rejected(&events::state(&m2, D, &refs, None), "invalid:").await;
-    let m1_ann = events::announcement_with(&m1, D, &[], &[], &[m2.public_key()]);
+    // an invited maintainer without an announcement of their own: not yet
+    let msg = f.rejected(&events::state(&m1, D, &refs, Some("main")), "invalid:").await;
+    assert!(msg.contains("you are invited"), "{msg}");
+    // m1 accepts (lists the owner back) and invites m2
+    let m1_ann = events::announcement_with(&m1, D, &[], &[], &[owner.public_key(), m2.public_key()]);
     f.accepted(&m1_ann).await;
+    f.held(&events::state(&m1, D, &refs, Some("main"))).await;
+    // m2, invited by a confirmed maintainer, is confirmed once they list m1 back
+    f.rejected(&events::state(&m2, D, &refs, None), "invalid:").await;
+    f.accepted(&events::announcement_with(&m2, D, &[], &[], &[m1.public_key()])).await;
     f.held(&events::state(&m2, D, &refs, None)).await;
     let msg = f.rejected(&events::state(&stranger, D, &refs, None), "invalid:").await;
     assert!(msg.contains("not authorized"), "{msg}");

@@ -116,24 +116,27 @@ async fn non_maintainer_state_cannot_authorize_even_when_stored_for_another_owne
     work.ok(&["push", &h.server.clone_url(&bob.public_key(), D), "main"]);
 }
 
-async fn maintainer_and_recursive_maintainer_states_authorize(frontend: Frontend) {
+async fn confirmed_and_recursively_confirmed_maintainers_states_authorize(frontend: Frontend) {
     let (m1, m2) = (Keys::generate(), Keys::generate());
     let h = Hosted::new(frontend, &[m1.public_key()]).await;
     let work = Workdir::new();
     let c1 = work.commit("a", b"1");
-    // m1 has no announcement of their own
+    // m1 accepts the owner's invitation (lists the owner back, on another server) and
+    // invites m2, who accepts by listing m1 back.
+    let elsewhere = |keys: &Keys, listed: &[PublicKey]| {
+        events::announcement_with(
+            keys,
+            D,
+            &["https://elsewhere.example/x.git".into()],
+            &["wss://elsewhere.example".into()],
+            listed,
+        )
+    };
+    publish(&h.client, &elsewhere(&m1, &[h.owner.public_key(), m2.public_key()])).await.expect("m1 accepts");
     h.state(&m1, &[("refs/heads/main", &c1)], Some("main")).await;
     work.ok(&["push", &h.url(), "main"]);
 
-    // m2 is a maintainer through m1's announcement (which lists another server)
-    let m1_ann = events::announcement_with(
-        &m1,
-        D,
-        &["https://elsewhere.example/x.git".into()],
-        &["wss://elsewhere.example".into()],
-        &[m2.public_key()],
-    );
-    publish(&h.client, &m1_ann).await.expect("maintainer announcement");
+    publish(&h.client, &elsewhere(&m2, &[m1.public_key()])).await.expect("m2 accepts");
     let c2 = work.commit("a", b"2");
     h.state(&m2, &[("refs/heads/main", &c2)], Some("main")).await;
     work.ok(&["push", &h.url(), "main"]);
@@ -301,7 +304,7 @@ frontend_tests!(
     owner_state_authorizes_push_and_clone_matches,
     pushes_that_do_not_match_are_rejected_with_the_reason,
     non_maintainer_state_cannot_authorize_even_when_stored_for_another_owner,
-    maintainer_and_recursive_maintainer_states_authorize,
+    confirmed_and_recursively_confirmed_maintainers_states_authorize,
     tags_branch_creation_deletion_and_force_push,
     branch_deletion_by_push_is_authorized_by_a_matching_state,
     head_follows_state_and_co_maintainer_repo_gets_refs_and_objects,

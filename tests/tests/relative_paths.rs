@@ -23,7 +23,10 @@ async fn maintainer_repositories_get_the_pushed_data_with_relative_data_paths() 
     let addr = &server.addr;
 
     publish(&client, &events::announcement(&alice, D, addr, &[bob.public_key()])).await.unwrap();
-    publish(&client, &events::announcement(&bob, D, addr, &[carol.public_key()])).await.unwrap();
+    // Bob accepts Alice's invitation and invites Carol, who accepts (maintainer model v3).
+    publish(&client, &events::announcement(&bob, D, addr, &[alice.public_key(), carol.public_key()]))
+        .await
+        .unwrap();
     // Another server (nothing listens on port 1).
     let carol_npub = carol.public_key().to_bech32().unwrap();
     let elsewhere = events::announcement_with(
@@ -31,7 +34,7 @@ async fn maintainer_repositories_get_the_pushed_data_with_relative_data_paths() 
         D,
         &[format!("http://127.0.0.1:1/{carol_npub}/{D}.git")],
         &["ws://127.0.0.1:1".to_owned()],
-        &[],
+        &[bob.public_key()],
     );
     publish(&client, &elsewhere).await.expect("maintainer companion accepted");
 

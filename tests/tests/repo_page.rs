@@ -2,7 +2,7 @@
 //! follows, what waits in purgatory, links to Nostr git clients; and nothing from events is
 //! ever markup. (tests/tests/browser.rs renders the same pages in chromium.)
 
-use grasp_tests::events::state_at;
+use grasp_tests::events::{self, state_at};
 use grasp_tests::{frontend_tests, host_repository, hostile, publish, Frontend};
 use nostr_sdk::prelude::*;
 
@@ -24,8 +24,12 @@ async fn the_page_shows_clone_url_maintainers_state_held_events_and_client_links
     let server = frontend.start();
     let client = server.client().await;
     let owner = Keys::generate();
-    let maintainer = Keys::generate();
-    host_repository(&server, &client, &owner, "shown", &[maintainer.public_key()]).await;
+    let (maintainer, invitee) = (Keys::generate(), Keys::generate());
+    host_repository(&server, &client, &owner, "shown", &[maintainer.public_key(), invitee.public_key()])
+        .await;
+    // The maintainer accepted (lists the owner back); the invitee has not.
+    let accepted = events::announcement_with(&maintainer, "shown", &[], &[], &[owner.public_key()]);
+    publish(&client, &accepted).await.expect("acceptance");
     let url = server.clone_url(&owner.public_key(), "shown");
     // A newer state whose commit is not here yet waits in purgatory.
     let missing = "cd".repeat(20);
@@ -41,6 +45,8 @@ async fn the_page_shows_clone_url_maintainers_state_held_events_and_client_links
         assert!(html.contains(&key.public_key().to_bech32().unwrap()), "maintainers are listed");
     }
     assert!(html.contains("(owner)"));
+    let invited = format!("<code>{}</code> (invited", invitee.public_key().to_bech32().unwrap());
+    assert!(html.contains(&invited), "the invitee is shown without authority: {html}");
     assert!(html.contains("<h3>Branches</h3>") && html.contains("<code>main</code> (HEAD)"), "{html}");
     assert!(html.contains("HEAD: <code>refs/heads/main</code>"), "{html}");
     assert!(html.contains("<h3>Tags</h3>"));

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use arbitrary::{Arbitrary, Unstructured};
 use grasp_lib::alignment::AlignmentPlan;
-use grasp_lib::maintainers::MaintainerSet;
+use grasp_lib::maintainers::{MaintainerModel, MaintainerSet};
 use grasp_lib::nip34::{
     commit_tag, is_object_id, raw_commit_tag, EventReferences, RepoAnnouncement, RepoCoordinate, RepoState,
     MAX_REFERENCES,
@@ -81,8 +81,17 @@ pub fn nip34_event(data: &[u8]) {
         assert!(!ann.maintainers.contains(&ann.owner), "the owner is not listed as their own maintainer");
         assert_eq!(RepoCoordinate::parse(&ann.coordinate().to_string()), Some(ann.coordinate()));
         let _ = decide::announcement(ann, &origin, std::slice::from_ref(ann));
-        let set = MaintainerSet::from_announcements(ann.owner, std::slice::from_ref(ann));
-        assert!(set.contains(&ann.owner));
+        let alone = std::slice::from_ref(ann);
+        let listed = MaintainerSet::from_announcements(MaintainerModel::Listed, ann.owner, alone);
+        assert!(listed.contains(&ann.owner));
+        // Alone, an announcement confirms at most its author, and only while its own role is
+        // active and its lead pointers (if any) end at itself.
+        let v3 = MaintainerSet::from_announcements(MaintainerModel::Reciprocal, ann.owner, alone);
+        assert!(v3.members().all(|m| *m == ann.owner));
+        assert_eq!(v3.contains(&ann.owner), v3.no_authority().is_none());
+        let leads = ann.leads();
+        let rooted = if leads.is_empty() { ann.author_active() } else { leads == [ann.owner] };
+        assert_eq!(v3.contains(&ann.owner), rooted);
     }
 
     if let Ok(state) = RepoState::parse(&event) {
@@ -99,7 +108,7 @@ pub fn nip34_event(data: &[u8]) {
             assert!(head.starts_with("refs/heads/"));
         }
         let announcements: Vec<RepoAnnouncement> = announcement.into_iter().collect();
-        let _ = decide::state(&state, &announcements, None);
+        let _ = decide::state(MaintainerModel::Reciprocal, &state, &announcements, None);
         let current: BTreeMap<String, String> = input.current.into_iter().collect();
         let plan = AlignmentPlan::new(&current, &state);
         if !state.refs.is_empty() {

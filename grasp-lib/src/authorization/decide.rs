@@ -163,7 +163,7 @@ pub async fn authorize_push(
     .await
     .map_err(GitError::from)??;
     let announcements = view.announcements(d).await?;
-    let maintainers = MaintainerSet::from_announcements(repo.owner, &announcements);
+    let maintainers = MaintainerSet::from_announcements(view.maintainer_model(), repo.owner, &announcements);
     let states = view.states(d).await?;
     let ctx = PushContext { maintainers: &maintainers, current: &current, states: &states, applied, nostr };
     Ok(decide(updates, &ctx))
@@ -214,7 +214,7 @@ mod tests {
     impl World {
         fn new() -> Self {
             let owner = Keys::generate().public_key();
-            let set = MaintainerSet::resolve(owner, |_| None);
+            let set = MaintainerSet::only(owner);
             Self {
                 owner,
                 set,

@@ -8,6 +8,7 @@ use nostr::{Event, EventId, Filter, Kind};
 use nostr_database::DatabaseEventStatus;
 
 use crate::git::RepoRef;
+use crate::maintainers::MaintainerModel;
 use crate::nip34::{kinds, RepoAnnouncement, RepoState};
 use crate::store::{EventStore, StoreError};
 
@@ -52,6 +53,11 @@ pub trait EventView: Send + Sync {
         &'a self,
         ids: &'a [EventId],
     ) -> BoxFuture<'a, Result<HashMap<EventId, Named>, StoreError>>;
+
+    /// The maintainer rule to decide with (default: maintainer model v3).
+    fn maintainer_model(&self) -> MaintainerModel {
+        MaintainerModel::default()
+    }
 
     /// The placeholders around a push of the `refs/nostr` ids `ids` to `repo` from the
     /// client address group `client` (none where nothing is held: a bare store).

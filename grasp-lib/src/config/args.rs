@@ -319,6 +319,11 @@ pub struct ConfigArgs {
     #[arg(long, env = "GRASP_MAX_CONNECTIONS_PER_IP")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_connections_per_ip: Option<usize>,
+    /// Pre-v3 maintainer rule: being listed is enough, no listing back (off: reciprocal, maintainer model v3)
+    #[arg(long, env = "GRASP_LEGACY_MAINTAINERS", value_parser = BoolishValueParser::new(),
+          num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub legacy_maintainers: Option<bool>,
     /// GRASP-06: accept pull request commits at /prs/<npub>/<identifier>.git (false: /prs/ answers 404)
     #[arg(long, env = "GRASP_PRS_HOSTING", value_parser = BoolishValueParser::new(),
           num_args = 0..=1, default_missing_value = "true")]
@@ -452,6 +457,7 @@ pub const NGIT_ENV_ALIASES: &[(&str, &str)] = &[
     ("relay_contact", "NGIT_RELAY_CONTACT"),
     ("log_level", "NGIT_LOG_LEVEL"),
     ("test_mode", "NGIT_TEST"),
+    ("prs_hosting", "NGIT_GRASP06_ENABLE"),
 ];
 
 fn primary_env(option: &str) -> String {

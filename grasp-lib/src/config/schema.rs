@@ -182,6 +182,9 @@ pub struct Config {
     pub max_connections: usize,
     /// Open connections per client IP (0: unlimited).
     pub max_connections_per_ip: usize,
+    /// Keep the pre-v3 maintainer rule: everyone an announcement in the set lists is a
+    /// maintainer, without listing back (off: maintainer model v3, reciprocal).
+    pub legacy_maintainers: bool,
     /// GRASP-06: contributors push pull request commits to `/prs/<npub>/<identifier>.git`
     /// without announcing a repository (`false`: `/prs/` answers 404).
     pub prs_hosting: bool,
@@ -333,6 +336,7 @@ impl Default for Config {
             websocket_missed_pongs: 2,
             max_connections: 0,
             max_connections_per_ip: 128,
+            legacy_maintainers: false,
             prs_hosting: true,
             prs_max_push_size: 1024 * 1024 * 1024,
             prs_pushes_per_minute: 30,

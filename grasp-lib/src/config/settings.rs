@@ -16,6 +16,7 @@ use crate::hunt::queue::QueueTimers;
 use crate::hunt::throttle::ThrottleLimits;
 use crate::hunt::HuntSettings;
 use crate::limits::{self, KeepAlive, ServerLimits, StorageLimits};
+use crate::maintainers::MaintainerModel;
 use crate::purgatory::bounds::{Cap, HeldCaps};
 use crate::purgatory::PurgatoryTimers;
 use crate::relay::RelayLimits;
@@ -68,6 +69,15 @@ impl Config {
                 bytes: self.purgatory_max_bytes_per_identifier,
             },
             total: Cap { events: self.purgatory_max_events, bytes: self.purgatory_max_bytes },
+        }
+    }
+
+    /// The maintainer rule (`legacy_maintainers` keeps the pre-v3 one).
+    pub fn maintainer_model(&self) -> MaintainerModel {
+        if self.legacy_maintainers {
+            MaintainerModel::Listed
+        } else {
+            MaintainerModel::Reciprocal
         }
     }
 

@@ -8,7 +8,7 @@ use nostr::{Event, PublicKey};
 
 use crate::authorization::Named;
 use crate::git::RepoRef;
-use crate::maintainers::MaintainerSet;
+use crate::maintainers::{MaintainerModel, MaintainerSet};
 use crate::nip34::{commit_tag, kinds, EventReferences, RepoAnnouncement, RepoIdentifier, RepoState};
 use crate::purgatory::HeldEvent;
 
@@ -16,12 +16,13 @@ use crate::purgatory::HeldEvent;
 /// only ones whose data can release them (a state by anyone else waits until an
 /// announcement makes its author a maintainer).
 pub fn authorized_held_states(
+    model: MaintainerModel,
     held: Vec<HeldEvent>,
     hosted: &[RepoRef],
     announcements: &[RepoAnnouncement],
 ) -> Vec<(HeldEvent, RepoState)> {
     let sets: Vec<MaintainerSet> =
-        hosted.iter().map(|r| MaintainerSet::from_announcements(r.owner, announcements)).collect();
+        hosted.iter().map(|r| MaintainerSet::from_announcements(model, r.owner, announcements)).collect();
     let mut states: Vec<(HeldEvent, RepoState)> = held
         .into_iter()
         .filter_map(|e| RepoState::parse(&e.event).ok().map(|s| (e, s)))
@@ -100,6 +101,7 @@ pub fn waiting_fate(named: Option<&Named>, commit: &str) -> WaitingFate {
 /// (never `/prs/`) repositories whose maintainer set contains a pubkey the event tags as a
 /// repository with `identifier`.
 pub fn offer_targets(
+    model: MaintainerModel,
     event: &Event,
     identifier: &RepoIdentifier,
     targets: &[RepoRef],
@@ -115,7 +117,7 @@ pub fn offer_targets(
         .iter()
         .filter(|t| !t.is_prs())
         .filter(|t| {
-            let set = MaintainerSet::from_announcements(t.owner, announcements);
+            let set = MaintainerSet::from_announcements(model, t.owner, announcements);
             tagged.iter().any(|pk| set.contains(pk))
         })
         .cloned()
@@ -179,19 +181,24 @@ mod tests {
     #[test]
     fn held_states_of_maintainers_only_oldest_first() {
         let (owner, maintainer, stranger) = (Keys::generate(), Keys::generate(), Keys::generate());
-        let anns = vec![announcement(&owner, &[&maintainer])];
+        let anns = vec![announcement(&owner, &[&maintainer]), announcement(&maintainer, &[&owner])];
         let hosted = vec![RepoRef::new(owner.public_key(), ident())];
         let held = vec![held_state(&maintainer, 30), held_state(&stranger, 10), held_state(&owner, 20)];
-        let authorized = authorized_held_states(held, &hosted, &anns);
+        let authorized = authorized_held_states(MaintainerModel::Reciprocal, held.clone(), &hosted, &anns);
         let authors: Vec<_> = authorized.iter().map(|(_, s)| s.author).collect();
         assert_eq!(authors, vec![owner.public_key(), maintainer.public_key()]);
+        // Without the maintainer's acceptance, only the owner's state can be released.
+        let invited = vec![announcement(&owner, &[&maintainer])];
+        let authorized = authorized_held_states(MaintainerModel::Reciprocal, held, &hosted, &invited);
+        assert_eq!(authorized.iter().map(|(_, s)| s.author).collect::<Vec<_>>(), vec![owner.public_key()]);
     }
 
     #[test]
     fn held_states_need_a_hosted_repository() {
         let owner = Keys::generate();
         let anns = vec![announcement(&owner, &[])];
-        assert!(authorized_held_states(vec![held_state(&owner, 1)], &[], &anns).is_empty());
+        assert!(authorized_held_states(MaintainerModel::Reciprocal, vec![held_state(&owner, 1)], &[], &anns)
+            .is_empty());
     }
 
     #[test]
@@ -255,7 +262,7 @@ mod tests {
         let event = pull_request(&author, &maintainer, C1);
         let anns = vec![
             announcement(&owner, &[&maintainer]),
-            announcement(&maintainer, &[]),
+            announcement(&maintainer, &[&owner]),
             announcement(&stranger, &[]),
         ];
         let owners = RepoRef::new(owner.public_key(), ident());
@@ -263,8 +270,9 @@ mod tests {
         let strangers = RepoRef::new(stranger.public_key(), ident());
         let prs = RepoRef::prs(maintainer.public_key(), ident());
         let targets = vec![owners.clone(), maintainers.clone(), strangers, prs];
-        assert_eq!(offer_targets(&event, &ident(), &targets, &anns), vec![owners, maintainers]);
+        let v3 = MaintainerModel::Reciprocal;
+        assert_eq!(offer_targets(v3, &event, &ident(), &targets, &anns), vec![owners, maintainers]);
         let other = RepoIdentifier::new("other").unwrap();
-        assert!(offer_targets(&event, &other, &targets, &anns).is_empty());
+        assert!(offer_targets(v3, &event, &other, &targets, &anns).is_empty());
     }
 }

@@ -11,7 +11,6 @@ use super::hub::{Arrival, Hosting};
 use crate::authorization::EventView;
 use crate::git::refs;
 use crate::git::RepoRef;
-use crate::maintainers::MaintainerSet;
 use crate::nip34::{RepoAnnouncement, RepoIdentifier, RepoState};
 use crate::purgatory::{HeldEvent, HeldKind};
 
@@ -60,16 +59,13 @@ impl Hosting {
             },
             _ => None,
         };
-        let stored = match self.store.announcements(d).await {
-            Ok(stored) => stored,
+        let all_anns = match self.maintainer_announcements(d).await {
+            Ok(all) => all,
             Err(e) => {
                 report.errors.push(e.to_string());
                 return report;
             }
         };
-        let held_anns = self.held_announcements(d);
-        let all_anns: Vec<RepoAnnouncement> =
-            stored.iter().cloned().chain(held_anns.iter().map(|(_, a)| a.clone())).collect();
         let mut owners: Vec<_> = all_anns.iter().map(|a| a.owner).collect();
         owners.sort();
         owners.dedup();
@@ -98,7 +94,8 @@ impl Hosting {
 
         // 1. Held states whose objects are here.
         if let Some(entries) = only(HeldKind::State) {
-            let authorized = decide::authorized_held_states(entries, &hosted, &all_anns);
+            let authorized =
+                decide::authorized_held_states(self.maintainer_model, entries, &hosted, &all_anns);
             let (entries, states): (Vec<HeldEvent>, Vec<RepoState>) = authorized.into_iter().unzip();
             let checked = self.satisfiable(&hosted, states).await;
             for (entry, (_, here)) in entries.into_iter().zip(checked) {
@@ -185,7 +182,7 @@ impl Hosting {
             }
         };
         for target in hosted {
-            let set = MaintainerSet::from_announcements(target.owner, all_anns);
+            let set = self.maintainer_set(target.owner, all_anns);
             let Some(state) = authoritative_state(&set, &states) else { continue };
             match align_one(&self.repos, target, state, hosted).await {
                 Ok(Outcome::Unchanged) => {}

@@ -5,17 +5,18 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use nostr::{Event, EventId};
+use nostr::{Event, EventId, PublicKey};
 
 use super::align::{IdentifierLocks, ProcessReport};
 use crate::git::maintenance::Maintenance;
 use crate::git::refs;
 use crate::git::{prs, GitError, RepoRef, Repositories};
+use crate::maintainers::{MaintainerModel, MaintainerSet};
 use crate::metrics::Metrics;
 use crate::nip34::{RepoAnnouncement, RepoCoordinate, RepoState};
 use crate::origin::ServiceOrigin;
 use crate::purgatory::{HeldEvent, HeldKind, HoldOutcome, Purgatory, PurgatoryError};
-use crate::store::{EventStore, Publisher};
+use crate::store::{EventStore, Publisher, StoreError};
 
 /// What made git data (possibly) available, so the git-data step checks only what it
 /// can affect.
@@ -65,6 +66,7 @@ pub struct Hosting {
     pub(super) released: tokio::sync::broadcast::Sender<ReleasedEvent>,
     pub(super) expired: tokio::sync::broadcast::Sender<Event>,
     pub(super) prs_collector: prs::Collector,
+    pub(super) maintainer_model: MaintainerModel,
 }
 
 impl Hosting {
@@ -98,9 +100,27 @@ impl Hosting {
             released: tokio::sync::broadcast::channel(RELEASED_BUFFER).0,
             expired,
             prs_collector: prs::Collector::default(),
+            maintainer_model: MaintainerModel::default(),
         };
         hosting.update_gauges();
         hosting
+    }
+
+    /// The same hosting under another maintainer rule (default: maintainer model v3).
+    pub fn with_maintainer_model(mut self, model: MaintainerModel) -> Self {
+        self.maintainer_model = model;
+        self
+    }
+
+    /// The maintainer rule every decision of this server applies.
+    pub fn maintainer_model(&self) -> MaintainerModel {
+        self.maintainer_model
+    }
+
+    /// The confirmed maintainers of `owner`'s coordinate among `announcements` (one
+    /// identifier, stored and held).
+    pub fn maintainer_set(&self, owner: PublicKey, announcements: &[RepoAnnouncement]) -> MaintainerSet {
+        MaintainerSet::from_announcements(self.maintainer_model, owner, announcements)
     }
 
     /// The event store.
@@ -157,6 +177,23 @@ impl Hosting {
             .into_iter()
             .filter_map(|e| RepoAnnouncement::parse(&e.event).ok().map(|a| (e, a)))
             .collect()
+    }
+
+    /// Every announcement with `identifier` that counts for maintainer sets: stored, held
+    /// with their repository, and held maintainer companions (an acceptance waiting for the
+    /// announcement that invited it). For each author the newest counts
+    /// ([`MaintainerSet::from_announcements`]).
+    pub async fn maintainer_announcements(
+        &self,
+        identifier: &str,
+    ) -> Result<Vec<RepoAnnouncement>, StoreError> {
+        let mut all = self.store.announcements(identifier).await?;
+        let held = [HeldKind::Announcement, HeldKind::Dependent]
+            .into_iter()
+            .flat_map(|kind| self.purgatory.held_for(identifier, kind))
+            .filter_map(|e| RepoAnnouncement::parse(&e.event).ok());
+        all.extend(held);
+        Ok(all)
     }
 
     /// Held announcements and states at `coordinate` (several pending states can share one).

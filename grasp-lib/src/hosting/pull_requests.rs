@@ -80,7 +80,7 @@ impl Hosting {
         report: &mut ProcessReport,
     ) {
         let name = refs::nostr_ref(&event.id);
-        for target in &decide::offer_targets(event, identifier, targets, all_anns) {
+        for target in &decide::offer_targets(self.maintainer_model, event, identifier, targets, all_anns) {
             if self.ref_target(target, &name).await.is_some() {
                 continue;
             }

@@ -9,6 +9,7 @@ use nostr::EventId;
 use super::hub::Hosting;
 use crate::authorization::{EventView, Named, PlaceholderRoom};
 use crate::git::RepoRef;
+use crate::maintainers::MaintainerModel;
 use crate::nip34::{RepoAnnouncement, RepoState};
 use crate::store::StoreError;
 
@@ -18,11 +19,11 @@ impl EventView for Hosting {
         &'a self,
         identifier: &'a str,
     ) -> BoxFuture<'a, Result<Vec<RepoAnnouncement>, StoreError>> {
-        Box::pin(async move {
-            let mut all = self.store.announcements(identifier).await?;
-            all.extend(self.held_announcements(identifier).into_iter().map(|(_, a)| a));
-            Ok(all)
-        })
+        Box::pin(self.maintainer_announcements(identifier))
+    }
+
+    fn maintainer_model(&self) -> MaintainerModel {
+        self.maintainer_model
     }
 
     fn states<'a>(&'a self, identifier: &'a str) -> BoxFuture<'a, Result<Vec<RepoState>, StoreError>> {

@@ -19,7 +19,6 @@ use crate::git::{refs, RepoRef};
 use crate::hosting::authoritative_state;
 use crate::hosting::{Arrival, Hosting};
 use crate::limits::StorageLimits;
-use crate::maintainers::MaintainerSet;
 use crate::nip34::{
     clone_tag_urls, commit_tag, kinds, EventReferences, RepoAnnouncement, RepoIdentifier, RepoState,
 };
@@ -64,24 +63,20 @@ impl HostingRemote {
 
     async fn situation(&self, identifier: &RepoIdentifier) -> Option<Situation> {
         let d = identifier.as_str();
-        let mut announcements = match self.hosting.store().announcements(d).await {
-            Ok(stored) => stored,
+        let announcements = match self.hosting.maintainer_announcements(d).await {
+            Ok(all) => all,
             Err(e) => {
                 tracing::warn!(%identifier, error = %e, "hunting cannot read announcements");
                 return None;
             }
         };
-        announcements.extend(self.hosting.held_announcements(d).into_iter().map(|(_, a)| a));
         let owners: BTreeSet<PublicKey> = announcements.iter().map(|a| a.owner).collect();
         let mut hosted = self.hosting.repos().with_identifier(owners, identifier);
         hosted.sort();
         let authorized = hosted
             .iter()
             .flat_map(|r| {
-                MaintainerSet::from_announcements(r.owner, &announcements)
-                    .members()
-                    .copied()
-                    .collect::<Vec<_>>()
+                self.hosting.maintainer_set(r.owner, &announcements).members().copied().collect::<Vec<_>>()
             })
             .collect();
         let landing = hosted.into_iter().next()?;
@@ -109,7 +104,7 @@ impl HostingRemote {
             // A held announcement waits for its repository to follow a stored state.
             if let Ok(states) = EventView::states(self.hosting.store(), d).await {
                 for owner in held_owners {
-                    let set = MaintainerSet::from_announcements(owner, &situation.announcements);
+                    let set = self.hosting.maintainer_set(owner, &situation.announcements);
                     if let Some(state) = authoritative_state(&set, &states) {
                         oids.extend(state.refs.values().cloned());
                     }

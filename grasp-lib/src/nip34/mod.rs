@@ -6,9 +6,11 @@
 mod identifier;
 pub mod kinds;
 mod references;
+pub mod roles;
 
 pub use identifier::{IdentifierError, RepoIdentifier, MAX_IDENTIFIER_BYTES};
 pub use references::{EventReferences, RepoCoordinate, MAX_REFERENCES};
+pub use roles::{Role, RoleEntry, RoleStatus, Roles};
 
 use std::collections::BTreeMap;
 
@@ -67,6 +69,8 @@ fn tag_values<'a>(event: &'a Event, name: &'a str) -> impl Iterator<Item = &'a s
 /// A kind-30617 repository announcement.
 #[derive(Debug, Clone)]
 pub struct RepoAnnouncement {
+    /// The announcement's event id (breaks ties between same-second announcements).
+    pub id: nostr::EventId,
     /// The announcement author: the owner of the repository at `/<npub>/<identifier>.git`.
     pub owner: PublicKey,
     /// The `d` tag.
@@ -79,8 +83,12 @@ pub struct RepoAnnouncement {
     pub clone_urls: Vec<String>,
     /// Union of all `relays` tag values.
     pub relays: Vec<String>,
-    /// Valid public keys from the `maintainers` tags (invalid entries are skipped).
+    /// Valid public keys from the legacy `maintainers` tags, the author left out (invalid
+    /// entries are skipped). Ignored when role tags are present: ngit 3 still writes this
+    /// tag next to them, invitees included.
     pub maintainers: Vec<PublicKey>,
+    /// The role tags (`M`, `m`, `o`); empty for a legacy announcement.
+    pub roles: Roles,
     /// When the announcement was signed.
     pub created_at: nostr::Timestamp,
 }
@@ -95,6 +103,7 @@ impl RepoAnnouncement {
             .filter(|pk| *pk != event.pubkey)
             .collect();
         Ok(Self {
+            id: event.id,
             owner: event.pubkey,
             identifier,
             name: tag_values(event, "name").next().map(str::to_owned),
@@ -102,8 +111,31 @@ impl RepoAnnouncement {
             clone_urls: tag_values(event, "clone").map(str::to_owned).collect(),
             relays: tag_values(event, "relays").map(str::to_owned).collect(),
             maintainers,
+            roles: Roles::of(event),
             created_at: event.created_at,
         })
+    }
+
+    /// Whether the author holds a maintaining role by their own announcement: always for a
+    /// legacy announcement, otherwise see [`Roles::author_active`].
+    pub fn author_active(&self) -> bool {
+        !self.roles.present() || self.roles.author_active(&self.owner)
+    }
+
+    /// The pubkeys this announcement lists as maintainers, the author left out: active `M`
+    /// and `m` entries when role tags are present, else the legacy `maintainers` tag.
+    pub fn listed(&self) -> Vec<PublicKey> {
+        if self.roles.present() {
+            self.roles.maintainers().into_iter().filter(|pk| *pk != self.owner).collect()
+        } else {
+            self.maintainers.clone()
+        }
+    }
+
+    /// The active lead pointers (`M` entries), in tag order; empty for a legacy
+    /// announcement.
+    pub fn leads(&self) -> Vec<PublicKey> {
+        self.roles.leads()
     }
 
     /// The `30617:<owner>:<d>` coordinate other events use to tag this repository.

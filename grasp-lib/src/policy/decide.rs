@@ -3,6 +3,7 @@
 //! and purgatory and acts on the verdict.
 //!
 //! ```
+//! use grasp_lib::maintainers::MaintainerModel;
 //! use grasp_lib::nip34::{RepoAnnouncement, RepoState};
 //! use grasp_lib::policy::{decide, Verdict};
 //! use nostr::{EventBuilder, Keys, Kind, Tag};
@@ -19,8 +20,9 @@
 //! };
 //!
 //! // The owner's state is authoritative; a stranger's is refused with a reason.
-//! assert_eq!(decide::state(&state_of(&owner), &[announcement.clone()], None), Verdict::Accept);
-//! let Verdict::Reject(refused) = decide::state(&state_of(&stranger), &[announcement], None) else {
+//! let model = MaintainerModel::default();
+//! assert_eq!(decide::state(model, &state_of(&owner), &[announcement.clone()], None), Verdict::Accept);
+//! let Verdict::Reject(refused) = decide::state(model, &state_of(&stranger), &[announcement], None) else {
 //!     panic!("a stranger's state is refused")
 //! };
 //! assert!(refused.wire_message().starts_with("invalid: author not authorized"));
@@ -29,7 +31,7 @@
 use nostr::{Event, EventId, PublicKey, Timestamp};
 
 use super::{Prefix, Verdict};
-use crate::maintainers::MaintainerSet;
+use crate::maintainers::{is_maintainer_of_any, MaintainerModel};
 use crate::nip34::{RepoAnnouncement, RepoCoordinate, RepoState};
 use crate::origin::ServiceOrigin;
 
@@ -83,32 +85,22 @@ impl ListsService {
     }
 }
 
-/// True when `pubkey` belongs to the recursive maintainer set of any of `announcements`
-/// (all with the same identifier), each taken as a root.
-pub fn is_maintainer_of_any(pubkey: &PublicKey, announcements: &[RepoAnnouncement]) -> bool {
-    announcements
-        .iter()
-        .any(|root| MaintainerSet::from_announcements(root.owner, announcements).contains(pubkey))
+/// True when another author's announcement in `announcements` lists `pubkey` as a
+/// maintainer (an invitation counts: its acceptance is how the server learns it).
+pub fn listed_by_another(pubkey: &PublicKey, announcements: &[RepoAnnouncement]) -> bool {
+    announcements.iter().any(|a| a.owner != *pubkey && a.listed().contains(pubkey))
 }
 
 /// The rule for kind 30617. `stored` are the stored announcements with the same identifier.
 ///
-/// Accepted when it lists this server in both `clone` and `relays`, or when its author is in
-/// the recursive maintainer set of another stored announcement with that identifier (a
-/// "maintainer companion", needed to walk maintainer chains; no repository is created).
+/// Accepted when it lists this server in both `clone` and `relays`, or when another stored
+/// announcement with that identifier lists its author as a maintainer (a "maintainer
+/// companion": confirmed maintainers' and invitees' announcements carry the maintainer
+/// chain; no repository is created). The author's own older announcement does not vouch
+/// for the new one.
 pub fn announcement(new: &RepoAnnouncement, origin: &ServiceOrigin, stored: &[RepoAnnouncement]) -> Verdict {
     let lists = ListsService::of(new, origin);
-    if lists.both() {
-        return Verdict::Accept;
-    }
-    // The author's own older announcement does not vouch for the new one.
-    let mut others: Vec<RepoAnnouncement> = stored.iter().filter(|a| a.owner != new.owner).cloned().collect();
-    let roots = others.len();
-    others.push(new.clone());
-    let companion = others[..roots]
-        .iter()
-        .any(|root| MaintainerSet::from_announcements(root.owner, &others).contains(&new.owner));
-    if companion {
+    if lists.both() || listed_by_another(&new.owner, stored) {
         return Verdict::Accept;
     }
     let missing = match (lists.clone, lists.relays) {
@@ -131,6 +123,7 @@ pub fn announcement(new: &RepoAnnouncement, origin: &ServiceOrigin, stored: &[Re
 /// identifier; `latest_own` is (created_at, id) of the author's newest stored state for it.
 /// Replaceable semantics keep the newest and, on a tie, the lowest id.
 pub fn state(
+    model: MaintainerModel,
     state: &RepoState,
     stored: &[RepoAnnouncement],
     latest_own: Option<(Timestamp, EventId)>,
@@ -143,13 +136,20 @@ pub fn state(
             format!("no announcement exists for repository '{d}'; publish the kind 30617 announcement first"),
         );
     }
-    if !is_maintainer_of_any(&state.author, stored) {
+    if !is_maintainer_of_any(model, &state.author, stored) {
+        let invited = listed_by_another(&state.author, stored);
+        let what_to_do = if invited {
+            "you are invited: publish your own announcement for this repository that lists a maintainer back \
+             (ngit: accept the invitation), then publish the state again"
+        } else {
+            "ask a maintainer to add you to their announcement, then accept the invitation"
+        };
         return Verdict::reject(
             Prefix::Invalid,
             "unauthorized_state",
             format!(
-                "author not authorized for repository '{d}': not in the maintainer set of any announcement \
-                 with this identifier; ask the owner to add you to 'maintainers'"
+                "author not authorized for repository '{d}': not a confirmed maintainer of any announcement with \
+                 this identifier; {what_to_do}"
             ),
         );
     }
@@ -333,17 +333,17 @@ mod tests {
     }
 
     #[test]
-    fn companion_announcement_needs_membership_through_another_root() {
+    fn companion_announcement_needs_a_listing_by_another_stored_announcement() {
         let (owner, m1, m2, stranger) =
             (Keys::generate(), Keys::generate(), Keys::generate(), Keys::generate());
         let owner_ann = ann(&owner, "r", true, &[m1.public_key()]);
         let m1_ann = ann(&m1, "r", false, &[m2.public_key()]);
-        // direct maintainer
+        // listed (invited or confirmed: the acceptance is how we learn it)
         assert_eq!(announcement(&m1_ann, &origin(), &[owner_ann.clone()]), Verdict::Accept);
-        // recursive maintainer, via m1's stored announcement
+        // listed by m1's stored announcement
         let m2_ann = ann(&m2, "r", false, &[]);
         assert_eq!(announcement(&m2_ann, &origin(), &[owner_ann.clone(), m1_ann.clone()]), Verdict::Accept);
-        // not recursive without m1's announcement
+        // not without m1's announcement
         assert_eq!(code(announcement(&m2_ann, &origin(), &[owner_ann.clone()])), "not_listing_service");
         // stranger
         assert_eq!(
@@ -366,19 +366,37 @@ mod tests {
     fn state_rules() {
         let (owner, m1, m2, stranger) =
             (Keys::generate(), Keys::generate(), Keys::generate(), Keys::generate());
-        let anns = vec![ann(&owner, "r", true, &[m1.public_key()]), ann(&m1, "r", false, &[m2.public_key()])];
-        assert_eq!(state(&st(&owner, "r"), &anns, None), Verdict::Accept);
-        assert_eq!(state(&st(&m1, "r"), &anns, None), Verdict::Accept);
-        assert_eq!(state(&st(&m2, "r"), &anns, None), Verdict::Accept);
-        assert_eq!(code(state(&st(&stranger, "r"), &anns, None)), "unauthorized_state");
-        assert_eq!(code(state(&st(&owner, "r"), &[], None)), "no_announcement");
+        let (v3, listed) = (MaintainerModel::Reciprocal, MaintainerModel::Listed);
+        // m1 is invited by the owner and has no announcement of their own.
+        let invited = vec![ann(&owner, "r", true, &[m1.public_key()])];
+        assert_eq!(state(v3, &st(&owner, "r"), &invited, None), Verdict::Accept);
+        match state(v3, &st(&m1, "r"), &invited, None) {
+            Verdict::Reject(r) => assert!(r.message.contains("you are invited"), "{}", r.message),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(state(listed, &st(&m1, "r"), &invited, None), Verdict::Accept, "the old rule");
+        // m1's own announcement lists m2 but not the owner: m1 roots their own coordinate
+        // (their state is accepted for it), m2 is only invited there.
+        let own = vec![ann(&owner, "r", true, &[m1.public_key()]), ann(&m1, "r", false, &[m2.public_key()])];
+        assert_eq!(state(v3, &st(&m1, "r"), &own, None), Verdict::Accept);
+        assert_eq!(code(state(v3, &st(&m2, "r"), &own, None)), "unauthorized_state");
+        assert_eq!(state(listed, &st(&m2, "r"), &own, None), Verdict::Accept, "the old rule");
+        // Once m1 lists the owner back, m1 is confirmed; m2 still has not accepted.
+        let accepted = vec![
+            ann(&owner, "r", true, &[m1.public_key()]),
+            ann(&m1, "r", false, &[owner.public_key(), m2.public_key()]),
+        ];
+        assert_eq!(state(v3, &st(&m1, "r"), &accepted, None), Verdict::Accept);
+        assert_eq!(code(state(v3, &st(&m2, "r"), &accepted, None)), "unauthorized_state");
+        assert_eq!(code(state(v3, &st(&stranger, "r"), &accepted, None)), "unauthorized_state");
+        assert_eq!(code(state(v3, &st(&owner, "r"), &[], None)), "no_announcement");
         let s = st(&owner, "r");
         let later = Timestamp::from(s.created_at.as_secs() + 10);
-        assert_eq!(code(state(&s, &anns, Some((later, EventId::all_zeros())))), "stale_state");
+        assert_eq!(code(state(v3, &s, &accepted, Some((later, EventId::all_zeros())))), "stale_state");
         let lower = EventId::all_zeros();
         let higher = EventId::from_byte_array([0xff; 32]);
-        assert_eq!(code(state(&s, &anns, Some((s.created_at, lower)))), "stale_state", "tie lost");
-        assert_eq!(state(&s, &anns, Some((s.created_at, higher))), Verdict::Accept, "tie won");
+        assert_eq!(code(state(v3, &s, &accepted, Some((s.created_at, lower)))), "stale_state", "tie lost");
+        assert_eq!(state(v3, &s, &accepted, Some((s.created_at, higher))), Verdict::Accept, "tie won");
     }
 
     #[test]

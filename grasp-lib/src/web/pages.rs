@@ -82,7 +82,7 @@ pub fn repository(grasp: &Grasp, repo: &RepoRef, summary: &RepoSummary) -> Strin
         );
     }
     body.push_str(&clone_section(grasp, repo, summary));
-    body.push_str(&maintainers_section(summary));
+    body.push_str(&maintainers_section(repo, summary));
     body.push_str(&state_section(summary));
     body.push_str(&purgatory_section(summary));
     page(&title, &body)
@@ -118,14 +118,24 @@ fn clone_section(grasp: &Grasp, repo: &RepoRef, summary: &RepoSummary) -> String
     out
 }
 
-fn maintainers_section(summary: &RepoSummary) -> String {
+fn maintainers_section(repo: &RepoRef, summary: &RepoSummary) -> String {
     let mut out = String::from(
         "<h2>Maintainers</h2>\n<p class=\"muted\">States signed by these keys decide what a push \
-         must contain.</p>\n<ul>\n",
+         must contain.</p>\n",
     );
-    for (i, key) in summary.maintainers.iter().enumerate() {
-        let role = if i == 0 { " (owner)" } else { "" };
+    if let Some(reason) = summary.no_authority {
+        out.push_str(&format!("<p>Nobody can publish states for this repository: {}.</p>\n", escape(reason)));
+    }
+    out.push_str("<ul>\n");
+    for key in &summary.maintainers {
+        let role = if *key == repo.owner { " (owner)" } else { "" };
         out.push_str(&format!("<li><code>{}</code>{role}</li>\n", escape(&npub(key))));
+    }
+    for key in &summary.invited {
+        out.push_str(&format!(
+            "<li><code>{}</code> (invited: no authority until their own announcement lists a maintainer back)</li>\n",
+            escape(&npub(key))
+        ));
     }
     out.push_str("</ul>\n");
     out
