@@ -205,12 +205,8 @@ impl Ingest {
             if decide::announcement(&ann, origin, &stored) == Verdict::Accept {
                 return Ok(Verdict::Accept);
             }
-            // The author's own older announcement does not vouch; the new one stands in for it.
-            let mut chain: Vec<RepoAnnouncement> =
-                all.iter().filter(|a| a.owner != ann.owner).cloned().collect();
-            chain.push(ann.clone());
-            let root =
-                held.iter().find(|(_, root)| root.owner != ann.owner && root.listed().contains(&ann.owner));
+            // Only a held announcement (of another author) vouches: wait for it.
+            let root = held.iter().find(|(_, root)| root.owner != ann.owner && root.names(&ann.owner));
             let Some((root_entry, _)) = root else { return Ok(Verdict::Accept) };
             let mut entry = self.hosting.purgatory().entry(event.clone(), HeldKind::Dependent, d);
             entry.waits_for = Some(root_entry.event.id);

@@ -13,7 +13,7 @@
 //! | [`nip34`] | the event model: announcements, states, coordinates, identifiers |
 //! | [`policy`] | which events are accepted, held or rejected (GRASP-01/05/06, curation) |
 //! | [`curation`] | the operator's allow / deny lists, reloaded while the server runs |
-//! | [`maintainers`] | the recursive maintainer set |
+//! | [`maintainers`] | the confirmed maintainer set (maintainer model v3) |
 //! | [`origin`] | this server's public origin and URL matching |
 //! | [`store`] | the event store (LMDB or memory) |
 //! | [`git`] | bare repositories, pkt-lines, smart HTTP by spawning git |
@@ -29,6 +29,7 @@
 //! | [`relay`] | the transport-agnostic Nostr relay engine (NIP-01/45/77) |
 //! | [`sync`] | GRASP-02 relay sync: pulling hosted repositories' events from peer relays |
 //! | [`nip11`] | the relay information document |
+//! | [`identity`] | the relay's own kind 0, kind 10002 and NIP-05 document (with an owner key) |
 //! | [`config`] | configuration from file, environment and CLI |
 //! | [`metrics`] | Prometheus metrics |
 //! | [`limits`] | timeouts, connection caps and the open-file limit every frontend applies |
@@ -63,6 +64,7 @@ pub mod fetch;
 pub mod git;
 pub mod hosting;
 pub mod hunt;
+pub mod identity;
 pub mod ingest;
 pub mod limits;
 #[cfg(unix)]
@@ -247,9 +249,8 @@ impl Grasp {
     /// a Tokio runtime.
     pub async fn open(config: Config) -> Result<Self, OpenError> {
         config.validate()?;
-        let domain = config.domain.as_deref().ok_or(OpenError::MissingDomain)?;
-        let origin = ServiceOrigin::parse(domain)
-            .map_err(|e| config::ConfigError::Invalid { option: "domain", reason: e.to_string() })?;
+        config.domain.as_deref().ok_or(OpenError::MissingDomain)?;
+        let origin: ServiceOrigin = config.service_origin().expect("validated domain and base path");
         let store = EventStore::open(config.database_backend, &config.relay_data_path)
             .map_err(|source| OpenError::Store { path: config.relay_data_path.clone(), source })?;
         let metrics = Metrics::new();
@@ -265,17 +266,32 @@ impl Grasp {
         .with_caps(config.purgatory_caps());
         let limits = config.relay_limits();
         let publisher = Publisher::new(store.clone(), metrics.clone(), limits.subscriber_queue);
+        let repositories = Repositories::new(&config.git_data_path);
+        match repositories.migrate_prs_layout() {
+            Ok(0) => {}
+            Ok(moved) => tracing::info!(moved, "moved /prs/ repositories to their hex-pubkey directories"),
+            Err(e) => {
+                tracing::warn!(error = %e, "moving /prs/ repositories to their hex-pubkey directories failed")
+            }
+        }
         let hosting = Arc::new(
             Hosting::new(
                 store.clone(),
                 Arc::new(purgatory),
-                Repositories::new(&config.git_data_path).with_metrics(metrics.clone()),
+                repositories.with_metrics(metrics.clone()),
                 publisher.clone(),
                 origin.clone(),
                 metrics.clone(),
             )
             .with_maintainer_model(config.maintainer_model()),
         );
+        if let Some(keys) = config.owner_keys() {
+            for event in identity::events(&keys, &origin, &config.relay_name) {
+                if let Err(e) = publisher.publish(&event).await {
+                    tracing::warn!(error = %e, kind = event.kind.as_u16(), "storing the relay's own identity event failed");
+                }
+            }
+        }
         let curation =
             Arc::new(curation::Curation::load(config.curation_file.as_deref()).map_err(|e| {
                 config::ConfigError::Invalid { option: "curation_file", reason: e.to_string() }

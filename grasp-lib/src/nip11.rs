@@ -35,12 +35,14 @@ pub fn supported_grasps(config: &Config) -> Vec<&'static str> {
 /// Human-readable announcement rule, as required by GRASP-01, with what GRASP-05, GRASP-06
 /// and the operator's lists add.
 pub fn repo_acceptance_criteria(config: &Config, origin: &ServiceOrigin, lists: &CurationLists) -> String {
-    let authority = origin.authority();
+    let authority = origin.service_address();
     let mut text = format!(
         "Repository announcements (kind 30617) must list this server in both 'clone' \
          (http(s)://{authority}/<npub>/<identifier>.git) and 'relays' (ws(s)://{authority}). \
-         Announcements by members of a hosted repository's recursive maintainer set with the same \
-         identifier are accepted without listing it; no repository is created for them."
+         Announcements by pubkeys that another announcement with the same identifier lists as maintainers \
+         (role tags M/m or 'maintainers'; invitees included, since their acceptance is how the server learns \
+         of it) are accepted without listing it; no repository is created for them. State events (30618) \
+         count only from confirmed maintainers (maintainer model v3: reciprocal listing)."
     );
     let archive = config.archive_selectors();
     if !archive.is_empty() {

@@ -1,9 +1,10 @@
-//! The public origin of this server (`domain` in the configuration) and whether a URL in an
-//! announcement points at it.
+//! The public origin of this server (`domain` in the configuration, and `base_path` when the
+//! service is mounted under a path) and whether a URL in an announcement points at it.
 //!
 //! URLs are parsed, never substring-matched: `https://evil.example/?x=our.domain` does not
 //! list us. The host compares case-insensitively; a domain without a port matches only the
-//! scheme's default port (80 for http/ws, 443 for https/wss).
+//! scheme's default port (80 for http/ws, 443 for https/wss). Under a base path `/b`, clone
+//! URLs are `http(s)://<domain>/b/<npub>/<id>.git` and the relay is `ws(s)://<domain>/b`.
 
 use nostr::PublicKey;
 use url::Url;
@@ -15,6 +16,37 @@ use crate::nip34::RepoIdentifier;
 pub struct ServiceOrigin {
     host: String,
     port: Option<u16>,
+    /// The mount path without a trailing slash; empty at the root.
+    base: String,
+}
+
+/// Why a configured base path is unusable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "base path '{0}' must be '/' or an absolute path without a trailing slash, empty, '.' or '..' segments, \
+     query or fragment, percent-encoded as a URL path would be (like '/services/grasp')"
+)]
+pub struct InvalidBasePath(pub String);
+
+/// Checks a `base_path` value; returns the mount path without a trailing slash (empty for
+/// `/`). Values are refused rather than rewritten, so the path a client sees is the one
+/// configured.
+pub fn parse_base_path(value: &str) -> Result<String, InvalidBasePath> {
+    let bad = || InvalidBasePath(value.to_owned());
+    if value == "/" {
+        return Ok(String::new());
+    }
+    if !value.starts_with('/') || value.ends_with('/') || value.contains(['?', '#']) {
+        return Err(bad());
+    }
+    if value[1..].split('/').any(|segment| matches!(segment, "" | "." | "..")) {
+        return Err(bad());
+    }
+    let canonical = Url::parse(&format!("https://x.invalid{value}")).map_err(|_| bad())?;
+    if canonical.path() != value {
+        return Err(bad());
+    }
+    Ok(value.to_owned())
 }
 
 /// Why a configured domain is unusable.
@@ -34,7 +66,38 @@ impl ServiceOrigin {
         // `Url` forgets an explicit default port; remember it if the operator wrote one.
         let explicit_port = domain.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok());
         let port = url.port().or(explicit_port.filter(|_| !domain.ends_with(']')));
-        Ok(Self { host, port })
+        Ok(Self { host, port, base: String::new() })
+    }
+
+    /// The same origin with the service mounted under `base` (a value [`parse_base_path`]
+    /// returned).
+    pub fn with_base_path(mut self, base: String) -> Self {
+        self.base = base;
+        self
+    }
+
+    /// The mount path without a trailing slash; empty when the service is at the root.
+    pub fn base_path(&self) -> &str {
+        &self.base
+    }
+
+    /// `path` relative to the mount (`/` for the mount itself, with or without a trailing
+    /// slash); `None` when it lies outside.
+    pub fn strip_base<'a>(&self, path: &'a str) -> Option<&'a str> {
+        if self.base.is_empty() {
+            return Some(path);
+        }
+        match path.strip_prefix(self.base.as_str())? {
+            "" => Some("/"),
+            rest if rest.starts_with('/') => Some(rest),
+            _ => None,
+        }
+    }
+
+    /// `host[:port]` and the base path: how announcements name this service without a
+    /// scheme.
+    pub fn service_address(&self) -> String {
+        format!("{}{}", self.authority(), self.base)
     }
 
     /// `host[:port]` as configured.
@@ -45,9 +108,9 @@ impl ServiceOrigin {
         }
     }
 
-    /// The http URL of the relay and git service, for pages and NIP-11.
+    /// The http URL of the relay and git service (with the base path), for pages and NIP-11.
     pub fn http_url(&self) -> String {
-        format!("http://{}", self.authority())
+        format!("http://{}", self.service_address())
     }
 
     fn matches_authority(&self, url: &Url) -> bool {
@@ -69,7 +132,9 @@ impl ServiceOrigin {
             && url.query().is_none()
             && url.fragment().is_none()
             && self.matches_authority(&url);
-        ours.then(|| url.path().trim_end_matches('/').to_owned())
+        let path = url.path().trim_end_matches('/');
+        // Under a base path the repository path follows it.
+        ours.then(|| self.strip_base(path).filter(|p| *p != "/").map(str::to_owned)).flatten()
     }
 
     /// True when `value` is an http(s) git URL on this server:
@@ -104,13 +169,14 @@ impl ServiceOrigin {
         }
     }
 
-    /// True when `value` is a ws(s) URL of the relay on this server (path `/` or empty).
+    /// True when `value` is a ws(s) URL of the relay on this server: the base path (`/` or
+    /// empty at the root), a trailing slash allowed.
     pub fn is_relay_url(&self, value: &str) -> bool {
         let Ok(url) = Url::parse(value.trim()) else { return false };
         matches!(url.scheme(), "ws" | "wss")
             && url.query().is_none()
             && url.fragment().is_none()
-            && matches!(url.path(), "" | "/")
+            && url.path().trim_end_matches('/') == self.base
             && self.matches_authority(&url)
     }
 }
@@ -241,6 +307,47 @@ mod tests {
         assert!(!o.is_relay_url("ws://127.0.0.1:7335"));
         assert!(!o.is_relay_url("ws://127.0.0.1:7334/other"));
         assert!(!o.is_relay_url("http://127.0.0.1:7334"));
+    }
+
+    #[test]
+    fn base_paths_are_checked_not_rewritten() {
+        assert_eq!(parse_base_path("/").unwrap(), "");
+        assert_eq!(parse_base_path("/services/grasp").unwrap(), "/services/grasp");
+        for bad in [
+            "",
+            "grasp",
+            "/grasp/",
+            "/grasp//relay",
+            "/grasp/../relay",
+            "/grasp/%2e%2e/relay",
+            "/grasp?x",
+            "/g#r",
+            "/a b",
+        ] {
+            assert!(parse_base_path(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn under_a_base_path_urls_carry_it() {
+        let o = ServiceOrigin::parse("127.0.0.1:7334").unwrap().with_base_path("/services/grasp".into());
+        let n = npub();
+        assert!(o.is_clone_url(&format!("http://127.0.0.1:7334/services/grasp/{n}/r.git")));
+        assert!(!o.is_clone_url(&format!("http://127.0.0.1:7334/{n}/r.git")), "not at the root");
+        assert!(!o.is_clone_url(&format!("http://127.0.0.1:7334/services/graspy/{n}/r.git")));
+        assert!(o.is_relay_url("ws://127.0.0.1:7334/services/grasp"));
+        assert!(o.is_relay_url("wss://127.0.0.1:7334/services/grasp/"));
+        assert!(!o.is_relay_url("ws://127.0.0.1:7334"));
+        assert!(!o.is_relay_url("ws://127.0.0.1:7334/services"));
+        assert_eq!(o.http_url(), "http://127.0.0.1:7334/services/grasp");
+        assert_eq!(o.strip_base("/services/grasp"), Some("/"));
+        assert_eq!(o.strip_base("/services/grasp/"), Some("/"));
+        assert_eq!(o.strip_base("/services/grasp/metrics"), Some("/metrics"));
+        assert_eq!(o.strip_base("/services/graspy"), None);
+        assert_eq!(o.strip_base("/"), None);
+        let keys = Keys::generate();
+        let pn = keys.public_key().to_bech32().unwrap();
+        assert!(o.prs_clone_url(&format!("http://127.0.0.1:7334/services/grasp/prs/{pn}/r.git")).is_some());
     }
 
     #[test]

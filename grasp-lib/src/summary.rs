@@ -99,7 +99,7 @@ impl Grasp {
             .iter()
             .find(|u| origin.is_relay_url(u))
             .cloned()
-            .unwrap_or_else(|| format!("ws://{}", origin.authority()));
+            .unwrap_or_else(|| format!("ws://{}", origin.service_address()));
         let hints: Vec<String> = std::iter::once(relay_url.clone())
             .chain(announced.iter().filter(|u| !origin.is_relay_url(u)).cloned())
             .collect();

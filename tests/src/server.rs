@@ -197,13 +197,14 @@ impl TestServer {
         format!("{}/prs/{}/{}.git", self.http_url(), contributor.to_bech32().expect("npub"), identifier)
     }
 
-    /// Where the `/prs/` repository of `contributor`/`identifier` lives on the server's disk.
+    /// Where the `/prs/` repository of `contributor`/`identifier` lives on the server's disk:
+    /// under the hex pubkey, where ngit's test harness looks.
     pub fn prs_path(&self, contributor: &PublicKey, identifier: &str) -> PathBuf {
         self.data
             .path()
             .join("repos")
             .join("prs")
-            .join(contributor.to_bech32().expect("npub"))
+            .join(contributor.to_hex())
             .join(format!("{identifier}.git"))
     }
 

@@ -300,7 +300,21 @@ async fn pull_request_refs(frontend: Frontend) {
     assert_eq!(waiting, [&(format!("refs/grasp/waiting/{unknown}"), p1.clone())], "the unknown one waits");
 }
 
+async fn a_tag_the_state_does_not_declare_is_refused(frontend: Frontend) {
+    let h = Hosted::new(frontend, &[]).await;
+    let work = Workdir::new();
+    let c1 = work.commit("a", b"1");
+    work.ok(&["tag", "v9"]);
+    h.state(&h.owner, &[("refs/heads/main", &c1)], Some("main")).await;
+    let out = work.fails(&["push", &h.url(), "main", "v9"]);
+    assert_rejected(&out, "refs/tags/v9 is not in the state");
+    assert!(h.disk().0.is_empty(), "nothing of the refused push landed");
+    work.ok(&["push", &h.url(), "main"]);
+    assert_eq!(h.disk().0, vec![("refs/heads/main".to_owned(), c1)]);
+}
+
 frontend_tests!(
+    a_tag_the_state_does_not_declare_is_refused,
     owner_state_authorizes_push_and_clone_matches,
     pushes_that_do_not_match_are_rejected_with_the_reason,
     non_maintainer_state_cannot_authorize_even_when_stored_for_another_owner,

@@ -122,7 +122,7 @@ async fn a_probe_answers_as_an_empty_repository_and_creates_nothing(frontend: Fr
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && stderr.contains("empty repository"), "{stderr}");
     let npub = c.keys.public_key().to_bech32().unwrap();
-    let contributor_dir = c.server.data_dir().join("repos").join("prs").join(&npub);
+    let contributor_dir = c.server.prs_path(&c.keys.public_key(), "x").parent().unwrap().to_path_buf();
     assert!(!contributor_dir.exists(), "a probe must not create anything on disk");
     // Malformed /prs/ paths and the browser page are not served.
     for path in [
@@ -329,6 +329,23 @@ async fn startup_recovery_parks_a_prs_ref_a_crash_left_in_the_served_namespace(f
     wait_gone("the recovered placeholders expire and the repository is removed", &contributor_dir).await;
 }
 
+async fn prs_repositories_in_the_old_npub_layout_move_to_hex_directories_at_start(frontend: Frontend) {
+    let mut c = Contributor::new(frontend.start()).await;
+    let commit = c.work.commit("x", b"x");
+    let id = EventId::from_byte_array([7; 32]);
+    c.push(&c.url(), &commit, &id);
+    let hex_path = c.path();
+    assert!(hex_path.starts_with(c.server.data_dir().join("repos/prs").join(c.keys.public_key().to_hex())));
+    // As an earlier version left it: under the npub.
+    c.server.stop();
+    let npub_dir = c.server.data_dir().join("repos/prs").join(c.keys.public_key().to_bech32().unwrap());
+    std::fs::create_dir_all(&npub_dir).unwrap();
+    std::fs::rename(&hex_path, npub_dir.join(hex_path.file_name().unwrap())).unwrap();
+    c.server.resume();
+    assert!(!npub_dir.exists(), "the old directory is gone");
+    assert_eq!(waiting(&hex_path, &id), commit, "the repository and its waiting ref moved back");
+}
+
 async fn accepted_prs_refs_are_mirrored_into_the_announced_repository(frontend: Frontend) {
     let mut c = Contributor::new(frontend.start()).await;
     let client = c.server.client().await;
@@ -457,6 +474,7 @@ frontend_tests!(
     a_push_that_does_not_meet_its_event_is_deleted_or_refused,
     unmatched_refs_and_unmatched_events_expire,
     startup_recovery_parks_a_prs_ref_a_crash_left_in_the_served_namespace,
+    prs_repositories_in_the_old_npub_layout_move_to_hex_directories_at_start,
     accepted_prs_refs_are_mirrored_into_the_announced_repository,
     a_repository_announced_later_gets_the_pull_requests_accepted_before,
     switched_off_prs_answers_404_and_its_events_are_refused,

@@ -65,7 +65,7 @@ async fn dispatch(
         websocket: ws.is_some(),
     };
     let git_protocol = header("git-protocol");
-    match web::route(|repo| grasp.serving_path(repo).is_some(), &head) {
+    match grasp.route(&head) {
         Route::Preflight => reply(web::preflight()),
         Route::Relay => match ws {
             Some(ws) => websocket::upgrade(ws, remote, header("x-forwarded-for"), grasp).into_response(),
@@ -74,6 +74,7 @@ async fn dispatch(
         Route::Nip11 => reply(web::nip11(&grasp)),
         Route::Landing => reply(web::landing(&grasp)),
         Route::Metrics => reply(web::metrics(&grasp)),
+        Route::Nip05 => reply(web::nip05(&grasp)),
         Route::RepoPage(repo) => reply(web::repository(&grasp, &repo).await),
         Route::Advertise(repo, service) => {
             reply(git_http::advertise(&grasp, &repo, service, git_protocol).await)

@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use grasp_lib::config::{self, Config, ConfigArgs};
 use grasp_lib::purgatory::listing;
+use grasp_lib::web::test_listener;
 use grasp_lib::Grasp;
 
 /// A GRASP server: a Nostr relay and git smart-HTTP host whose push permission comes from
@@ -70,6 +71,11 @@ fn fail(reason: impl std::fmt::Display) -> ExitCode {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // ngit's test harness asks before anything else runs (grasp_lib::web::test_listener).
+    if test_listener::is_probe() {
+        println!("{}", test_listener::PROBE_ANSWER);
+        return ExitCode::SUCCESS;
+    }
     // The proxy's own options parse (one config file can serve both) but are not listed.
     let cli: Cli = match grasp_lib::cli::parse("grasp-server", config::PROXY_OPTIONS) {
         Ok(cli) => cli,
@@ -93,7 +99,8 @@ async fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
-    let (grasp, listener, limits) = Grasp::open_listening(config).await?;
+    let inherited = test_listener::inherited(config.test_mode)?;
+    let (grasp, listener, limits) = Grasp::open_listening_on(config, inherited).await?;
     let bound = listener.local_addr()?;
     // Build info, the local API for grasp-hook (its socket goes when `_local_api` drops at
     // shutdown) and curation reload on SIGHUP.

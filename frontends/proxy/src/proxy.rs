@@ -95,16 +95,13 @@ impl ProxyHttp for GraspProxy {
             }
         }
         let request = session.req_header();
-        let route = web::route(
-            |repo| grasp.serving_path(repo).is_some(),
-            &RequestHead {
-                method: request.method.clone(),
-                path: request.uri.path(),
-                query: request.uri.query(),
-                accept: request.headers.get(ACCEPT).and_then(|v| v.to_str().ok()),
-                websocket: wants_websocket(session),
-            },
-        );
+        let route = grasp.route(&RequestHead {
+            method: request.method.clone(),
+            path: request.uri.path(),
+            query: request.uri.query(),
+            accept: request.headers.get(ACCEPT).and_then(|v| v.to_str().ok()),
+            websocket: wants_websocket(session),
+        });
         let answer = match route {
             Route::Advertise(repo, service) if repo.is_prs() => {
                 in_process::advertise(grasp, session, &repo, service).await?;
@@ -138,6 +135,7 @@ impl ProxyHttp for GraspProxy {
             Route::Nip11 => web::nip11(grasp),
             Route::Landing => web::landing(grasp),
             Route::Metrics => web::metrics(grasp),
+            Route::Nip05 => web::nip05(grasp),
             Route::RepoPage(repo) => web::repository(grasp, &repo).await,
             Route::Refused(response) => response,
         };

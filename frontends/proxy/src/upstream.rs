@@ -20,6 +20,9 @@ pub struct Upstream {
     host: String,
     /// Path prefix without a trailing `/` (empty for none).
     prefix: String,
+    /// The service's own mount path (`base_path`), taken off before the prefix goes on: the
+    /// upstream serves `<prefix>/<npub>/<id>.git` whatever the public mount.
+    base: String,
     connect_timeout: Duration,
     timeout: Duration,
 }
@@ -49,6 +52,7 @@ impl Upstream {
             tls: url.scheme() == "https",
             host,
             prefix: url.path().trim_end_matches('/').to_owned(),
+            base: grasp_lib::origin::parse_base_path(&config.base_path).unwrap_or_default(),
             connect_timeout: Duration::from_secs(config.upstream_connect_timeout_secs),
             timeout: Duration::from_secs(config.upstream_timeout_secs),
         })
@@ -68,9 +72,11 @@ impl Upstream {
     /// `Git-Protocol` header that does not look like one is dropped (as grasp-server does
     /// before it runs git).
     pub fn rewrite(&self, request: &mut RequestHeader) -> pingora::Result<()> {
-        if !self.prefix.is_empty() {
+        if !self.prefix.is_empty() || !self.base.is_empty() {
             let path_and_query = request.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-            let uri = format!("{}{path_and_query}", self.prefix)
+            // Only requests under the mount are routed upstream.
+            let relative = path_and_query.strip_prefix(self.base.as_str()).unwrap_or(path_and_query);
+            let uri = format!("{}{relative}", self.prefix)
                 .parse()
                 .map_err(|e| Error::explain(ErrorType::InternalError, format!("upstream path: {e}")))?;
             request.set_uri(uri);
@@ -125,6 +131,23 @@ mod tests {
         upstream("http://127.0.0.1:8080").rewrite(&mut request).unwrap();
         assert_eq!(request.uri.to_string(), "/a.git/info/refs");
         assert_eq!(request.headers["git-protocol"], "version=2");
+    }
+
+    #[test]
+    fn the_mount_path_is_taken_off_before_the_prefix_goes_on() {
+        let config = Config {
+            upstream: Some("http://127.0.0.1:8080/git".into()),
+            base_path: "/services/grasp".into(),
+            ..Config::default()
+        };
+        let mut request = RequestHeader::build(
+            "GET",
+            b"/services/grasp/npub1x/r.git/info/refs?service=git-upload-pack",
+            None,
+        )
+        .unwrap();
+        Upstream::from_config(&config).unwrap().rewrite(&mut request).unwrap();
+        assert_eq!(request.uri.to_string(), "/git/npub1x/r.git/info/refs?service=git-upload-pack");
     }
 
     #[test]

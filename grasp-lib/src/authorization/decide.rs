@@ -22,7 +22,7 @@ use crate::nip34::{raw_commit_tag, RepoState};
 /// Everything [`decide`] looks at besides the push itself.
 #[derive(Debug, Clone, Copy)]
 pub struct PushContext<'a> {
-    /// The URL owner's recursive maintainer set.
+    /// The URL owner's confirmed maintainer set.
     pub maintainers: &'a MaintainerSet,
     /// The repository's branches and tags now.
     pub current: &'a BTreeMap<String, String>,
@@ -97,13 +97,29 @@ pub fn decide(updates: &[RefUpdate], ctx: &PushContext<'_>) -> PushDecision {
     }
 
     let mut would_be = ctx.current.clone();
-    for update in branch_changes {
+    let mut tags_set = BTreeSet::new();
+    for update in &branch_changes {
         if update.is_delete() {
             would_be.remove(&update.name);
         } else {
             would_be.insert(update.name.clone(), update.new.clone());
+            if update.name.starts_with("refs/tags/") {
+                tags_set.insert(update.name.clone());
+            }
         }
     }
+    // Tags a state does not declare are checked only where the push creates or moves them
+    // (refused: the state must name them). One it leaves alone (a forge's own, in hook
+    // mode) or deletes is not the push's business.
+    let compared = |state: &RepoState| -> BTreeMap<String, String> {
+        would_be
+            .iter()
+            .filter(|(name, _)| {
+                !name.starts_with("refs/tags/") || state.refs.contains_key(*name) || tags_set.contains(*name)
+            })
+            .map(|(n, o)| (n.clone(), o.clone()))
+            .collect()
+    };
     let mut candidates: Vec<&RepoState> =
         ctx.states.iter().filter(|s| s.can_drive_refs() && ctx.maintainers.contains(&s.author)).collect();
     if candidates.is_empty() {
@@ -113,12 +129,19 @@ pub fn decide(updates: &[RefUpdate], ctx: &PushContext<'_>) -> PushDecision {
         );
     }
     candidates.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
-    let Some(matching) = candidates.iter().find(|s| s.refs == would_be) else {
+    let undeclared_tag_deletion = |u: &&RefUpdate| {
+        u.is_delete() && u.name.starts_with("refs/tags/") && !candidates[0].refs.contains_key(&u.name)
+    };
+    if branch_changes.iter().all(undeclared_tag_deletion) {
+        // Only deletes tags the newest state does not declare: nothing a state governs moves.
+        return PushDecision::Authorized { state: None };
+    }
+    let Some(matching) = candidates.iter().find(|s| s.refs == compared(s)) else {
         let newest = candidates[0];
         return PushDecision::rejected(format!(
             "the refs after this push do not match the latest state event of a maintainer: {}; publish a state \
              event with exactly these refs and push again",
-            describe_difference(&would_be, &newest.refs)
+            describe_difference(&compared(newest), &newest.refs)
         ));
     };
     if ctx.applied.is_some_and(|applied| matching.created_at < applied) {
@@ -278,6 +301,28 @@ mod tests {
             upd("refs/heads/x", Z, A),
         ]));
         assert!(reason.contains("refs/heads/x is not in the state"), "{reason}");
+    }
+
+    #[test]
+    fn undeclared_tags_are_refused_where_pushed_and_ignored_or_deletable_elsewhere() {
+        let mut w = World::new();
+        w.current =
+            [("refs/heads/main".to_owned(), A.to_owned()), ("refs/tags/forge".to_owned(), A.to_owned())]
+                .into();
+        w.states.push(state(w.owner, &[("refs/heads/main", B)], 10));
+        // The undeclared tag the repository already has does not block a matching push.
+        assert!(matches!(w.decide(&[upd("refs/heads/main", A, B)]), PushDecision::Authorized { .. }));
+        // Deleting it is allowed, alone or with the branch.
+        assert!(matches!(w.decide(&[upd("refs/tags/forge", A, Z)]), PushDecision::Authorized { .. }));
+        // Creating or moving a tag the state does not declare is refused, naming it.
+        let reason = rejected(w.decide(&[upd("refs/heads/main", A, B), upd("refs/tags/v9", Z, B)]));
+        assert!(reason.contains("refs/tags/v9 is not in the state"), "{reason}");
+        let reason = rejected(w.decide(&[upd("refs/heads/main", A, B), upd("refs/tags/forge", A, B)]));
+        assert!(reason.contains("refs/tags/forge is not in the state"), "{reason}");
+        // Undeclared branches still count: the branches must equal the state.
+        w.current.insert("refs/heads/extra".to_owned(), A.to_owned());
+        let reason = rejected(w.decide(&[upd("refs/heads/main", A, B)]));
+        assert!(reason.contains("refs/heads/extra is not in the state"), "{reason}");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //!
 //! The refs the repository would have after the push (its current `refs/heads/*` and
 //! `refs/tags/*` with the pushed creates, moves and deletes applied) must equal exactly the
-//! refs of a state event authored by a member of the URL owner's recursive maintainer set.
+//! refs of a state event authored by a member of the URL owner's confirmed maintainer set.
 //! The newest such state wins, and it may not be older than the state the repository is
 //! already aligned to (no rollbacks). `refs/nostr/<event id>` refs carry pull request
 //! commits (decision 11): a known PR or PR update must name the pushed commit in its `c` tag;

@@ -57,6 +57,10 @@ pub struct ConfigArgs {
     #[arg(long, env = "GRASP_DOMAIN")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub domain: Option<String>,
+    /// Path the whole service is mounted under: relay and NIP-11 at <base>, git at <base>/<npub>/<id>.git
+    #[arg(long, env = "GRASP_BASE_PATH")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_path: Option<String>,
     /// Directory of the bare repositories
     #[arg(long, env = "GRASP_GIT_DATA_PATH")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -448,6 +452,7 @@ pub fn hide_options(cmd: Command, options: &'static [&'static str]) -> Command {
 pub const NGIT_ENV_ALIASES: &[(&str, &str)] = &[
     ("bind_address", "NGIT_BIND_ADDRESS"),
     ("domain", "NGIT_DOMAIN"),
+    ("base_path", "NGIT_BASE_PATH"),
     ("git_data_path", "NGIT_GIT_DATA_PATH"),
     ("relay_data_path", "NGIT_RELAY_DATA_PATH"),
     ("database_backend", "NGIT_DATABASE_BACKEND"),

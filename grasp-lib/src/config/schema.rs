@@ -32,6 +32,9 @@ pub struct Config {
     pub bind_address: SocketAddr,
     /// Public `host[:port]` that announcements must list; defaults to the bound address.
     pub domain: Option<String>,
+    /// The path the whole service is mounted under (`/`: the root): relay, NIP-11, git,
+    /// `/prs/`, pages and `/metrics` live below it.
+    pub base_path: String,
     /// Directory of the bare repositories (`<git_data_path>/<npub>/<identifier>.git`).
     pub git_data_path: PathBuf,
     /// Directory of the LMDB event store.
@@ -271,6 +274,7 @@ impl Default for Config {
         Self {
             bind_address: SocketAddr::from(([127, 0, 0, 1], 7334)),
             domain: None,
+            base_path: "/".to_owned(),
             git_data_path: PathBuf::from("./data/repos"),
             relay_data_path: PathBuf::from("./data/relay"),
             database_backend: StoreBackend::Lmdb,

@@ -72,6 +72,12 @@ impl Config {
         }
     }
 
+    /// The public origin: `domain` (`None` until a frontend set it) under `base_path`.
+    pub fn service_origin(&self) -> Option<crate::origin::ServiceOrigin> {
+        let origin = crate::origin::ServiceOrigin::parse(self.domain.as_deref()?).ok()?;
+        Some(origin.with_base_path(crate::origin::parse_base_path(&self.base_path).ok()?))
+    }
+
     /// The maintainer rule (`legacy_maintainers` keeps the pre-v3 one).
     pub fn maintainer_model(&self) -> MaintainerModel {
         if self.legacy_maintainers {

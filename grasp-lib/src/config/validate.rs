@@ -14,6 +14,9 @@ impl Config {
                 return invalid("domain", e.to_string());
             }
         }
+        if let Err(e) = crate::origin::parse_base_path(&self.base_path) {
+            return invalid("base_path", e.to_string());
+        }
         if let Some(secret) = &self.relay_owner_nsec {
             if owner_keys(secret).is_none() {
                 return invalid("relay_owner_nsec", "not a valid nsec or hex secret key".to_owned());

@@ -1,8 +1,8 @@
 //! The GRASP-06 `/prs/` namespace: where a contributor pushes pull request commits without
 //! announcing a repository of their own.
 //!
-//! - **Where**: `/prs/<npub>/<identifier>.git` in URLs, `<git_data_path>/prs/<npub>/<identifier>.git`
-//!   on disk. A repository is created by the first push that is let in, never by a probe:
+//! - **Where**: `/prs/<npub>/<identifier>.git` in URLs, `<git_data_path>/prs/<hex pubkey>/<identifier>.git`
+//!   on disk (where ngit's harness and the peer server look). A repository is created by the first push that is let in, never by a probe:
 //!   until then every well-formed path answers as an empty repository, served from one
 //!   shared empty repository ([`EmptyRepository`]).
 //! - **What may be pushed** is a GRASP rule and lives with the others
@@ -133,7 +133,7 @@ pub fn remove_if_empty(path: &Path) -> Result<bool, GitError> {
 pub fn with_identifier(repos: &Repositories, identifier: &RepoIdentifier) -> Vec<RepoRef> {
     let contributors = std::fs::read_dir(root(repos.root())).into_iter().flatten().flatten();
     let mut found: Vec<RepoRef> = contributors
-        .filter_map(|dir| crate::origin::parse_npub(dir.file_name().to_str()?))
+        .filter_map(|dir| Namespace::Prs.owner_of_dir(dir.file_name().to_str()?))
         .map(|contributor| RepoRef::prs(contributor, identifier.clone()))
         .filter(|repo| repos.exists(repo))
         .collect();
@@ -146,14 +146,13 @@ pub fn with_identifier(repos: &Repositories, identifier: &RepoIdentifier) -> Vec
 pub fn remove_empty_repositories(git_data_path: &Path) -> usize {
     let contributors = std::fs::read_dir(root(git_data_path)).into_iter().flatten().flatten();
     let repos = contributors
-        .filter(|dir| dir.file_name().to_str().is_some_and(|n| n.starts_with("npub1")))
+        .filter(|dir| dir.file_name().to_str().and_then(|n| Namespace::Prs.owner_of_dir(n)).is_some())
         .flat_map(|dir| std::fs::read_dir(dir.path()).into_iter().flatten().flatten());
     repos.filter(|repo| remove_if_empty(&repo.path()).unwrap_or(false)).count()
 }
 
 #[cfg(test)]
 mod tests {
-    use nostr::nips::nip19::ToBech32;
 
     use super::*;
     use nostr::Keys;
@@ -170,7 +169,7 @@ mod tests {
     #[test]
     fn empty_repositories_are_removed_with_their_directory() {
         let dir = tempfile::tempdir().unwrap();
-        let npub = Keys::generate().public_key().to_bech32().unwrap();
+        let npub = Keys::generate().public_key().to_hex();
         let empty = root(dir.path()).join(&npub).join("a.git");
         let full = root(dir.path()).join(&npub).join("b.git");
         for path in [&empty, &full] {

@@ -20,7 +20,9 @@ pub enum Namespace {
     Announced,
     /// `/prs/<npub>/<identifier>.git`: where a contributor pushes pull request commits to
     /// `refs/nostr/<event id>` without announcing a repository (GRASP-06). Never announced,
-    /// never synced, never aligned to a state.
+    /// never synced, never aligned to a state. On disk under the contributor's hex pubkey
+    /// (`<root>/prs/<hex>/<identifier>.git`), where ngit's test harness and the peer server
+    /// look.
     Prs,
 }
 
@@ -28,6 +30,18 @@ impl Namespace {
     /// True for [`Namespace::Announced`] (lets serde skip the default).
     pub fn is_announced(&self) -> bool {
         *self == Namespace::Announced
+    }
+
+    /// The owner named by a directory under [`Namespace::base`]: an `npub1…` for announced
+    /// repositories, 64 lowercase hex digits for `/prs/` ones; `None` for anything else.
+    pub fn owner_of_dir(&self, name: &str) -> Option<nostr::PublicKey> {
+        match self {
+            Namespace::Announced => crate::origin::parse_npub(name),
+            Namespace::Prs => (name.len() == 64
+                && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+            .then(|| nostr::PublicKey::from_hex(name).ok())
+            .flatten(),
+        }
     }
 
     /// The directory of this namespace's repositories under the repository root:
@@ -69,6 +83,15 @@ impl RepoRef {
     /// True for a GRASP-06 `/prs/` repository.
     pub fn is_prs(&self) -> bool {
         self.namespace == Namespace::Prs
+    }
+
+    /// The directory name of the owner on disk: the `npub1…` of an announced repository,
+    /// the lowercase hex pubkey of a `/prs/` one.
+    pub fn owner_dir(&self) -> String {
+        match self.namespace {
+            Namespace::Announced => self.npub(),
+            Namespace::Prs => self.owner.to_hex(),
+        }
     }
 
     /// The owner's `npub1…`.

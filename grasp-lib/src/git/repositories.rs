@@ -44,7 +44,10 @@ impl Repositories {
 
     /// Where `repo` lives on disk (whether or not it exists).
     pub fn path(&self, repo: &RepoRef) -> PathBuf {
-        repo.namespace.base(&self.root).join(repo.npub()).join(format!("{}.git", repo.identifier.as_str()))
+        repo.namespace
+            .base(&self.root)
+            .join(repo.owner_dir())
+            .join(format!("{}.git", repo.identifier.as_str()))
     }
 
     /// True when the bare repository has been created.
@@ -113,7 +116,7 @@ impl Repositories {
         let Ok(owners) = std::fs::read_dir(namespace.base(&self.root)) else { return Vec::new() };
         let mut out = Vec::new();
         for owner_dir in owners.filter_map(Result::ok) {
-            let Some(owner) = owner_dir.file_name().to_str().and_then(crate::origin::parse_npub) else {
+            let Some(owner) = owner_dir.file_name().to_str().and_then(|n| namespace.owner_of_dir(n)) else {
                 continue;
             };
             let Ok(repos) = std::fs::read_dir(owner_dir.path()) else { continue };
@@ -128,6 +131,32 @@ impl Repositories {
             }
         }
         out
+    }
+
+    /// Moves `/prs/` repositories from the npub directories earlier versions wrote
+    /// (`<root>/prs/<npub>/…`) to the hex ones ([`Namespace::Prs`]); run once at start.
+    /// A repository already at the new place is left where it is. Returns how many moved.
+    pub fn migrate_prs_layout(&self) -> std::io::Result<usize> {
+        let base = Namespace::Prs.base(&self.root);
+        let Ok(owners) = std::fs::read_dir(&base) else { return Ok(0) };
+        let mut moved = 0;
+        for owner_dir in owners.filter_map(Result::ok) {
+            let Some(owner) = owner_dir.file_name().to_str().and_then(crate::origin::parse_npub) else {
+                continue;
+            };
+            let target = base.join(owner.to_hex());
+            std::fs::create_dir_all(&target)?;
+            for repo_dir in std::fs::read_dir(owner_dir.path())?.filter_map(Result::ok) {
+                let destination = target.join(repo_dir.file_name());
+                if !destination.exists() {
+                    std::fs::rename(repo_dir.path(), destination)?;
+                    moved += 1;
+                }
+            }
+            // Left in place only when something could not move (it already existed).
+            let _ = std::fs::remove_dir(owner_dir.path());
+        }
+        Ok(moved)
     }
 
     /// Every repository with `identifier`, across owners, that exists on disk.
@@ -160,7 +189,10 @@ mod tests {
         assert!(path.ends_with(format!("{}/my repo.git", repo.npub())));
         assert_eq!(repo.url_path(), format!("/{}/my%20repo.git", repo.npub()));
         let prs = RepoRef::prs(keys.public_key(), RepoIdentifier::new("my repo").unwrap());
-        assert!(repos.path(&prs).ends_with(format!("prs/{}/my repo.git", repo.npub())));
+        assert!(
+            repos.path(&prs).ends_with(format!("prs/{}/my repo.git", keys.public_key().to_hex())),
+            "hex on disk"
+        );
         assert_eq!(prs.url_path(), format!("/prs/{}/my%20repo.git", repo.npub()));
         assert_eq!(prs.to_string(), format!("prs/{}/my repo", repo.npub()));
         assert_ne!(prs, repo);

@@ -3,7 +3,7 @@
 //! is brought to it.
 //!
 //! For every repository on this server with the identifier, take the newest non-empty state
-//! authored by a member of that owner's recursive maintainer set; if the repository does not
+//! authored by a member of that owner's confirmed maintainer set; if the repository does not
 //! follow it yet, copy the missing objects from another repository on this server with the
 //! same identifier, align branches and tags, point HEAD at the state's branch and remember
 //! the state (so an older one can never roll the repository back).

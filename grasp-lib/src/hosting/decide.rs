@@ -28,8 +28,23 @@ pub fn authorized_held_states(
         .filter_map(|e| RepoState::parse(&e.event).ok().map(|s| (e, s)))
         .filter(|(_, s)| sets.iter().any(|set| set.contains(&s.author)))
         .collect();
-    states.sort_by_key(|(_, s)| s.created_at);
+    // Same second: the lower id last, so it is the version that stays (decision 27).
+    states.sort_by_key(|(_, s)| (s.created_at, std::cmp::Reverse(s.id)));
     states
+}
+
+/// Held states that a just promoted state of the same author and identifier supersedes:
+/// they can never be served. The caller drops those whose data is not here (a state whose
+/// data is here is left to the git-data step, which settles it like any other).
+pub fn superseded_held_states(
+    promoted: &[RepoState],
+    held: Vec<(HeldEvent, RepoState)>,
+) -> Vec<(HeldEvent, RepoState)> {
+    held.into_iter()
+        .filter(|(_, h)| {
+            promoted.iter().any(|p| p.author == h.author && p.identifier == h.identifier && p.supersedes(h))
+        })
+        .collect()
 }
 
 /// Where a pull request's ref was found: the repository, the ref (served or waiting) and
@@ -191,6 +206,26 @@ mod tests {
         let invited = vec![announcement(&owner, &[&maintainer])];
         let authorized = authorized_held_states(MaintainerModel::Reciprocal, held, &hosted, &invited);
         assert_eq!(authorized.iter().map(|(_, s)| s.author).collect::<Vec<_>>(), vec![owner.public_key()]);
+    }
+
+    #[test]
+    fn superseded_held_states_are_the_same_authors_older_ones() {
+        let (owner, other) = (Keys::generate(), Keys::generate());
+        let parse = |h: HeldEvent| {
+            let s = RepoState::parse(&h.event).unwrap();
+            (h, s)
+        };
+        let promoted = parse(held_state(&owner, 20)).1;
+        let older = parse(held_state(&owner, 10));
+        let newer = parse(held_state(&owner, 30));
+        let others = parse(held_state(&other, 10));
+        let held = vec![older.clone(), newer, others];
+        let dropped = superseded_held_states(&[promoted.clone()], held);
+        assert_eq!(dropped.iter().map(|(h, _)| h.event.id).collect::<Vec<_>>(), vec![older.0.event.id]);
+        // Same second: only the one with the higher id is superseded.
+        let twin = parse(held_state(&owner, 20));
+        let dropped = superseded_held_states(&[promoted.clone()], vec![twin.clone()]);
+        assert_eq!(dropped.len(), usize::from(twin.1.id > promoted.id));
     }
 
     #[test]

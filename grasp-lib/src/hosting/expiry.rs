@@ -14,6 +14,12 @@ use crate::git::RepoRef;
 use crate::nip34::{commit_tag, RepoCoordinate, RepoIdentifier};
 use crate::purgatory::{now_ms, HeldEvent, HeldKind};
 
+/// How long a held event whose fetch is running stays past its deadline before the next
+/// check: short, so it expires soon after a fetch that brought nothing.
+fn fetch_grace(timers: crate::purgatory::PurgatoryTimers) -> Duration {
+    timers.push_extension.min(Duration::from_secs(60))
+}
+
 impl Hosting {
     /// Removes a repository that was created only for a held announcement, unless it got
     /// refs or a stored announcement meanwhile.
@@ -67,6 +73,7 @@ impl Hosting {
     /// Drops everything past its deadline: held events (and their dependents; the bare
     /// repository of an announcement that never got data) and unmatched `refs/nostr` refs.
     pub async fn sweep(&self) {
+        self.keep_fetching_alive().await;
         let (held, placeholders) = match self.purgatory.take_expired(now_ms()).await {
             Ok(expired) => expired,
             Err(e) => {
@@ -87,6 +94,30 @@ impl Hosting {
             self.collect_if_empty(&repo).await;
         }
         self.update_gauges();
+    }
+
+    /// Held events of identifiers with a hunted fetch running are not due: they get a short
+    /// grace instead, renewed at each sweep while the fetch runs.
+    async fn keep_fetching_alive(&self) {
+        let fetching = self.fetching_identifiers();
+        if fetching.is_empty() {
+            return;
+        }
+        let now = now_ms();
+        let due: Vec<EventId> = self
+            .purgatory
+            .all_held()
+            .into_iter()
+            .filter(|e| e.expires_at <= now && fetching.contains(&e.identifier))
+            .map(|e| e.event.id)
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        tracing::debug!(held = due.len(), "held events kept while their data is being fetched");
+        if let Err(e) = self.purgatory.extend(&due, fetch_grace(self.purgatory.timers())).await {
+            tracing::warn!(error = %e, "extending held events during a fetch failed");
+        }
     }
 
     /// Runs [`Hosting::sweep`] at every deadline, for as long as the server runs.
@@ -166,5 +197,64 @@ impl Hosting {
                 tracing::warn!(error = %e, "extending held events failed");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use nostr::{EventBuilder, Keys, Kind, Tag};
+
+    use super::*;
+    use crate::git::Repositories;
+    use crate::metrics::Metrics;
+    use crate::origin::ServiceOrigin;
+    use crate::purgatory::{Purgatory, PurgatoryTimers};
+    use crate::store::{EventStore, Publisher};
+
+    fn hosting(dir: &std::path::Path, timers: PurgatoryTimers) -> Hosting {
+        let store = EventStore::memory();
+        let metrics = Metrics::new();
+        Hosting::new(
+            store.clone(),
+            Arc::new(Purgatory::in_memory(timers)),
+            Repositories::new(dir),
+            Publisher::new(store, metrics.clone(), 16),
+            ServiceOrigin::parse("127.0.0.1:1").unwrap(),
+            metrics,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_running_fetch_keeps_its_held_events_past_the_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let timers = PurgatoryTimers {
+            expiry: Duration::from_millis(1),
+            pr_ref_expiry: Duration::from_secs(60),
+            push_extension: Duration::from_millis(300),
+        };
+        let hosting = hosting(dir.path(), timers);
+        let state = |d: &str| {
+            EventBuilder::new(Kind::Custom(30618), "")
+                .tags([Tag::identifier(d)])
+                .sign_with_keys(&Keys::generate())
+                .unwrap()
+        };
+        let (fetched, idle) = (state("fetched"), state("idle"));
+        for (event, d) in [(&fetched, "fetched"), (&idle, "idle")] {
+            hosting.purgatory.hold(hosting.purgatory.entry(event.clone(), HeldKind::State, d)).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+
+        let running = hosting.fetch_in_progress("fetched");
+        hosting.sweep().await;
+        assert!(hosting.purgatory.contains(&fetched.id), "kept while its fetch runs");
+        assert!(!hosting.purgatory.contains(&idle.id), "the other identifier expired");
+
+        drop(running);
+        hosting.sweep().await;
+        assert!(hosting.purgatory.contains(&fetched.id), "a short grace after the fetch");
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        hosting.sweep().await;
+        assert!(!hosting.purgatory.contains(&fetched.id), "then it expires like any other");
     }
 }

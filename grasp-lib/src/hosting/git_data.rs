@@ -98,10 +98,17 @@ impl Hosting {
                 decide::authorized_held_states(self.maintainer_model, entries, &hosted, &all_anns);
             let (entries, states): (Vec<HeldEvent>, Vec<RepoState>) = authorized.into_iter().unzip();
             let checked = self.satisfiable(&hosted, states).await;
-            for (entry, (_, here)) in entries.into_iter().zip(checked) {
+            let mut promoted = Vec::new();
+            for (entry, (state, here)) in entries.into_iter().zip(checked) {
                 if here {
                     self.release(entry, &mut report).await;
+                    if report.released.iter().any(|(id, _)| *id == state.id) {
+                        promoted.push(state);
+                    }
                 }
+            }
+            if !promoted.is_empty() {
+                self.drop_superseded_held_states(d, &hosted, &promoted, &mut report).await;
             }
         }
 
@@ -165,6 +172,44 @@ impl Hosting {
         }
         self.update_gauges();
         report
+    }
+
+    /// After `promoted` were released: the same authors' older held states whose data is not
+    /// here can never be served, so they leave purgatory now instead of at expiry (and stop
+    /// costing hunting fetches). Other maintainers' states are kept.
+    async fn drop_superseded_held_states(
+        &self,
+        d: &str,
+        hosted: &[RepoRef],
+        promoted: &[RepoState],
+        report: &mut ProcessReport,
+    ) {
+        let held: Vec<(HeldEvent, RepoState)> = self
+            .purgatory
+            .held_for(d, HeldKind::State)
+            .into_iter()
+            .filter_map(|e| RepoState::parse(&e.event).ok().map(|s| (e, s)))
+            .collect();
+        let (entries, states): (Vec<HeldEvent>, Vec<RepoState>) =
+            decide::superseded_held_states(promoted, held).into_iter().unzip();
+        if entries.is_empty() {
+            return;
+        }
+        let checked = self.satisfiable(hosted, states).await;
+        let stale: Vec<EventId> =
+            entries.iter().zip(checked).filter(|(_, (_, here))| !here).map(|(e, _)| e.event.id).collect();
+        if stale.is_empty() {
+            return;
+        }
+        match self.purgatory.remove(&stale).await {
+            Ok(removed) => {
+                for entry in &removed {
+                    tracing::info!(event_id = %entry.event.id, identifier = d, "superseded held state dropped");
+                }
+                report.superseded.extend(removed.iter().map(|e| e.event.id));
+            }
+            Err(e) => report.errors.push(e.to_string()),
+        }
     }
 
     pub(super) async fn align_all(

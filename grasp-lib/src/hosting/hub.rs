@@ -67,6 +67,27 @@ pub struct Hosting {
     pub(super) expired: tokio::sync::broadcast::Sender<Event>,
     pub(super) prs_collector: prs::Collector,
     pub(super) maintainer_model: MaintainerModel,
+    pub(super) fetching: Arc<std::sync::Mutex<HashMap<String, usize>>>,
+}
+
+/// Marks an identifier as having a hunted fetch running (see
+/// [`Hosting::fetch_in_progress`]); dropping it ends the mark.
+#[derive(Debug)]
+pub struct FetchInProgress {
+    identifier: String,
+    fetching: Arc<std::sync::Mutex<HashMap<String, usize>>>,
+}
+
+impl Drop for FetchInProgress {
+    fn drop(&mut self) {
+        let mut fetching = self.fetching.lock().expect("fetching map poisoned");
+        if let Some(count) = fetching.get_mut(&self.identifier) {
+            *count -= 1;
+            if *count == 0 {
+                fetching.remove(&self.identifier);
+            }
+        }
+    }
 }
 
 impl Hosting {
@@ -101,6 +122,7 @@ impl Hosting {
             expired,
             prs_collector: prs::Collector::default(),
             maintainer_model: MaintainerModel::default(),
+            fetching: Arc::default(),
         };
         hosting.update_gauges();
         hosting
@@ -121,6 +143,19 @@ impl Hosting {
     /// identifier, stored and held).
     pub fn maintainer_set(&self, owner: PublicKey, announcements: &[RepoAnnouncement]) -> MaintainerSet {
         MaintainerSet::from_announcements(self.maintainer_model, owner, announcements)
+    }
+
+    /// Marks a hunted fetch for `identifier` as running until the mark is dropped: its held
+    /// events do not expire meanwhile (a large repository can take longer than the expiry),
+    /// and get a short grace after it ends.
+    pub fn fetch_in_progress(&self, identifier: &str) -> FetchInProgress {
+        *self.fetching.lock().expect("fetching map poisoned").entry(identifier.to_owned()).or_default() += 1;
+        FetchInProgress { identifier: identifier.to_owned(), fetching: self.fetching.clone() }
+    }
+
+    /// Identifiers with a hunted fetch running now.
+    pub(super) fn fetching_identifiers(&self) -> std::collections::HashSet<String> {
+        self.fetching.lock().expect("fetching map poisoned").keys().cloned().collect()
     }
 
     /// The event store.

@@ -29,4 +29,4 @@ pub mod pull_requests;
 pub mod view;
 
 pub use align::{authoritative_state, IdentifierLocks, ProcessReport};
-pub use hub::{Arrival, Hosting, ReleasedEvent, DUPLICATE_HELD_MESSAGE, PURGATORY_MESSAGE};
+pub use hub::{Arrival, FetchInProgress, Hosting, ReleasedEvent, DUPLICATE_HELD_MESSAGE, PURGATORY_MESSAGE};

@@ -173,6 +173,7 @@ impl HostingRemote {
             return Err(FetchError::Local(why));
         }
         let identifier = RepoIdentifier::new(identifier).map_err(|e| FetchError::Local(e.to_string()))?;
+        let _alive = self.hosting.fetch_in_progress(identifier.as_str());
         let situation = self
             .situation(&identifier)
             .await

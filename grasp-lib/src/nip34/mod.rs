@@ -132,6 +132,16 @@ impl RepoAnnouncement {
         }
     }
 
+    /// True when this announcement gives `pubkey` a role: an active `M`, `m` or `o` entry,
+    /// or (without role tags) the legacy `maintainers` tag.
+    pub fn names(&self, pubkey: &PublicKey) -> bool {
+        if self.roles.present() {
+            self.roles.entries.iter().any(|e| e.active_subject().as_ref() == Some(pubkey))
+        } else {
+            self.maintainers.contains(pubkey)
+        }
+    }
+
     /// The active lead pointers (`M` entries), in tag order; empty for a legacy
     /// announcement.
     pub fn leads(&self) -> Vec<PublicKey> {
@@ -213,6 +223,12 @@ impl RepoState {
     /// never arrive.
     pub fn is_well_formed(&self) -> bool {
         self.malformed_refs.is_empty()
+    }
+
+    /// True when this state replaces `other` at one address: newer, or signed in the same
+    /// second with the lower id (NIP-01, decision 27).
+    pub fn supersedes(&self, other: &RepoState) -> bool {
+        (self.created_at, std::cmp::Reverse(self.id)) > (other.created_at, std::cmp::Reverse(other.id))
     }
 
     /// True when this state may drive a repository (authorize a push, be applied): it is

@@ -97,12 +97,9 @@ fn boundaries_status(boundaries: &[String]) -> RoleStatus {
             return RoleStatus::Malformed;
         }
     }
-    if boundaries.len() % 2 == 0 {
-        if boundaries.is_empty() {
-            RoleStatus::Active
-        } else {
-            RoleStatus::Ended
-        }
+    // None, or an odd count (the last is a start): active. An even count ends with an end.
+    if !boundaries.is_empty() && boundaries.len().is_multiple_of(2) {
+        RoleStatus::Ended
     } else {
         RoleStatus::Active
     }

@@ -91,16 +91,23 @@ pub fn listed_by_another(pubkey: &PublicKey, announcements: &[RepoAnnouncement])
     announcements.iter().any(|a| a.owner != *pubkey && a.listed().contains(pubkey))
 }
 
+/// True when another author's announcement in `announcements` gives `pubkey` any role
+/// (maintainer, invitee or moderator): whose announcements carry the repository's
+/// governance, and so are kept without listing this server.
+pub fn named_by_another(pubkey: &PublicKey, announcements: &[RepoAnnouncement]) -> bool {
+    announcements.iter().any(|a| a.owner != *pubkey && a.names(pubkey))
+}
+
 /// The rule for kind 30617. `stored` are the stored announcements with the same identifier.
 ///
 /// Accepted when it lists this server in both `clone` and `relays`, or when another stored
-/// announcement with that identifier lists its author as a maintainer (a "maintainer
-/// companion": confirmed maintainers' and invitees' announcements carry the maintainer
+/// announcement with that identifier gives its author a role (a "maintainer companion":
+/// confirmed maintainers', invitees' and moderators' announcements carry the maintainer
 /// chain; no repository is created). The author's own older announcement does not vouch
 /// for the new one.
 pub fn announcement(new: &RepoAnnouncement, origin: &ServiceOrigin, stored: &[RepoAnnouncement]) -> Verdict {
     let lists = ListsService::of(new, origin);
-    if lists.both() || listed_by_another(&new.owner, stored) {
+    if lists.both() || named_by_another(&new.owner, stored) {
         return Verdict::Accept;
     }
     let missing = match (lists.clone, lists.relays) {
@@ -108,7 +115,7 @@ pub fn announcement(new: &RepoAnnouncement, origin: &ServiceOrigin, stored: &[Re
         (false, true) => "'clone' tag does",
         _ => "'relays' tag does",
     };
-    let authority = origin.authority();
+    let authority = origin.service_address();
     Verdict::reject(
         Prefix::Blocked,
         "not_listing_service",

@@ -3,6 +3,7 @@
 //! through the local API).
 
 use std::net::IpAddr;
+use std::path::Path;
 use std::time::Instant;
 
 use crate::authorization::{self, AuthorizationError, PushBound, PushDecision, PushRequest};
@@ -75,7 +76,11 @@ impl Grasp {
             return Some(PushDecision::bounded(PushBound::DiskFloor, reason));
         }
         limits.quota_per_owner?;
-        let owner = [root.join(repo.npub()), crate::git::Namespace::Prs.base(&root).join(repo.npub())];
+        let announced = RepoRef::new(repo.owner, repo.identifier.clone());
+        let prs = RepoRef::prs(repo.owner, repo.identifier.clone());
+        // The owner's directories in both namespaces.
+        let owner = [announced, prs]
+            .map(|r| self.repositories().path(&r).parent().map(Path::to_path_buf).unwrap_or_default());
         let used =
             tokio::task::spawn_blocking(move || owner.iter().map(|dir| storage::used_bytes(dir)).sum())
                 .await

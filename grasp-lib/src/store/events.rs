@@ -34,23 +34,36 @@ pub enum StoreError {
     Task(#[from] tokio::task::JoinError),
 }
 
+/// True when `kept` stays over `other` at one replaceable address: newer, or signed in the
+/// same second with the lower id (NIP-01).
+pub fn wins_over(kept: &Event, other: &Event) -> bool {
+    (kept.created_at, std::cmp::Reverse(kept.id)) > (other.created_at, std::cmp::Reverse(other.id))
+}
+
 /// Shared handle to the event store. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct EventStore {
     db: Arc<dyn NostrDatabase>,
+    /// Serialises saves of replaceable and addressable events, so the tie-break check and
+    /// the save are one step.
+    replacing: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl EventStore {
     /// Opens (creating if needed) an LMDB store in `dir`.
     pub fn open_lmdb(dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(DatabaseError::backend)?;
-        Ok(Self { db: Arc::new(NostrLMDB::open(dir)?) })
+        Ok(Self::with_database(Arc::new(NostrLMDB::open(dir)?)))
     }
 
     /// A fresh, empty in-memory store.
     pub fn memory() -> Self {
         let opts = MemoryDatabaseOptions { events: true, max_events: None };
-        Self { db: Arc::new(MemoryDatabase::with_opts(opts)) }
+        Self::with_database(Arc::new(MemoryDatabase::with_opts(opts)))
+    }
+
+    fn with_database(db: Arc<dyn NostrDatabase>) -> Self {
+        Self { db, replacing: Arc::default() }
     }
 
     /// Opens the configured backend.
@@ -62,9 +75,30 @@ impl EventStore {
     }
 
     /// Saves an already verified and accepted event (replaceable and deletion semantics are
-    /// applied by the backend).
+    /// applied by the backend). For replaceable and addressable kinds the NIP-01 tie-break
+    /// holds whatever the backend: of two versions signed in the same second, the lower id
+    /// stays, in whichever order they arrive.
     pub async fn save(&self, event: &Event) -> Result<SaveEventStatus, StoreError> {
+        if !(event.kind.is_replaceable() || event.kind.is_addressable()) {
+            return Ok(self.db.save_event(event).await?);
+        }
+        let _one_at_a_time = self.replacing.lock().await;
+        if let Some(stored) = self.current_version(event).await? {
+            if stored.id != event.id && wins_over(&stored, event) {
+                return Ok(SaveEventStatus::Rejected(nostr_database::RejectedReason::Replaced));
+            }
+        }
         Ok(self.db.save_event(event).await?)
+    }
+
+    /// The stored version at the replaceable or addressable address of `event`.
+    async fn current_version(&self, event: &Event) -> Result<Option<Event>, StoreError> {
+        let mut filter = Filter::new().kind(event.kind).author(event.pubkey).limit(1);
+        if event.kind.is_addressable() {
+            let Some(d) = event.tags.identifier() else { return Ok(None) };
+            filter = filter.identifier(d);
+        }
+        Ok(self.query(filter).await?.into_iter().next())
     }
 
     /// Whether the id is stored, deleted or unknown.
@@ -149,5 +183,58 @@ impl EventStore {
         let filter =
             Filter::new().kind(Kind::Custom(kinds::REPO_STATE)).author(author).identifier(d).limit(1);
         Ok(self.query(filter).await?.into_iter().next())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use nostr::{EventBuilder, Keys, Tag};
+
+    use super::*;
+
+    /// Two versions of one address signed in the same second, lower id first.
+    fn same_second_pair(kind: u16) -> (Event, Event) {
+        let keys = Keys::generate();
+        let at = Timestamp::from(1_700_000_000);
+        let mut versions: Vec<Event> = (0..2)
+            .map(|i| {
+                EventBuilder::new(Kind::Custom(kind), format!("version {i}"))
+                    .tags([Tag::identifier("repo")])
+                    .custom_created_at(at)
+                    .sign_with_keys(&keys)
+                    .unwrap()
+            })
+            .collect();
+        versions.sort_by_key(|e| e.id);
+        let higher = versions.pop().unwrap();
+        (versions.pop().unwrap(), higher)
+    }
+
+    async fn stored_id(store: &EventStore, event: &Event) -> EventId {
+        store.current_version(event).await.unwrap().expect("a version is stored").id
+    }
+
+    #[tokio::test]
+    async fn the_lower_id_wins_a_same_second_tie_in_either_order_on_every_backend() {
+        for backend in [StoreBackend::Memory, StoreBackend::Lmdb] {
+            for kind in [kinds::REPO_ANNOUNCEMENT, kinds::REPO_STATE, 10317] {
+                for lower_first in [true, false] {
+                    let dir = tempfile::tempdir().unwrap();
+                    let store = EventStore::open(backend, dir.path()).unwrap();
+                    let (lower, higher) = same_second_pair(kind);
+                    let (first, second) = if lower_first { (&lower, &higher) } else { (&higher, &lower) };
+                    assert!(store.save(first).await.unwrap().is_success());
+                    let outcome = store.save(second).await.unwrap();
+                    assert_eq!(
+                        outcome.is_success(),
+                        !lower_first,
+                        "{backend:?} {kind} lower first: {lower_first}"
+                    );
+                    assert_eq!(stored_id(&store, &lower).await, lower.id, "{backend:?} {kind}");
+                    let count = store.count(Filter::new().kind(Kind::Custom(kind))).await.unwrap();
+                    assert_eq!(count, 1, "{backend:?} {kind}: one version at the address");
+                }
+            }
+        }
     }
 }

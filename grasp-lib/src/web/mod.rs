@@ -20,9 +20,10 @@
 
 pub mod pages;
 mod route;
+pub mod test_listener;
 mod websocket;
 
-pub use route::{route, RequestHead, Route};
+pub use route::{route, route_in, RequestHead, Route};
 pub use websocket::{client_ip, serve_relay, transport_cap};
 
 use bytes::Bytes;
@@ -192,6 +193,19 @@ pub fn nip11(grasp: &Grasp) -> WebResponse {
     respond(StatusCode::OK, "application/nostr+json", grasp.nip11().to_string())
 }
 
+/// `GET /.well-known/nostr.json`: the relay owner's NIP-05 name `_` (404 without an owner
+/// key).
+pub fn nip05(grasp: &Grasp) -> WebResponse {
+    match grasp.config().owner_keys() {
+        Some(keys) => respond(
+            StatusCode::OK,
+            "application/json",
+            crate::identity::nip05_document(&keys, grasp.origin()),
+        ),
+        None => not_found(),
+    }
+}
+
 /// `GET /metrics`: Prometheus text format.
 pub fn metrics(grasp: &Grasp) -> WebResponse {
     respond(StatusCode::OK, "text/plain; version=0.0.4", grasp.metrics().render())
@@ -229,10 +243,23 @@ impl Grasp {
     /// raises the open-file limit and resolves the [`ServerLimits`] under it, and opens the
     /// service.
     pub async fn open_listening(
+        config: Config,
+    ) -> Result<(Self, tokio::net::TcpListener, ServerLimits), OpenError> {
+        Self::open_listening_on(config, None).await
+    }
+
+    /// [`Grasp::open_listening`] on `inherited` when given (a listener a test harness bound,
+    /// see [`test_listener`]) instead of binding `bind_address`.
+    pub async fn open_listening_on(
         mut config: Config,
+        inherited: Option<std::net::TcpListener>,
     ) -> Result<(Self, tokio::net::TcpListener, ServerLimits), OpenError> {
         let address = config.bind_address;
-        let listener = listen(address).map_err(|error| OpenError::Listen { address, error })?;
+        let listener = match inherited {
+            Some(listener) => tokio::net::TcpListener::from_std(listener),
+            None => listen(address),
+        }
+        .map_err(|error| OpenError::Listen { address, error })?;
         if config.domain.is_none() {
             let bound = listener.local_addr().map_err(|error| OpenError::Listen { address, error })?;
             config.domain = Some(bound.to_string());

@@ -47,7 +47,7 @@ fn page(title: &str, body: &str) -> String {
 /// `GET /` in a browser.
 pub fn landing(grasp: &Grasp) -> String {
     let config = grasp.config();
-    let authority = escape(&grasp.origin().authority());
+    let authority = escape(&grasp.origin().service_address());
     let body = format!(
         "<h1>{name}</h1>\n<p>{description}</p>\n\
          <p>This is a <a href=\"https://gitworkshop.dev/danconwaydev.com/grasp\">GRASP</a> server: \

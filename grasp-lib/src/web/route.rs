@@ -7,7 +7,8 @@ use http::{Method, StatusCode};
 use super::{method_not_allowed, not_found, text, wants_nip11, WebResponse};
 use crate::git::smart_http::Service;
 use crate::git::RepoRef;
-use crate::origin::parse_repo_path;
+use crate::origin::{parse_repo_path, ServiceOrigin};
+use crate::Grasp;
 
 /// The parts of a request that routing looks at.
 #[derive(Debug, Clone)]
@@ -43,6 +44,8 @@ pub enum Route {
     Landing,
     /// `GET /metrics` ([`super::metrics`]).
     Metrics,
+    /// `GET /.well-known/nostr.json` at the root mount ([`super::nip05`]).
+    Nip05,
     /// `GET /<npub>/<id>.git` in a browser ([`super::repository`]).
     RepoPage(RepoRef),
     /// `GET /<npub>/<id>.git/info/refs?service=…`: the ref advertisement.
@@ -52,6 +55,9 @@ pub enum Route {
     /// Not served; send this answer (404, 403 or 405).
     Refused(WebResponse),
 }
+
+/// Where NIP-05 documents live.
+const NIP05_PATH: &str = "/.well-known/nostr.json";
 
 /// What a path under a repository URL asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,8 +96,30 @@ fn service_param(query: Option<&str>) -> Option<Service> {
         .and_then(|(_, value)| Service::from_name(&value))
 }
 
-/// Routes a request. `served` answers whether a repository URL names a repository this
-/// server serves (`Grasp::serving_path(repo).is_some()`).
+impl Grasp {
+    /// Routes a request to this node: [`route_in`] with its origin and repositories.
+    pub fn route(&self, head: &RequestHead<'_>) -> Route {
+        route_in(self.origin(), |repo| self.serving_path(repo).is_some(), head)
+    }
+}
+
+/// Routes a request to a service mounted at `origin`'s base path: paths outside the mount
+/// are not found (a preflight is answered anywhere); inside, as [`route`] routes the path
+/// relative to the mount.
+pub fn route_in(origin: &ServiceOrigin, served: impl Fn(&RepoRef) -> bool, head: &RequestHead<'_>) -> Route {
+    if head.method == Method::OPTIONS {
+        return Route::Preflight;
+    }
+    match origin.strip_base(head.path) {
+        // NIP-05 names `_@<domain>`: only a service at the root of the domain answers it.
+        Some(NIP05_PATH) if !origin.base_path().is_empty() => Route::Refused(not_found()),
+        Some(path) => route(served, &RequestHead { path, ..head.clone() }),
+        None => Route::Refused(not_found()),
+    }
+}
+
+/// Routes a request to a service at the root. `served` answers whether a repository URL
+/// names a repository this server serves (`Grasp::serving_path(repo).is_some()`).
 pub fn route(served: impl Fn(&RepoRef) -> bool, head: &RequestHead<'_>) -> Route {
     let method = &head.method;
     if method == Method::OPTIONS {
@@ -103,6 +131,7 @@ pub fn route(served: impl Fn(&RepoRef) -> bool, head: &RequestHead<'_>) -> Route
         "/" if is_get && wants_nip11(head.accept) => Route::Nip11,
         "/" if is_get => Route::Landing,
         "/metrics" if is_get => Route::Metrics,
+        NIP05_PATH if is_get => Route::Nip05,
         "/" | "/metrics" => Route::Refused(method_not_allowed()),
         path => {
             let Some((repo, action)) = parse_repo_request(path) else {
@@ -181,11 +210,32 @@ mod tests {
         assert!(matches!(at(Method::GET, "/", Some("application/nostr+json"), false), Route::Nip11));
         assert!(matches!(at(Method::HEAD, "/", None, false), Route::Landing));
         assert!(matches!(at(Method::GET, "/metrics", None, false), Route::Metrics));
+        assert!(matches!(at(Method::GET, "/.well-known/nostr.json", None, false), Route::Nip05));
         assert!(matches!(at(Method::OPTIONS, "/x/y", None, false), Route::Preflight));
         let Route::Refused(post) = at(Method::POST, "/", None, false) else { panic!("POST / is refused") };
         assert_eq!(post.status(), StatusCode::METHOD_NOT_ALLOWED);
         let Route::Refused(missing) = at(Method::GET, "/nope", None, false) else { panic!("404") };
         assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn under_a_base_path_only_the_mount_is_served() {
+        let origin = ServiceOrigin::parse("127.0.0.1:1").unwrap().with_base_path("/g".into());
+        let at = |method: Method, path: &str, websocket: bool| {
+            route_in(
+                &origin,
+                |_: &RepoRef| false,
+                &RequestHead { method, path, websocket, ..Default::default() },
+            )
+        };
+        assert!(matches!(at(Method::GET, "/g", true), Route::Relay));
+        assert!(matches!(at(Method::GET, "/g/", false), Route::Landing));
+        assert!(matches!(at(Method::GET, "/g/metrics", false), Route::Metrics));
+        assert!(matches!(at(Method::OPTIONS, "/elsewhere", false), Route::Preflight));
+        for outside in ["/", "/metrics", "/gx", "/.well-known/nostr.json", "/g/.well-known/nostr.json"] {
+            let Route::Refused(r) = at(Method::GET, outside, true) else { panic!("{outside} is outside") };
+            assert_eq!(r.status(), StatusCode::NOT_FOUND, "{outside}");
+        }
     }
 
     #[test]
