@@ -3,7 +3,9 @@
 # the server, starts it on 127.0.0.1 (free port, temporary data directory, default relative
 # data paths), runs the GRASP conformance suite grasp-audit against it and prints the
 # summary; with --ngit it also walks through ngit as a user would (init, push, clone over
-# nostr://, send a PR, list PRs, plain git clone). --frontend proxy runs grasp-proxy in front
+# nostr://, send a PR, list PRs, plain git clone, invite a co-maintainer whose push is
+# refused until they accept), then again against a second server under a base path
+# (inline only). --frontend proxy runs grasp-proxy in front
 # of nginx + fcgiwrap + git http-backend started for the check. Not part of scripts/test.sh:
 # it needs the two tools, which it installs into $QA_TOOLS (default ~/.cache/qa-tools).
 #
@@ -38,7 +40,7 @@ while [ $# -gt 0 ]; do
         --keep-logs) KEEP_LOGS=$2; shift ;;
         --spec) SPEC=$2; shift ;;
         --mode) MODE=$2; shift ;;
-        -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -199,19 +201,27 @@ if [ "$FRONTEND" = proxy ]; then
     start_upstream
     SERVER_ARGS+=(--upstream "$UPSTREAM")
 fi
-# Default (relative) data paths, as an operator who just runs the binary has them; nginx
-# serves the same ./data/repos by its absolute path.
-(cd "$WORK/server" && exec setsid "$SERVER_BIN" "${SERVER_ARGS[@]}" >"$LOG" 2>&1) &
-SERVER_PID=$!
-STARTED_GROUPS+=("$SERVER_PID")
-ADDR=
-for _ in $(seq 300); do
-    ADDR=$(sed -n "s|^$SERVER listening on http://||p" "$LOG" | head -n 1)
-    [ -n "$ADDR" ] && break
-    kill -0 "$SERVER_PID" 2>/dev/null || break
-    sleep 0.1
-done
-[ -n "$ADDR" ] || { echo "$SERVER did not start; its log:" >&2; cat "$LOG" >&2; exit 1; }
+
+# start_server DIR LOG ARGS...: starts $SERVER in DIR (default relative data paths, as an
+# operator who just runs the binary has them; nginx serves the same ./data/repos by its
+# absolute path) and sets ADDR to the address it listens on.
+start_server() {
+    local dir=$1 log=$2 pid
+    shift 2
+    mkdir -p "$dir/data/repos"
+    (cd "$dir" && exec setsid "$SERVER_BIN" "$@" >"$log" 2>&1) &
+    pid=$!
+    STARTED_GROUPS+=("$pid")
+    ADDR=
+    for _ in $(seq 300); do
+        ADDR=$(sed -n "s|^$SERVER listening on http://||p" "$log" | head -n 1)
+        [ -n "$ADDR" ] && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    [ -n "$ADDR" ] || { echo "$SERVER did not start; its log:" >&2; cat "$log" >&2; exit 1; }
+}
+start_server "$WORK/server" "$LOG" "${SERVER_ARGS[@]}"
 echo "== $SERVER listening on http://$ADDR (data in $WORK/server/data)"
 
 # Clients get a clean git environment: grasp-audit's fixed commit ids need its own author
@@ -261,28 +271,71 @@ step() { # step NAME COMMAND... : runs COMMAND, prints PASS/FAIL with its output
 
 random_key() { od -An -tx1 -N32 /dev/urandom | tr -d ' \n'; }
 
+# npub_of HEX_SECRET: the npub of a secret key (secp256k1 x-only public key, bech32).
+npub_of() {
+    python3 - "$1" <<'PY'
+import sys
+p = 2**256 - 2**32 - 977
+G = (0x79BE667EF9DCBBAC55A06295CE870B07029BFCDB2DCE28D959F2815B16F81798,
+     0x483ADA7726A3C4655DA4FBFC0E1108A8FD17B448A68554199C47D08FFB10D4B8)
+def add(a, b):
+    if a is None: return b
+    if b is None: return a
+    if a[0] == b[0] and (a[1] + b[1]) % p == 0: return None
+    l = (3 * a[0] * a[0] * pow(2 * a[1], -1, p)) if a == b else ((b[1] - a[1]) * pow(b[0] - a[0], -1, p))
+    x = (l * l - a[0] - b[0]) % p
+    return (x, (l * (a[0] - x) - a[1]) % p)
+k, r, q = int(sys.argv[1], 16), None, G
+while k:
+    if k & 1: r = add(r, q)
+    q, k = add(q, q), k >> 1
+data = list(r[0].to_bytes(32, "big"))
+C = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
+acc, bits, five = 0, 0, []
+for v in data:
+    acc, bits = (acc << 8) | v, bits + 8
+    while bits >= 5:
+        bits -= 5; five.append((acc >> bits) & 31)
+if bits: five.append((acc << (5 - bits)) & 31)
+def polymod(values):
+    g, c = [0x3b6a57b2, 0x26508e6d, 0x1ea119fa, 0x3d4233dd, 0x2a1462b3], 1
+    for v in values:
+        b = c >> 25; c = (c & 0x1ffffff) << 5 ^ v
+        for i in range(5): c ^= g[i] if (b >> i) & 1 else 0
+    return c
+hrp = "npub"
+exp = [ord(x) >> 5 for x in hrp] + [0] + [ord(x) & 31 for x in hrp]
+m = polymod(exp + five + [0] * 6) ^ 1
+print(hrp + "1" + "".join(C[v] for v in five + [(m >> 5 * (5 - i)) & 31 for i in range(6)]))
+PY
+}
+
+# ngit_walkthrough SERVICE LABEL: ngit against the service at http://SERVICE (host:port and
+# the base path, if any).
 ngit_walkthrough() {
-    local relay="ws://$ADDR" dir="$WORK/ngit"
+    local service=$1 label=$2
+    local relay="ws://$service" dir="$WORK/ngit-$label"
     mkdir -p "$dir"
     local -a NG=("${CLEAN_ENV[@]}"
         NGIT_RELAY_DEFAULT_SET="$relay" NGIT_RELAY_ANNOUNCEMENT_INDEXER_SET="$relay"
         NGIT_RELAY_BLASTER_SET="$relay" NGIT_RELAY_SIGNER_FALLBACK_SET="$relay"
-        NGIT_GRASP_DEFAULT_SET="http://$ADDR"
+        NGIT_GRASP_DEFAULT_SET="http://$service"
         GIT_AUTHOR_NAME=Alice GIT_AUTHOR_EMAIL=alice@example.invalid
         GIT_COMMITTER_NAME=Alice GIT_COMMITTER_EMAIL=alice@example.invalid timeout 180)
-    local alice bob
+    local alice bob carol
     alice=$(random_key)
     bob=$(random_key)
-    echo "== ngit $NGIT_VERSION walkthrough"
+    carol=$(random_key)
+    echo "== ngit $NGIT_VERSION walkthrough ($label: http://$service)"
     git init -q -b main "$dir/alice"
     echo hello >"$dir/alice/README"
     "${NG[@]}" git -C "$dir/alice" add README
     "${NG[@]}" git -C "$dir/alice" commit -qm init
     # ngit reads a grasp server without a scheme as https: name it with http://.
-    step "ngit init (grasp server http://$ADDR only) publishes and pushes" \
+    step "ngit init (grasp server http://$service only) publishes and pushes" \
         bash -c 'cd "$1" && shift && "$@"' _ "$dir/alice" "${NG[@]}" ngit --nsec "$alice" init \
         --name outside-check --identifier outside-check --description "outside check" \
-        --grasp-server "http://$ADDR" -d || return
+        --grasp-server "http://$service" -d || return
     "${NG[@]}" git -C "$dir/alice" config nostr.nsec "$alice"
     local url
     url=$(git -C "$dir/alice" remote get-url origin)
@@ -307,17 +360,44 @@ ngit_walkthrough() {
     step "ngit pr list (as the owner) shows the PR" grep -q "add feature\|Outside check PR" <<<"$prs"
     local npub
     npub=$(sed -n 's|^nostr://\(npub1[a-z0-9]*\)/.*|\1|p' <<<"$url")
-    local plain="http://$ADDR/$npub/outside-check.git"
+    local plain="http://$service/$npub/outside-check.git"
     step "git clone $plain" "${NG[@]}" git clone -q "$plain" "$dir/plain" || return
     step "the plain clone has the pushed commit" \
         test "$(git -C "$dir/plain" rev-parse HEAD)" = "$(git -C "$dir/alice" rev-parse HEAD)"
     step "git ls-remote shows the PR tip under refs/nostr/" \
         bash -c 'git ls-remote "$1" "refs/nostr/*" | grep -q "$2"' _ "$plain" \
         "$(git -C "$dir/bob" rev-parse feature)"
+
+    # A co-maintainer (maintainer model v3): invited by Alice, refused until they accept.
+    local carol_npub
+    carol_npub=$(npub_of "$carol")
+    step "ngit repo edit --add-maintainer (Alice invites Carol)" \
+        bash -c 'cd "$1" && shift && "$@"' _ "$dir/alice" "${NG[@]}" ngit repo edit \
+        --add-maintainer "$carol_npub" -d || return
+    step "git clone $url (Carol)" "${NG[@]}" git clone -q "$url" "$dir/carol" || return
+    "${NG[@]}" git -C "$dir/carol" config nostr.nsec "$carol"
+    echo carol >>"$dir/carol/README"
+    "${NG[@]}" git -C "$dir/carol" commit -qam "carol's change"
+    step "Carol's push before accepting is refused" \
+        bash -c '! "$@"' _ "${NG[@]}" git -C "$dir/carol" push origin main
+    step "ngit repo accept (Carol lists Alice back)" \
+        bash -c 'cd "$1" && shift && "$@"' _ "$dir/carol" "${NG[@]}" ngit repo accept \
+        --grasp-server "http://$service" -d || return
+    step "Carol's push after accepting lands" "${NG[@]}" git -C "$dir/carol" push origin main || return
+    step "Alice's repository here has Carol's commit" \
+        test "$(git ls-remote "$plain" refs/heads/main | cut -f1)" = "$(git -C "$dir/carol" rev-parse HEAD)"
 }
 
 if [ "$WITH_NGIT" = 1 ]; then
-    ngit_walkthrough || true
+    ngit_walkthrough "$ADDR" root || true
+    if [ "$FRONTEND" = inline ]; then
+        # The same walkthrough against a second server with the whole service under a path.
+        start_server "$WORK/mounted" "$WORK/mounted.log" "${SERVER_ARGS[@]}" --base-path /services/grasp
+        echo "== $SERVER listening on http://$ADDR/services/grasp (base_path)"
+        ngit_walkthrough "$ADDR/services/grasp" base-path || true
+    else
+        echo "== base_path walkthrough: inline frontend only (run without --frontend proxy)"
+    fi
 fi
 
 echo "-- server warnings and errors:"
