@@ -75,6 +75,7 @@ pub mod metrics;
 pub mod nip11;
 pub mod nip34;
 pub mod origin;
+pub mod outbound;
 pub mod policy;
 pub mod purgatory;
 pub mod push;
@@ -107,13 +108,14 @@ fn start_sync(
     relay: &Arc<Relay>,
     hosting: &Arc<Hosting>,
     metrics: &Metrics,
+    outbound: &Arc<outbound::OutboundPolicy>,
 ) {
     if !config.sync {
         tracing::info!("relay sync is off: events arrive only from clients");
         return;
     }
     let own = sync::peers::OwnUrls::new(origin.clone(), config.bind_address);
-    sync::start(relay.clone(), hosting.clone(), own, config.sync_settings(), metrics);
+    sync::start(relay.clone(), hosting.clone(), own, config.sync_settings(), metrics, outbound.clone());
 }
 
 /// Why a server could not start.
@@ -155,7 +157,12 @@ pub enum OpenError {
 }
 
 /// Starts the hunter for `hosting` (when `hunting` is on), resuming what purgatory holds.
-fn start_hunting(config: &Config, hosting: &Arc<Hosting>, metrics: &Metrics) -> hunt::HuntRequests {
+fn start_hunting(
+    config: &Config,
+    hosting: &Arc<Hosting>,
+    metrics: &Metrics,
+    outbound: &Arc<outbound::OutboundPolicy>,
+) -> hunt::HuntRequests {
     if !config.hunting {
         tracing::info!("hunting is off: held events wait for a push");
         return hunt::HuntRequests::disabled();
@@ -164,13 +171,17 @@ fn start_hunting(config: &Config, hosting: &Arc<Hosting>, metrics: &Metrics) -> 
     hunt::fetch::sweep(&quarantine);
     let settings = config.hunt_settings();
     let hunt_metrics = hunt::metrics::HuntMetrics::register(metrics.registry());
-    let remote = Arc::new(hunt::HostingRemote::new(
-        hosting.clone(),
-        quarantine,
-        settings.fetch,
-        config.storage_limits(),
-        hunt_metrics.clone(),
-    ));
+    let remote = Arc::new(
+        hunt::HostingRemote::new(
+            hosting.clone(),
+            quarantine,
+            settings.fetch,
+            config.storage_limits(),
+            hunt_metrics.clone(),
+        )
+        .with_policy(outbound.clone())
+        .with_url_caps(settings.urls),
+    );
     let status_path = (config.database_backend == StoreBackend::Lmdb)
         .then(|| hunt::status::HuntStatus::path(&config.relay_data_path));
     let status = status_path.as_deref().map(hunt::status::HuntStatus::read).transpose().unwrap_or_else(|e| {
@@ -255,6 +266,16 @@ impl Grasp {
             .map_err(|source| OpenError::Store { path: config.relay_data_path.clone(), source })?;
         let metrics = Metrics::new();
         Metrics::prime(&metrics.push_refused, authorization::PushBound::ALL.iter().map(|b| b.as_str()));
+        let outbound = Arc::new(
+            config
+                .outbound_policy(origin.clone())
+                .with_metric(outbound::target::refused_metric(metrics.registry())),
+        );
+        if config.allow_non_global_targets {
+            tracing::warn!(
+                "allow_non_global_targets: events can make this server dial loopback and private addresses"
+            );
+        }
         let timers = config.purgatory_timers();
         let purgatory = match config.database_backend {
             StoreBackend::Memory => Purgatory::in_memory(timers),
@@ -312,7 +333,7 @@ impl Grasp {
         };
         let policy: Arc<dyn policy::EventPolicy> = match config.event_policy {
             config::EventPolicyChoice::Grasp => {
-                let hunt = start_hunting(&config, &hosting, &metrics);
+                let hunt = start_hunting(&config, &hosting, &metrics, &outbound);
                 Arc::new(
                     Ingest::new(hosting.clone())
                         .with_hunting(hunt)
@@ -328,7 +349,7 @@ impl Grasp {
         };
         let relay = Arc::new(Relay::new(publisher, policy, limits, metrics.clone()));
         tokio::spawn(hosting.clone().run_expiry());
-        start_sync(&config, &origin, &relay, &hosting, &metrics);
+        start_sync(&config, &origin, &relay, &hosting, &metrics, &outbound);
         tokio::spawn(recover_in_background(hosting.clone()));
         tokio::spawn(curation.clone().watch(config.curation_reload_interval()));
         Ok(Self {

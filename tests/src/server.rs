@@ -37,6 +37,7 @@ pub struct TestServerBuilder {
     env: Vec<(String, String)>,
     relative_data_paths: bool,
     frontend: Frontend,
+    strict_outbound: bool,
 }
 
 impl TestServerBuilder {
@@ -55,6 +56,13 @@ impl TestServerBuilder {
     /// Sets an environment variable for the process.
     pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.env.push((name.into(), value.into()));
+        self
+    }
+
+    /// Keeps the outbound policy strict: by default test servers may dial 127.0.0.1 (their
+    /// peers and remotes live there), as `allow_non_global_targets` allows.
+    pub fn strict_outbound(mut self) -> Self {
+        self.strict_outbound = true;
         self
     }
 
@@ -134,6 +142,9 @@ impl TestServer {
             // Servers of one test often list each other; relay sync between them is
             // switched on only by the tests about it (`sync::syncing`).
             .arg("--sync=false");
+        if !builder.strict_outbound {
+            cmd.arg("--allow-non-global-targets");
+        }
         if let Some(upstream) = upstream {
             cmd.arg(format!("--upstream={}", upstream.base_url()));
         }

@@ -167,10 +167,15 @@ pub async fn wait_metrics(server: &TestServer, what: &str, check: impl Fn(&str) 
     .await
 }
 
-/// `relay="ws://127.0.0.1:<port>"`
+/// `relay="ws://127.0.0.1:<port>"`: the label of a bootstrap peer (one the operator
+/// configured).
 pub fn relay_label(port: u16) -> String {
     format!("relay=\"ws://{}\"", addr(port))
 }
+
+/// The label every peer learned from an announcement shares: no series names a URL taken
+/// from an event.
+pub const DISCOVERED: &str = "relay=\"discovered\"";
 
 /// A server `a` (not syncing) that serves a repository announced on `a` and on a second
 /// server still to start at `b_port`.

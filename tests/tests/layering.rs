@@ -20,6 +20,7 @@ const LAYERS: &[(&str, u8, &str)] = &[
     ("git", 2, "plumbing"),
     ("limits", 2, "plumbing"),
     ("curation", 2, "plumbing"),
+    ("outbound", 2, "plumbing"),
     ("authorization", 3, "rules"),
     ("policy", 3, "rules"),
     ("purgatory", 4, "state"),

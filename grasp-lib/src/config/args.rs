@@ -192,6 +192,35 @@ pub struct ConfigArgs {
     #[arg(long, env = "GRASP_HUNT_MAX_FETCH_SIZE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hunt_max_fetch_size: Option<u64>,
+    /// Hunting fetches in flight at once over every domain
+    #[arg(long, env = "GRASP_HUNT_MAX_CONCURRENT_FETCHES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hunt_max_concurrent_fetches: Option<u32>,
+    /// Most bytes all hunting quarantines together may hold
+    #[arg(long, env = "GRASP_HUNT_MAX_QUARANTINE_BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hunt_max_quarantine_bytes: Option<u64>,
+    /// Clone URLs hunted from one announcement or pull request
+    #[arg(long, env = "GRASP_HUNT_MAX_URLS_PER_EVENT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hunt_max_urls_per_event: Option<usize>,
+    /// URLs hunted for one repository identifier
+    #[arg(long, env = "GRASP_HUNT_MAX_URLS_PER_IDENTIFIER")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hunt_max_urls_per_identifier: Option<usize>,
+    /// Hunting fetches at once to one resolved address
+    #[arg(long, env = "GRASP_HUNT_MAX_FETCHES_PER_ADDRESS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hunt_max_fetches_per_address: Option<u32>,
+    /// Dial loopback, private and other non-global addresses events name (tests, closed networks)
+    #[arg(long, env = "GRASP_ALLOW_NON_GLOBAL_TARGETS", value_parser = BoolishValueParser::new(),
+          num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_non_global_targets: Option<bool>,
+    /// Test mode only: name=ip entries resolved instead of asking DNS, comma-separated
+    #[arg(long, env = "GRASP_TEST_RESOLVE", value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_resolve: Option<Vec<String>>,
     /// Serve the local API socket used by grasp-hook (true or false)
     #[arg(long, env = "GRASP_LOCAL_API", value_parser = BoolishValueParser::new(),
           num_args = 0..=1, default_missing_value = "true")]
@@ -463,6 +492,7 @@ pub const NGIT_ENV_ALIASES: &[(&str, &str)] = &[
     ("log_level", "NGIT_LOG_LEVEL"),
     ("test_mode", "NGIT_TEST"),
     ("prs_hosting", "NGIT_GRASP06_ENABLE"),
+    ("allow_non_global_targets", "NGIT_SYNC_ALLOW_NON_GLOBAL_TARGETS"),
 ];
 
 fn primary_env(option: &str) -> String {

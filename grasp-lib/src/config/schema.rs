@@ -106,6 +106,21 @@ pub struct Config {
     pub hunt_fetch_timeout_secs: Option<u64>,
     /// Most bytes one hunting fetch may bring.
     pub hunt_max_fetch_size: u64,
+    /// Hunting fetches in flight at once over every domain.
+    pub hunt_max_concurrent_fetches: u32,
+    /// Most bytes all hunting quarantines together may hold (each fetch gets its share).
+    pub hunt_max_quarantine_bytes: u64,
+    /// Clone URLs taken from one announcement or pull request.
+    pub hunt_max_urls_per_event: usize,
+    /// URLs hunted for one repository identifier.
+    pub hunt_max_urls_per_identifier: usize,
+    /// Hunting fetches at once to one resolved address (IPv6 by its group).
+    pub hunt_max_fetches_per_address: u32,
+    /// Dial loopback, private, link-local and other non-global addresses an event names
+    /// (hunting, relay sync): for tests and closed networks only.
+    pub allow_non_global_targets: bool,
+    /// Test mode only: `name=ip` entries the outbound policy resolves instead of asking DNS.
+    pub test_resolve: Vec<String>,
     /// Serve the local API (a Unix socket) that `grasp-hook` and other programs on this
     /// machine use to ask the node about pushes.
     pub local_api: bool,
@@ -308,6 +323,13 @@ impl Default for Config {
             hunt_domain_requests_per_minute: hunt.limits.per_minute,
             hunt_fetch_timeout_secs: None,
             hunt_max_fetch_size: hunt.fetch.max_bytes,
+            hunt_max_concurrent_fetches: hunt.limits.total,
+            hunt_max_quarantine_bytes: 4 * 1024 * 1024 * 1024,
+            hunt_max_urls_per_event: hunt.urls.per_event,
+            hunt_max_urls_per_identifier: hunt.urls.per_identifier,
+            hunt_max_fetches_per_address: hunt.urls.per_address,
+            allow_non_global_targets: false,
+            test_resolve: Vec::new(),
             local_api: true,
             local_api_socket: None,
             local_api_group: None,

@@ -12,6 +12,7 @@ use super::validate::{owner_keys, parse_upstream};
 use crate::authorization::PlaceholderCaps;
 use crate::curation::Selectors;
 use crate::hunt::fetch::FetchLimits;
+use crate::hunt::hosting_remote::UrlCaps;
 use crate::hunt::queue::QueueTimers;
 use crate::hunt::throttle::ThrottleLimits;
 use crate::hunt::HuntSettings;
@@ -78,6 +79,31 @@ impl Config {
         Some(origin.with_base_path(crate::origin::parse_base_path(&self.base_path).ok()?))
     }
 
+    /// The outbound target policy for the service at `origin` (decision 28): own listener
+    /// and grasp-proxy's upstream refused, bootstrap relays trusted, the test resolver in
+    /// test mode.
+    pub fn outbound_policy(&self, origin: crate::origin::ServiceOrigin) -> crate::outbound::OutboundPolicy {
+        let mut own = vec![self.bind_address];
+        if let Some(upstream) = self.upstream_url() {
+            let port = upstream.port_or_known_default().unwrap_or(80);
+            if let Some(host) = upstream.host_str() {
+                use std::net::ToSocketAddrs;
+                own.extend((host.trim_matches(['[', ']']), port).to_socket_addrs().into_iter().flatten());
+            }
+        }
+        let mut policy = crate::outbound::OutboundPolicy::new(origin)
+            .allow_non_global(self.allow_non_global_targets)
+            .with_own_addresses(own)
+            .with_trusted(self.sync_bootstrap_relays.iter().map(|r| {
+                crate::sync::peers::PeerUrl::parse(r).map(|p| p.to_string()).unwrap_or_else(|_| r.clone())
+            }));
+        if !self.test_resolve.is_empty() {
+            let table = crate::outbound::TableResolver::parse(&self.test_resolve).unwrap_or_default();
+            policy = policy.with_resolver(std::sync::Arc::new(table));
+        }
+        policy
+    }
+
     /// The maintainer rule (`legacy_maintainers` keeps the pre-v3 one).
     pub fn maintainer_model(&self) -> MaintainerModel {
         if self.legacy_maintainers {
@@ -122,10 +148,19 @@ impl Config {
             limits: ThrottleLimits {
                 concurrent: self.hunt_domain_concurrency,
                 per_minute: self.hunt_domain_requests_per_minute,
+                total: self.hunt_max_concurrent_fetches,
             },
             fetch: FetchLimits {
                 timeout: secs(self.hunt_fetch_timeout_secs).unwrap_or(d.fetch.timeout),
-                max_bytes: self.hunt_max_fetch_size,
+                // The quarantines together stay under the total: each fetch gets its share.
+                max_bytes: self
+                    .hunt_max_fetch_size
+                    .min(self.hunt_max_quarantine_bytes / u64::from(self.hunt_max_concurrent_fetches.max(1))),
+            },
+            urls: UrlCaps {
+                per_event: self.hunt_max_urls_per_event,
+                per_identifier: self.hunt_max_urls_per_identifier,
+                per_address: self.hunt_max_fetches_per_address,
             },
         }
     }

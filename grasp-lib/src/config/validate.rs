@@ -17,6 +17,15 @@ impl Config {
         if let Err(e) = crate::origin::parse_base_path(&self.base_path) {
             return invalid("base_path", e.to_string());
         }
+        if !self.test_resolve.is_empty() && !self.test_mode {
+            return invalid("test_resolve", "is accepted only in test mode".to_owned());
+        }
+        if let Err(e) = crate::outbound::TableResolver::parse(&self.test_resolve) {
+            return invalid("test_resolve", e);
+        }
+        if self.hunt_max_concurrent_fetches == 0 {
+            return invalid("hunt_max_concurrent_fetches", "must be at least 1".to_owned());
+        }
         if let Some(secret) = &self.relay_owner_nsec {
             if owner_keys(secret).is_none() {
                 return invalid("relay_owner_nsec", "not a valid nsec or hex secret key".to_owned());

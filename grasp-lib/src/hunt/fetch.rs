@@ -8,8 +8,9 @@
 //! behind: [`sweep`] removes leftovers at start.
 //!
 //! `git fetch` runs with only http and https allowed (for git's helpers too), no
-//! redirects, no prompts, askpass or credential helpers, no user or system git
-//! configuration, and object checks on. It runs in its own process group: when it takes
+//! redirects, no proxies, no prompts, askpass or credential helpers, no user or system git
+//! configuration, and object checks on; a name is pinned to the addresses the outbound
+//! policy vetted (`http.curloptResolve`), so curl never looks it up again. It runs in its own process group: when it takes
 //! longer than the timeout or the quarantine grows past the size cap, the whole group
 //! (git, its http helper, index-pack) is killed.
 
@@ -55,8 +56,9 @@ const REF_SPECS: [&str; 3] =
     ["+refs/heads/*:refs/hunt/heads/*", "+refs/tags/*:refs/hunt/tags/*", "+refs/nostr/*:refs/hunt/nostr/*"];
 
 /// Configuration every hunting fetch runs with (see the module documentation).
-const GIT_CONFIG: [&str; 11] = [
+const GIT_CONFIG: [&str; 12] = [
     "protocol.allow=never",
+    "http.proxy=",
     "protocol.http.allow=always",
     "protocol.https.allow=always",
     "http.followRedirects=false",
@@ -179,16 +181,17 @@ fn dir_size(path: &Path) -> u64 {
 pub async fn fetch(
     quarantine: &Quarantine,
     url: &str,
+    pin: Option<&str>,
     oids: &[String],
     limits: FetchLimits,
 ) -> Result<(), FetchError> {
     let mut asking = oids.to_vec();
     while !asking.is_empty() {
-        match run_git_fetch(quarantine, url, &asking, limits).await {
+        match run_git_fetch(quarantine, url, pin, &asking, limits).await {
             Err(FetchError::Failed(message)) if message.contains(UNADVERTISED) => {
                 tracing::debug!(%url, "remote refuses unadvertised objects; fetching its refs");
                 let specs: Vec<String> = REF_SPECS.iter().map(|s| s.to_string()).collect();
-                return run_git_fetch(quarantine, url, &specs, limits).await;
+                return run_git_fetch(quarantine, url, pin, &specs, limits).await;
             }
             Err(FetchError::Failed(message)) => match absent_id(&message) {
                 Some(id) if asking.contains(&id) => {
@@ -213,6 +216,7 @@ fn absent_id(message: &str) -> Option<String> {
 async fn run_git_fetch(
     quarantine: &Quarantine,
     url: &str,
+    pin: Option<&str>,
     specs: &[String],
     limits: FetchLimits,
 ) -> Result<(), FetchError> {
@@ -221,6 +225,20 @@ async fn run_git_fetch(
     cmd.arg("-C").arg(quarantine.path());
     for config in GIT_CONFIG {
         cmd.arg("-c").arg(config);
+    }
+    if let Some(pin) = pin {
+        cmd.arg("-c").arg(format!("http.curloptResolve={pin}"));
+    }
+    for proxy in [
+        "http_proxy",
+        "HTTP_PROXY",
+        "https_proxy",
+        "HTTPS_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+        "GIT_PROXY_COMMAND",
+    ] {
+        cmd.env_remove(proxy);
     }
     cmd.args([
         "fetch",
@@ -388,7 +406,7 @@ mod tests {
         let q = Quarantine::create(&quarantine_root(tmp.path()), &landing).unwrap();
         let limits = FetchLimits::default();
         for url in [format!("file://{}", source.display()), source.display().to_string()] {
-            let err = fetch(&q, &url, &[blob.clone()], limits).await.unwrap_err();
+            let err = fetch(&q, &url, None, &[blob.clone()], limits).await.unwrap_err();
             assert!(matches!(err, FetchError::Failed(ref m) if m.contains("not allowed")), "{url}: {err}");
         }
         assert!(q.present(&[blob]).is_empty());

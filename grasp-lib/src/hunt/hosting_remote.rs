@@ -1,11 +1,14 @@
 //! The real [`HuntRemote`]: needs come from purgatory and the repositories here, URLs from
-//! the announcements of the identifier's maintainers and the `clone` tags of held pull
-//! requests, fetches go through a quarantine, and the git-data step is [`Hosting::process`],
-//! the same one a push runs.
+//! the announcements of the identifier's confirmed maintainers (for anything missing) and
+//! the `clone` tags of held pull requests (for that pull request's commit only), a few per
+//! event and per identifier; every URL passes the [outbound policy](crate::outbound) and
+//! the fetch is pinned to the vetted addresses; fetches go through a quarantine, and the
+//! git-data step is [`Hosting::process`], the same one a push runs.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
 use nostr::PublicKey;
@@ -13,7 +16,6 @@ use nostr::PublicKey;
 use super::fetch::{self, FetchLimits, Quarantine};
 use super::metrics::HuntMetrics;
 use super::remote::{FetchError, Fetched, HuntRemote, Wanted};
-use super::urls::fetchable;
 use crate::authorization::EventView;
 use crate::git::{refs, RepoRef};
 use crate::hosting::authoritative_state;
@@ -22,7 +24,25 @@ use crate::limits::StorageLimits;
 use crate::nip34::{
     clone_tag_urls, commit_tag, kinds, EventReferences, RepoAnnouncement, RepoIdentifier, RepoState,
 };
+use crate::outbound::{OutboundPolicy, TargetKind};
 use crate::purgatory::HeldKind;
+
+/// How many URLs one held event, and one identifier in all, may have hunted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UrlCaps {
+    /// Clone URLs taken from one announcement or pull request.
+    pub per_event: usize,
+    /// URLs hunted for one identifier (maintainers' first).
+    pub per_identifier: usize,
+    /// Fetches at once to one resolved address (however many names point at it).
+    pub per_address: u32,
+}
+
+impl Default for UrlCaps {
+    fn default() -> Self {
+        Self { per_event: 8, per_identifier: 8, per_address: 2 }
+    }
+}
 
 /// Hunting over this server's hosting.
 #[derive(Debug)]
@@ -32,6 +52,29 @@ pub struct HostingRemote {
     limits: FetchLimits,
     storage: StorageLimits,
     metrics: HuntMetrics,
+    policy: Arc<OutboundPolicy>,
+    caps: UrlCaps,
+    busy_addresses: Mutex<HashMap<IpAddr, u32>>,
+}
+
+/// A fetch's hold on the addresses it dials; released when dropped.
+struct AddressSlots<'a> {
+    addresses: Vec<IpAddr>,
+    busy: &'a Mutex<HashMap<IpAddr, u32>>,
+}
+
+impl Drop for AddressSlots<'_> {
+    fn drop(&mut self) {
+        let mut busy = self.busy.lock().expect("address slots poisoned");
+        for address in &self.addresses {
+            if let Some(n) = busy.get_mut(address) {
+                *n -= 1;
+                if *n == 0 {
+                    busy.remove(address);
+                }
+            }
+        }
+    }
 }
 
 /// A SHA-1 object id: the only kind the repositories here can hold.
@@ -58,7 +101,42 @@ impl HostingRemote {
         storage: StorageLimits,
         metrics: HuntMetrics,
     ) -> Self {
-        Self { hosting, quarantine_root, limits, storage, metrics }
+        Self {
+            hosting,
+            quarantine_root,
+            limits,
+            storage,
+            metrics,
+            policy: Arc::new(OutboundPolicy::default()),
+            caps: UrlCaps::default(),
+            busy_addresses: Mutex::default(),
+        }
+    }
+
+    /// Dials only what `policy` lets through (default: global addresses only).
+    pub fn with_policy(mut self, policy: Arc<OutboundPolicy>) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Caps on the URLs hunted (default: [`UrlCaps::default`]).
+    pub fn with_url_caps(mut self, caps: UrlCaps) -> Self {
+        self.caps = caps;
+        self
+    }
+
+    /// Takes a slot of every address of a vetted target, or says which one is busy.
+    fn take_addresses(&self, addresses: Vec<IpAddr>) -> Result<AddressSlots<'_>, IpAddr> {
+        let mut busy = self.busy_addresses.lock().expect("address slots poisoned");
+        let group: Vec<IpAddr> = addresses.into_iter().map(crate::rate_limit::address_group).collect();
+        if let Some(full) = group.iter().find(|a| busy.get(a).copied().unwrap_or(0) >= self.caps.per_address)
+        {
+            return Err(*full);
+        }
+        for address in &group {
+            *busy.entry(*address).or_default() += 1;
+        }
+        Ok(AddressSlots { addresses: group, busy: &self.busy_addresses })
     }
 
     async fn situation(&self, identifier: &RepoIdentifier) -> Option<Situation> {
@@ -115,26 +193,50 @@ impl HostingRemote {
         oids
     }
 
-    fn urls(&self, d: &str, situation: &Situation) -> Vec<String> {
-        let origin = self.hosting.origin();
+    /// The URLs to hunt from, and for pull request URLs the one commit each may be asked
+    /// for: confirmed maintainers' clone URLs first, then held pull requests' `clone` tags,
+    /// at most [`UrlCaps::per_event`] from one event and [`UrlCaps::per_identifier`] in all,
+    /// each past the outbound policy's URL checks.
+    fn urls(&self, d: &str, situation: &Situation) -> (Vec<String>, BTreeMap<String, BTreeSet<String>>) {
+        let caps = self.caps;
         let from_announcements = situation
             .announcements
             .iter()
             .filter(|a| situation.authorized.contains(&a.owner))
-            .flat_map(|a| a.clone_urls.clone());
-        let from_pull_requests = self
-            .hosting
-            .purgatory()
-            .held_for(d, HeldKind::PullRequest)
-            .into_iter()
-            .flat_map(|e| clone_tag_urls(&e.event));
-        let mut seen = HashSet::new();
-        from_announcements
-            .chain(from_pull_requests)
-            .filter_map(|u| fetchable(&u, origin).ok())
-            .map(|u| u.to_string())
-            .filter(|u| seen.insert(u.clone()))
-            .collect()
+            .flat_map(|a| a.clone_urls.iter().take(caps.per_event).map(|u| (u.clone(), None)));
+        let from_pull_requests =
+            self.hosting.purgatory().held_for(d, HeldKind::PullRequest).into_iter().flat_map(|e| {
+                // `Some(None)`: a pull request whose `c` is malformed, so nothing can be asked for.
+                let commit = Some(commit_tag(&e.event));
+                clone_tag_urls(&e.event).into_iter().take(caps.per_event).map(move |u| (u, commit.clone()))
+            });
+        let mut urls: Vec<String> = Vec::new();
+        let mut scoped: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut unscoped = HashSet::new();
+        for (url, commit) in from_announcements.chain(from_pull_requests) {
+            let Ok(target) = self.policy.check(TargetKind::Git, &url) else { continue };
+            let url = target.url.to_string();
+            match commit {
+                None => {
+                    unscoped.insert(url.clone());
+                    scoped.remove(&url);
+                }
+                // A pull request's URL serves its own commit only.
+                Some(Some(commit)) if !unscoped.contains(&url) => {
+                    scoped.entry(url.clone()).or_default().insert(commit);
+                }
+                Some(Some(_)) => {}
+                Some(None) => continue,
+            }
+            if !urls.contains(&url) {
+                if urls.len() >= caps.per_identifier {
+                    scoped.remove(&url);
+                    continue;
+                }
+                urls.push(url);
+            }
+        }
+        (urls, scoped)
     }
 
     async fn wanted_now(&self, identifier: &str) -> Wanted {
@@ -163,11 +265,19 @@ impl HostingRemote {
                 BTreeSet::new()
             }
         };
-        Wanted { held, oids, urls: self.urls(d, &situation) }
+        let (urls, scoped) = self.urls(d, &situation);
+        Wanted { held, oids, urls, scoped }
     }
 
     async fn fetch_now(&self, identifier: &str, url: &str, oids: &[String]) -> Result<Fetched, FetchError> {
-        fetchable(url, self.hosting.origin()).map_err(|why| FetchError::Refused(why.to_owned()))?;
+        let target = self
+            .policy
+            .resolve(TargetKind::Git, url)
+            .await
+            .map_err(|refused| FetchError::Refused(refused.reason))?;
+        let _slots = self
+            .take_addresses(target.addresses.iter().map(|a| a.ip()).collect())
+            .map_err(|busy| FetchError::Busy(format!("another fetch to {busy} is running")))?;
         let free = crate::limits::storage::free_bytes(self.hosting.repos().root());
         if let Some(why) = crate::limits::storage::below_floor(&self.storage, free) {
             return Err(FetchError::Local(why));
@@ -181,7 +291,7 @@ impl HostingRemote {
         let landing = self.hosting.repos().path(&situation.landing);
         let quarantine = Quarantine::create(&self.quarantine_root, &landing)
             .map_err(|e| FetchError::Local(format!("cannot create a quarantine: {e}")))?;
-        fetch::fetch(&quarantine, url, oids, self.limits).await?;
+        fetch::fetch(&quarantine, url, target.curl_resolve().as_deref(), oids, self.limits).await?;
         let bytes = quarantine.size();
         let new_objects = quarantine.object_count();
         let landed = quarantine.present(oids);

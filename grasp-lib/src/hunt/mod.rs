@@ -60,6 +60,8 @@ pub struct HuntSettings {
     pub limits: ThrottleLimits,
     /// Bounds of one fetch.
     pub fetch: FetchLimits,
+    /// Caps on the URLs hunted.
+    pub urls: hosting_remote::UrlCaps,
 }
 
 impl HuntSettings {
@@ -72,6 +74,7 @@ impl HuntSettings {
             timers: QueueTimers::test_mode(),
             limits: ThrottleLimits::default(),
             fetch: FetchLimits::test_mode(),
+            urls: hosting_remote::UrlCaps::default(),
         }
     }
 }
@@ -165,7 +168,8 @@ impl Clock {
 ///     fn wanted<'a>(&'a self, _identifier: &'a str) -> BoxFuture<'a, Wanted> {
 ///         let missing = !*self.landed.lock().unwrap();
 ///         let oids = if missing { ["a".repeat(40)].into() } else { Default::default() };
-///         Box::pin(async move { Wanted { held: true, oids, urls: vec!["https://other.example/x.git".into()] } })
+///         let urls = vec!["https://other.example/x.git".into()];
+///         Box::pin(async move { Wanted { held: true, oids, urls, scoped: Default::default() } })
 ///     }
 ///     fn fetch<'a>(&'a self, _: &'a str, _url: &'a str, oids: &'a [String]) -> BoxFuture<'a, Result<Fetched, FetchError>> {
 ///         *self.landed.lock().unwrap() = true;

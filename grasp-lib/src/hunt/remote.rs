@@ -17,6 +17,9 @@ pub struct Wanted {
     pub oids: BTreeSet<String>,
     /// URLs to fetch from, in order of preference: http(s) only, never this server.
     pub urls: Vec<String>,
+    /// URLs that may be asked only for some ids (a pull request's `clone` URL: its
+    /// commit); a URL not here may be asked for any of [`Wanted::oids`].
+    pub scoped: std::collections::BTreeMap<String, BTreeSet<String>>,
 }
 
 impl Wanted {
@@ -49,9 +52,12 @@ pub enum FetchError {
     /// The remote sent more than the size cap; the fetch was killed and nothing landed.
     #[error("cut off: more than {0} bytes")]
     TooLarge(u64),
-    /// The URL may not be fetched (scheme, credentials, or this server).
+    /// The URL may not be fetched (the outbound policy refused it).
     #[error("not fetchable: {0}")]
     Refused(String),
+    /// Another fetch to the same address is running; tried again later.
+    #[error("busy: {0}")]
+    Busy(String),
     /// Nothing here to land the data in, or landing it failed.
     #[error("local: {0}")]
     Local(String),
@@ -65,6 +71,7 @@ impl FetchError {
             FetchError::Timeout(_) => "timeout",
             FetchError::TooLarge(_) => "too_large",
             FetchError::Refused(_) => "refused",
+            FetchError::Busy(_) => "busy",
             FetchError::Local(_) => "local_error",
         }
     }
@@ -168,6 +175,7 @@ pub(crate) mod mock {
                     held: true,
                     oids: oids.clone(),
                     urls: s.urls.get(identifier).cloned().unwrap_or_default(),
+                    scoped: Default::default(),
                 },
                 _ => Wanted::default(),
             }

@@ -8,7 +8,7 @@
 //! soon as nothing is missing. A URL whose domain is busy is skipped for a free one; when
 //! every remaining domain is busy, the identifier waits in their lines.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use super::queue::{AttemptEnd, HuntQueue, QueueTimers};
 use super::remote::{FetchError, Fetched, Wanted};
@@ -44,6 +44,8 @@ pub enum Action {
 struct Candidate {
     url: String,
     domain: String,
+    /// The only ids this URL may be asked for (a pull request's clone URL), if limited.
+    only: Option<BTreeSet<String>>,
 }
 
 /// The attempt running for one identifier.
@@ -56,16 +58,36 @@ struct Attempt {
 }
 
 impl Attempt {
+    /// URLs not tried yet that can still help: a limited URL only while one of its ids is
+    /// missing.
     fn untried(&self) -> Vec<Candidate> {
-        self.urls.iter().filter(|c| !self.tried.contains(&c.url)).cloned().collect()
+        self.urls
+            .iter()
+            .filter(|c| !self.tried.contains(&c.url))
+            .filter(|c| !self.asked_of(c).is_empty())
+            .cloned()
+            .collect()
+    }
+
+    /// The missing ids `candidate` may be asked for.
+    fn asked_of(&self, candidate: &Candidate) -> Vec<String> {
+        match &candidate.only {
+            Some(only) => self.oids.iter().filter(|o| only.contains(*o)).cloned().collect(),
+            None => self.oids.clone(),
+        }
     }
 
     fn take(&mut self, wanted: Wanted) {
         self.oids = wanted.oids.into_iter().collect();
-        for url in wanted.urls {
-            if !self.urls.iter().any(|c| c.url == url) {
-                if let Some(domain) = urls::domain(&url) {
-                    self.urls.push(Candidate { url, domain });
+        let Wanted { urls, mut scoped, .. } = wanted;
+        for url in urls {
+            let only = scoped.remove(&url);
+            match self.urls.iter_mut().find(|c| c.url == url) {
+                Some(known) => known.only = only,
+                None => {
+                    if let Some(domain) = urls::domain(&url) {
+                        self.urls.push(Candidate { url, domain, only });
+                    }
                 }
             }
         }
@@ -188,7 +210,7 @@ impl Scheduler {
                 identifier: identifier.to_owned(),
                 url: free.url.clone(),
                 domain: free.domain.clone(),
-                oids: attempt.oids.clone(),
+                oids: attempt.asked_of(free),
             }];
         }
         for candidate in &untried {
@@ -207,9 +229,9 @@ impl Scheduler {
             }
             for (domain, identifier) in granted {
                 let next = self.attempts.get_mut(&identifier).filter(|a| !a.fetching).and_then(|a| {
-                    let url = a.untried().into_iter().find(|c| c.domain == domain)?.url;
+                    let candidate = a.untried().into_iter().find(|c| c.domain == domain)?;
                     a.fetching = true;
-                    Some((url, a.oids.clone()))
+                    Some((candidate.url.clone(), a.asked_of(&candidate)))
                 });
                 match next {
                     Some((url, oids)) => actions.push(Action::Fetch { identifier, url, domain, oids }),
@@ -471,13 +493,49 @@ mod tests {
     }
 
     #[test]
+    fn a_pull_requests_url_is_asked_only_for_its_commit() {
+        let mut scheduler = Scheduler::new(QueueTimers::default(), ThrottleLimits::default());
+        let pr = "https://fork.example/pr.git".to_owned();
+        let maintainer = "https://main.example/repo.git".to_owned();
+        let wanted = Wanted {
+            held: true,
+            oids: ["a".to_owned(), "b".to_owned()].into(),
+            urls: vec![pr.clone(), maintainer.clone()],
+            scoped: [(pr.clone(), ["b".to_owned()].into())].into(),
+        };
+        let actions = scheduler.planned("r", wanted.clone(), 0);
+        assert_eq!(
+            actions,
+            vec![Action::Fetch {
+                identifier: "r".into(),
+                url: pr.clone(),
+                domain: "fork.example".into(),
+                oids: vec!["b".into()]
+            }]
+        );
+        // Once its commit landed, the pull request's URL has nothing left to give.
+        let after = Wanted { oids: ["a".to_owned()].into(), ..wanted };
+        let result = Ok(Fetched { landed: vec!["b".into()], new_objects: 1, bytes: 1 });
+        let actions = scheduler.fetched("r", &pr, "fork.example", &result, after, 1);
+        assert_eq!(
+            actions,
+            vec![Action::Fetch {
+                identifier: "r".into(),
+                url: maintainer,
+                domain: "main.example".into(),
+                oids: vec!["a".into()]
+            }]
+        );
+    }
+
+    #[test]
     fn at_most_five_fetches_at_once_and_thirty_a_minute_per_domain() {
         let mut remote = MockRemote::new();
         for i in 0..40 {
             let url = format!("https://one.example/r{i}.git");
             remote = remote.needs(&format!("r{i}"), &["x"], &[&url]).serves(&url, &["x"]);
         }
-        let mut sim = Sim::new(remote, ThrottleLimits::default());
+        let mut sim = Sim::new(remote, ThrottleLimits { total: 100, ..ThrottleLimits::default() });
         sim.fetch_ms = 100;
         for i in 0..40 {
             sim.scheduler.enqueue(&format!("r{i}"), EventSource::Sync, 0);
@@ -499,7 +557,7 @@ mod tests {
             let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
             remote = remote.needs(r, &["x"], &urls);
         }
-        let mut sim = Sim::new(remote, ThrottleLimits { concurrent: 1, per_minute: 1000 });
+        let mut sim = Sim::new(remote, ThrottleLimits { concurrent: 1, per_minute: 1000, total: 100 });
         for r in ["a", "b", "c"] {
             sim.scheduler.enqueue(r, EventSource::Sync, 0);
         }
@@ -514,7 +572,7 @@ mod tests {
             .needs("r", &["x", "y"], &["https://busy.example/r.git", "https://free.example/r.git"])
             .serves("https://free.example/r.git", &["x"])
             .serves("https://busy.example/r.git", &["y"]);
-        let mut sim = Sim::new(remote, ThrottleLimits { concurrent: 1, per_minute: 1000 });
+        let mut sim = Sim::new(remote, ThrottleLimits { concurrent: 1, per_minute: 1000, total: 100 });
         sim.scheduler.throttles.start("busy.example", 0); // someone else's request
         sim.scheduler.enqueue("r", EventSource::Sync, 0);
         sim.run_until(2 * S);

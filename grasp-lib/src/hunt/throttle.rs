@@ -1,6 +1,8 @@
 //! Per-domain throttle: at most `concurrent` requests in flight and `per_minute` started in
-//! any 60-second window to one domain, with a round-robin line of identifiers waiting for a
-//! slot, so one repository with many URLs on a server cannot starve the others.
+//! any 60-second window to one domain (a registrable domain: every name under
+//! `evil.example` shares one budget), at most `total` in flight over all domains, with a
+//! round-robin line of identifiers waiting for a slot, so one repository with many URLs on a
+//! server cannot starve the others.
 //!
 //! Pure bookkeeping over a caller-supplied clock (ms). Nothing here polls: the caller asks
 //! for [`DomainThrottles::grant`] when something can have changed — a request finished, an
@@ -19,11 +21,13 @@ pub struct ThrottleLimits {
     pub concurrent: u32,
     /// Requests started in any 60-second window.
     pub per_minute: u32,
+    /// Requests in flight at once over every domain.
+    pub total: u32,
 }
 
 impl Default for ThrottleLimits {
     fn default() -> Self {
-        Self { concurrent: 5, per_minute: 30 }
+        Self { concurrent: 5, per_minute: 30, total: 4 }
     }
 }
 
@@ -66,9 +70,17 @@ impl DomainThrottles {
         Self { limits, domains: BTreeMap::new() }
     }
 
+    /// Requests in flight over every domain.
+    pub fn total_in_flight(&self) -> u32 {
+        self.domains.values().map(|d| d.in_flight).sum()
+    }
+
     /// True when a request to `domain` may start now without jumping the line.
     pub fn can_start(&mut self, domain: &str, now: u64) -> bool {
         let limits = self.limits;
+        if self.total_in_flight() >= limits.total {
+            return false;
+        }
         match self.domains.get_mut(domain) {
             Some(d) => d.waiting.is_empty() && d.has_capacity(limits, now),
             None => limits.concurrent > 0 && limits.per_minute > 0,
@@ -115,6 +127,9 @@ impl DomainThrottles {
             let mut progress = false;
             let names: Vec<String> = self.domains.keys().cloned().collect();
             for name in names {
+                if self.total_in_flight() >= limits.total {
+                    break;
+                }
                 let Some(d) = self.domains.get_mut(&name) else { continue };
                 if d.waiting.is_empty() || !d.has_capacity(limits, now) {
                     continue;
@@ -165,7 +180,7 @@ mod tests {
 
     #[test]
     fn at_most_five_requests_in_flight_per_domain() {
-        let mut t = DomainThrottles::new(ThrottleLimits::default());
+        let mut t = DomainThrottles::new(ThrottleLimits { total: 100, ..ThrottleLimits::default() });
         for _ in 0..5 {
             assert!(t.can_start("a.example", 0));
             t.start("a.example", 0);
@@ -197,8 +212,21 @@ mod tests {
     }
 
     #[test]
+    fn at_most_total_requests_in_flight_over_every_domain() {
+        let mut t = DomainThrottles::new(ThrottleLimits { concurrent: 5, per_minute: 1000, total: 2 });
+        t.start("a.example", 0);
+        t.start("b.example", 0);
+        assert!(!t.can_start("c.example", 0), "the third domain waits for a global slot");
+        t.wait("c.example", "r");
+        assert!(t.grant(1).is_empty());
+        t.finish("a.example", 2);
+        assert_eq!(t.grant(2), vec![("c.example".to_owned(), "r".to_owned())]);
+        assert_eq!(t.total_in_flight(), 2);
+    }
+
+    #[test]
     fn waiting_identifiers_take_turns() {
-        let limits = ThrottleLimits { concurrent: 1, per_minute: 1000 };
+        let limits = ThrottleLimits { concurrent: 1, per_minute: 1000, total: 100 };
         let mut t = DomainThrottles::new(limits);
         t.start("d", 0);
         for r in ["a", "b", "c"] {
@@ -220,7 +248,7 @@ mod tests {
 
     #[test]
     fn a_grant_on_one_domain_ends_the_wait_on_the_others() {
-        let limits = ThrottleLimits { concurrent: 1, per_minute: 1000 };
+        let limits = ThrottleLimits { concurrent: 1, per_minute: 1000, total: 100 };
         let mut t = DomainThrottles::new(limits);
         t.start("a", 0);
         t.start("b", 0);

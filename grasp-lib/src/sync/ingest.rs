@@ -148,7 +148,7 @@ impl SyncIngest {
             self.metrics.events_synced.inc();
             tracing::debug!(event_id = %event.id, kind = event.kind.as_u16(), url = %peer, outcome = ingested.as_str(), "synced event accepted");
         }
-        self.metrics.peer_events.with_label_values(&[peer.as_str(), ingested.as_str()]).inc();
+        self.metrics.peer_event(peer.as_str(), ingested.as_str(), ingested.is_new());
         ingested
     }
 

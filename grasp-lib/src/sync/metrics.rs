@@ -2,11 +2,20 @@
 //!
 //! Where ngit-grasp exports a metric for the same thing, the name, type and labels are
 //! its own (`ngit_sync_*`), so existing dashboards keep working; what it has no metric for
-//! is `grasp_sync_*`. The `relay` label holds a peer URL: peers are capped (see
-//! `sync_max_peers`), so its cardinality is bounded.
+//! is `grasp_sync_*`.
+//!
+//! The `relay` label names a peer only when the operator configured it (a bootstrap
+//! relay). Every other peer came from an announcement anyone can publish, and a series per
+//! such URL would tell the public which addresses answer a websocket (a port scanner
+//! anyone can read): they count together under `discovered`, and their per-peer state is
+//! kept here, out of the metrics.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
+use super::health::{ConnectionState, PeerStatus};
 use crate::metrics::register_collector as register;
 
 /// The sync metrics of one server. Cheap to clone.
@@ -54,6 +63,26 @@ pub struct SyncMetrics {
     pub rejected_cold_expired: IntCounterVec,
     /// Refused events evaluated again because what they depended on arrived, by kind.
     pub rejected_invalidated: IntCounterVec,
+    /// Peers whose URL may be a label value (the operator's bootstrap relays).
+    labelled: Arc<HashSet<String>>,
+    /// Every peer's last reported state, and events it brought that were accepted.
+    peers: Arc<Mutex<HashMap<String, PeerReport>>>,
+}
+
+/// The label of every peer the operator did not configure.
+pub const DISCOVERED: &str = "discovered";
+
+/// One peer's state, as its session last reported it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeerReport {
+    /// [`super::health::ConnectionState`] as a number.
+    pub state: i64,
+    /// [`super::health::PeerStatus`] as a number.
+    pub status: i64,
+    /// Consecutive failures.
+    pub failures: i64,
+    /// Events it brought that were newly accepted (stored or held).
+    pub accepted: u64,
 }
 
 impl std::fmt::Debug for SyncMetrics {
@@ -63,7 +92,8 @@ impl std::fmt::Debug for SyncMetrics {
 }
 
 impl SyncMetrics {
-    /// Registers the sync metrics in `registry`.
+    /// Registers the sync metrics in `registry` (no peer named in labels; see
+    /// [`SyncMetrics::with_labelled`]).
     pub fn register(registry: &Registry) -> Self {
         let counter_vec = |name: &str, help: &str, labels: &[&str]| {
             register(registry, IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
@@ -151,11 +181,71 @@ impl SyncMetrics {
                 "Refused synced events evaluated again because what they depended on arrived",
                 &["event_type"],
             ),
+            labelled: Arc::default(),
+            peers: Arc::default(),
         }
+    }
+
+    /// The same metrics naming `peers` (operator-configured relays) in their labels.
+    pub fn with_labelled(mut self, peers: impl IntoIterator<Item = String>) -> Self {
+        self.labelled = Arc::new(peers.into_iter().collect());
+        self
+    }
+
+    /// The `relay` label of `peer`: its URL when the operator configured it, else
+    /// [`DISCOVERED`].
+    pub fn label<'a>(&self, peer: &'a str) -> &'a str {
+        if self.labelled.contains(peer) {
+            peer
+        } else {
+            DISCOVERED
+        }
+    }
+
+    /// Records a peer's state; the per-peer gauges exist only for labelled peers.
+    pub fn report_peer(&self, peer: &str, state: i64, status: i64, failures: i64) {
+        {
+            let mut peers = self.peers.lock().expect("peer reports poisoned");
+            let report = peers.entry(peer.to_owned()).or_default();
+            (report.state, report.status, report.failures) = (state, status, failures);
+            self.set_totals(&peers);
+        }
+        if self.labelled.contains(peer) {
+            self.relay_connected.with_label_values(&[peer]).set(state);
+            self.relay_status.with_label_values(&[peer]).set(status);
+            self.relay_failures.with_label_values(&[peer]).set(failures);
+        }
+    }
+
+    /// Counts an event `peer` brought, with what became of it.
+    pub fn peer_event(&self, peer: &str, outcome: &str, newly_accepted: bool) {
+        if newly_accepted {
+            self.peers.lock().expect("peer reports poisoned").entry(peer.to_owned()).or_default().accepted +=
+                1;
+        }
+        self.peer_events.with_label_values(&[self.label(peer), outcome]).inc();
+    }
+
+    fn set_totals(&self, peers: &HashMap<String, PeerReport>) {
+        let connected = peers.values().filter(|r| r.state >= ConnectionState::Syncing as i64).count();
+        let dead = peers.values().filter(|r| r.status == PeerStatus::Dead as i64).count();
+        self.relays_tracked.set(peers.len() as i64);
+        self.relays_connected.set(connected as i64);
+        self.relays_dead.set(dead as i64);
+    }
+
+    /// What `peer` last reported.
+    pub fn peer(&self, peer: &str) -> PeerReport {
+        self.peers.lock().expect("peer reports poisoned").get(peer).copied().unwrap_or_default()
     }
 
     /// Removes every per-peer series of `relay` (it is no longer a peer).
     pub fn forget_relay(&self, relay: &str) {
+        {
+            let mut peers = self.peers.lock().expect("peer reports poisoned");
+            peers.remove(relay);
+            self.set_totals(&peers);
+        }
         let _ = self.relay_connected.remove_label_values(&[relay]);
         let _ = self.relay_status.remove_label_values(&[relay]);
         let _ = self.relay_failures.remove_label_values(&[relay]);

@@ -47,7 +47,6 @@ use crate::metrics::Metrics;
 use crate::nip34::kinds;
 use crate::relay::Relay;
 use filters::{FilterPlan, SyncScope, ROOT_KINDS};
-use health::{ConnectionState, PeerStatus};
 use ingest::{Refetch, SyncAdmission, SyncIngest};
 use metrics::SyncMetrics;
 use peer::{PeerCommand, PeerSession, PeerSettings};
@@ -85,7 +84,7 @@ impl SyncSettings {
         let (debounce, refresh) = if test_mode { (100, 1) } else { (1000, 30) };
         Self {
             bootstrap: Vec::new(),
-            max_peers: 500,
+            max_peers: 50,
             peer: PeerSettings {
                 historic: historic::HistoricSettings::default(),
                 limits: filters::FilterLimits::default(),
@@ -144,7 +143,9 @@ struct PeerTask {
 ///     bootstrap: vec![PeerUrl::parse("ws://127.0.0.1:9").unwrap()],
 ///     ..SyncSettings::for_mode(true)
 /// };
-/// let handle = sync::start(grasp.relay().clone(), grasp.hosting().clone(), own, settings, grasp.metrics());
+/// let policy = std::sync::Arc::new(grasp_lib::outbound::OutboundPolicy::new(grasp.origin().clone()));
+/// let handle =
+///     sync::start(grasp.relay().clone(), grasp.hosting().clone(), own, settings, grasp.metrics(), policy);
 /// handle.stop();
 /// # });
 /// ```
@@ -154,9 +155,11 @@ pub fn start(
     own: OwnUrls,
     settings: SyncSettings,
     metrics: &Metrics,
+    outbound: Arc<crate::outbound::OutboundPolicy>,
 ) -> SyncHandle {
     let stop = CancellationToken::new();
-    let metrics = SyncMetrics::register(metrics.registry());
+    let metrics = SyncMetrics::register(metrics.registry())
+        .with_labelled(settings.bootstrap.iter().map(|p| p.as_str().to_owned()));
     let (refetch_tx, refetch_rx) = mpsc::unbounded_channel();
     let ingest = Arc::new(SyncIngest::new(
         relay.clone(),
@@ -169,7 +172,8 @@ pub fn start(
     tokio::spawn(follow_stored(relay.subscribe_live(), ingest.clone(), dirty.clone(), stop.clone()));
     tokio::spawn(follow_expired(hosting.expired_events(), ingest.clone(), dirty.clone(), stop.clone()));
     tokio::spawn(follow_purgatory(hosting.clone(), dirty.clone(), stop.clone()));
-    let supervisor = Supervisor { hosting, own, settings, metrics, ingest, dirty, peers: HashMap::new() };
+    let supervisor =
+        Supervisor { hosting, own, settings, metrics, ingest, dirty, peers: HashMap::new(), outbound };
     tokio::spawn(supervisor.run(refetch_rx, stop.clone()));
     SyncHandle { stop }
 }
@@ -255,11 +259,15 @@ struct Supervisor {
     ingest: Arc<SyncIngest>,
     dirty: Arc<Notify>,
     peers: HashMap<PeerUrl, PeerTask>,
+    outbound: Arc<crate::outbound::OutboundPolicy>,
 }
 
 impl Supervisor {
     async fn run(mut self, mut refetch: mpsc::UnboundedReceiver<Refetch>, stop: CancellationToken) {
+        // Every dial (reconnects too) goes through the outbound policy, pinned to the
+        // addresses it vetted.
         let client = Client::builder()
+            .websocket_transport(crate::outbound::websocket::PinnedTransport::new(self.outbound.clone()))
             .admit_policy(SyncAdmission::new(self.ingest.clone()))
             .opts(ClientOptions::new().automatic_authentication(false))
             .build();
@@ -287,7 +295,6 @@ impl Supervisor {
                     _ = tokio::time::sleep_until(next_refresh) => {
                         next_refresh = Instant::now() + self.settings.refresh;
                         self.ingest.sweep();
-                        self.update_gauges();
                     }
                     _ = stop.cancelled() => break,
                 }
@@ -320,11 +327,13 @@ impl Supervisor {
             // One plan for every peer (with the configured limits); planning is not free.
             plans.send_replace(Arc::new(FilterPlan::new(hosted.scope.clone(), &self.settings.peer.limits)));
         }
+        let outbound = &self.outbound;
         let wanted = peers::discover(
             &self.settings.bootstrap,
             &hosted.announcements,
             &self.own,
             self.settings.max_peers,
+            |peer| outbound.check(crate::outbound::TargetKind::Relay, peer.as_str()).is_ok(),
         );
         let gone: Vec<PeerUrl> = self.peers.keys().filter(|p| !wanted.contains(p)).cloned().collect();
         for url in gone {
@@ -347,7 +356,6 @@ impl Supervisor {
                 tracing::warn!(url = %url, error = %e, "relay sync cannot use this peer");
             }
         }
-        self.update_gauges();
     }
 
     async fn start_peer(
@@ -378,23 +386,5 @@ impl Supervisor {
         tracing::info!(url = %url, "relay sync: new peer");
         self.peers.insert(url.clone(), PeerTask { stop: peer_stop, commands });
         Ok(())
-    }
-
-    fn update_gauges(&self) {
-        let mut connected = 0;
-        let mut dead = 0;
-        for url in self.peers.keys() {
-            let label = [url.as_str()];
-            let state = self.metrics.relay_connected.with_label_values(&label).get();
-            if state >= ConnectionState::Syncing as i64 {
-                connected += 1;
-            }
-            if self.metrics.relay_status.with_label_values(&label).get() == PeerStatus::Dead as i64 {
-                dead += 1;
-            }
-        }
-        self.metrics.relays_tracked.set(self.peers.len() as i64);
-        self.metrics.relays_connected.set(connected);
-        self.metrics.relays_dead.set(dead);
     }
 }

@@ -103,29 +103,27 @@ impl<R: Remote> PeerSession<R> {
         }
     }
 
-    fn label(&self) -> [&str; 1] {
-        [self.url.as_str()]
-    }
-
-    /// Publishes the peer's gauges.
+    /// Publishes the peer's state.
     fn report(&self) {
-        let label = self.label();
         let now = Instant::now();
-        self.metrics.relay_connected.with_label_values(&label).set(self.health.state() as i64);
-        self.metrics.relay_status.with_label_values(&label).set(self.health.status(now) as i64);
-        self.metrics.relay_failures.with_label_values(&label).set(i64::from(self.health.failures()));
+        self.metrics.report_peer(
+            self.url.as_str(),
+            self.health.state() as i64,
+            self.health.status(now) as i64,
+            i64::from(self.health.failures()),
+        );
     }
 
     fn attempt(&self, result: &str) {
-        self.metrics.connection_attempts.with_label_values(&[self.url.as_str(), result]).inc();
+        self.metrics
+            .connection_attempts
+            .with_label_values(&[self.metrics.label(self.url.as_str()), result])
+            .inc();
     }
 
     /// Events this peer brought that were newly accepted so far.
     fn accepted_so_far(&self) -> u64 {
-        ["stored", "held"]
-            .iter()
-            .map(|outcome| self.metrics.peer_events.with_label_values(&[self.url.as_str(), outcome]).get())
-            .sum()
+        self.metrics.peer(self.url.as_str()).accepted
     }
 
     /// Runs until `stop` is cancelled.
@@ -334,7 +332,7 @@ mod tests {
             peer.connects.lock().unwrap().extend(connects);
             let (plans, plans_rx) = watch::channel(plan(scope));
             let (commands, commands_rx) = mpsc::unbounded_channel();
-            let metrics = SyncMetrics::register(&prometheus::Registry::new());
+            let metrics = SyncMetrics::register(&prometheus::Registry::new()).with_labelled([URL.to_owned()]);
             let session = PeerSession::new(
                 PeerUrl::parse(URL).unwrap(),
                 peer.clone(),

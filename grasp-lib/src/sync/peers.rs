@@ -124,40 +124,75 @@ impl OwnUrls {
     }
 }
 
+/// Relays one owner's announcements can make a peer.
+pub const RELAYS_PER_OWNER: usize = 10;
+
 /// The peers to sync with: the bootstrap relays first, then the relays of `announcements`
-/// (most listed first), each once, never this server, at most `max_peers`.
+/// ranked by how many distinct owners list them (one owner with many repositories counts
+/// once), owners taking turns within a rank, each relay once, never this server, only those
+/// `allowed` (the outbound policy's URL checks), at most `max_peers`.
 ///
-/// Relays that cannot be parsed are skipped. The cap bounds what anyone who publishes an
-/// announcement listing this server can make it connect to.
+/// At most [`RELAYS_PER_OWNER`] relays count from one owner, so one key listing hundreds of
+/// relays cannot fill the peer list; relays that cannot be parsed are skipped.
 pub fn discover<'a>(
     bootstrap: &[PeerUrl],
     announcements: impl IntoIterator<Item = &'a RepoAnnouncement>,
     own: &OwnUrls,
     max_peers: usize,
+    allowed: impl Fn(&PeerUrl) -> bool,
 ) -> Vec<PeerUrl> {
-    let mut listed: HashMap<PeerUrl, usize> = HashMap::new();
+    // Each owner's relays, in listing order, without repeats.
+    let mut by_owner: std::collections::BTreeMap<nostr::PublicKey, Vec<PeerUrl>> = Default::default();
     for announcement in announcements {
-        let mut seen_here = Vec::new();
+        let relays = by_owner.entry(announcement.owner).or_default();
         for value in &announcement.relays {
-            if let Ok(peer) = PeerUrl::parse(value) {
-                if !seen_here.contains(&peer) {
-                    seen_here.push(peer);
-                }
+            let Ok(peer) = PeerUrl::parse(value) else { continue };
+            if relays.len() < RELAYS_PER_OWNER
+                && !relays.contains(&peer)
+                && !own.is_own(&peer)
+                && allowed(&peer)
+            {
+                relays.push(peer);
             }
         }
-        for peer in seen_here {
-            *listed.entry(peer).or_default() += 1;
+    }
+    let mut owners_of: HashMap<PeerUrl, usize> = HashMap::new();
+    for relays in by_owner.values() {
+        for peer in relays {
+            *owners_of.entry(peer.clone()).or_default() += 1;
         }
     }
-    let mut by_count: Vec<(PeerUrl, usize)> = listed.into_iter().collect();
-    by_count.sort_by(|(a, n), (b, m)| m.cmp(n).then_with(|| a.cmp(b)));
+    let mut ranks: Vec<usize> = owners_of.values().copied().collect();
+    ranks.sort_unstable_by(|a, b| b.cmp(a));
+    ranks.dedup();
     let mut peers: Vec<PeerUrl> = Vec::new();
-    for peer in bootstrap.iter().cloned().chain(by_count.into_iter().map(|(p, _)| p)) {
-        if peers.len() >= max_peers {
-            break;
+    let full = |peers: &Vec<PeerUrl>| peers.len() >= max_peers;
+    for peer in bootstrap {
+        if !full(&peers) && !own.is_own(peer) && !peers.contains(peer) {
+            peers.push(peer.clone());
         }
-        if !own.is_own(&peer) && !peers.contains(&peer) {
-            peers.push(peer);
+    }
+    for rank in ranks {
+        // Owners take turns: each gives its next relay of this rank not taken yet.
+        let mut cursors = vec![0usize; by_owner.len()];
+        loop {
+            let mut took = false;
+            for (relays, cursor) in by_owner.values().zip(cursors.iter_mut()) {
+                while let Some(peer) = relays.get(*cursor) {
+                    *cursor += 1;
+                    if owners_of[peer] == rank && !peers.contains(peer) {
+                        if full(&peers) {
+                            return peers;
+                        }
+                        peers.push(peer.clone());
+                        took = true;
+                        break;
+                    }
+                }
+            }
+            if !took {
+                break;
+            }
         }
     }
     peers
@@ -282,9 +317,44 @@ mod tests {
         let bootstrap =
             [PeerUrl::parse("127.0.0.1:7009").unwrap(), PeerUrl::parse("127.0.0.1:7000").unwrap()];
         let peers: Vec<String> =
-            discover(&bootstrap, &anns, &ours, 10).iter().map(|p| p.as_str().to_owned()).collect();
+            discover(&bootstrap, &anns, &ours, 10, |_| true).iter().map(|p| p.as_str().to_owned()).collect();
         assert_eq!(peers, ["ws://127.0.0.1:7009", "ws://127.0.0.1:7001", "ws://127.0.0.1:7002"]);
-        let capped = discover(&bootstrap, &anns, &ours, 2);
+        let capped = discover(&bootstrap, &anns, &ours, 2, |_| true);
         assert_eq!(capped.len(), 2);
+        let refused = discover(&[], &anns, &ours, 10, |p| p.as_str() != "ws://127.0.0.1:7001");
+        assert_eq!(refused.iter().map(|p| p.as_str()).collect::<Vec<_>>(), ["ws://127.0.0.1:7002"]);
+    }
+
+    #[test]
+    fn relays_rank_by_distinct_owners_and_one_owner_cannot_fill_the_list() {
+        let ours = own("127.0.0.1:7000", "127.0.0.1:0");
+        let shared = "wss://shared.example";
+        // One key with two repositories listing many relays of its own...
+        let flood: Vec<String> = (0..40).map(|i| format!("wss://r{i}.evil.example")).collect();
+        let flood: Vec<&str> = flood.iter().map(String::as_str).collect();
+        let keys = Keys::generate();
+        let of = |keys: &Keys, relays: &[&str], d: &str| {
+            let mut tag = vec!["relays".to_owned()];
+            tag.extend(relays.iter().map(|r| r.to_string()));
+            let event = EventBuilder::new(Kind::Custom(30617), "")
+                .tags([Tag::identifier(d), Tag::parse(tag).unwrap()])
+                .sign_with_keys(keys)
+                .unwrap();
+            RepoAnnouncement::parse(&event).unwrap()
+        };
+        let mut anns = vec![of(&keys, &flood, "a"), of(&keys, &flood, "b")];
+        // ...and two owners who share one relay.
+        anns.push(of(&Keys::generate(), &[shared, "wss://alice.example"], "c"));
+        anns.push(of(&Keys::generate(), &[shared, "wss://bob.example"], "d"));
+        let peers = discover(&[], &anns, &ours, 50, |_| true);
+        assert_eq!(peers[0].as_str(), shared, "listed by two owners ranks first");
+        let evil = peers.iter().filter(|p| p.as_str().ends_with(".evil.example")).count();
+        assert_eq!(evil, RELAYS_PER_OWNER, "one owner counts at most {RELAYS_PER_OWNER} relays");
+        let capped = discover(&[], &anns, &ours, 3, |_| true);
+        let names: Vec<&str> = capped.iter().map(|p| p.as_str()).collect();
+        assert!(
+            names.contains(&"wss://alice.example") || names.contains(&"wss://bob.example"),
+            "owners take turns: {names:?}"
+        );
     }
 }

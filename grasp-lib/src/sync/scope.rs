@@ -14,7 +14,8 @@ use crate::store::StoreError;
 pub struct Hosted {
     /// What the filters cover.
     pub scope: SyncScope,
-    /// Every stored and held announcement (their `relays` tags are the peers).
+    /// Every stored announcement: their `relays` tags are the peers. Held ones are not:
+    /// anyone can make the server hold an announcement, so its relays are not dialed.
     pub announcements: Vec<RepoAnnouncement>,
 }
 
@@ -36,7 +37,6 @@ pub async fn gather(hosting: &Hosting) -> Result<Hosted, StoreError> {
     for entry in hosting.purgatory().held_of_kind(HeldKind::Announcement) {
         let Ok(announcement) = RepoAnnouncement::parse(&entry.event) else { continue };
         hosted.scope.state_identifiers.insert(announcement.identifier.as_str().to_owned());
-        hosted.announcements.push(announcement);
     }
     let roots = hosting.store().negentropy_items(Filter::new().kinds(ROOT_KINDS.map(Kind::Custom))).await?;
     hosted.scope.roots = roots.into_iter().map(|(id, _)| id).collect();

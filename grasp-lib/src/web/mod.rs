@@ -260,10 +260,12 @@ impl Grasp {
             None => listen(address),
         }
         .map_err(|error| OpenError::Listen { address, error })?;
+        let bound = listener.local_addr().map_err(|error| OpenError::Listen { address, error })?;
         if config.domain.is_none() {
-            let bound = listener.local_addr().map_err(|error| OpenError::Listen { address, error })?;
             config.domain = Some(bound.to_string());
         }
+        // What the node must never dial because an event named it (port 0 resolved).
+        config.bind_address = bound;
         let nofile = raise_nofile_limit();
         match nofile {
             Some(limit) => tracing::info!(
