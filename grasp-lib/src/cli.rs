@@ -102,12 +102,40 @@ pub async fn start_node_services(
     grasp: &crate::Grasp,
     version: &str,
     commit: &str,
-) -> Result<Option<crate::local_api::LocalApiServer>, crate::local_api::ServeError> {
+) -> Result<NodeServices, NodeServicesError> {
     grasp.metrics().set_build_info(version, commit);
     let local_api = match crate::local_api::LocalApiOptions::from_config(grasp.config()) {
         Some(options) => Some(crate::local_api::serve(grasp.clone(), options).await?),
         None => None,
     };
+    if let Some(address) = grasp.config().metrics_bind_address {
+        let bound = crate::web::metrics_listener::serve(grasp.clone(), address)
+            .await
+            .map_err(|error| NodeServicesError::Metrics { address, error })?;
+        tracing::info!(address = %bound, "/metrics served on its own listener");
+    }
     tokio::spawn(reload_curation_on_sighup(grasp.clone()));
-    Ok(local_api)
+    Ok(NodeServices { _local_api: local_api })
+}
+
+/// What [`start_node_services`] started that must live as long as the process serves.
+#[derive(Debug)]
+pub struct NodeServices {
+    _local_api: Option<crate::local_api::LocalApiServer>,
+}
+
+/// Why the node services could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeServicesError {
+    /// The local API socket.
+    #[error(transparent)]
+    LocalApi(#[from] crate::local_api::ServeError),
+    /// The metrics listener.
+    #[error("cannot listen for /metrics on {address}: {error}")]
+    Metrics {
+        /// `metrics_bind_address`.
+        address: std::net::SocketAddr,
+        /// Why.
+        error: std::io::Error,
+    },
 }

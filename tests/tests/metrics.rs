@@ -289,7 +289,7 @@ async fn the_grafana_dashboard_queries_only_exported_metrics() {
         .unwrap();
     let m = wait_until("the hunter tried the other clone URL", Duration::from_secs(30), || async {
         let m = Exposition::parse(&server.metrics().await);
-        let tried = m.samples_of("grasp_hunt_domain_requests_total").next().is_some();
+        let tried = m.samples_of("grasp_hunt_fetches_started_total").next().is_some_and(|s| s.value > 0.0);
         let synced = m.samples_of("ngit_sync_connection_attempts_total").next().is_some();
         (tried && synced).then_some(m)
     })
@@ -314,4 +314,20 @@ async fn the_grafana_dashboard_queries_only_exported_metrics() {
     assert!(checked.len() >= 30, "the dashboard covers the metrics ({} checked)", checked.len());
 }
 
-frontend_tests!(ngit_metrics_count_clones_fetches_pushes_and_events);
+async fn metrics_can_live_on_a_listener_of_their_own(frontend: Frontend) {
+    let port = grasp_tests::sync::free_port();
+    let server = frontend.builder().arg(format!("--metrics-bind-address=127.0.0.1:{port}")).start();
+    let public = grasp_tests::http::request(&server.addr, "GET", "/metrics", &[], b"").await;
+    assert_eq!(public.status, 404, "not on the public listener");
+    let private = grasp_tests::http::request(&format!("127.0.0.1:{port}"), "GET", "/metrics", &[], b"").await;
+    assert_eq!(private.status, 200);
+    let text = String::from_utf8_lossy(&private.body);
+    assert!(text.contains("ngit_websocket_connections_total"), "{text}");
+    let other = grasp_tests::http::request(&format!("127.0.0.1:{port}"), "GET", "/", &[], b"").await;
+    assert_eq!(other.status, 404, "only /metrics there");
+}
+
+frontend_tests!(
+    ngit_metrics_count_clones_fetches_pushes_and_events,
+    metrics_can_live_on_a_listener_of_their_own
+);

@@ -221,6 +221,10 @@ pub struct ConfigArgs {
     #[arg(long, env = "GRASP_TEST_RESOLVE", value_delimiter = ',')]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub test_resolve: Option<Vec<String>>,
+    /// Serve /metrics on this address (e.g. 127.0.0.1:9090) instead of the public listener
+    #[arg(long, env = "GRASP_METRICS_BIND_ADDRESS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_bind_address: Option<SocketAddr>,
     /// Serve the local API socket used by grasp-hook (true or false)
     #[arg(long, env = "GRASP_LOCAL_API", value_parser = BoolishValueParser::new(),
           num_args = 0..=1, default_missing_value = "true")]

@@ -121,6 +121,8 @@ pub struct Config {
     pub allow_non_global_targets: bool,
     /// Test mode only: `name=ip` entries the outbound policy resolves instead of asking DNS.
     pub test_resolve: Vec<String>,
+    /// Serve `/metrics` on this address instead of the public listener (e.g. loopback).
+    pub metrics_bind_address: Option<std::net::SocketAddr>,
     /// Serve the local API (a Unix socket) that `grasp-hook` and other programs on this
     /// machine use to ask the node about pushes.
     pub local_api: bool,
@@ -330,6 +332,7 @@ impl Default for Config {
             hunt_max_fetches_per_address: hunt.urls.per_address,
             allow_non_global_targets: false,
             test_resolve: Vec::new(),
+            metrics_bind_address: None,
             local_api: true,
             local_api_socket: None,
             local_api_group: None,

@@ -1,12 +1,9 @@
 //! Hunting metrics (`grasp_hunt_*`), registered in the server's registry.
 //!
-//! Domains come from clone URLs anyone can publish, so the `domain` label is bounded: the
-//! first [`MAX_DOMAIN_LABELS`] domains get their own label, later ones share `other`.
+//! No label carries a host: clone URLs come from events anyone can publish, and a series
+//! per host would tell the public which of them answer. Fetches count in total.
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
-
-use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 use crate::metrics::register_collector as register;
 
@@ -17,9 +14,6 @@ const ATTEMPT_RESULTS: [&str; 2] = ["done", "waiting"];
 /// [`super::remote::FetchError::label`].
 const FETCH_RESULTS: [&str; 7] =
     ["objects", "nothing", "error", "timeout", "too_large", "refused", "local_error"];
-
-/// Most distinct `domain` label values.
-pub const MAX_DOMAIN_LABELS: usize = 100;
 
 /// The hunting metrics of one server. Cheap to clone.
 #[derive(Clone)]
@@ -35,13 +29,12 @@ pub struct HuntMetrics {
     pub objects_fetched: IntCounter,
     /// Bytes fetches brought (as stored: packs and loose objects).
     pub bytes_fetched: IntCounter,
-    /// Fetches running now, by domain.
-    pub domain_in_flight: IntGaugeVec,
-    /// Fetches started, by domain.
-    pub domain_requests: IntCounterVec,
+    /// Fetches running now.
+    pub in_flight: IntGauge,
+    /// Fetches started.
+    pub started: IntCounter,
     /// Held events released after hunting brought their data, by type.
     pub released: IntCounterVec,
-    labelled: Arc<Mutex<HashSet<String>>>,
 }
 
 impl std::fmt::Debug for HuntMetrics {
@@ -85,25 +78,21 @@ impl HuntMetrics {
                 IntCounter::new("grasp_hunt_bytes_fetched_total", "Bytes of git objects hunting fetched")
                     .expect("valid metric"),
             ),
-            domain_in_flight: register(
+            in_flight: register(
                 registry,
-                IntGaugeVec::new(
-                    Opts::new("grasp_hunt_domain_in_flight", "Hunting fetches running, by domain"),
-                    &["domain"],
-                )
-                .expect("valid metric"),
+                IntGauge::new("grasp_hunt_fetches_in_flight", "Hunting fetches running now")
+                    .expect("valid metric"),
             ),
-            domain_requests: counter_vec(
-                "grasp_hunt_domain_requests_total",
-                "Hunting fetches started, by domain",
-                &["domain"],
+            started: register(
+                registry,
+                IntCounter::new("grasp_hunt_fetches_started_total", "Hunting fetches started")
+                    .expect("valid metric"),
             ),
             released: counter_vec(
                 "grasp_hunt_released_total",
                 "Held events released after hunting fetched their git data, by type",
                 &["type"],
             ),
-            labelled: Arc::default(),
         }
         .preset()
     }
@@ -121,33 +110,5 @@ impl HuntMetrics {
             self.released.with_label_values(&[kind.as_str()]);
         }
         self
-    }
-
-    /// The label for `domain`: itself while there is room, `other` after that.
-    pub fn domain_label(&self, domain: &str) -> String {
-        let mut labelled = self.labelled.lock().expect("label set poisoned");
-        if labelled.contains(domain) {
-            return domain.to_owned();
-        }
-        if labelled.len() < MAX_DOMAIN_LABELS {
-            labelled.insert(domain.to_owned());
-            return domain.to_owned();
-        }
-        "other".to_owned()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn domain_labels_are_bounded() {
-        let m = HuntMetrics::register(&Registry::new());
-        for i in 0..MAX_DOMAIN_LABELS {
-            assert_eq!(m.domain_label(&format!("d{i}.example")), format!("d{i}.example"));
-        }
-        assert_eq!(m.domain_label("late.example"), "other");
-        assert_eq!(m.domain_label("d0.example"), "d0.example");
     }
 }

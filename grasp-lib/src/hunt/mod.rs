@@ -283,7 +283,7 @@ impl Hunter {
                 self.scheduler.planned(&identifier, wanted, now)
             }
             Done::Fetched { identifier, url, domain, result, wanted } => {
-                self.metrics.domain_in_flight.with_label_values(&[&self.metrics.domain_label(&domain)]).dec();
+                self.metrics.in_flight.dec();
                 let label = match &result {
                     Ok(f) if f.landed.is_empty() => "nothing",
                     Ok(_) => "objects",
@@ -325,9 +325,8 @@ impl Hunter {
                     });
                 }
                 Action::Fetch { identifier, url, domain, oids } => {
-                    let label = self.metrics.domain_label(&domain);
-                    self.metrics.domain_requests.with_label_values(&[&label]).inc();
-                    self.metrics.domain_in_flight.with_label_values(&[&label]).inc();
+                    self.metrics.started.inc();
+                    self.metrics.in_flight.inc();
                     tracing::debug!(%identifier, %url, missing = oids.len(), "fetching");
                     tokio::spawn(async move {
                         let result = remote.fetch(&identifier, &url, &oids).await;
@@ -414,8 +413,8 @@ mod tests {
         assert_eq!(remote.processed(), vec!["r"]);
         assert_eq!(metrics.queue_size.get(), 0);
         assert_eq!(metrics.fetches.with_label_values(&["objects"]).get(), 1);
-        assert_eq!(metrics.domain_requests.with_label_values(&["b.example"]).get(), 1);
-        assert_eq!(metrics.domain_in_flight.with_label_values(&["b.example"]).get(), 0);
+        assert_eq!(metrics.started.get(), 1);
+        assert_eq!(metrics.in_flight.get(), 0);
         drop(hunt);
     }
 

@@ -18,6 +18,7 @@
 //! assert_eq!(preflight.status(), 204);
 //! ```
 
+pub mod metrics_listener;
 pub mod pages;
 mod route;
 pub mod test_listener;

@@ -99,7 +99,11 @@ fn service_param(query: Option<&str>) -> Option<Service> {
 impl Grasp {
     /// Routes a request to this node: [`route_in`] with its origin and repositories.
     pub fn route(&self, head: &RequestHead<'_>) -> Route {
-        route_in(self.origin(), |repo| self.serving_path(repo).is_some(), head)
+        match route_in(self.origin(), |repo| self.serving_path(repo).is_some(), head) {
+            // Served on its own listener (`metrics_bind_address`), not to the public.
+            Route::Metrics if self.config().metrics_bind_address.is_some() => Route::Refused(not_found()),
+            route => route,
+        }
     }
 }
 
