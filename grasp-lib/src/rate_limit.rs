@@ -30,6 +30,33 @@ pub fn address_group(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// So many actions per minute per key: a token bucket per key, refilled evenly; bursts up
+/// to the per-minute count. Relay sync keys its peers' budgets by peer URL.
+pub struct PerKeyLimit<K: std::hash::Hash + Eq + Clone>(Option<DefaultKeyedRateLimiter<K>>);
+
+impl<K: std::hash::Hash + Eq + Clone> std::fmt::Debug for PerKeyLimit<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("PerKeyLimit").field(&self.0.as_ref().map(|r| r.len())).finish()
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Clone> PerKeyLimit<K> {
+    /// `per_minute` actions per minute per key; `0` means unlimited.
+    pub fn per_minute(per_minute: u32) -> Self {
+        Self(NonZeroU32::new(per_minute).map(|n| RateLimiter::keyed(Quota::per_minute(n))))
+    }
+
+    /// Waits until `key` may act (and counts the action): back-pressure instead of a
+    /// refusal, for work that must not be lost.
+    pub async fn wait(&self, key: &K) {
+        let Some(rate) = &self.0 else { return };
+        if rate.len() > FORGET_ABOVE {
+            rate.retain_recent();
+        }
+        rate.until_key_ready(key).await;
+    }
+}
+
 /// So many actions per minute per client address group ([`address_group`]): a token bucket
 /// per group, refilled evenly; bursts up to the per-minute count.
 pub struct PerIpLimit(Option<DefaultKeyedRateLimiter<IpAddr>>);
@@ -73,6 +100,19 @@ mod tests {
         assert!(limit.allow(b), "another address has its own quota");
         let unlimited = PerIpLimit::per_minute(0);
         assert!((0..1000).all(|_| unlimited.allow(a)));
+    }
+
+    #[tokio::test(start_paused = false)]
+    async fn a_keyed_limit_waits_instead_of_refusing() {
+        let limit: PerKeyLimit<String> = PerKeyLimit::per_minute(60_000);
+        let started = std::time::Instant::now();
+        for _ in 0..1_100 {
+            limit.wait(&"peer".to_owned()).await;
+        }
+        // 1,000 a second: the first 1,000 pass at once, the rest wait their turn.
+        assert!(started.elapsed() >= std::time::Duration::from_millis(90), "{:?}", started.elapsed());
+        let unlimited: PerKeyLimit<String> = PerKeyLimit::per_minute(0);
+        unlimited.wait(&"x".to_owned()).await;
     }
 
     #[test]

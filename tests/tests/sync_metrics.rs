@@ -68,3 +68,47 @@ async fn sync_metrics_follow_the_peer_and_count_what_it_brings() {
     })
     .await;
 }
+
+/// A peer that serves events a client could not send here (too large): relay sync refuses
+/// them as it would a client's, keeps none of them, and the server's memory stays small.
+#[tokio::test]
+async fn a_peers_oversized_events_are_refused_and_not_kept() {
+    let (a_port, b_port) = (grasp_tests::sync::free_port(), grasp_tests::sync::free_port());
+    // A accepts messages up to 2 MB; B keeps the default 512 KiB.
+    let a = grasp_tests::sync::not_syncing(a_port).arg("--max-message-size=2000000").start();
+    let repo = Repo::new("big", &[addr(a_port), addr(b_port)]);
+    repo.host_on(&a).await;
+    let author = Keys::generate();
+    let big: Vec<Event> = (0..16)
+        .map(|i| {
+            EventBuilder::new(Kind::Custom(1621), format!("{i}{}", "x".repeat(900_000)))
+                .tags([Tag::parse(["a", &repo.coordinate]).unwrap(), Tag::parse(["subject", "big"]).unwrap()])
+                .sign_with_keys(&author)
+                .unwrap()
+        })
+        .collect();
+    for event in &big {
+        publish(&a, event).await.expect("A takes it");
+    }
+    let small = grasp_tests::events::issue(&author, &repo.coordinate);
+    publish(&a, &small).await.expect("A takes it");
+
+    let b = grasp_tests::sync::syncing(b_port, &[a.ws_url()]).start();
+    let rss_before = grasp_tests::memory::rss(b.pid());
+    repo.host_on(&b).await;
+    wait_for_event(&b, &small, "the small issue synced to B").await;
+    let metrics = wait_metrics(&b, "B refused the large ones", |m| {
+        metric_sum(m, "grasp_sync_peer_events_total", &["outcome=\"over_limit\""]) >= 16.0
+    })
+    .await;
+    for event in &big {
+        assert!(!grasp_tests::sync::serves(&b, event).await, "a refused event is not served");
+    }
+    assert_eq!(
+        metric_sum(&metrics, "ngit_sync_rejected_hot_cache_current", &[]),
+        0.0,
+        "none kept: {metrics}"
+    );
+    let grown = grasp_tests::memory::rss(b.pid()).saturating_sub(rss_before);
+    assert!(grown < 64 << 20, "B grew by {} MiB for 14 MiB of refused events", grown >> 20);
+}

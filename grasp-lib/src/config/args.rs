@@ -131,6 +131,18 @@ pub struct ConfigArgs {
     #[arg(long, env = "GRASP_MAX_NEGENTROPY_ITEMS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_negentropy_items: Option<usize>,
+    /// Most tags one event may carry, from clients and sync peers alike
+    #[arg(long, env = "GRASP_MAX_EVENT_TAGS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_event_tags: Option<usize>,
+    /// Events per minute one sync peer may send; the rest wait (0 = unlimited)
+    #[arg(long, env = "GRASP_SYNC_EVENTS_PER_MINUTE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync_events_per_minute: Option<u32>,
+    /// Events per minute one sync peer may get newly accepted; the rest wait (0 = unlimited)
+    #[arg(long, env = "GRASP_SYNC_ACCEPTS_PER_MINUTE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync_accepts_per_minute: Option<u32>,
     /// Open websocket connections from one IP above which it is counted as a flagged abuser
     #[arg(long, env = "GRASP_ABUSER_CONNECTION_THRESHOLD")]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -70,6 +70,13 @@ pub struct Config {
     pub subscriber_queue: usize,
     /// Most records one negentropy (NIP-77) session may cover.
     pub max_negentropy_items: usize,
+    /// Most tags one event may carry (from clients and peers alike).
+    pub max_event_tags: usize,
+    /// Events per minute one sync peer may send (the rest wait: nothing is lost).
+    pub sync_events_per_minute: u32,
+    /// Events per minute one sync peer may get newly accepted (stored or held); past that,
+    /// its events wait (default: `events_per_minute`, what a client's address gets).
+    pub sync_accepts_per_minute: Option<u32>,
     /// An IP holding more websocket connections than this at once counts in
     /// `ngit_websocket_flagged_abusers` (nothing is refused).
     pub abuser_connection_threshold: usize,
@@ -310,6 +317,9 @@ impl Default for Config {
             trust_forwarded_for: false,
             subscriber_queue: relay.subscriber_queue,
             max_negentropy_items: relay.max_negentropy_items,
+            max_event_tags: relay.max_event_tags,
+            sync_events_per_minute: 6000,
+            sync_accepts_per_minute: None,
             abuser_connection_threshold: relay.abuser_connection_threshold,
             max_push_size: 2 * 1024 * 1024 * 1024,
             purgatory_expiry_secs: None,

@@ -211,10 +211,15 @@ impl Config {
             memory: MemoryLimits {
                 hot_ttl: secs(self.sync_rejected_hot_secs).unwrap_or(d.memory.hot_ttl),
                 hot_capacity: self.sync_rejected_hot_capacity,
+                hot_max_bytes: d.memory.hot_max_bytes,
                 cold_ttl: secs(self.sync_rejected_cold_secs).unwrap_or(d.memory.cold_ttl),
                 cold_capacity: self.sync_rejected_cold_capacity,
                 expired_block: secs(self.sync_expired_block_secs).unwrap_or(d.memory.expired_block),
                 expired_capacity: self.sync_rejected_cold_capacity,
+            },
+            budgets: crate::sync::ingest::PeerBudgets {
+                events_per_minute: self.sync_events_per_minute,
+                accepts_per_minute: self.sync_accepts_per_minute.unwrap_or(self.events_per_minute),
             },
             timeouts: RemoteTimeouts {
                 connect,
@@ -252,6 +257,7 @@ impl Config {
             subscriber_queue: self.subscriber_queue,
             max_negentropy_items: self.max_negentropy_items,
             abuser_connection_threshold: self.abuser_connection_threshold,
+            max_event_tags: self.max_event_tags,
         }
     }
 

@@ -36,6 +36,8 @@ pub struct RelayLimits {
     pub max_negentropy_items: usize,
     /// Open connections from one IP above which it counts as a flagged abuser (metrics).
     pub abuser_connection_threshold: usize,
+    /// Most tags one event may carry.
+    pub max_event_tags: usize,
 }
 
 impl Default for RelayLimits {
@@ -51,6 +53,7 @@ impl Default for RelayLimits {
             subscriber_queue: 4096,
             max_negentropy_items: 500_000,
             abuser_connection_threshold: 20,
+            max_event_tags: 2500,
         }
     }
 }
@@ -156,10 +159,30 @@ impl Relay {
     /// steps with a look at its memory of refused events between them, so synced events
     /// pass exactly the same checks and policy.
     pub async fn submit(&self, event: Event, source: EventSource) -> IngestOutcome {
-        if let Err(refused) = self.check_integrity(&event) {
+        if let Err(refused) = self.check_bounds(&event).and_then(|()| self.check_integrity(&event)) {
             return refused;
         }
         self.ingest_from(event, source).await
+    }
+
+    /// The bounds every event meets, whoever brought it (a client or a sync peer): its size
+    /// (as JSON, under `max_message_size`) and its number of tags. `Err` is the refusal
+    /// (counted).
+    pub fn check_bounds(&self, event: &Event) -> Result<(), IngestOutcome> {
+        let kind = kind_label(event.kind.as_u16());
+        let tags = event.tags.len();
+        if tags > self.limits.max_event_tags {
+            let max = self.limits.max_event_tags;
+            let msg = format!("invalid: the event has {tags} tags; at most {max} are accepted");
+            return Err(self.refuse_unverified(kind, "too_many_tags", msg));
+        }
+        let size = nostr::JsonUtil::as_json(event).len();
+        if size > self.limits.max_message_size {
+            let max = self.limits.max_message_size;
+            let msg = format!("invalid: the event is {size} bytes; at most {max} are accepted");
+            return Err(self.refuse_unverified(kind, "too_large", msg));
+        }
+        Ok(())
     }
 
     /// The checks [`Relay::submit`] starts with: the id is the hash of the content and the

@@ -23,6 +23,7 @@ use super::rejected::{MemoryLimits, Recall, RejectedMemory};
 use super::remote::is_rate_limit;
 use crate::hosting::Hosting;
 use crate::policy::EventSource;
+use crate::rate_limit::PerKeyLimit;
 use crate::relay::{IngestOutcome, Relay};
 
 /// What became of one synced event.
@@ -44,6 +45,8 @@ pub enum Ingested {
     ExpiredHere,
     /// Its id or signature is wrong; refused, not remembered.
     Forged,
+    /// Larger, or with more tags, than a client may send; refused, not remembered.
+    OverLimit,
 }
 
 impl Ingested {
@@ -58,6 +61,7 @@ impl Ingested {
             Ingested::Remembered => "remembered",
             Ingested::ExpiredHere => "expired_here",
             Ingested::Forged => "forged",
+            Ingested::OverLimit => "over_limit",
         }
     }
 
@@ -89,6 +93,22 @@ fn classify(outcome: &IngestOutcome) -> Ingested {
 /// forgotten, and what they depended on has arrived).
 pub type Refetch = (PeerUrl, Vec<EventId>);
 
+/// How fast one peer's events are taken in: the rest wait (the peer's stream is read more
+/// slowly), so nothing is lost and no peer can flood the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerBudgets {
+    /// Events per minute one peer may send.
+    pub events_per_minute: u32,
+    /// Events per minute one peer may get newly accepted (stored or held).
+    pub accepts_per_minute: u32,
+}
+
+impl Default for PeerBudgets {
+    fn default() -> Self {
+        Self { events_per_minute: 6000, accepts_per_minute: 600 }
+    }
+}
+
 /// The entry point of synced events.
 pub struct SyncIngest {
     relay: Arc<Relay>,
@@ -96,6 +116,8 @@ pub struct SyncIngest {
     memory: Mutex<RejectedMemory>,
     metrics: SyncMetrics,
     refetch: mpsc::UnboundedSender<Refetch>,
+    received: PerKeyLimit<PeerUrl>,
+    accepted: PerKeyLimit<PeerUrl>,
 }
 
 impl std::fmt::Debug for SyncIngest {
@@ -114,7 +136,23 @@ impl SyncIngest {
         refetch: mpsc::UnboundedSender<Refetch>,
     ) -> Self {
         let memory = Mutex::new(RejectedMemory::new(limits, metrics.clone()));
-        Self { relay, hosting, memory, metrics, refetch }
+        let budgets = PeerBudgets::default();
+        Self {
+            relay,
+            hosting,
+            memory,
+            metrics,
+            refetch,
+            received: PerKeyLimit::per_minute(budgets.events_per_minute),
+            accepted: PerKeyLimit::per_minute(budgets.accepts_per_minute),
+        }
+    }
+
+    /// The same ingest with these per-peer budgets.
+    pub fn with_budgets(mut self, budgets: PeerBudgets) -> Self {
+        self.received = PerKeyLimit::per_minute(budgets.events_per_minute);
+        self.accepted = PerKeyLimit::per_minute(budgets.accepts_per_minute);
+        self
     }
 
     fn memory(&self) -> std::sync::MutexGuard<'_, RejectedMemory> {
@@ -124,13 +162,17 @@ impl SyncIngest {
     /// Submits an event `peer` sent.
     pub async fn submit(&self, peer: &PeerUrl, event: Event) -> Ingested {
         self.metrics.events.inc();
+        self.received.wait(peer).await;
         let now = Instant::now();
-        // Integrity first: a forged copy must not make the memory refuse the real event.
-        let recalled = match self.relay.check_integrity(&event) {
-            Ok(()) => Some(self.memory().recall(&event, now)),
-            Err(_) => None,
+        // The bounds a client's event meets, then integrity: a forged copy must not make
+        // the memory refuse the real event.
+        let bounded = self.relay.check_bounds(&event).is_ok();
+        let recalled = match bounded.then(|| self.relay.check_integrity(&event)) {
+            Some(Ok(())) => Some(self.memory().recall(&event, now)),
+            _ => None,
         };
         let ingested = match recalled {
+            None if !bounded => Ingested::OverLimit,
             None => Ingested::Forged,
             Some(Recall::ExpiredHere) => Ingested::ExpiredHere,
             Some(Recall::Rejected) => Ingested::Remembered,
@@ -149,6 +191,10 @@ impl SyncIngest {
             tracing::debug!(event_id = %event.id, kind = event.kind.as_u16(), url = %peer, outcome = ingested.as_str(), "synced event accepted");
         }
         self.metrics.peer_event(peer.as_str(), ingested.as_str(), ingested.is_new());
+        if ingested.is_new() {
+            // Counted after the fact: past the budget, this peer's next events wait.
+            self.accepted.wait(peer).await;
+        }
         ingested
     }
 

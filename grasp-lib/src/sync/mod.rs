@@ -65,6 +65,8 @@ pub struct SyncSettings {
     pub peer: PeerSettings,
     /// Bounds of the memory of refused events.
     pub memory: MemoryLimits,
+    /// How fast one peer's events are taken in.
+    pub budgets: ingest::PeerBudgets,
     /// Connection and request timeouts.
     pub timeouts: RemoteTimeouts,
     /// How long to gather changes before re-reading the scope.
@@ -91,6 +93,7 @@ impl SyncSettings {
                 timers,
             },
             memory,
+            budgets: ingest::PeerBudgets::default(),
             timeouts: remote::RemoteTimeouts::for_mode(test_mode),
             debounce: Duration::from_millis(debounce),
             refresh: Duration::from_secs(refresh),
@@ -161,13 +164,10 @@ pub fn start(
     let metrics = SyncMetrics::register(metrics.registry())
         .with_labelled(settings.bootstrap.iter().map(|p| p.as_str().to_owned()));
     let (refetch_tx, refetch_rx) = mpsc::unbounded_channel();
-    let ingest = Arc::new(SyncIngest::new(
-        relay.clone(),
-        hosting.clone(),
-        settings.memory,
-        metrics.clone(),
-        refetch_tx,
-    ));
+    let ingest = Arc::new(
+        SyncIngest::new(relay.clone(), hosting.clone(), settings.memory, metrics.clone(), refetch_tx)
+            .with_budgets(settings.budgets),
+    );
     let dirty = Arc::new(Notify::new());
     tokio::spawn(follow_stored(relay.subscribe_live(), ingest.clone(), dirty.clone(), stop.clone()));
     tokio::spawn(follow_expired(hosting.expired_events(), ingest.clone(), dirty.clone(), stop.clone()));

@@ -1,9 +1,10 @@
 //! The memory of events sync brought that this server refused, so reconciliation does not
 //! fetch and evaluate them again and again, bounded in size and time.
 //!
-//! - **Hot**: the full event, for a few minutes: when what it depended on arrives (the
-//!   issue a comment answers, the announcement that makes a state's author a maintainer),
-//!   it is evaluated again at once.
+//! - **Hot**: the full event, for a few minutes and within a byte budget: when what it
+//!   depended on arrives (the issue a comment answers, the announcement that makes a
+//!   state's author a maintainer), it is evaluated again at once. Past the budget (or for an
+//!   event too large to keep) only the summary stays.
 //! - **Cold**: a small summary (id, kind, time, the tags filters match on, the peer it came
 //!   from) for days: negentropy counts it as "have", so it is not fetched again. When a
 //!   dependency arrives after the event left the hot part, it is forgotten and fetched
@@ -34,6 +35,8 @@ pub struct MemoryLimits {
     pub hot_ttl: Duration,
     /// Most full events kept.
     pub hot_capacity: usize,
+    /// Most bytes of full events kept (their JSON).
+    pub hot_max_bytes: usize,
     /// How long summaries are kept.
     pub cold_ttl: Duration,
     /// Most summaries kept (hot entries included).
@@ -56,6 +59,7 @@ impl Default for MemoryLimits {
         Self {
             hot_ttl: Duration::from_secs(10 * 60),
             hot_capacity: 10_000,
+            hot_max_bytes: 4 * 1024 * 1024,
             cold_ttl: Duration::from_secs(7 * 24 * 3600),
             cold_capacity: 100_000,
             expired_block: Duration::from_secs(24 * 3600),
@@ -79,6 +83,9 @@ pub enum DependencyKey {
 /// Most tags of a summary kept for filter matching.
 const SUMMARY_TAGS: usize = 32;
 
+/// Longest tag value a summary keeps (ids, coordinates, pubkeys fit; prose does not).
+const SUMMARY_VALUE_BYTES: usize = 160;
+
 /// What filters match on, without the event.
 #[derive(Debug, Clone)]
 struct Summary {
@@ -96,7 +103,8 @@ impl Summary {
             .filter_map(|t| {
                 let s = t.as_slice();
                 let letter = s.first().filter(|n| n.len() == 1)?.chars().next()?;
-                Some((SingleLetterTag::from_char(letter).ok()?, s.get(1)?.clone()))
+                let value = s.get(1).filter(|v| v.len() <= SUMMARY_VALUE_BYTES)?;
+                Some((SingleLetterTag::from_char(letter).ok()?, value.clone()))
             })
             .take(SUMMARY_TAGS)
             .collect();
@@ -122,6 +130,8 @@ struct Entry {
     summary: Summary,
     peer: PeerUrl,
     event: Option<Box<Event>>,
+    /// JSON bytes of `event` while it is kept.
+    bytes: usize,
     keys: Vec<DependencyKey>,
 }
 
@@ -176,6 +186,7 @@ pub struct RejectedMemory {
     entries: LruCache<EventId, Entry>,
     hot_order: VecDeque<(Instant, EventId)>,
     hot: usize,
+    hot_bytes: usize,
     expired: LruCache<EventId, (Instant, Summary)>,
     by_key: HashMap<DependencyKey, HashSet<EventId>>,
     metrics: SyncMetrics,
@@ -203,6 +214,7 @@ impl RejectedMemory {
             expired: LruCache::new(capacity(limits.expired_capacity)),
             hot_order: VecDeque::new(),
             hot: 0,
+            hot_bytes: 0,
             by_key: HashMap::new(),
             limits,
             metrics,
@@ -225,6 +237,7 @@ impl RejectedMemory {
         let label = Self::label(entry.summary.kind);
         if entry.event.is_some() {
             self.hot -= 1;
+            self.hot_bytes -= entry.bytes;
             self.metrics.rejected_hot_current.with_label_values(&label).dec();
         }
         self.metrics.rejected_cold_current.with_label_values(&label).dec();
@@ -246,17 +259,24 @@ impl RejectedMemory {
         }
         let summary = Summary::of(event);
         let label = Self::label(summary.kind);
+        let bytes = nostr::JsonUtil::as_json(event).len();
+        // One event may take at most a quarter of the budget; a larger one is summarized.
+        let keep = bytes <= self.limits.hot_max_bytes / 4;
         let entry = Entry {
             rejected_at: now,
             summary,
             peer: peer.clone(),
-            event: Some(Box::new(event.clone())),
+            event: keep.then(|| Box::new(event.clone())),
+            bytes: if keep { bytes } else { 0 },
             keys,
         };
-        self.hot += 1;
-        self.metrics.rejected_hot_current.with_label_values(&label).inc();
+        if keep {
+            self.hot += 1;
+            self.hot_bytes += bytes;
+            self.metrics.rejected_hot_current.with_label_values(&label).inc();
+            self.hot_order.push_back((now, event.id));
+        }
         self.metrics.rejected_cold_current.with_label_values(&label).inc();
-        self.hot_order.push_back((now, event.id));
         if let Some((old_id, old)) = self.entries.push(event.id, entry) {
             if old_id != event.id {
                 self.drop_entry(&old_id, &old);
@@ -348,7 +368,7 @@ impl RejectedMemory {
     /// Drops what is past its time or over capacity.
     pub fn sweep(&mut self, now: Instant) {
         while let Some(&(at, id)) = self.hot_order.front() {
-            let over = self.hot > self.limits.hot_capacity;
+            let over = self.hot > self.limits.hot_capacity || self.hot_bytes > self.limits.hot_max_bytes;
             if !over && now.duration_since(at) < self.limits.hot_ttl {
                 break;
             }
@@ -358,6 +378,7 @@ impl RejectedMemory {
                     entry.event = None;
                     let label = Self::label(entry.summary.kind);
                     self.hot -= 1;
+                    self.hot_bytes -= std::mem::take(&mut entry.bytes);
                     self.metrics.rejected_hot_current.with_label_values(&label).dec();
                     self.metrics.rejected_hot_expired.with_label_values(&label).inc();
                 }
@@ -384,6 +405,11 @@ impl RejectedMemory {
     #[cfg(test)]
     fn sizes(&self) -> (usize, usize, usize) {
         (self.hot, self.entries.len(), self.expired.len())
+    }
+
+    /// Bytes of full events kept.
+    pub fn hot_bytes(&self) -> usize {
+        self.hot_bytes
     }
 }
 
@@ -423,6 +449,32 @@ mod tests {
         assert_eq!(m.sizes(), (0, 1, 0));
         assert_eq!(m.recall(&comment, t0 + limits.cold_ttl), Recall::Unknown);
         assert_eq!(m.sizes(), (0, 0, 0));
+    }
+
+    #[test]
+    fn full_events_are_kept_within_a_byte_budget() {
+        let big = |n: usize| {
+            EventBuilder::new(Kind::Custom(1), "x".repeat(n)).sign_with_keys(&Keys::generate()).unwrap()
+        };
+        let limits = MemoryLimits { hot_max_bytes: 40_000, ..Default::default() };
+        let mut m = memory(limits);
+        let t0 = Instant::now();
+        let events: Vec<Event> = (0..10).map(|_| big(5_000)).collect();
+        for e in &events {
+            m.remember(e, &peer(), t0);
+        }
+        assert!(m.hot_bytes() <= 40_000, "{} bytes kept", m.hot_bytes());
+        let (hot, cold, _) = m.sizes();
+        assert!(hot < 10 && cold == 10, "the oldest full events became summaries: {hot} hot, {cold} cold");
+        // One event over a quarter of the budget is only summarized.
+        let huge = big(20_000);
+        m.remember(&huge, &peer(), t0);
+        assert_eq!(m.recall(&huge, t0), Recall::Rejected);
+        assert!(m.entries.peek(&huge.id).is_some_and(|e| e.event.is_none()));
+        // Prose in tags is not kept in summaries.
+        let long = event(1, &[["t", &"y".repeat(1000)], ["e", &EventId::all_zeros().to_hex()]]);
+        m.remember(&long, &peer(), t0);
+        assert_eq!(m.entries.peek(&long.id).unwrap().summary.tags.len(), 1);
     }
 
     #[test]
