@@ -10,8 +10,12 @@
 # it needs the two tools, which it installs into $QA_TOOLS (default ~/.cache/qa-tools).
 #
 #   scripts/outside-check.sh [--frontend inline|proxy] [--ngit] [--no-build] [--spec SPEC]
-#                            [--mode shared|isolated] [--keep-logs DIR]
+#                            [--mode shared|isolated] [--keep-logs DIR] [--server-arg ARG]...
 #
+# --server-arg passes one more option to the server (repeatable), e.g.
+# --server-arg --legacy-maintainers: grasp-audit 0.2.0's maintainer fixtures predate
+# maintainer model v3 (their maintainers never list the owner back), so 6 of its GRASP-01
+# checks pass only under the old rule.
 # --keep-logs DIR copies the full grasp-audit output and the server's (and nginx's) logs
 # into DIR before the temporary directory is removed.
 #
@@ -32,6 +36,7 @@ BUILD=1
 KEEP_LOGS=
 SPEC=all
 MODE=shared
+EXTRA_SERVER_ARGS=()
 while [ $# -gt 0 ]; do
     case $1 in
         --frontend) FRONTEND=$2; shift ;;
@@ -40,7 +45,8 @@ while [ $# -gt 0 ]; do
         --keep-logs) KEEP_LOGS=$2; shift ;;
         --spec) SPEC=$2; shift ;;
         --mode) MODE=$2; shift ;;
-        -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --server-arg) EXTRA_SERVER_ARGS+=("$2"); shift ;;
+        -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -196,7 +202,7 @@ CONF
     echo "== nginx + fcgiwrap + git http-backend on $UPSTREAM"
 }
 
-SERVER_ARGS=(--bind-address 127.0.0.1:0 --sync=false --hunting=false)
+SERVER_ARGS=(--bind-address 127.0.0.1:0 --sync=false --hunting=false ${EXTRA_SERVER_ARGS[@]+"${EXTRA_SERVER_ARGS[@]}"})
 if [ "$FRONTEND" = proxy ]; then
     start_upstream
     SERVER_ARGS+=(--upstream "$UPSTREAM")

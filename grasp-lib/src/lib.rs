@@ -252,6 +252,7 @@ pub struct Grasp {
     prs_push_limit: Arc<rate_limit::PerIpLimit>,
     push_limit: Arc<rate_limit::PerIpLimit>,
     prs_empty: Option<Arc<git::prs::EmptyRepository>>,
+    git_slots: limits::GitSlots,
 }
 
 impl Grasp {
@@ -261,11 +262,13 @@ impl Grasp {
     pub async fn open(config: Config) -> Result<Self, OpenError> {
         config.validate()?;
         config.domain.as_deref().ok_or(OpenError::MissingDomain)?;
+        rate_limit::set_ipv6_client_prefix(config.ipv6_client_prefix);
         let origin: ServiceOrigin = config.service_origin().expect("validated domain and base path");
         let store = EventStore::open(config.database_backend, &config.relay_data_path)
             .map_err(|source| OpenError::Store { path: config.relay_data_path.clone(), source })?;
         let metrics = Metrics::new();
         Metrics::prime(&metrics.push_refused, authorization::PushBound::ALL.iter().map(|b| b.as_str()));
+        Metrics::prime(&metrics.git_busy, ["total", "per_client"]);
         let outbound = Arc::new(
             config
                 .outbound_policy(origin.clone())
@@ -352,6 +355,7 @@ impl Grasp {
         start_sync(&config, &origin, &relay, &hosting, &metrics, &outbound);
         tokio::spawn(recover_in_background(hosting.clone()));
         tokio::spawn(curation.clone().watch(config.curation_reload_interval()));
+        let git_slots = limits::GitSlots::new(config.git_slot_limits());
         Ok(Self {
             config: Arc::new(config),
             origin,
@@ -364,6 +368,7 @@ impl Grasp {
             prs_push_limit,
             push_limit,
             prs_empty,
+            git_slots,
         })
     }
 

@@ -117,6 +117,8 @@ pub struct Metrics {
     pub purgatory_refused: IntCounterVec,
     /// Pushes refused by an abuse bound, by bound.
     pub push_refused: IntCounterVec,
+    /// Git requests refused because no git process slot was free, by cap.
+    pub git_busy: IntCounterVec,
     /// Local API requests (git hooks), by result.
     pub local_api_requests: IntCounterVec,
     /// Open client connections (HTTP and websocket) counted by the connection caps.
@@ -351,6 +353,12 @@ impl Metrics {
                 "grasp_push_refused_total",
                 "Pushes refused by an abuse bound (rate, placeholders, disk, quota), by bound",
                 &["bound"],
+            ),
+            git_busy: counter_vec(
+                &r,
+                "grasp_git_busy_total",
+                "Git requests answered 503 because no git process slot was free, by cap",
+                &["cap"],
             ),
             local_api_requests: counter_vec(
                 &r,

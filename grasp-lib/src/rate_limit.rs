@@ -3,31 +3,43 @@
 
 use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 /// Addresses remembered before the ones that are back to a full quota are forgotten.
 const FORGET_ABOVE: usize = 100_000;
 
-/// How many leading bits of an IPv6 address name one client: a /64 is what one subscriber,
-/// one host or one cloud instance usually gets, so counting single IPv6 addresses would let
-/// one client act as 2^64 clients.
+/// How many leading bits of an IPv6 address name one client by default: a /64 is what one
+/// subscriber, one host or one cloud instance usually gets, so counting single IPv6
+/// addresses would let one client act as 2^64 clients.
 pub const IPV6_CLIENT_PREFIX: u8 = 64;
+
+/// The prefix in effect (`ipv6_client_prefix`): one value for the whole process, since
+/// every per-address bound of a node must count alike.
+static PREFIX: AtomicU8 = AtomicU8::new(IPV6_CLIENT_PREFIX);
+
+/// Sets how many leading bits of an IPv6 address name one client (1 to 128), for every
+/// per-address bound in this process.
+pub fn set_ipv6_client_prefix(bits: u8) {
+    PREFIX.store(bits.clamp(1, 128), Ordering::Relaxed);
+}
 
 /// The key a client address is counted under by every per-address bound: IPv4 addresses as
 /// they are (an IPv4-mapped IPv6 address counts as its IPv4 address), IPv6 addresses
-/// grouped by their first [`IPV6_CLIENT_PREFIX`] bits.
+/// grouped by their first bits ([`set_ipv6_client_prefix`], /64 by default).
 pub fn address_group(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),
-            None => {
-                let mask = u128::MAX << (128 - u32::from(IPV6_CLIENT_PREFIX));
-                IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
-            }
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & prefix_mask(PREFIX.load(Ordering::Relaxed)))),
         },
     }
+}
+
+fn prefix_mask(bits: u8) -> u128 {
+    u128::MAX.checked_shl(128 - u32::from(bits)).unwrap_or(0)
 }
 
 /// So many actions per minute per key: a token bucket per key, refilled evenly; bursts up
@@ -131,5 +143,16 @@ mod tests {
         assert!(limit.allow(ip("2001:db8::1")));
         assert!(!limit.allow(ip("2001:db8::2")), "a second address of the same /64 shares the quota");
         assert!(limit.allow(ip("2001:db8:0:1::1")), "the next /64 is another client");
+    }
+
+    #[test]
+    fn other_prefixes_group_wider_or_narrower() {
+        assert_eq!(prefix_mask(128), u128::MAX);
+        assert_eq!(prefix_mask(48), u128::MAX << 80);
+        let group = |bits: u8, s: &str| {
+            Ipv6Addr::from(u128::from(s.parse::<Ipv6Addr>().unwrap()) & prefix_mask(bits))
+        };
+        assert_eq!(group(48, "2001:db8:1:2::1"), group(48, "2001:db8:1:ffff::1"));
+        assert_ne!(group(128, "2001:db8::1"), group(128, "2001:db8::2"));
     }
 }

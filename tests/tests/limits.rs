@@ -285,7 +285,44 @@ async fn behind_a_trusted_proxy_the_per_ip_cap_uses_the_forwarded_address(fronte
     .await;
 }
 
+async fn git_processes_are_capped_with_a_503_and_the_server_recovers(frontend: Frontend) {
+    let server = frontend.builder().arg("--max-git-processes=1").arg("--git-queue-wait-secs=1").start();
+    let client = server.client().await;
+    let owner = Keys::generate();
+    host_repository(&server, &client, &owner, "capped", &[]).await;
+    let url = server.clone_url(&owner.public_key(), "capped");
+    let path = url.trim_start_matches(&server.http_url()).to_owned();
+    // A negotiation that never finishes keeps its git process (and the one slot) busy.
+    let mut stalled = TcpStream::connect(&server.addr).await.unwrap();
+    let head = format!(
+        "POST {path}/git-upload-pack HTTP/1.1\r\nHost: {}\r\nContent-Type: application/x-git-upload-pack-request\r\nContent-Length: 100000\r\n\r\n0032want ",
+        server.addr
+    );
+    stalled.write_all(head.as_bytes()).await.unwrap();
+    let info_refs = format!("{path}/info/refs?service=git-upload-pack");
+    let busy = wait_until("the slot is taken", Duration::from_secs(30), || async {
+        let r = request(&server.addr, "GET", &info_refs, &[], b"").await;
+        (r.status == 503).then_some(r)
+    })
+    .await;
+    assert!(busy.header("retry-after").is_some(), "503 says when to retry");
+    assert!(
+        String::from_utf8_lossy(&busy.body).contains("git processes"),
+        "{}",
+        String::from_utf8_lossy(&busy.body)
+    );
+    // The client gives up: its git process ends and the slot is free again.
+    drop(stalled);
+    wait_until("git requests are served again", Duration::from_secs(30), || async {
+        (request(&server.addr, "GET", &info_refs, &[], b"").await.status == 200).then_some(())
+    })
+    .await;
+    let metrics = server.metrics().await;
+    assert!(metrics.contains("grasp_git_busy_total{cap=\"total\"}"), "{metrics}");
+}
+
 frontend_tests!(
+    git_processes_are_capped_with_a_503_and_the_server_recovers,
     stalled_headers_are_closed_while_other_clients_are_served,
     a_push_that_stalls_mid_body_is_aborted_and_lands_nothing,
     silent_websockets_are_closed_and_answering_ones_stay,

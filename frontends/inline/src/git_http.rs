@@ -4,9 +4,10 @@
 
 use std::net::IpAddr;
 
-use futures::{Stream, TryStreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use grasp_lib::git::smart_http::{self, Service};
 use grasp_lib::git::RepoRef;
+use grasp_lib::limits::GitSlot;
 use grasp_lib::web::{self, WebResponse};
 use grasp_lib::Grasp;
 use sync_wrapper::SyncStream;
@@ -31,7 +32,9 @@ pub async fn advertise(
     }
 }
 
-/// `POST git-upload-pack` / `POST git-receive-pack`.
+/// `POST git-upload-pack` / `POST git-receive-pack`; `slot` is held until git's answer
+/// has been sent.
+#[allow(clippy::too_many_arguments)]
 pub async fn rpc<S, B>(
     grasp: &Grasp,
     repo: &RepoRef,
@@ -40,6 +43,7 @@ pub async fn rpc<S, B>(
     protocol: Option<&str>,
     encoding: Option<&str>,
     body: S,
+    slot: Option<GitSlot>,
 ) -> Response
 where
     S: Stream<Item = Result<B, warp::Error>> + Send + 'static,
@@ -58,6 +62,11 @@ where
         },
         Service::UploadPack => match grasp.upload_pack(repo, protocol.as_deref(), body).await {
             Ok(stream) => {
+                // The slot goes with the stream: git runs until the client has the pack.
+                let stream = stream.map(move |chunk| {
+                    let _running = &slot;
+                    chunk
+                });
                 let mut response = warp::reply::stream(SyncStream::new(stream)).into_response();
                 web::git_headers(response.headers_mut(), service.result_content_type());
                 response

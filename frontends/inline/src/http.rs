@@ -65,7 +65,20 @@ async fn dispatch(
         websocket: ws.is_some(),
     };
     let git_protocol = header("git-protocol");
-    match grasp.route(&head) {
+    let route = grasp.route(&head);
+    // Every git process serving a client holds a slot for as long as it runs.
+    let mut git_slot = match &route {
+        Route::Advertise(..) | Route::Rpc(..) => {
+            let client =
+                web::client_ip(remote, header("x-forwarded-for"), grasp.config().trust_forwarded_for);
+            match grasp.git_slot(Some(client)).await {
+                Ok(slot) => Some(slot),
+                Err(busy) => return reply(web::git_busy(&busy)),
+            }
+        }
+        _ => None,
+    };
+    match route {
         Route::Preflight => reply(web::preflight()),
         Route::Relay => match ws {
             Some(ws) => websocket::upgrade(ws, remote, header("x-forwarded-for"), grasp).into_response(),
@@ -82,8 +95,8 @@ async fn dispatch(
         Route::Rpc(repo, service) => {
             let trusted = grasp.config().trust_forwarded_for;
             let client = web::client_ip(remote, header("x-forwarded-for"), trusted);
-            git_http::rpc(&grasp, &repo, client, service, git_protocol, header("content-encoding"), body)
-                .await
+            let encoding = header("content-encoding");
+            git_http::rpc(&grasp, &repo, client, service, git_protocol, encoding, body, git_slot.take()).await
         }
         Route::Refused(response) => reply(response),
     }

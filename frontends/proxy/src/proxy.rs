@@ -37,6 +37,8 @@ pub struct RequestCtx {
     /// The client's slot behind a trusted reverse proxy, held for the request (and an
     /// upgraded websocket, which lives inside it).
     _client: Option<Permit>,
+    /// The git process slot of a git request (here or upstream), held until it ends.
+    _git: Option<grasp_lib::limits::GitSlot>,
 }
 
 /// True when the request asks to become a websocket.
@@ -102,6 +104,16 @@ impl ProxyHttp for GraspProxy {
             accept: request.headers.get(ACCEPT).and_then(|v| v.to_str().ok()),
             websocket: wants_websocket(session),
         });
+        if matches!(route, Route::Advertise(..) | Route::Rpc(..)) {
+            let client = client_of(session, grasp.config().trust_forwarded_for);
+            match grasp.git_slot(Some(client)).await {
+                Ok(slot) => ctx._git = Some(slot),
+                Err(busy) => {
+                    respond::send(session, web::git_busy(&busy)).await?;
+                    return Ok(true);
+                }
+            }
+        }
         let answer = match route {
             Route::Advertise(repo, service) if repo.is_prs() => {
                 in_process::advertise(grasp, session, &repo, service).await?;

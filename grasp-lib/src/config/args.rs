@@ -233,6 +233,22 @@ pub struct ConfigArgs {
     #[arg(long, env = "GRASP_TEST_RESOLVE", value_delimiter = ',')]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub test_resolve: Option<Vec<String>>,
+    /// Git processes serving clients at once; more wait, then get 503 (0 = no cap)
+    #[arg(long, env = "GRASP_MAX_GIT_PROCESSES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_git_processes: Option<usize>,
+    /// Git processes serving one client address at once (0 = no cap)
+    #[arg(long, env = "GRASP_MAX_GIT_PROCESSES_PER_CLIENT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_git_processes_per_client: Option<usize>,
+    /// Seconds a git request waits for a free slot before it gets 503
+    #[arg(long, env = "GRASP_GIT_QUEUE_WAIT_SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub git_queue_wait_secs: Option<u64>,
+    /// Leading bits of an IPv6 address that name one client for every per-address bound (1-128)
+    #[arg(long, env = "GRASP_IPV6_CLIENT_PREFIX")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipv6_client_prefix: Option<u8>,
     /// Serve /metrics on this address (e.g. 127.0.0.1:9090) instead of the public listener
     #[arg(long, env = "GRASP_METRICS_BIND_ADDRESS")]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -128,6 +128,14 @@ pub struct Config {
     pub allow_non_global_targets: bool,
     /// Test mode only: `name=ip` entries the outbound policy resolves instead of asking DNS.
     pub test_resolve: Vec<String>,
+    /// Git processes serving clients at once (0: no cap).
+    pub max_git_processes: usize,
+    /// Git processes serving one client address group at once (0: no cap).
+    pub max_git_processes_per_client: usize,
+    /// Seconds a git request waits for a free slot before it is answered 503.
+    pub git_queue_wait_secs: u64,
+    /// Leading bits of an IPv6 address that name one client for every per-address bound.
+    pub ipv6_client_prefix: u8,
     /// Serve `/metrics` on this address instead of the public listener (e.g. loopback).
     pub metrics_bind_address: Option<std::net::SocketAddr>,
     /// Serve the local API (a Unix socket) that `grasp-hook` and other programs on this
@@ -343,6 +351,10 @@ impl Default for Config {
             allow_non_global_targets: false,
             test_resolve: Vec::new(),
             metrics_bind_address: None,
+            ipv6_client_prefix: crate::rate_limit::IPV6_CLIENT_PREFIX,
+            max_git_processes: 64,
+            max_git_processes_per_client: 16,
+            git_queue_wait_secs: 10,
             local_api: true,
             local_api_socket: None,
             local_api_group: None,

@@ -104,6 +104,15 @@ impl Config {
         policy
     }
 
+    /// The caps on git processes serving clients.
+    pub fn git_slot_limits(&self) -> crate::limits::GitSlotLimits {
+        crate::limits::GitSlotLimits {
+            total: self.max_git_processes,
+            per_client: self.max_git_processes_per_client,
+            wait: Duration::from_secs(self.git_queue_wait_secs),
+        }
+    }
+
     /// The maintainer rule (`legacy_maintainers` keeps the pre-v3 one).
     pub fn maintainer_model(&self) -> MaintainerModel {
         if self.legacy_maintainers {

@@ -23,6 +23,9 @@ impl Config {
         if let Err(e) = crate::outbound::TableResolver::parse(&self.test_resolve) {
             return invalid("test_resolve", e);
         }
+        if !(1..=128).contains(&self.ipv6_client_prefix) {
+            return invalid("ipv6_client_prefix", "must be between 1 and 128".to_owned());
+        }
         if self.hunt_max_concurrent_fetches == 0 {
             return invalid("hunt_max_concurrent_fetches", "must be at least 1".to_owned());
         }

@@ -35,6 +35,13 @@ pub struct Maintenance {
     metrics: Metrics,
 }
 
+/// Longest a background repack may run; a repack that takes longer is killed (the
+/// repository stays as it was: git writes packs before it deletes anything).
+const REPACK_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// Memory one repack thread may use for its delta search window.
+const REPACK_WINDOW_MEMORY: &str = "pack.windowMemory=256m";
+
 /// How long a repository must go without a push before it is repacked.
 pub const QUIET_PERIOD: Duration = Duration::from_secs(2);
 
@@ -65,16 +72,29 @@ impl Maintenance {
                 super::dies_with_server(&mut cmd)
                     .arg("-C")
                     .arg(&path)
+                    // Delta search memory is bounded per thread, whatever the objects.
+                    .args(["-c", REPACK_WINDOW_MEMORY])
                     .args(args)
-                    .env("GIT_TERMINAL_PROMPT", "0");
+                    .env("GIT_TERMINAL_PROMPT", "0")
+                    .kill_on_drop(true)
+                    .process_group(0);
                 cmd
             };
+            let timed = |mut cmd: tokio::process::Command| async move {
+                match tokio::time::timeout(REPACK_TIMEOUT, cmd.output()).await {
+                    Ok(output) => output,
+                    // Dropping the child kills it (kill_on_drop), its group too.
+                    Err(_) => Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("gave up after {} s", REPACK_TIMEOUT.as_secs()),
+                    )),
+                }
+            };
             let mut output =
-                git(&["repack", "-d", "-q", "--geometric=2", "--write-midx", "--write-bitmap-index"])
-                    .output()
+                timed(git(&["repack", "-d", "-q", "--geometric=2", "--write-midx", "--write-bitmap-index"]))
                     .await;
             if matches!(&output, Ok(out) if out.status.success()) {
-                output = git(&["pack-refs", "--all", "--prune"]).output().await;
+                output = timed(git(&["pack-refs", "--all", "--prune"])).await;
             }
             match output {
                 Ok(out) if out.status.success() => {

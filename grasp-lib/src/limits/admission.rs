@@ -161,7 +161,7 @@ impl Admission {
 
     /// Open connections (or, behind a proxy, requests) of `ip` now.
     pub fn open_from(&self, ip: IpAddr) -> usize {
-        self.counts().per_ip.get(&ip).copied().unwrap_or(0)
+        self.counts().per_ip.get(&crate::rate_limit::address_group(ip)).copied().unwrap_or(0)
     }
 
     fn counts(&self) -> std::sync::MutexGuard<'_, Counts> {
@@ -170,7 +170,7 @@ impl Admission {
 
     fn admit(&self, total: bool, ip: Option<IpAddr>) -> Result<Permit, Refusal> {
         let shared = &self.shared;
-        let ip = ip.filter(|_| shared.max_per_ip > 0);
+        let ip = ip.map(crate::rate_limit::address_group).filter(|_| shared.max_per_ip > 0);
         let outcome = {
             let mut counts = self.counts();
             if total && counts.total >= shared.max_total {

@@ -11,16 +11,19 @@
 //! | [`Admission`] | the total cap at accept; the per-IP cap at accept (TCP peer) or, with `trust_forwarded_for`, after the headers on the forwarded address |
 //! | [`IdleTimeout`] | on request bodies; [`crate::Grasp::receive_pack`] and [`crate::git::smart_http::upload_pack`] apply it themselves |
 //! | [`KeepAlive`] | websocket pings, silent-peer and stalled-write closes, in [`crate::relay::connection::drive`] |
+//! | [`GitSlots`] | git processes serving clients, in total and per client: a request waits briefly for a slot, then gets `503` |
 //! | [`StorageLimits`] | the free-disk floor and per-owner quota, before a push ([`crate::Grasp::admit_push`]) or a hunted fetch |
 //!
 //! See `docs/explanation/limits.md` for the behaviour operators and clients see.
 
 mod admission;
+pub mod git_slots;
 mod idle;
 mod nofile;
 pub mod storage;
 
 pub use admission::{Admission, Permit, Refusal};
+pub use git_slots::{GitBusy, GitSlot, GitSlotLimits, GitSlots};
 pub use idle::{is_idle_timeout, IdleTimeout};
 pub use nofile::{raise_nofile_limit, NofileLimit};
 pub use storage::StorageLimits;

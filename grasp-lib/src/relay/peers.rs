@@ -30,6 +30,8 @@ impl Peers {
 
     /// Counts a connection from `peer` as open until the returned guard is dropped.
     pub fn open(&self, peer: IpAddr) -> OpenConnection {
+        // Counted by address group (an IPv6 /64 is one client), as every per-address bound.
+        let peer = crate::rate_limit::address_group(peer);
         let mut open = self.open.lock().expect("peers poisoned");
         let count = open.entry(peer).or_default();
         *count += 1;

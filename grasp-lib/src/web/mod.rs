@@ -160,6 +160,30 @@ pub fn too_busy(refusal: &crate::limits::Refusal) -> WebResponse {
     response
 }
 
+/// The answer to a git request that found no free git process slot: `503` with
+/// `Retry-After` and the reason.
+pub fn git_busy(busy: &crate::limits::GitBusy) -> WebResponse {
+    let mut response = text(StatusCode::SERVICE_UNAVAILABLE, busy.to_string());
+    response.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from_static("10"));
+    response
+}
+
+impl Grasp {
+    /// A slot for a git process serving `client` ([`crate::limits::GitSlots`]): held for as
+    /// long as the process runs. A refusal is counted in `grasp_git_busy_total{cap}`.
+    pub async fn git_slot(
+        &self,
+        client: Option<std::net::IpAddr>,
+    ) -> Result<crate::limits::GitSlot, crate::limits::GitBusy> {
+        let slot = self.git_slots.acquire(client).await;
+        if let Err(busy) = &slot {
+            self.metrics().git_busy.with_label_values(&[busy.label()]).inc();
+            tracing::info!(?client, reason = %busy, "git request refused: no free slot");
+        }
+        slot
+    }
+}
+
 /// True when the raw request head `raw` (request line and header lines, as received)
 /// frames its body twice: both `Content-Length` and `Transfer-Encoding`. A server that
 /// forwards requests must refuse such a request (RFC 9112 §6.1): two parsers on the way
