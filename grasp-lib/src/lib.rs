@@ -289,7 +289,7 @@ impl Grasp {
         }
         .with_caps(config.purgatory_caps());
         let limits = config.relay_limits();
-        let publisher = Publisher::new(store.clone(), metrics.clone(), limits.subscriber_queue);
+        let publisher = Publisher::new(store.clone(), metrics.clone(), limits.queue_budget());
         let repositories = Repositories::new(&config.git_data_path);
         match repositories.migrate_prs_layout() {
             Ok(0) => {}

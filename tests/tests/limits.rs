@@ -212,6 +212,60 @@ async fn silent_websockets_are_closed_and_answering_ones_stay(frontend: Frontend
     assert_eq!(lively.req("t", &[json!({"kinds": [1]})]).await, Ok(vec![]));
 }
 
+async fn a_websocket_that_stops_reading_is_dropped_while_others_keep_receiving(frontend: Frontend) {
+    let server = frontend
+        .builder()
+        .arg("--event-policy=accept-all")
+        .arg("--websocket-ping-interval-secs=1")
+        .arg("--websocket-missed-pongs=3")
+        .start();
+    let mut stuck = RawClient::connect(&server.ws_url()).await;
+    assert_eq!(stuck.req("live", &[json!({"kinds": [1]})]).await, Ok(vec![]));
+    let mut reading = RawClient::connect(&server.ws_url()).await;
+    assert_eq!(reading.req("live", &[json!({"kinds": [1]})]).await, Ok(vec![]));
+    let rss_before = memory::rss(server.pid());
+    let keys = Keys::generate();
+    let events: Vec<Event> = (0..120)
+        .map(|i| {
+            EventBuilder::text_note(format!("{i} {}", "x".repeat(200_000))).sign_with_keys(&keys).unwrap()
+        })
+        .collect();
+    let sent: Vec<String> = events.iter().map(|e| e.id.to_hex()).collect();
+    let expected = sent.len();
+    let reader = tokio::spawn(async move {
+        let mut received = Vec::new();
+        while received.len() < expected {
+            let message =
+                reading.try_recv(Duration::from_secs(30)).await.expect("the reading client keeps receiving");
+            if message[0] == "EVENT" {
+                received.push(message[2]["id"].as_str().unwrap().to_owned());
+            }
+        }
+        received
+    });
+    // 24 MB of events while one subscriber reads nothing (not even pings).
+    let mut publisher = RawClient::connect(&server.ws_url()).await;
+    for event in &events {
+        assert!(publisher.publish(&events::json(event)).await.0);
+    }
+    assert_eq!(reader.await.unwrap(), sent, "the reading client got every event, in order");
+    wait_until("the stuck websocket is dropped", Duration::from_secs(30), || async {
+        let write =
+            metric_of(&server, "grasp_client_timeouts_total", &[("stalled", "websocket_write")]).await;
+        let silent =
+            metric_of(&server, "grasp_client_timeouts_total", &[("stalled", "websocket_silent")]).await;
+        (write + silent >= 1.0).then_some(())
+    })
+    .await;
+    let grown = memory::rss(server.pid()).saturating_sub(rss_before);
+    assert!(
+        grown < 64 << 20,
+        "the server grew by {} MiB for 24 MB sent to a reader that never read",
+        grown >> 20
+    );
+    drop(stuck);
+}
+
 async fn per_ip_cap_refuses_only_the_extra_connections(frontend: Frontend) {
     let server = frontend.builder().arg("--max-connections-per-ip=3").start();
     let mut open = Vec::new();
@@ -326,6 +380,7 @@ frontend_tests!(
     stalled_headers_are_closed_while_other_clients_are_served,
     a_push_that_stalls_mid_body_is_aborted_and_lands_nothing,
     silent_websockets_are_closed_and_answering_ones_stay,
+    a_websocket_that_stops_reading_is_dropped_while_others_keep_receiving,
     per_ip_cap_refuses_only_the_extra_connections,
     total_cap_refuses_new_connections_and_keeps_the_open_ones,
     behind_a_trusted_proxy_the_per_ip_cap_uses_the_forwarded_address,

@@ -127,6 +127,10 @@ pub struct ConfigArgs {
     #[arg(long, env = "GRASP_SUBSCRIBER_QUEUE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subscriber_queue: Option<usize>,
+    /// Bytes of live events one connection may have waiting before its subscriptions are closed
+    #[arg(long, env = "GRASP_SUBSCRIBER_QUEUE_BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subscriber_queue_bytes: Option<usize>,
     /// Most records one negentropy (NIP-77) session may cover
     #[arg(long, env = "GRASP_MAX_NEGENTROPY_ITEMS")]
     #[serde(skip_serializing_if = "Option::is_none")]

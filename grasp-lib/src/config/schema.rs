@@ -68,6 +68,9 @@ pub struct Config {
     pub trust_forwarded_for: bool,
     /// Live events buffered per connection before a slow subscriber is cut off.
     pub subscriber_queue: usize,
+    /// Bytes of live events one connection may have waiting before its subscriptions are
+    /// closed.
+    pub subscriber_queue_bytes: usize,
     /// Most records one negentropy (NIP-77) session may cover.
     pub max_negentropy_items: usize,
     /// Most tags one event may carry (from clients and peers alike).
@@ -324,6 +327,7 @@ impl Default for Config {
             events_per_minute: relay.events_per_minute,
             trust_forwarded_for: false,
             subscriber_queue: relay.subscriber_queue,
+            subscriber_queue_bytes: relay.subscriber_queue_bytes,
             max_negentropy_items: relay.max_negentropy_items,
             max_event_tags: relay.max_event_tags,
             sync_events_per_minute: 6000,

@@ -264,6 +264,7 @@ impl Config {
             max_limit: self.max_limit,
             events_per_minute: self.events_per_minute,
             subscriber_queue: self.subscriber_queue,
+            subscriber_queue_bytes: self.subscriber_queue_bytes,
             max_negentropy_items: self.max_negentropy_items,
             abuser_connection_threshold: self.abuser_connection_threshold,
             max_event_tags: self.max_event_tags,

@@ -218,7 +218,7 @@ mod tests {
             store.clone(),
             Arc::new(Purgatory::in_memory(timers)),
             Repositories::new(dir),
-            Publisher::new(store, metrics.clone(), 16),
+            Publisher::new(store, metrics.clone(), crate::store::QueueBudget::default()),
             ServiceOrigin::parse("127.0.0.1:1").unwrap(),
             metrics,
         )

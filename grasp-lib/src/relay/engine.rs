@@ -7,14 +7,13 @@ use std::time::Instant;
 
 use nostr::Event;
 use nostr_database::{DatabaseEventStatus, RejectedReason, SaveEventStatus};
-use tokio::sync::broadcast;
 
 use super::peers::Peers;
 use super::wire;
 use crate::metrics::{kind_label, Metrics};
 use crate::policy::{EventPolicy, EventSource, Verdict};
 use crate::rate_limit::PerIpLimit;
-use crate::store::{EventStore, LiveEvent, Publisher};
+use crate::store::{EventStore, LiveReceiver, Publisher, QueueBudget};
 
 /// Per-connection and per-IP limits (the configuration's `max_message_size`, ... see
 /// `Config::relay_limits`).
@@ -32,12 +31,21 @@ pub struct RelayLimits {
     pub events_per_minute: u32,
     /// Live events buffered per connection before its subscriptions are closed.
     pub subscriber_queue: usize,
+    /// Bytes of live events buffered per connection before its subscriptions are closed.
+    pub subscriber_queue_bytes: usize,
     /// Most records one negentropy session may cover.
     pub max_negentropy_items: usize,
     /// Open connections from one IP above which it counts as a flagged abuser (metrics).
     pub abuser_connection_threshold: usize,
     /// Most tags one event may carry.
     pub max_event_tags: usize,
+}
+
+impl RelayLimits {
+    /// What one connection may have waiting for it.
+    pub fn queue_budget(&self) -> QueueBudget {
+        QueueBudget { events: self.subscriber_queue, bytes: self.subscriber_queue_bytes }
+    }
 }
 
 impl Default for RelayLimits {
@@ -51,6 +59,7 @@ impl Default for RelayLimits {
             max_limit: 500,
             events_per_minute: 600,
             subscriber_queue: 4096,
+            subscriber_queue_bytes: 8 * 1024 * 1024,
             max_negentropy_items: 500_000,
             abuser_connection_threshold: 20,
             max_event_tags: 2500,
@@ -115,7 +124,7 @@ impl Relay {
         limits: RelayLimits,
         metrics: Metrics,
     ) -> Self {
-        let publisher = Publisher::new(store, metrics.clone(), limits.subscriber_queue);
+        let publisher = Publisher::new(store, metrics.clone(), limits.queue_budget());
         Self::new(publisher, policy, limits, metrics)
     }
 
@@ -139,9 +148,15 @@ impl Relay {
         &self.peers
     }
 
-    /// A receiver of every event delivered live from now on.
-    pub fn subscribe_live(&self) -> broadcast::Receiver<Arc<LiveEvent>> {
+    /// A receiver of every event delivered live from now on, with a connection's budget.
+    pub fn subscribe_live(&self) -> LiveReceiver {
         self.publisher.subscribe()
+    }
+
+    /// [`Relay::subscribe_live`] with a budget of its own (relay sync follows every stored
+    /// event and needs more room than a client connection).
+    pub fn subscribe_live_with(&self, budget: QueueBudget) -> LiveReceiver {
+        self.publisher.subscribe_with(budget)
     }
 
     /// True when `peer` may send another EVENT now.

@@ -5,7 +5,9 @@
 //! events) alike.
 
 pub mod events;
+pub mod live;
 pub mod publisher;
 
 pub use events::{EventStore, StoreBackend, StoreError};
-pub use publisher::{LiveEvent, Publisher};
+pub use live::{LiveEvent, LiveFeed, LiveReceiver, QueueBudget};
+pub use publisher::Publisher;

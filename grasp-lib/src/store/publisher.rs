@@ -4,19 +4,10 @@ use std::sync::Arc;
 
 use nostr::{Event, JsonUtil};
 use nostr_database::SaveEventStatus;
-use tokio::sync::broadcast;
 
 use super::events::{EventStore, StoreError};
+use super::live::{LiveEvent, LiveFeed, LiveReceiver, QueueBudget};
 use crate::metrics::{kind_label, Metrics};
-
-/// A stored event on its way to live subscribers, with its JSON encoded once.
-#[derive(Debug)]
-pub struct LiveEvent {
-    /// The event.
-    pub event: Event,
-    /// `event.as_json()`, computed once for every subscriber.
-    pub json: String,
-}
 
 /// Stores accepted events and delivers them to live subscribers. Shared by the relay (for
 /// client EVENTs) and by purgatory (for events released when their git data arrives), so
@@ -24,15 +15,14 @@ pub struct LiveEvent {
 #[derive(Debug, Clone)]
 pub struct Publisher {
     store: EventStore,
-    live: broadcast::Sender<Arc<LiveEvent>>,
+    live: LiveFeed,
     metrics: Metrics,
 }
 
 impl Publisher {
-    /// A publisher over `store` whose live buffer holds `queue_len` events.
-    pub fn new(store: EventStore, metrics: Metrics, queue_len: usize) -> Self {
-        let (live, _) = broadcast::channel(queue_len.max(1));
-        Self { store, live, metrics }
+    /// A publisher over `store` whose subscribers may each have `budget` waiting.
+    pub fn new(store: EventStore, metrics: Metrics, budget: QueueBudget) -> Self {
+        Self { store, live: LiveFeed::new(budget), metrics }
     }
 
     /// The store events are saved to.
@@ -40,16 +30,20 @@ impl Publisher {
         &self.store
     }
 
-    /// A receiver of every event delivered live from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<LiveEvent>> {
+    /// A receiver of every event delivered live from now on, with the default budget.
+    pub fn subscribe(&self) -> LiveReceiver {
         self.live.subscribe()
+    }
+
+    /// [`Publisher::subscribe`] with a budget of its own (an internal consumer).
+    pub fn subscribe_with(&self, budget: QueueBudget) -> LiveReceiver {
+        self.live.subscribe_with(budget)
     }
 
     /// Delivers an event to matching live subscriptions (without storing it).
     pub fn broadcast(&self, event: Event) {
         let json = event.as_json();
-        // No receivers is fine: nobody is listening.
-        let _ = self.live.send(Arc::new(LiveEvent { event, json }));
+        self.live.send(Arc::new(LiveEvent { event, json }));
     }
 
     /// Saves `event`; when it was new, counts it and broadcasts it.

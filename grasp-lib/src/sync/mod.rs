@@ -169,7 +169,14 @@ pub fn start(
             .with_budgets(settings.budgets),
     );
     let dirty = Arc::new(Notify::new());
-    tokio::spawn(follow_stored(relay.subscribe_live(), ingest.clone(), dirty.clone(), stop.clone()));
+    // Sync must see every stored event: a budget far above a client connection's.
+    let budget = crate::store::QueueBudget { events: 100_000, bytes: 64 * 1024 * 1024 };
+    tokio::spawn(follow_stored(
+        relay.subscribe_live_with(budget),
+        ingest.clone(),
+        dirty.clone(),
+        stop.clone(),
+    ));
     tokio::spawn(follow_expired(hosting.expired_events(), ingest.clone(), dirty.clone(), stop.clone()));
     tokio::spawn(follow_purgatory(hosting.clone(), dirty.clone(), stop.clone()));
     let supervisor =
@@ -181,7 +188,7 @@ pub fn start(
 /// Every stored event: refused events that waited for it are evaluated again; new
 /// repositories and roots change the scope.
 async fn follow_stored(
-    mut live: broadcast::Receiver<Arc<crate::store::LiveEvent>>,
+    mut live: crate::store::LiveReceiver,
     ingest: Arc<SyncIngest>,
     dirty: Arc<Notify>,
     stop: CancellationToken,
@@ -201,7 +208,7 @@ async fn follow_stored(
                     ingest.on_stored(&live.event).await;
                 }
             }
-            Err(broadcast::error::RecvError::Lagged(missed)) => {
+            Err(crate::store::live::RecvError::Lagged(missed)) => {
                 tracing::debug!(missed, "relay sync skipped stored events; evaluating refusals again");
                 dirty.notify_one();
                 ingest.on_feed_gap().await;
