@@ -199,6 +199,32 @@ fn start_hunting(
     hunt::Hunter::start(remote, settings, resume, status_path, hunt_metrics)
 }
 
+/// Share of the LMDB map at which the fill is logged as a warning.
+const STORE_FILL_WARNING: f64 = 0.8;
+
+/// Publishes how full the LMDB store is, every minute, and warns from 80 % (a full map
+/// refuses new events until `lmdb_map_size` is raised).
+async fn watch_store_fill(store: EventStore, metrics: Metrics) {
+    let mut warned = false;
+    loop {
+        if let Some((used, size)) = store.map_usage() {
+            metrics.store_used.set(used as i64);
+            metrics.store_map_size.set(size as i64);
+            let full = used as f64 / size.max(1) as f64;
+            if full >= STORE_FILL_WARNING && !warned {
+                tracing::warn!(
+                    used,
+                    map_size = size,
+                    "the event store is {:.0} % full: raise lmdb_map_size and restart",
+                    full * 100.0
+                );
+            }
+            warned = full >= STORE_FILL_WARNING;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+    }
+}
+
 /// Runs [`recovery::recover`] and logs what it did.
 async fn recover_in_background(hosting: Arc<Hosting>) {
     let report = recovery::recover(&hosting).await;
@@ -264,8 +290,9 @@ impl Grasp {
         config.domain.as_deref().ok_or(OpenError::MissingDomain)?;
         rate_limit::set_ipv6_client_prefix(config.ipv6_client_prefix);
         let origin: ServiceOrigin = config.service_origin().expect("validated domain and base path");
-        let store = EventStore::open(config.database_backend, &config.relay_data_path)
-            .map_err(|source| OpenError::Store { path: config.relay_data_path.clone(), source })?;
+        let store =
+            EventStore::open_sized(config.database_backend, &config.relay_data_path, config.lmdb_map_size)
+                .map_err(|source| OpenError::Store { path: config.relay_data_path.clone(), source })?;
         let metrics = Metrics::new();
         Metrics::prime(&metrics.push_refused, authorization::PushBound::ALL.iter().map(|b| b.as_str()));
         Metrics::prime(&metrics.git_busy, ["total", "per_client"]);
@@ -352,6 +379,7 @@ impl Grasp {
         };
         let relay = Arc::new(Relay::new(publisher, policy, limits, metrics.clone()));
         tokio::spawn(hosting.clone().run_expiry());
+        tokio::spawn(watch_store_fill(store.clone(), metrics.clone()));
         start_sync(&config, &origin, &relay, &hosting, &metrics, &outbound);
         tokio::spawn(recover_in_background(hosting.clone()));
         tokio::spawn(curation.clone().watch(config.curation_reload_interval()));

@@ -123,6 +123,10 @@ pub struct Metrics {
     pub local_api_requests: IntCounterVec,
     /// Open client connections (HTTP and websocket) counted by the connection caps.
     pub connections_open: IntGauge,
+    /// Bytes the LMDB event store uses (its data file).
+    pub store_used: IntGauge,
+    /// Bytes the LMDB event store may grow to (`lmdb_map_size`).
+    pub store_map_size: IntGauge,
     /// Connections refused by a cap, by cap (`total`, `per_ip`).
     pub connections_refused: IntCounterVec,
     /// Clients cut off for stalling, by what stalled (`header_read`, `body_idle`,
@@ -371,6 +375,8 @@ impl Metrics {
                 "grasp_connections_open",
                 "Open client connections counted by the caps",
             ),
+            store_used: gauge(&r, "grasp_store_used_bytes", "Bytes the LMDB event store uses"),
+            store_map_size: gauge(&r, "grasp_store_map_size_bytes", "Bytes the LMDB event store may grow to"),
             connections_refused: counter_vec(
                 &r,
                 "grasp_connections_refused_total",

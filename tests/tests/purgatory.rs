@@ -301,3 +301,60 @@ frontend_tests!(
     a_deletion_stops_a_held_state_from_authorizing,
     held_events_survive_sigkill_with_their_deadlines_and_still_authorize,
 );
+
+/// When the event store refuses a release (here: its map is full), the held events whose
+/// data arrived stay held past their deadline and are released once the store takes them.
+#[tokio::test]
+async fn a_release_the_store_refuses_keeps_the_event_held_until_it_can_be_stored() {
+    let mut server = TestServer::builder()
+        .env("GRASP_LMDB_MAP_SIZE", (2 * 1024 * 1024).to_string())
+        .arg("--purgatory-expiry-secs=2")
+        .start();
+    let mut raw = RawClient::connect(&server.ws_url()).await;
+    // Fill the store with user grasp lists (kind 10317, accepted from anyone), smaller and
+    // smaller, until not even a small one fits.
+    for size in [100_000, 10_000, 1_000, 100, 0] {
+        let mut full = false;
+        for _ in 0..2_000 {
+            let list = EventBuilder::new(Kind::Custom(10317), "x".repeat(size))
+                .tags([Tag::parse(["g", "ws://127.0.0.1:1"]).unwrap()])
+                .sign_with_keys(&Keys::generate())
+                .unwrap();
+            let (ok, message) = raw.publish(&events::json(&list)).await;
+            if !ok {
+                assert!(message.starts_with("error:"), "{message}");
+                full = true;
+                break;
+            }
+        }
+        assert!(full, "the small store filled up with {size}-byte events");
+    }
+    let owner = Keys::generate();
+    let announcement = events::announcement(&owner, "kept", &server.addr, &[]);
+    assert!(raw.publish(&events::json(&announcement)).await.0);
+    let work = Workdir::new();
+    let commit = work.commit("README", b"kept");
+    let state = events::state(&owner, "kept", &[("refs/heads/main", &commit)], Some("main"));
+    assert!(raw.publish(&events::json(&state)).await.0);
+    work.ok(&["push", &server.clone_url(&owner.public_key(), "kept"), "main"]);
+    // Past the 2 s deadline, twice over: still held, not dropped.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let held: Vec<String> =
+        server.purgatory_list().iter().filter_map(|e| e["event_id"].as_str().map(str::to_owned)).collect();
+    assert!(
+        held.contains(&state.id.to_hex()),
+        "the state whose data is here stays held: {held:?}\n{}",
+        server.log()
+    );
+    // Room again: the held events are released.
+    server.restart_with_env(&[("GRASP_LMDB_MAP_SIZE", (64 * 1024 * 1024).to_string().as_str())]);
+    let url = server.ws_url();
+    wait_until("the state is served", Duration::from_secs(30), || {
+        let (id, url) = (state.id.to_hex(), url.clone());
+        async move {
+            let mut raw = RawClient::connect(&url).await;
+            (!raw.req("s", &[json!({"ids": [id]})]).await.ok()?.is_empty()).then_some(())
+        }
+    })
+    .await;
+}

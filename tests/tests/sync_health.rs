@@ -153,8 +153,9 @@ async fn this_server_is_never_its_own_peer() {
     let repo = Repo::new("self", &[addr(b_port), format!("LocalHost:{b_port}"), addr(d_port)]);
     // Hosted (stored): a held announcement's relays are never dialed.
     repo.host_on(&b).await;
+    // D's series appear with its first connection attempt.
     let metrics = wait_metrics(&b, "B tracks A (bootstrap) and D (from the announcement)", |m| {
-        metric_sum(m, "ngit_sync_relays_tracked_total", &[]) == 2.0
+        metric_sum(m, "ngit_sync_relays_tracked_total", &[]) == 2.0 && m.contains(DISCOVERED)
     })
     .await;
     assert!(metrics.contains(&relay_label(a_port)) && metrics.contains(DISCOVERED), "{metrics}");

@@ -139,6 +139,18 @@ pub struct ConfigArgs {
     #[arg(long, env = "GRASP_MAX_EVENT_TAGS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_event_tags: Option<usize>,
+    /// Most events a COUNT counts before it answers approximate
+    #[arg(long, env = "GRASP_MAX_COUNT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_count: Option<usize>,
+    /// Most bytes of events in one REQ answer before EOSE (newest first)
+    #[arg(long, env = "GRASP_MAX_REQ_BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_req_bytes: Option<usize>,
+    /// Largest size the LMDB event store may grow to, in bytes
+    #[arg(long, env = "GRASP_LMDB_MAP_SIZE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lmdb_map_size: Option<u64>,
     /// Events per minute one sync peer may send; the rest wait (0 = unlimited)
     #[arg(long, env = "GRASP_SYNC_EVENTS_PER_MINUTE")]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -75,6 +75,12 @@ pub struct Config {
     pub max_negentropy_items: usize,
     /// Most tags one event may carry (from clients and peers alike).
     pub max_event_tags: usize,
+    /// Most events a COUNT counts before it answers `approximate`.
+    pub max_count: usize,
+    /// Most bytes of events in one REQ answer before EOSE.
+    pub max_req_bytes: usize,
+    /// Largest size the LMDB event store may grow to, in bytes.
+    pub lmdb_map_size: u64,
     /// Events per minute one sync peer may send (the rest wait: nothing is lost).
     pub sync_events_per_minute: u32,
     /// Events per minute one sync peer may get newly accepted (stored or held); past that,
@@ -330,6 +336,9 @@ impl Default for Config {
             subscriber_queue_bytes: relay.subscriber_queue_bytes,
             max_negentropy_items: relay.max_negentropy_items,
             max_event_tags: relay.max_event_tags,
+            max_count: relay.max_count,
+            max_req_bytes: relay.max_req_bytes,
+            lmdb_map_size: crate::store::events::DEFAULT_MAP_SIZE,
             sync_events_per_minute: 6000,
             sync_accepts_per_minute: None,
             abuser_connection_threshold: relay.abuser_connection_threshold,

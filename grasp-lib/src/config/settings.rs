@@ -268,6 +268,8 @@ impl Config {
             max_negentropy_items: self.max_negentropy_items,
             abuser_connection_threshold: self.abuser_connection_threshold,
             max_event_tags: self.max_event_tags,
+            max_count: self.max_count,
+            max_req_bytes: self.max_req_bytes,
         }
     }
 

@@ -73,6 +73,7 @@ impl Hosting {
     /// Drops everything past its deadline: held events (and their dependents; the bare
     /// repository of an announcement that never got data) and unmatched `refs/nostr` refs.
     pub async fn sweep(&self) {
+        self.retry_failed_releases().await;
         self.keep_fetching_alive().await;
         let (held, placeholders) = match self.purgatory.take_expired(now_ms()).await {
             Ok(expired) => expired,
@@ -94,6 +95,45 @@ impl Hosting {
             self.collect_if_empty(&repo).await;
         }
         self.update_gauges();
+    }
+
+    /// Held events whose release failed (the store refused them) are released again; those
+    /// that still cannot be are kept past their deadline: their data is here, so dropping
+    /// them would lose what a client pushed.
+    async fn retry_failed_releases(&self) {
+        let failed: Vec<(EventId, String)> = self
+            .release_failed
+            .lock()
+            .expect("release_failed poisoned")
+            .iter()
+            .map(|(id, d)| (*id, d.clone()))
+            .collect();
+        if failed.is_empty() {
+            return;
+        }
+        let mut identifiers: Vec<&String> = failed.iter().map(|(_, d)| d).collect();
+        identifiers.sort();
+        identifiers.dedup();
+        for identifier in identifiers {
+            if let Ok(identifier) = RepoIdentifier::new(identifier) {
+                self.process(&identifier, super::hub::Arrival::GitData(None)).await;
+            }
+        }
+        let still: Vec<EventId> = {
+            let mut failed = self.release_failed.lock().expect("release_failed poisoned");
+            failed.retain(|id, _| self.purgatory.contains(id));
+            failed.keys().copied().collect()
+        };
+        if !still.is_empty() {
+            if let Err(e) = self.purgatory.extend(&still, fetch_grace(self.purgatory.timers())).await {
+                tracing::warn!(error = %e, "keeping held events whose release failed");
+            }
+        }
+    }
+
+    /// True when some held event's release failed and waits for the next attempt.
+    pub(super) fn has_failed_releases(&self) -> bool {
+        !self.release_failed.lock().expect("release_failed poisoned").is_empty()
     }
 
     /// Held events of identifiers with a hunted fetch running are not due: they get a short
@@ -127,7 +167,12 @@ impl Hosting {
             match self.purgatory.next_deadline() {
                 Some(deadline) if deadline <= now => self.sweep().await,
                 next => {
-                    let wait = next.map_or(60_000, |d| (d - now).min(60_000));
+                    // A failed release is tried again soon, whatever the deadlines.
+                    let longest = if self.has_failed_releases() { 5_000 } else { 60_000 };
+                    if longest == 5_000 {
+                        self.retry_failed_releases().await;
+                    }
+                    let wait = next.map_or(longest, |d| (d - now).min(longest));
                     self.purgatory.changed_or(Duration::from_millis(wait)).await;
                 }
             }

@@ -68,6 +68,9 @@ pub struct Hosting {
     pub(super) prs_collector: prs::Collector,
     pub(super) maintainer_model: MaintainerModel,
     pub(super) fetching: Arc<std::sync::Mutex<HashMap<String, usize>>>,
+    /// Held events whose data is here but which the store refused to take (full, broken):
+    /// kept past their deadline and released again at the next sweep.
+    pub(super) release_failed: std::sync::Mutex<HashMap<EventId, String>>,
 }
 
 /// Marks an identifier as having a hunted fetch running (see
@@ -123,6 +126,7 @@ impl Hosting {
             prs_collector: prs::Collector::default(),
             maintainer_model: MaintainerModel::default(),
             fetching: Arc::default(),
+            release_failed: std::sync::Mutex::default(),
         };
         hosting.update_gauges();
         hosting
@@ -277,9 +281,19 @@ impl Hosting {
                     if let Err(e) = self.purgatory.remove(&[id]).await {
                         report.errors.push(e.to_string());
                     }
+                    self.release_failed.lock().expect("release_failed poisoned").remove(&id);
                     queue.extend(self.purgatory.dependents_of(&id));
                 }
-                Err(e) => report.errors.push(format!("releasing {id}: {e}")),
+                Err(e) => {
+                    // Its data is here: it stays held (past its deadline) and is released
+                    // again at the next sweep.
+                    tracing::warn!(event_id = %id, error = %e, "releasing a held event failed; it stays held and is retried");
+                    self.release_failed
+                        .lock()
+                        .expect("release_failed poisoned")
+                        .insert(id, entry.identifier.clone());
+                    report.errors.push(format!("releasing {id}: {e}"));
+                }
             }
         }
     }

@@ -39,6 +39,10 @@ pub struct RelayLimits {
     pub abuser_connection_threshold: usize,
     /// Most tags one event may carry.
     pub max_event_tags: usize,
+    /// Most events a COUNT counts; beyond, it answers `approximate`.
+    pub max_count: usize,
+    /// Most bytes of events one REQ answer carries before EOSE (newest first).
+    pub max_req_bytes: usize,
 }
 
 impl RelayLimits {
@@ -63,6 +67,8 @@ impl Default for RelayLimits {
             max_negentropy_items: 500_000,
             abuser_connection_threshold: 20,
             max_event_tags: 2500,
+            max_count: 100_000,
+            max_req_bytes: 32 * 1024 * 1024,
         }
     }
 }

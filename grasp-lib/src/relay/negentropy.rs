@@ -16,15 +16,20 @@ pub(super) struct NegentropySession {
 
 impl NegentropySession {
     /// Snapshots the records matching `filter`. Errors are NEG-ERR reasons.
-    pub(super) async fn open(store: &EventStore, filter: Filter, max_items: usize) -> Result<Self, String> {
-        let items = store.negentropy_items(filter).await.map_err(|e| {
+    pub(super) async fn open(
+        store: &EventStore,
+        mut filter: Filter,
+        max_items: usize,
+    ) -> Result<Self, String> {
+        // Never load more than one record past the cap.
+        filter.limit = Some(filter.limit.map_or(max_items + 1, |l| l.min(max_items + 1)));
+        let items = store.items_for_client(filter).await.map_err(|e| {
             tracing::warn!(error = %e, "negentropy query failed");
-            "error: could not query the event store".to_owned()
+            e.client_message()
         })?;
         if items.len() > max_items {
             return Err(format!(
-                "blocked: filter matches {} events, more than the {max_items} one session may cover; narrow it",
-                items.len()
+                "blocked: filter matches more than the {max_items} events one session may cover; narrow it"
             ));
         }
         let mut storage = NegentropyStorageVector::with_capacity(items.len());

@@ -196,6 +196,15 @@ impl Session {
         filter
     }
 
+    /// The refusal of a filter this relay cannot answer in bounded time: NIP-50 `search`
+    /// would scan every event (the store has no search index).
+    fn unanswerable(filters: &[Filter]) -> Option<&'static str> {
+        filters
+            .iter()
+            .any(|f| f.search.is_some())
+            .then_some("invalid: search (NIP-50) is not supported by this relay")
+    }
+
     async fn handle_req(&mut self, value: Value) -> Vec<String> {
         let sub = Self::subscription_id_of(&value);
         let filters = match Self::parse(value) {
@@ -231,11 +240,14 @@ impl Session {
             )];
         }
         let filters: Vec<Filter> = filters.into_iter().map(|f| f.into_owned()).collect();
+        if let Some(refusal) = Self::unanswerable(&filters) {
+            return vec![wire::closed(&sub, refusal)];
+        }
         let started = Instant::now();
         let mut seen = HashSet::new();
         let mut events: Vec<Event> = Vec::new();
         for filter in &filters {
-            match self.relay.store().query(self.clamp(filter.clone())).await {
+            match self.relay.store().query_for_client(self.clamp(filter.clone())).await {
                 Ok(found) => events.extend(found.into_iter().filter(|e| seen.insert(e.id))),
                 Err(e) => {
                     tracing::warn!(error = %e, "REQ query failed");
@@ -244,17 +256,27 @@ impl Session {
                         .req_duration
                         .with_label_values(&["error"])
                         .observe(started.elapsed().as_secs_f64());
-                    return vec![wire::closed(
-                        &sub,
-                        "error: could not query the event store; try again later",
-                    )];
+                    return vec![wire::closed(&sub, &e.client_message())];
                 }
             }
         }
         if filters.len() > 1 {
             events.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
         }
-        let mut out: Vec<String> = events.iter().map(|e| wire::event(&sub, &e.as_json())).collect();
+        // Newest first, up to the byte budget of one answer: a client pages older ones
+        // with `until`.
+        let budget = limits.max_req_bytes;
+        let mut bytes = 0;
+        let mut out: Vec<String> = Vec::new();
+        for event in &events {
+            let json = event.as_json();
+            bytes += json.len();
+            if bytes > budget && !out.is_empty() {
+                events.truncate(out.len());
+                break;
+            }
+            out.push(wire::event(&sub, &json));
+        }
         out.push(wire::eose(&sub));
         self.relay.metrics().req_duration.with_label_values(&["ok"]).observe(started.elapsed().as_secs_f64());
         let recent = Timestamp::now().as_secs().saturating_sub(RECENT_SECS);
@@ -290,31 +312,28 @@ impl Session {
             }
             Err(e) => return wire::closed(&sub, &format!("invalid: bad filter: {e}")),
         };
+        if let Some(refusal) = Self::unanswerable(&filters) {
+            return wire::closed(&sub, refusal);
+        }
+        // Each filter loads at most one more id than the cap; several filters may overlap,
+        // so distinct ids are counted. Past the cap the answer is `approximate`.
+        let cap = self.relay.limits().max_count;
         let store = self.relay.store();
-        let result = if let [filter] = filters.as_slice() {
-            store.count(filter.clone()).await
-        } else {
-            // Several filters may overlap: count distinct ids.
-            let mut ids: HashSet<EventId> = HashSet::new();
-            let mut result = Ok(0);
-            for filter in filters {
-                match store.negentropy_items(filter).await {
-                    Ok(items) => ids.extend(items.into_iter().map(|(id, _)| id)),
-                    Err(e) => {
-                        result = Err(e);
-                        break;
-                    }
+        let mut ids: HashSet<EventId> = HashSet::new();
+        for mut filter in filters {
+            filter.limit = Some(filter.limit.map_or(cap + 1, |l| l.min(cap + 1)));
+            match store.items_for_client(filter).await {
+                Ok(items) => ids.extend(items.into_iter().map(|(id, _)| id)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "COUNT failed");
+                    return wire::closed(&sub, &e.client_message());
                 }
             }
-            result.map(|_: usize| ids.len())
-        };
-        match result {
-            Ok(n) => wire::count(&sub, n),
-            Err(e) => {
-                tracing::warn!(error = %e, "COUNT failed");
-                wire::closed(&sub, "error: could not query the event store; try again later")
+            if ids.len() > cap {
+                return wire::count_at_least(&sub, cap);
             }
         }
+        wire::count(&sub, ids.len())
     }
 
     fn handle_auth(&self, value: &Value) -> String {
@@ -345,6 +364,9 @@ impl Session {
                     return vec![wire::neg_err(&sub, &msg)];
                 }
                 self.negentropy.remove(&sub);
+                if let Some(refusal) = Self::unanswerable(std::slice::from_ref(&filter)) {
+                    return vec![wire::neg_err(&sub, refusal)];
+                }
                 if self.negentropy.len() >= self.relay.limits().max_subscriptions {
                     return vec![wire::neg_err(
                         &sub,

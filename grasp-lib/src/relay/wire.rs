@@ -39,6 +39,11 @@ pub fn count(subscription_id: &str, n: usize) -> String {
     json!(["COUNT", subscription_id, {"count": n}]).to_string()
 }
 
+/// `["COUNT", <sub>, {"count": n, "approximate": true}]`: at least `n` (NIP-45).
+pub fn count_at_least(subscription_id: &str, n: usize) -> String {
+    json!(["COUNT", subscription_id, {"count": n, "approximate": true}]).to_string()
+}
+
 /// `["NEG-MSG", <sub>, <hex>]`
 pub fn neg_msg(subscription_id: &str, hex_message: &str) -> String {
     json!(["NEG-MSG", subscription_id, hex_message]).to_string()

@@ -32,7 +32,36 @@ pub enum StoreError {
     /// A blocking task panicked or was cancelled.
     #[error("event store task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// Every read slot for client queries stayed taken (a burst of REQ, COUNT, NEG-OPEN).
+    #[error("event store busy: too many client queries at once")]
+    Busy,
 }
+
+impl StoreError {
+    /// The `CLOSED` / `NEG-ERR` reason a client gets for this error.
+    pub fn client_message(&self) -> String {
+        match self {
+            StoreError::Busy => {
+                "error: too many queries at once on this relay; try again in a moment".to_owned()
+            }
+            _ => "error: could not query the event store; try again later".to_owned(),
+        }
+    }
+}
+
+/// Reads at once of any kind: below LMDB's reader slots (126), so a read never fails for
+/// want of one.
+const READERS: usize = 100;
+
+/// Of those, client queries (REQ, COUNT, NEG-OPEN) at once: the rest stay for pushes,
+/// EVENTs and the git-data step, whatever clients ask.
+const CLIENT_READERS: usize = 64;
+
+/// How long a client query waits for a read slot before it is refused.
+const CLIENT_READ_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// LMDB's map size when none is configured: the largest the store may grow.
+pub const DEFAULT_MAP_SIZE: u64 = 32 * 1024 * 1024 * 1024;
 
 /// True when `kept` stays over `other` at one replaceable address: newer, or signed in the
 /// same second with the lower id (NIP-01).
@@ -47,13 +76,27 @@ pub struct EventStore {
     /// Serialises saves of replaceable and addressable events, so the tie-break check and
     /// the save are one step.
     replacing: Arc<tokio::sync::Mutex<()>>,
+    /// Read slots ([`READERS`]) and client query slots ([`CLIENT_READERS`]).
+    readers: Arc<tokio::sync::Semaphore>,
+    client_readers: Arc<tokio::sync::Semaphore>,
+    /// LMDB's data file and map size, for the fill gauge (none for memory).
+    lmdb: Option<(std::path::PathBuf, u64)>,
 }
 
 impl EventStore {
-    /// Opens (creating if needed) an LMDB store in `dir`.
-    pub fn open_lmdb(dir: &Path) -> Result<Self, StoreError> {
+    /// Opens (creating if needed) an LMDB store in `dir` that may grow to `map_size` bytes.
+    pub fn open_lmdb(dir: &Path, map_size: u64) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(DatabaseError::backend)?;
-        Ok(Self::with_database(Arc::new(NostrLMDB::open(dir)?)))
+        let db = NostrLMDB::builder(dir).map_size(map_size as usize).max_readers(126).build()?;
+        let mut store = Self::with_database(Arc::new(db));
+        store.lmdb = Some((dir.join("data.mdb"), map_size));
+        Ok(store)
+    }
+
+    /// `(bytes used, map size)` of an LMDB store (its data file grows as it fills).
+    pub fn map_usage(&self) -> Option<(u64, u64)> {
+        let (file, map_size) = self.lmdb.as_ref()?;
+        Some((std::fs::metadata(file).ok()?.len(), *map_size))
     }
 
     /// A fresh, empty in-memory store.
@@ -63,13 +106,24 @@ impl EventStore {
     }
 
     fn with_database(db: Arc<dyn NostrDatabase>) -> Self {
-        Self { db, replacing: Arc::default() }
+        Self {
+            db,
+            replacing: Arc::default(),
+            readers: Arc::new(tokio::sync::Semaphore::new(READERS)),
+            client_readers: Arc::new(tokio::sync::Semaphore::new(CLIENT_READERS)),
+            lmdb: None,
+        }
     }
 
-    /// Opens the configured backend.
+    /// Opens the configured backend (LMDB with the default map size).
     pub fn open(backend: StoreBackend, dir: &Path) -> Result<Self, StoreError> {
+        Self::open_sized(backend, dir, DEFAULT_MAP_SIZE)
+    }
+
+    /// Opens the configured backend; LMDB may grow to `map_size` bytes.
+    pub fn open_sized(backend: StoreBackend, dir: &Path, map_size: u64) -> Result<Self, StoreError> {
         match backend {
-            StoreBackend::Lmdb => Self::open_lmdb(dir),
+            StoreBackend::Lmdb => Self::open_lmdb(dir, map_size),
             StoreBackend::Memory => Ok(Self::memory()),
         }
     }
@@ -111,27 +165,51 @@ impl EventStore {
         Ok(self.db.event_by_id(id).await?)
     }
 
+    /// Runs one blocking read in a read slot.
+    async fn read<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(Arc<dyn NostrDatabase>) -> Result<T, DatabaseError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let _slot = self.readers.acquire().await.expect("never closed");
+        let db = self.db.clone();
+        Ok(tokio::task::spawn_blocking(move || read(db)).await??)
+    }
+
+    /// A client query slot, or [`StoreError::Busy`] when none frees up in time.
+    async fn client_slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, StoreError> {
+        tokio::time::timeout(CLIENT_READ_WAIT, self.client_readers.acquire())
+            .await
+            .map_err(|_| StoreError::Busy)?
+            .map_err(|_| StoreError::Busy)
+    }
+
     /// Events matching the filter, newest first.
     pub async fn query(&self, filter: Filter) -> Result<Vec<Event>, StoreError> {
-        let db = self.db.clone();
-        let events = tokio::task::spawn_blocking(move || {
-            futures::executor::block_on(db.query(filter)).map(|e| e.into_iter().collect::<Vec<_>>())
-        })
-        .await??;
-        Ok(events)
+        self.read(move |db| futures::executor::block_on(db.query(filter)).map(|e| e.into_iter().collect()))
+            .await
+    }
+
+    /// [`EventStore::query`] for a client's REQ: in a client query slot.
+    pub async fn query_for_client(&self, filter: Filter) -> Result<Vec<Event>, StoreError> {
+        let _slot = self.client_slot().await?;
+        self.query(filter).await
     }
 
     /// Number of events matching the filter.
     pub async fn count(&self, filter: Filter) -> Result<usize, StoreError> {
-        let db = self.db.clone();
-        Ok(tokio::task::spawn_blocking(move || futures::executor::block_on(db.count(filter))).await??)
+        self.read(move |db| futures::executor::block_on(db.count(filter))).await
     }
 
     /// `(id, created_at)` of every event matching the filter, for negentropy.
     pub async fn negentropy_items(&self, filter: Filter) -> Result<Vec<(EventId, Timestamp)>, StoreError> {
-        let db = self.db.clone();
-        Ok(tokio::task::spawn_blocking(move || futures::executor::block_on(db.negentropy_items(filter)))
-            .await??)
+        self.read(move |db| futures::executor::block_on(db.negentropy_items(filter))).await
+    }
+
+    /// [`EventStore::negentropy_items`] for a client's COUNT or NEG-OPEN: in a client query
+    /// slot.
+    pub async fn items_for_client(&self, filter: Filter) -> Result<Vec<(EventId, Timestamp)>, StoreError> {
+        let _slot = self.client_slot().await?;
+        self.negentropy_items(filter).await
     }
 
     /// Every stored announcement (30617) with identifier `d`, from any author.
