@@ -264,7 +264,49 @@ async fn negentropy_errors_are_reported_per_session(frontend: Frontend) {
     assert_eq!(raw.req("after", &[json!({"kinds": [1]})]).await, Ok(vec![]));
 }
 
+async fn queries_are_bounded_search_count_negentropy_and_req(frontend: Frontend) {
+    let server = frontend
+        .builder()
+        .arg("--event-policy=accept-all")
+        .arg("--max-count=5")
+        .arg("--max-negentropy-items=5")
+        .arg("--max-req-bytes=20000")
+        .start();
+    let mut raw = RawClient::connect(&server.ws_url()).await;
+    let keys = Keys::generate();
+    for i in 0..10 {
+        let at = Timestamp::from(Timestamp::now().as_secs() - 100 + i);
+        let note = EventBuilder::text_note(format!("{i} {}", "x".repeat(3000)))
+            .custom_created_at(at)
+            .sign_with_keys(&keys)
+            .unwrap();
+        assert!(raw.publish(&events::json(&note)).await.0);
+    }
+    // NIP-50 search would scan everything: refused with a reason.
+    let refused = raw.req("s", &[json!({"kinds": [1], "search": "x"})]).await.unwrap_err();
+    assert!(refused.starts_with("invalid:") && refused.contains("search"), "{refused}");
+    // COUNT stops at its cap and says it is approximate.
+    raw.send(json!(["COUNT", "c", {"kinds": [1]}, {"authors": [keys.public_key().to_hex()]}])).await;
+    let count = raw.recv().await;
+    assert_eq!(count[0], "COUNT", "{count}");
+    assert_eq!(count[2]["count"], 5);
+    assert_eq!(count[2]["approximate"], true, "{count}");
+    raw.send(json!(["COUNT", "small", {"kinds": [1], "limit": 2}])).await;
+    assert_eq!(raw.recv().await[2], json!({"count": 2}));
+    // NEG-OPEN over more than the cap is refused before it loads everything.
+    raw.send(json!(["NEG-OPEN", "n", {"kinds": [1]}, "61"])).await;
+    let neg = raw.recv().await;
+    assert_eq!(neg[0], "NEG-ERR", "{neg}");
+    assert!(neg[2].as_str().unwrap().starts_with("blocked:"), "{neg}");
+    // One REQ answer stays within its byte budget, newest first, then EOSE.
+    let answer = raw.req("r", &[json!({"kinds": [1]})]).await.unwrap();
+    assert!((1..10).contains(&answer.len()), "{} events within 20 kB", answer.len());
+    let newest = answer[0]["content"].as_str().unwrap();
+    assert!(newest.starts_with("9 "), "newest first: {}", &newest[..5]);
+}
+
 frontend_tests!(
+    queries_are_bounded_search_count_negentropy_and_req,
     publish_fetch_live_delivery_and_count,
     close_stops_live_delivery_for_that_subscription_only,
     negentropy_sync_with_nostr_sdk,

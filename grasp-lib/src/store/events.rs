@@ -292,6 +292,17 @@ mod tests {
         store.current_version(event).await.unwrap().expect("a version is stored").id
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_client_queries_gets_busy_and_other_reads_go_on() {
+        let store = EventStore::memory();
+        let _taken = store.client_readers.acquire_many(CLIENT_READERS as u32).await.unwrap();
+        let busy = store.query_for_client(Filter::new().kind(Kind::TextNote)).await;
+        assert!(matches!(busy, Err(StoreError::Busy)), "after waiting {CLIENT_READ_WAIT:?}");
+        assert!(busy.unwrap_err().client_message().starts_with("error: too many queries"));
+        // Reads for pushes and EVENTs do not wait for client slots.
+        assert!(store.query(Filter::new().kind(Kind::TextNote)).await.unwrap().is_empty());
+    }
+
     #[tokio::test]
     async fn the_lower_id_wins_a_same_second_tie_in_either_order_on_every_backend() {
         for backend in [StoreBackend::Memory, StoreBackend::Lmdb] {
