@@ -305,7 +305,44 @@ async fn queries_are_bounded_search_count_negentropy_and_req(frontend: Frontend)
     assert!(newest.starts_with("9 "), "newest first: {}", &newest[..5]);
 }
 
+/// A REQ answer larger than one page (about 2.4 MB here) is written page by page: every
+/// event arrives once, newest first, then EOSE, and the connection goes on.
+async fn a_long_answer_arrives_whole_and_in_order(frontend: Frontend) {
+    let server = frontend.builder().arg("--event-policy=accept-all").arg("--events-per-minute=10000").start();
+    let mut raw = RawClient::connect(&server.ws_url()).await;
+    let keys = Keys::generate();
+    let base = Timestamp::now().as_secs() - 100;
+    for i in 0..300u64 {
+        // Three seconds only: pages must cross many events of one second.
+        let note = EventBuilder::text_note(format!("{i} {}", "y".repeat(8000)))
+            .custom_created_at(Timestamp::from(base + i % 3))
+            .sign_with_keys(&keys)
+            .unwrap();
+        assert!(raw.publish(&events::json(&note)).await.0);
+    }
+    let answer = raw.req("all", &[json!({"kinds": [1], "limit": 500})]).await.unwrap();
+    assert_eq!(answer.len(), 300);
+    let ids: std::collections::HashSet<&str> = answer.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 300, "each event once");
+    let times: Vec<u64> = answer.iter().map(|e| e["created_at"].as_u64().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] >= w[1]), "newest first");
+    // Two filters over the same events: still each once.
+    let both = raw
+        .req(
+            "both",
+            &[
+                json!({"kinds": [1], "limit": 120}),
+                json!({"authors": [keys.public_key().to_hex()], "limit": 200}),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(both.len(), 200);
+    assert_eq!(raw.req("after", &[json!({"kinds": [1], "limit": 1})]).await.unwrap().len(), 1);
+}
+
 frontend_tests!(
+    a_long_answer_arrives_whole_and_in_order,
     queries_are_bounded_search_count_negentropy_and_req,
     publish_fetch_live_delivery_and_count,
     close_stops_live_delivery_for_that_subscription_only,

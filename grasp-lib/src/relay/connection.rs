@@ -4,9 +4,11 @@
 //! so every transport that hosts the relay counts the same way.
 //!
 //! Slow clients: while this loop waits on a client that does not read, live events pile up
-//! in the relay's bounded broadcast buffer. When this connection falls behind by more than
-//! the buffer, the receiver reports how many it missed and the session closes its live
-//! subscriptions with a reason, so nothing is dropped silently.
+//! in this connection's own live queue, bounded in events and bytes. When it falls behind by
+//! more than that, the queue is dropped, the receiver reports how many events it missed and
+//! the session closes its live subscriptions with a reason, so nothing is dropped silently.
+//! A REQ's stored events are written a page at a time ([`Session::more`]), each page read
+//! from the store only after the previous one is written.
 //!
 //! Dead and stuck clients ([`KeepAlive`]): every ping interval the loop sends a ping; a
 //! connection that stays silent (no pong, no message) for the silence limit, or whose
@@ -80,7 +82,7 @@ where
             frame = incoming.next() => {
                 heard = Instant::now();
                 match frame {
-                    Some(Inbound::Text(text)) => texts(session.handle(&text).await),
+                    Some(Inbound::Text(text)) => texts(session.receive(&text).await),
                     Some(Inbound::Binary) => {
                         texts(vec![wire::notice("invalid: binary messages are not supported; send JSON text")])
                     }
@@ -100,13 +102,18 @@ where
                 vec![Outbound::Ping]
             },
         };
-        let sent = relay.metrics();
-        for reply in &replies {
-            if let Outbound::Text(text) = reply {
-                sent.messages_sent.with_label_values(&[wire::message_type(text)]).inc();
+        // A REQ's answer is written page by page: the next page is read from the store
+        // only once the previous one is written.
+        let mut replies = Some(replies);
+        let mut result = Ok(());
+        while let Some(page) = replies.take() {
+            result = send_counted(relay, &mut outgoing, page, silence).await;
+            if result.is_err() {
+                break;
             }
+            replies = session.more().await.map(texts);
         }
-        match send_all(&mut outgoing, replies, silence).await {
+        match result {
             Ok(()) => {}
             Err(SendError::Stalled) => break Ended::WriteStalled,
             Err(SendError::Closed) => break Ended::Closed,
@@ -120,6 +127,21 @@ where
         relay.metrics().timeouts.with_label_values(&[stalled]).inc();
     }
     ended
+}
+
+async fn send_counted<W: Sink<Outbound> + Unpin>(
+    relay: &super::Relay,
+    outgoing: &mut W,
+    replies: Vec<Outbound>,
+    silence: Option<Duration>,
+) -> Result<(), SendError> {
+    let sent = relay.metrics();
+    for reply in &replies {
+        if let Outbound::Text(text) = reply {
+            sent.messages_sent.with_label_values(&[wire::message_type(text)]).inc();
+        }
+    }
+    send_all(outgoing, replies, silence).await
 }
 
 fn texts(messages: Vec<String>) -> Vec<Outbound> {

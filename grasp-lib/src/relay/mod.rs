@@ -6,6 +6,7 @@
 //! [`connection::drive`] loop joins a session to any stream/sink pair, so warp websockets,
 //! a proxy, or a test harness host the same engine.
 
+mod answer;
 pub mod connection;
 pub mod engine;
 mod negentropy;

@@ -10,9 +10,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use nostr::filter::MatchEventOptions;
-use nostr::{ClientMessage, Event, EventId, Filter, JsonUtil, Timestamp};
+use nostr::{ClientMessage, Event, EventId, Filter, Timestamp};
 use serde_json::Value;
 
+use super::answer::Answer;
 use super::engine::Relay;
 use super::negentropy::NegentropySession;
 use super::wire::{self, CLIENT_MESSAGE_TYPES, MAX_SUBSCRIPTION_ID_LEN};
@@ -32,12 +33,20 @@ struct Subscription {
     sent_recent: HashSet<EventId>,
 }
 
+/// A REQ whose stored events are being sent, page by page.
+struct Answering {
+    answer: Answer,
+    filters: Vec<Filter>,
+    started: Instant,
+}
+
 /// Protocol state of one client.
 pub struct Session {
     relay: Arc<Relay>,
     peer: IpAddr,
     subscriptions: BTreeMap<String, Subscription>,
     negentropy: HashMap<String, NegentropySession>,
+    answering: Option<Answering>,
 }
 
 impl std::fmt::Debug for Session {
@@ -66,7 +75,7 @@ impl Relay {
 
 impl Session {
     pub(super) fn new(relay: Arc<Relay>, peer: IpAddr) -> Self {
-        Self { relay, peer, subscriptions: BTreeMap::new(), negentropy: HashMap::new() }
+        Self { relay, peer, subscriptions: BTreeMap::new(), negentropy: HashMap::new(), answering: None }
     }
 
     /// The client's address.
@@ -79,8 +88,56 @@ impl Session {
         self.subscriptions.len()
     }
 
-    /// Handles one client message and returns the messages to send back, in order.
+    /// Handles one client message and returns every message to send back, in order (a
+    /// REQ's whole answer included). A transport that writes as it goes uses
+    /// [`Session::receive`] and [`Session::more`] instead, so a long answer is never held
+    /// in memory at once.
     pub async fn handle(&mut self, text: &str) -> Vec<String> {
+        let mut messages = self.receive(text).await;
+        while let Some(page) = self.more().await {
+            messages.extend(page);
+        }
+        messages
+    }
+
+    /// The rest of a REQ answer that [`Session::receive`] started: the next page of
+    /// messages, or `None` when nothing is pending. Call it after writing the previous
+    /// messages, until it returns `None`, before the next client message.
+    pub async fn more(&mut self) -> Option<Vec<String>> {
+        let mut answering = self.answering.take()?;
+        let sub = answering.answer.subscription().to_owned();
+        let page = match answering.answer.next_page(self.relay.store()).await {
+            Ok(page) => page,
+            Err(e) => {
+                tracing::warn!(error = %e, "REQ query failed");
+                self.observe_req("error", answering.started);
+                return Some(vec![wire::closed(&sub, &e.client_message())]);
+            }
+        };
+        if page.done {
+            self.observe_req("ok", answering.started);
+            let sent_recent = answering.answer.into_recent();
+            self.subscriptions.insert(sub, Subscription { filters: answering.filters, sent_recent });
+        } else {
+            self.answering = Some(answering);
+        }
+        Some(page.messages)
+    }
+
+    fn observe_req(&self, outcome: &str, started: Instant) {
+        self.relay
+            .metrics()
+            .req_duration
+            .with_label_values(&[outcome])
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Handles one client message and returns the first messages to send back; a REQ's
+    /// answer continues with [`Session::more`].
+    pub async fn receive(&mut self, text: &str) -> Vec<String> {
+        // A client message ends an answer still pending (the transport did not ask for
+        // the rest): its subscription is not opened.
+        self.answering = None;
         let metrics = self.relay.metrics();
         let limit = self.relay.limits().max_message_size;
         if text.len() > limit {
@@ -243,46 +300,11 @@ impl Session {
         if let Some(refusal) = Self::unanswerable(&filters) {
             return vec![wire::closed(&sub, refusal)];
         }
-        let started = Instant::now();
-        let mut seen = HashSet::new();
-        let mut events: Vec<Event> = Vec::new();
-        for filter in &filters {
-            match self.relay.store().query_for_client(self.clamp(filter.clone())).await {
-                Ok(found) => events.extend(found.into_iter().filter(|e| seen.insert(e.id))),
-                Err(e) => {
-                    tracing::warn!(error = %e, "REQ query failed");
-                    self.relay
-                        .metrics()
-                        .req_duration
-                        .with_label_values(&["error"])
-                        .observe(started.elapsed().as_secs_f64());
-                    return vec![wire::closed(&sub, &e.client_message())];
-                }
-            }
-        }
-        if filters.len() > 1 {
-            events.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
-        }
-        // Newest first, up to the byte budget of one answer: a client pages older ones
-        // with `until`.
-        let budget = limits.max_req_bytes;
-        let mut bytes = 0;
-        let mut out: Vec<String> = Vec::new();
-        for event in &events {
-            let json = event.as_json();
-            bytes += json.len();
-            if bytes > budget && !out.is_empty() {
-                events.truncate(out.len());
-                break;
-            }
-            out.push(wire::event(&sub, &json));
-        }
-        out.push(wire::eose(&sub));
-        self.relay.metrics().req_duration.with_label_values(&["ok"]).observe(started.elapsed().as_secs_f64());
         let recent = Timestamp::now().as_secs().saturating_sub(RECENT_SECS);
-        let sent_recent = events.iter().filter(|e| e.created_at.as_secs() >= recent).map(|e| e.id).collect();
-        self.subscriptions.insert(sub, Subscription { filters, sent_recent });
-        out
+        let clamped = filters.iter().map(|f| self.clamp(f.clone())).collect();
+        let answer = Answer::new(sub, clamped, limits.max_req_bytes, recent);
+        self.answering = Some(Answering { answer, filters, started: Instant::now() });
+        self.more().await.unwrap_or_default()
     }
 
     fn handle_close(&mut self, value: Value) -> Vec<String> {
