@@ -12,6 +12,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use nostr::{Event, EventId, Timestamp};
 
+use crate::access::PrivateAccess;
 use crate::curation::{Curation, Selectors};
 use crate::git::RepoRef;
 use crate::hosting::{Arrival, Hosting, DUPLICATE_HELD_MESSAGE, PURGATORY_MESSAGE};
@@ -52,6 +53,7 @@ pub struct Ingest {
     prs_hosting: bool,
     curation: Arc<Curation>,
     archive: Arc<Selectors>,
+    access: Option<Arc<PrivateAccess>>,
 }
 
 fn malformed(e: impl std::fmt::Display) -> Verdict {
@@ -72,7 +74,14 @@ impl Ingest {
             prs_hosting: false,
             curation: Arc::new(Curation::default()),
             archive: Arc::new(Selectors::default()),
+            access: None,
         }
+    }
+
+    /// On a private service (GRASP-08), takes announcements only from members.
+    pub fn with_access(mut self, access: Option<Arc<PrivateAccess>>) -> Self {
+        self.access = access;
+        self
     }
 
     /// Applies the operator's allow / deny lists (whatever they are when an event arrives).
@@ -110,6 +119,10 @@ impl Ingest {
         }
         if self.hosting.purgatory().contains(&event.id) {
             return Ok(Verdict::Hold { message: DUPLICATE_HELD_MESSAGE.to_owned() });
+        }
+        let member = self.access.as_ref().map(|access| access.is_member(&event.pubkey));
+        if let Some(verdict) = decide::private_service(event.kind.as_u16(), member) {
+            return Ok(verdict);
         }
         match event.kind.as_u16() {
             kinds::REPO_ANNOUNCEMENT => self.announcement(event, source).await,

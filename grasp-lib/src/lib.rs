@@ -54,6 +54,7 @@
 
 #![deny(missing_docs, unsafe_code)]
 
+pub mod access;
 pub mod alignment;
 pub mod authorization;
 pub mod cli;
@@ -72,6 +73,7 @@ pub mod local_api;
 pub mod logging;
 pub mod maintainers;
 pub mod metrics;
+pub mod mirrors;
 pub mod nip11;
 pub mod nip34;
 pub mod origin;
@@ -162,6 +164,7 @@ fn start_hunting(
     hosting: &Arc<Hosting>,
     metrics: &Metrics,
     outbound: &Arc<outbound::OutboundPolicy>,
+    private_peers: Option<Arc<access::PrivatePeers>>,
 ) -> hunt::HuntRequests {
     if !config.hunting {
         tracing::info!("hunting is off: held events wait for a push");
@@ -180,7 +183,8 @@ fn start_hunting(
             hunt_metrics.clone(),
         )
         .with_policy(outbound.clone())
-        .with_url_caps(settings.urls),
+        .with_url_caps(settings.urls)
+        .with_private_peers(private_peers),
     );
     let status_path = (config.database_backend == StoreBackend::Lmdb)
         .then(|| hunt::status::HuntStatus::path(&config.relay_data_path));
@@ -279,6 +283,7 @@ pub struct Grasp {
     push_limit: Arc<rate_limit::PerIpLimit>,
     prs_empty: Option<Arc<git::prs::EmptyRepository>>,
     git_slots: limits::GitSlots,
+    access: Option<Arc<access::PrivateAccess>>,
 }
 
 impl Grasp {
@@ -361,15 +366,24 @@ impl Grasp {
             true => Some(Arc::new(prepare_prs(&config).await?)),
             false => None,
         };
+        let access = config.private_access(&origin).map(Arc::new);
+        let private_peers = access.as_ref().map(|_| Arc::new(access::PrivatePeers::new(config.owner_keys())));
+        if access.is_some() && config.owner_keys().is_none() {
+            tracing::warn!(
+                "private_mode without relay_owner_nsec: other private servers cannot mirror with this one \
+                 (it has no key to authenticate with)"
+            );
+        }
         let policy: Arc<dyn policy::EventPolicy> = match config.event_policy {
             config::EventPolicyChoice::Grasp => {
-                let hunt = start_hunting(&config, &hosting, &metrics, &outbound);
+                let hunt = start_hunting(&config, &hosting, &metrics, &outbound, private_peers.clone());
                 Arc::new(
                     Ingest::new(hosting.clone())
                         .with_hunting(hunt)
                         .with_prs_hosting(config.prs_hosting)
                         .with_curation(curation.clone())
-                        .with_archive(archive.clone()),
+                        .with_archive(archive.clone())
+                        .with_access(access.clone()),
                 )
             }
             config::EventPolicyChoice::AcceptAll => {
@@ -377,10 +391,24 @@ impl Grasp {
                 Arc::new(policy::AcceptAll)
             }
         };
-        let relay = Arc::new(Relay::new(publisher, policy, limits, metrics.clone()));
+        let mut relay = Relay::new(publisher, policy, limits, metrics.clone());
+        if let Some(access) = &access {
+            relay = relay.with_access(access.clone());
+        }
+        let relay = Arc::new(relay);
         tokio::spawn(hosting.clone().run_expiry());
         tokio::spawn(watch_store_fill(store.clone(), metrics.clone()));
         start_sync(&config, &origin, &relay, &hosting, &metrics, &outbound);
+        if let (Some(access), Some(peers)) = (&access, &private_peers) {
+            mirrors::start(
+                hosting.clone(),
+                access.clone(),
+                peers.clone(),
+                outbound.clone(),
+                sync::peers::OwnUrls::new(origin.clone(), config.bind_address),
+                mirrors::MirrorSettings::for_mode(config.test_mode),
+            );
+        }
         tokio::spawn(recover_in_background(hosting.clone()));
         tokio::spawn(curation.clone().watch(config.curation_reload_interval()));
         let git_slots = limits::GitSlots::new(config.git_slot_limits());
@@ -397,7 +425,13 @@ impl Grasp {
             push_limit,
             prs_empty,
             git_slots,
+            access,
         })
+    }
+
+    /// Who may use this service, when it is private (GRASP-08).
+    pub fn access(&self) -> Option<&Arc<access::PrivateAccess>> {
+        self.access.as_ref()
     }
 
     /// The configuration in force.

@@ -485,6 +485,7 @@ pub fn kind_label(kind: u16) -> &'static str {
         9735 => "9735",
         10002 => "10002",
         kinds::USER_GRASP_LIST => "10317",
+        kinds::PRIVATE_GRASP_LIST => "10318",
         kinds::REPO_ANNOUNCEMENT => "30617",
         kinds::REPO_STATE => "30618",
         _ => "other",

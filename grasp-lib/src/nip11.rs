@@ -14,6 +14,17 @@ pub const SUPPORTED_NIPS: &[u16] = &[1, 9, 11, 34, 45, 77];
 /// ones switched on.
 pub const SUPPORTED_GRASPS: &[&str] = &["GRASP-01"];
 
+/// `supported_nips`: [`SUPPORTED_NIPS`], plus 42 (relay authentication) and 98 (HTTP
+/// authentication) on a private service.
+pub fn supported_nips(config: &Config) -> Vec<u16> {
+    let mut nips = SUPPORTED_NIPS.to_vec();
+    if config.private_mode {
+        nips.extend([42, 98]);
+    }
+    nips.sort_unstable();
+    nips
+}
+
 /// `supported_grasps`: [`SUPPORTED_GRASPS`] plus GRASP-02 (proactive sync) when both relay
 /// sync and hunting (fetching git data from other clone URLs) are on, GRASP-05 (archive) and
 /// GRASP-06 (`/prs/`) when configured.
@@ -28,6 +39,9 @@ pub fn supported_grasps(config: &Config) -> Vec<&'static str> {
     if config.prs_hosting {
         grasps.push("GRASP-06");
     }
+    if config.private_mode {
+        grasps.push("GRASP-08");
+    }
     grasps.sort_unstable();
     grasps
 }
@@ -36,14 +50,22 @@ pub fn supported_grasps(config: &Config) -> Vec<&'static str> {
 /// and the operator's lists add.
 pub fn repo_acceptance_criteria(config: &Config, origin: &ServiceOrigin, lists: &CurationLists) -> String {
     let authority = origin.service_address();
-    let mut text = format!(
+    let mut text = String::new();
+    if config.private_mode {
+        text.push_str(
+            "Private service (GRASP-08): members only. Authenticate with NIP-42 on the relay and send a \
+             NIP-98 credential (u: the repository URL, method: GET) with every git request. Only members \
+             announce repositories. ",
+        );
+    }
+    text.push_str(&format!(
         "Repository announcements (kind 30617) must list this server in both 'clone' \
          (http(s)://{authority}/<npub>/<identifier>.git) and 'relays' (ws(s)://{authority}). \
          Announcements by pubkeys that another announcement with the same identifier lists as maintainers \
          (role tags M/m or 'maintainers'; invitees included, since their acceptance is how the server learns \
          of it) are accepted without listing it; no repository is created for them. State events (30618) \
          count only from confirmed maintainers (maintainer model v3: reciprocal listing)."
-    );
+    ));
     let archive = config.archive_selectors();
     if !archive.is_empty() {
         text.push_str(&format!(
@@ -107,7 +129,7 @@ pub fn document(config: &Config, origin: &ServiceOrigin, lists: &CurationLists) 
         "description": config.relay_description,
         "software": "grasp-server",
         "version": env!("CARGO_PKG_VERSION"),
-        "supported_nips": SUPPORTED_NIPS,
+        "supported_nips": supported_nips(config),
         "supported_grasps": supported_grasps(config),
         "repo_acceptance_criteria": repo_acceptance_criteria(config, origin, lists),
         "limitation": {
@@ -116,7 +138,7 @@ pub fn document(config: &Config, origin: &ServiceOrigin, lists: &CurationLists) 
             "max_filters": config.max_filters,
             "max_limit": config.max_limit,
             "max_subid_length": MAX_SUBSCRIPTION_ID_LEN,
-            "auth_required": false,
+            "auth_required": config.private_mode,
             "payment_required": false,
             "restricted_writes": true,
             "created_at_upper_limit": crate::policy::decide::MAX_FUTURE_SECS,
@@ -151,6 +173,17 @@ mod tests {
         assert!(doc.get("pubkey").is_none());
         assert_eq!(doc["limitation"]["max_limit"], 500);
         assert!(doc["repo_acceptance_criteria"].as_str().unwrap().contains("127.0.0.1:1"));
+    }
+
+    #[test]
+    fn a_private_service_says_so() {
+        let origin = ServiceOrigin::parse("127.0.0.1:1").unwrap();
+        let config = Config { private_mode: true, prs_hosting: false, ..Config::default() };
+        let doc = document(&config, &origin, &CurationLists::default());
+        assert_eq!(doc["supported_grasps"], json!(["GRASP-01", "GRASP-02", "GRASP-08"]));
+        assert_eq!(doc["supported_nips"], json!([1, 9, 11, 34, 42, 45, 77, 98]));
+        assert_eq!(doc["limitation"]["auth_required"], true);
+        assert!(doc["repo_acceptance_criteria"].as_str().unwrap().starts_with("Private service"));
     }
 
     #[test]

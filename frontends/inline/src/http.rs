@@ -63,6 +63,7 @@ async fn dispatch(
         query: query.as_deref(),
         accept: header(ACCEPT.as_str()),
         websocket: ws.is_some(),
+        authorization: header("authorization"),
     };
     let git_protocol = header("git-protocol");
     let route = grasp.route(&head);

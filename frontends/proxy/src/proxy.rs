@@ -11,7 +11,7 @@ use bytes::Bytes;
 use grasp_lib::git::smart_http::Service;
 use grasp_lib::limits::Permit;
 use grasp_lib::web::{self, RequestHead, Route};
-use http::header::{ACCEPT, CONTENT_ENCODING, UPGRADE};
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_ENCODING, UPGRADE};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, HttpProxy, ProxyHttp, Session};
@@ -103,6 +103,7 @@ impl ProxyHttp for GraspProxy {
             query: request.uri.query(),
             accept: request.headers.get(ACCEPT).and_then(|v| v.to_str().ok()),
             websocket: wants_websocket(session),
+            authorization: request.headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()),
         });
         if matches!(route, Route::Advertise(..) | Route::Rpc(..)) {
             let client = client_of(session, grasp.config().trust_forwarded_for);

@@ -22,6 +22,11 @@ impl Config {
         };
         let overlay = toml::Table::try_from(args).map_err(|e| parse_error(None, e))?;
         table.extend(overlay);
+        // A private service has no unauthenticated /prs/: GRASP-06 is off unless asked for
+        // (and then validation refuses the combination).
+        if table.get("private_mode").and_then(toml::Value::as_bool) == Some(true) {
+            table.entry("prs_hosting").or_insert(toml::Value::Boolean(false));
+        }
         let config: Config = Config::deserialize(toml::Value::Table(table))
             .map_err(|e| parse_error(args.config.as_deref(), e))?;
         config.validate()?;
@@ -486,6 +491,19 @@ pub struct ConfigArgs {
     #[arg(long, env = "GRASP_ARCHIVE", value_delimiter = ',')]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub archive: Option<Vec<String>>,
+    /// GRASP-08: members only (NIP-42 on the relay, NIP-98 on git); GRASP-06 goes off
+    #[arg(long, env = "GRASP_PRIVATE_MODE", value_parser = BoolishValueParser::new(),
+          num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub private_mode: Option<bool>,
+    /// GRASP-08: member keys, comma-separated npubs (or hex)
+    #[arg(long, env = "GRASP_PRIVATE_MEMBERS", value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub private_members: Option<Vec<String>>,
+    /// GRASP-08: the origin clients use (https://host[:port]) when it differs from the domain; NIP-98 URLs name it
+    #[arg(long, env = "GRASP_PRIVATE_PUBLIC_ORIGIN")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub private_public_origin: Option<String>,
     /// grasp-proxy: URL of the git server (git http-backend) repository requests go to, e.g. http://127.0.0.1:8080
     #[arg(long, env = "GRASP_UPSTREAM")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -541,6 +559,9 @@ pub const NGIT_ENV_ALIASES: &[(&str, &str)] = &[
     ("test_mode", "NGIT_TEST"),
     ("prs_hosting", "NGIT_GRASP06_ENABLE"),
     ("allow_non_global_targets", "NGIT_SYNC_ALLOW_NON_GLOBAL_TARGETS"),
+    ("private_mode", "NGIT_PRIVATE_MODE"),
+    ("private_members", "NGIT_PRIVATE_MEMBERS"),
+    ("private_public_origin", "NGIT_PRIVATE_PUBLIC_ORIGIN"),
 ];
 
 fn primary_env(option: &str) -> String {

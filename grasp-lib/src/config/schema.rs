@@ -276,6 +276,16 @@ pub struct Config {
     /// GRASP-05: what to archive read-only although its announcement does not list this
     /// server: `*`, `<npub>`, `<npub>/<identifier>` or `<identifier>` (empty: off).
     pub archive: Vec<String>,
+    /// GRASP-08: the whole service is members-only (NIP-42 on the relay, NIP-98 on git).
+    /// Turns GRASP-06 off unless `prs_hosting` is set, which is then an error.
+    pub private_mode: bool,
+    /// GRASP-08: the members (npub or hex), besides the owners of private relays that
+    /// accepted announcements name.
+    pub private_members: Vec<String>,
+    /// GRASP-08: the origin clients reach this service at (`https://git.example.com`), when
+    /// it differs from `http(s)://<domain>` (behind a TLS-terminating proxy); NIP-98
+    /// credentials name repository URLs under it.
+    pub private_public_origin: Option<String>,
     /// grasp-proxy: base URL of the git server repository requests are forwarded to
     /// (`http://127.0.0.1:8080`, optionally with a path prefix). Required by grasp-proxy.
     pub upstream: Option<String>,
@@ -421,6 +431,9 @@ impl Default for Config {
             curation_file: None,
             curation_reload_secs: None,
             archive: Vec::new(),
+            private_mode: false,
+            private_members: Vec::new(),
+            private_public_origin: None,
             upstream: None,
             upstream_connect_timeout_secs: 10,
             upstream_timeout_secs: 600,

@@ -79,6 +79,26 @@ impl Config {
         Some(origin.with_base_path(crate::origin::parse_base_path(&self.base_path).ok()?))
     }
 
+    /// GRASP-08: who may use the service at `origin`, when it is private.
+    pub fn private_access(
+        &self,
+        origin: &crate::origin::ServiceOrigin,
+    ) -> Option<crate::access::PrivateAccess> {
+        if !self.private_mode {
+            return None;
+        }
+        let members = crate::access::Members::new(
+            self.private_members.iter().filter_map(|m| crate::access::parse_member(m)),
+        );
+        let public = self
+            .private_public_origin
+            .as_deref()
+            .and_then(|o| crate::access::parse_public_origin(o).ok())
+            .and_then(|authority| crate::origin::ServiceOrigin::parse(&authority).ok())
+            .map(|o| o.with_base_path(origin.base_path().to_owned()));
+        Some(crate::access::PrivateAccess::new(members, origin.clone(), public))
+    }
+
     /// The outbound target policy for the service at `origin` (decision 28): own listener
     /// and grasp-proxy's upstream refused, bootstrap relays trusted, the test resolver in
     /// test mode.
@@ -237,6 +257,8 @@ impl Config {
             },
             debounce: millis(self.sync_debounce_ms).unwrap_or(d.debounce),
             refresh: d.refresh,
+            // A private server mirrors with other private servers, which ask who it is.
+            identity: if self.private_mode { self.owner_keys() } else { None },
         }
     }
 

@@ -125,6 +125,7 @@ impl Config {
             return invalid("subscriber_queue", "must be at least 16".to_owned());
         }
         self.validate_sync()?;
+        self.validate_private()?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
             return invalid("log_level", e.to_string());
         }
@@ -150,6 +151,42 @@ impl Config {
         if self.tls_certificate_path.is_some() != self.tls_private_key_path.is_some() {
             let reason = "set both tls_certificate_path and tls_private_key_path, or neither".to_owned();
             return invalid("tls_certificate_path", reason);
+        }
+        Ok(())
+    }
+
+    /// GRASP-08: members only, nothing unauthenticated.
+    fn validate_private(&self) -> Result<(), ConfigError> {
+        let invalid = |option, reason: String| Err(ConfigError::Invalid { option, reason });
+        for member in &self.private_members {
+            if crate::access::parse_member(member).is_none() {
+                return invalid("private_members", format!("'{member}' is not an npub (or hex public key)"));
+            }
+        }
+        if let Some(origin) = &self.private_public_origin {
+            if let Err(reason) = crate::access::parse_public_origin(origin) {
+                return invalid("private_public_origin", reason);
+            }
+        }
+        if !self.private_mode {
+            if !self.private_members.is_empty() {
+                return invalid("private_members", "is used only with private_mode = true".to_owned());
+            }
+            return Ok(());
+        }
+        if self.private_members.is_empty() {
+            return invalid(
+                "private_mode",
+                "a private service needs at least one member: set private_members (npubs)".to_owned(),
+            );
+        }
+        if self.prs_hosting {
+            return invalid(
+                "private_mode",
+                "cannot be combined with prs_hosting (GRASP-06 /prs/ takes pushes without \
+                 authentication); leave prs_hosting unset or false"
+                    .to_owned(),
+            );
         }
         Ok(())
     }

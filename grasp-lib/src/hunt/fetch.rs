@@ -180,18 +180,18 @@ fn dir_size(path: &Path) -> u64 {
 /// fetched instead, which brings the wanted objects if they are reachable from those.
 pub async fn fetch(
     quarantine: &Quarantine,
-    url: &str,
-    pin: Option<&str>,
+    remote: &Remote<'_>,
     oids: &[String],
     limits: FetchLimits,
 ) -> Result<(), FetchError> {
+    let url = remote.url;
     let mut asking = oids.to_vec();
     while !asking.is_empty() {
-        match run_git_fetch(quarantine, url, pin, &asking, limits).await {
+        match run_git_fetch(quarantine, remote, &asking, limits).await {
             Err(FetchError::Failed(message)) if message.contains(UNADVERTISED) => {
                 tracing::debug!(%url, "remote refuses unadvertised objects; fetching its refs");
                 let specs: Vec<String> = REF_SPECS.iter().map(|s| s.to_string()).collect();
-                return run_git_fetch(quarantine, url, pin, &specs, limits).await;
+                return run_git_fetch(quarantine, remote, &specs, limits).await;
             }
             Err(FetchError::Failed(message)) => match absent_id(&message) {
                 Some(id) if asking.contains(&id) => {
@@ -206,6 +206,18 @@ pub async fn fetch(
     Ok(())
 }
 
+/// Where a fetch goes.
+#[derive(Debug, Clone, Default)]
+pub struct Remote<'a> {
+    /// The clone URL.
+    pub url: &'a str,
+    /// `http.curloptResolve`, pinning the host to vetted addresses.
+    pub pin: Option<String>,
+    /// An `Authorization` header value (a NIP-98 credential for a private server); passed
+    /// to git in its environment, not on the command line.
+    pub authorization: Option<String>,
+}
+
 /// The id in git's "not our ref <id>" (the remote does not have that object).
 fn absent_id(message: &str) -> Option<String> {
     let (_, rest) = message.split_once("not our ref ")?;
@@ -215,18 +227,18 @@ fn absent_id(message: &str) -> Option<String> {
 
 async fn run_git_fetch(
     quarantine: &Quarantine,
-    url: &str,
-    pin: Option<&str>,
+    remote: &Remote<'_>,
     specs: &[String],
     limits: FetchLimits,
 ) -> Result<(), FetchError> {
+    let url = remote.url;
     let mut cmd = tokio::process::Command::new("git");
     crate::git::dies_with_server(&mut cmd);
     cmd.arg("-C").arg(quarantine.path());
     for config in GIT_CONFIG {
         cmd.arg("-c").arg(config);
     }
-    if let Some(pin) = pin {
+    if let Some(pin) = &remote.pin {
         cmd.arg("-c").arg(format!("http.curloptResolve={pin}"));
     }
     for proxy in [
@@ -268,6 +280,13 @@ async fn run_git_fetch(
     .stderr(Stdio::piped())
     .kill_on_drop(true)
     .process_group(0);
+    // In the environment (after the inherited configuration variables are cleared), so the
+    // credential is not on the command line for everyone to see.
+    if let Some(authorization) = &remote.authorization {
+        cmd.env("GIT_CONFIG_COUNT", "1")
+            .env("GIT_CONFIG_KEY_0", "http.extraHeader")
+            .env("GIT_CONFIG_VALUE_0", format!("Authorization: {authorization}"));
+    }
     let mut child = cmd.spawn().map_err(|e| FetchError::Local(format!("cannot run git: {e}")))?;
     let group = child.id();
     let mut stderr = child.stderr.take().expect("stderr is piped");
@@ -406,7 +425,9 @@ mod tests {
         let q = Quarantine::create(&quarantine_root(tmp.path()), &landing).unwrap();
         let limits = FetchLimits::default();
         for url in [format!("file://{}", source.display()), source.display().to_string()] {
-            let err = fetch(&q, &url, None, &[blob.clone()], limits).await.unwrap_err();
+            let err = fetch(&q, &Remote { url: &url, ..Remote::default() }, &[blob.clone()], limits)
+                .await
+                .unwrap_err();
             assert!(matches!(err, FetchError::Failed(ref m) if m.contains("not allowed")), "{url}: {err}");
         }
         assert!(q.present(&[blob]).is_empty());

@@ -16,6 +16,7 @@ use nostr::PublicKey;
 use super::fetch::{self, FetchLimits, Quarantine};
 use super::metrics::HuntMetrics;
 use super::remote::{FetchError, Fetched, HuntRemote, Wanted};
+use crate::access::PrivatePeers;
 use crate::authorization::EventView;
 use crate::git::{refs, RepoRef};
 use crate::hosting::authoritative_state;
@@ -55,6 +56,7 @@ pub struct HostingRemote {
     policy: Arc<OutboundPolicy>,
     caps: UrlCaps,
     busy_addresses: Mutex<HashMap<IpAddr, u32>>,
+    private_peers: Option<Arc<PrivatePeers>>,
 }
 
 /// A fetch's hold on the addresses it dials; released when dropped.
@@ -110,7 +112,15 @@ impl HostingRemote {
             policy: Arc::new(OutboundPolicy::default()),
             caps: UrlCaps::default(),
             busy_addresses: Mutex::default(),
+            private_peers: None,
         }
+    }
+
+    /// Shows other private servers this server's NIP-98 credential when fetching from them
+    /// (GRASP-08 mirroring).
+    pub fn with_private_peers(mut self, peers: Option<Arc<PrivatePeers>>) -> Self {
+        self.private_peers = peers;
+        self
     }
 
     /// Dials only what `policy` lets through (default: global addresses only).
@@ -291,7 +301,9 @@ impl HostingRemote {
         let landing = self.hosting.repos().path(&situation.landing);
         let quarantine = Quarantine::create(&self.quarantine_root, &landing)
             .map_err(|e| FetchError::Local(format!("cannot create a quarantine: {e}")))?;
-        fetch::fetch(&quarantine, url, target.curl_resolve().as_deref(), oids, self.limits).await?;
+        let authorization = self.private_peers.as_ref().and_then(|peers| peers.authorization_for(url));
+        let remote = fetch::Remote { url, pin: target.curl_resolve(), authorization };
+        fetch::fetch(&quarantine, &remote, oids, self.limits).await?;
         let bytes = quarantine.size();
         let new_objects = quarantine.object_count();
         let landed = quarantine.present(oids);

@@ -14,6 +14,8 @@ pub const ISSUE: u16 = 1621;
 pub const COMMENT: u16 = 1111;
 /// User grasp server list (replaceable).
 pub const USER_GRASP_LIST: u16 = 10317;
+/// A user's private list of repository servers (GRASP-08; NIP-44-encrypted to themselves).
+pub const PRIVATE_GRASP_LIST: u16 = 10318;
 /// Repository announcement (addressable).
 pub const REPO_ANNOUNCEMENT: u16 = 30617;
 /// Repository state (addressable).

@@ -32,7 +32,7 @@ use nostr::{Event, EventId, PublicKey, Timestamp};
 
 use super::{Prefix, Verdict};
 use crate::maintainers::{is_maintainer_of_any, MaintainerModel};
-use crate::nip34::{RepoAnnouncement, RepoCoordinate, RepoState};
+use crate::nip34::{kinds, RepoAnnouncement, RepoCoordinate, RepoState};
 use crate::origin::ServiceOrigin;
 
 /// How far in the future `created_at` may be (clock skew allowance).
@@ -59,6 +59,22 @@ pub fn preliminary(event: &Event, now: Timestamp) -> Option<Verdict> {
         ));
     }
     None
+}
+
+/// GRASP-08 rules for events of kind `kind` on a private service (`member`: whether the
+/// author is a member; `None` on a public service): repositories are announced only by
+/// members, and a member's private list of repository servers (kind 10318, encrypted) is
+/// kept as it is.
+pub fn private_service(kind: u16, member: Option<bool>) -> Option<Verdict> {
+    match (kind, member?) {
+        (kinds::REPO_ANNOUNCEMENT, false) => Some(Verdict::reject(
+            Prefix::Restricted,
+            "private",
+            "this is a private service: only its members announce repositories here",
+        )),
+        (kinds::PRIVATE_GRASP_LIST, true) => Some(Verdict::Accept),
+        _ => None,
+    }
 }
 
 /// Which of the two tags of an announcement point at this server.

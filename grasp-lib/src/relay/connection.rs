@@ -77,7 +77,16 @@ where
     let mut ticker = tokio::time::interval_at(Instant::now() + interval, interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut heard = Instant::now();
+    // A private relay speaks first: its NIP-42 challenge.
+    let greeting = texts(session.greeting());
+    if let Err(e) = send_counted(relay, &mut outgoing, greeting, silence).await {
+        return match e {
+            SendError::Stalled => Ended::WriteStalled,
+            SendError::Closed => Ended::Closed,
+        };
+    }
     let ended = loop {
+        let auth_deadline = session.auth_deadline();
         let replies = tokio::select! {
             frame = incoming.next() => {
                 heard = Instant::now();
@@ -94,6 +103,10 @@ where
                 Ok(event) => texts(session.on_live(&event)),
                 Err(RecvError::Lagged(missed)) => texts(session.on_lagged(missed)),
                 Err(RecvError::Closed) => break Ended::Closed,
+            },
+            // A private relay closes connections that do not authenticate in time.
+            _ = tokio::time::sleep_until(auth_deadline.unwrap_or_else(Instant::now)), if auth_deadline.is_some() => {
+                break Ended::Closed;
             },
             _ = ticker.tick(), if keep_alive.interval.is_some() => {
                 if silence.is_some_and(|limit| heard.elapsed() >= limit) {
@@ -114,6 +127,7 @@ where
             replies = session.more().await.map(texts);
         }
         match result {
+            Ok(()) if session.wants_close() => break Ended::Closed,
             Ok(()) => {}
             Err(SendError::Stalled) => break Ended::WriteStalled,
             Err(SendError::Closed) => break Ended::Closed,

@@ -10,6 +10,7 @@ use nostr_database::{DatabaseEventStatus, RejectedReason, SaveEventStatus};
 
 use super::peers::Peers;
 use super::wire;
+use crate::access::PrivateAccess;
 use crate::metrics::{kind_label, Metrics};
 use crate::policy::{EventPolicy, EventSource, Verdict};
 use crate::rate_limit::PerIpLimit;
@@ -100,6 +101,7 @@ pub struct Relay {
     rate: PerIpLimit,
     peers: Peers,
     metrics: Metrics,
+    access: Option<Arc<PrivateAccess>>,
 }
 
 impl std::fmt::Debug for Relay {
@@ -120,7 +122,19 @@ impl Relay {
         let peers = Peers::new(metrics.clone(), limits.abuser_connection_threshold);
         Metrics::prime(&metrics.messages_received, wire::CLIENT_MESSAGE_TYPES.iter().copied());
         Metrics::prime(&metrics.messages_sent, wire::MESSAGE_TYPES.iter().copied());
-        Self { publisher, policy, limits, rate, peers, metrics }
+        Self { publisher, policy, limits, rate, peers, metrics, access: None }
+    }
+
+    /// Makes the relay members-only (GRASP-08): every connection authenticates with NIP-42
+    /// before anything else.
+    pub fn with_access(mut self, access: Arc<PrivateAccess>) -> Self {
+        self.access = Some(access);
+        self
+    }
+
+    /// Who may use the relay, when it is private.
+    pub fn access(&self) -> Option<&Arc<PrivateAccess>> {
+        self.access.as_ref()
     }
 
     /// A relay with its own publisher over `store` (for embedding and tests).

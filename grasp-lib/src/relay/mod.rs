@@ -9,6 +9,7 @@
 mod answer;
 pub mod connection;
 pub mod engine;
+mod gate;
 mod negentropy;
 pub mod peers;
 mod session;

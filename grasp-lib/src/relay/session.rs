@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use super::answer::Answer;
 use super::engine::Relay;
+use super::gate::Gate;
 use super::negentropy::NegentropySession;
 use super::wire::{self, CLIENT_MESSAGE_TYPES, MAX_SUBSCRIPTION_ID_LEN};
 use crate::metrics::kind_label;
@@ -47,6 +48,8 @@ pub struct Session {
     subscriptions: BTreeMap<String, Subscription>,
     negentropy: HashMap<String, NegentropySession>,
     answering: Option<Answering>,
+    /// NIP-42 state, on a private relay.
+    gate: Option<Gate>,
 }
 
 impl std::fmt::Debug for Session {
@@ -75,12 +78,42 @@ impl Relay {
 
 impl Session {
     pub(super) fn new(relay: Arc<Relay>, peer: IpAddr) -> Self {
-        Self { relay, peer, subscriptions: BTreeMap::new(), negentropy: HashMap::new(), answering: None }
+        let gate = relay.access().map(|access| Gate::new(access.clone()));
+        Self {
+            relay,
+            peer,
+            subscriptions: BTreeMap::new(),
+            negentropy: HashMap::new(),
+            answering: None,
+            gate,
+        }
     }
 
     /// The client's address.
     pub fn peer(&self) -> IpAddr {
         self.peer
+    }
+
+    /// What to send as soon as the connection opens: the NIP-42 challenge on a private
+    /// relay, nothing otherwise.
+    pub fn greeting(&self) -> Vec<String> {
+        self.gate.iter().map(Gate::greeting).collect()
+    }
+
+    /// True when the connection must be closed after the messages already returned are
+    /// written (a private relay refused the client).
+    pub fn wants_close(&self) -> bool {
+        self.gate.as_ref().is_some_and(Gate::closing)
+    }
+
+    /// When a connection that has not authenticated yet is closed (private relay).
+    pub fn auth_deadline(&self) -> Option<tokio::time::Instant> {
+        self.gate.as_ref().and_then(Gate::deadline)
+    }
+
+    /// The member this connection authenticated as (private relay).
+    pub fn authenticated(&self) -> Option<nostr::PublicKey> {
+        self.gate.as_ref().and_then(Gate::member)
     }
 
     /// Number of open REQ subscriptions.
@@ -162,6 +195,14 @@ impl Session {
             )];
         };
         metrics.messages_received.with_label_values(&[message_type_label(&kind)]).inc();
+        if let Some(gate) = &mut self.gate {
+            if kind == "AUTH" {
+                return vec![gate.authenticate(&value)];
+            }
+            if gate.member().is_none() {
+                return vec![gate.refuse(&kind, &value)];
+            }
+        }
         match kind.as_str() {
             "EVENT" => vec![self.handle_event(&value).await],
             "REQ" => self.handle_req(value).await,
@@ -175,6 +216,9 @@ impl Session {
 
     /// Messages for a live event: one EVENT per matching subscription.
     pub fn on_live(&self, live: &LiveEvent) -> Vec<String> {
+        if self.gate.as_ref().is_some_and(|gate| gate.member().is_none()) {
+            return Vec::new();
+        }
         self.subscriptions
             .iter()
             .filter(|(_, sub)| !sub.sent_recent.contains(&live.event.id))

@@ -54,6 +54,11 @@ pub fn neg_err(subscription_id: &str, reason: &str) -> String {
     json!(["NEG-ERR", subscription_id, reason]).to_string()
 }
 
+/// `["AUTH", <challenge>]`: the NIP-42 challenge of a connection.
+pub fn auth(challenge: &str) -> String {
+    json!(["AUTH", challenge]).to_string()
+}
+
 /// Every `type` label of client messages: the NIP-01/45/77 names, then
 /// [`INVALID_CLIENT_MESSAGE`].
 pub const CLIENT_MESSAGE_TYPES: &[&str] =

@@ -73,6 +73,9 @@ pub struct SyncSettings {
     pub debounce: Duration,
     /// Re-read the scope at least this often.
     pub refresh: Duration,
+    /// The key this server answers peers' NIP-42 challenges with (its owner key): private
+    /// servers (GRASP-08) serve only members. `None`: challenges go unanswered.
+    pub identity: Option<nostr::Keys>,
 }
 
 impl SyncSettings {
@@ -97,6 +100,7 @@ impl SyncSettings {
             timeouts: remote::RemoteTimeouts::for_mode(test_mode),
             debounce: Duration::from_millis(debounce),
             refresh: Duration::from_secs(refresh),
+            identity: None,
         }
     }
 }
@@ -273,11 +277,17 @@ impl Supervisor {
     async fn run(mut self, mut refetch: mpsc::UnboundedReceiver<Refetch>, stop: CancellationToken) {
         // Every dial (reconnects too) goes through the outbound policy, pinned to the
         // addresses it vetted.
-        let client = Client::builder()
+        let builder = Client::builder()
             .websocket_transport(crate::outbound::websocket::PinnedTransport::new(self.outbound.clone()))
-            .admit_policy(SyncAdmission::new(self.ingest.clone()))
-            .opts(ClientOptions::new().automatic_authentication(false))
-            .build();
+            .admit_policy(SyncAdmission::new(self.ingest.clone()));
+        // With an identity, peers that ask (private servers) get a NIP-42 answer, and
+        // subscriptions they closed for want of it are opened again.
+        let client = match self.settings.identity.clone() {
+            Some(keys) => {
+                builder.signer(keys).opts(ClientOptions::new().automatic_authentication(true)).build()
+            }
+            None => builder.opts(ClientOptions::new().automatic_authentication(false)).build(),
+        };
         let (plans, _) =
             watch::channel(Arc::new(FilterPlan::new(SyncScope::default(), &self.settings.peer.limits)));
         let mut next_refresh = Instant::now();

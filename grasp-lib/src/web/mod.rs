@@ -95,6 +95,25 @@ pub fn not_found() -> WebResponse {
     html(StatusCode::NOT_FOUND, pages::not_found())
 }
 
+/// A private service's answer to a repository request without a member's credential: an
+/// empty `401`, the same for every reason (no credential, not a member, expired, another
+/// repository's, a repository that does not exist). It asks for NIP-98 and also offers
+/// Basic, so git's credential helpers can send the credential as their password.
+pub fn unauthorized(realm: &str) -> WebResponse {
+    let realm = realm.replace(['"', '\\'], "");
+    let mut response = Response::new(Bytes::new());
+    *response.status_mut() = StatusCode::UNAUTHORIZED;
+    let headers = response.headers_mut();
+    for challenge in [format!("Nostr realm=\"{realm}\", method=\"GET\""), format!("Basic realm=\"{realm}\"")]
+    {
+        if let Ok(value) = HeaderValue::from_str(&challenge) {
+            headers.append(http::header::WWW_AUTHENTICATE, value);
+        }
+    }
+    headers.insert("access-control-expose-headers", HeaderValue::from_static("WWW-Authenticate"));
+    response
+}
+
 /// A known path asked with a method it does not serve.
 pub fn method_not_allowed() -> WebResponse {
     text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")

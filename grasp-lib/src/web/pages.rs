@@ -59,6 +59,14 @@ pub fn landing(grasp: &Grasp) -> String {
         name = escape(&config.relay_name),
         description = escape(&config.relay_description),
     );
+    let body = if config.private_mode {
+        format!(
+            "{body}\n<p><strong>This service is private</strong> (GRASP-08): only its members can read \
+             and publish. Clients authenticate with NIP-42 on the relay and NIP-98 on git.</p>"
+        )
+    } else {
+        body
+    };
     page(&config.relay_name, &body)
 }
 

@@ -4,7 +4,7 @@
 
 use http::{Method, StatusCode};
 
-use super::{method_not_allowed, not_found, text, wants_nip11, WebResponse};
+use super::{method_not_allowed, not_found, text, unauthorized, wants_nip11, WebResponse};
 use crate::git::smart_http::Service;
 use crate::git::RepoRef;
 use crate::origin::{parse_repo_path, ServiceOrigin};
@@ -23,11 +23,20 @@ pub struct RequestHead<'a> {
     pub accept: Option<&'a str>,
     /// True when the request asks for a websocket upgrade.
     pub websocket: bool,
+    /// The `Authorization` header (a private service's NIP-98 credential).
+    pub authorization: Option<&'a str>,
 }
 
 impl Default for RequestHead<'_> {
     fn default() -> Self {
-        Self { method: Method::GET, path: "/", query: None, accept: None, websocket: false }
+        Self {
+            method: Method::GET,
+            path: "/",
+            query: None,
+            accept: None,
+            websocket: false,
+            authorization: None,
+        }
     }
 }
 
@@ -99,9 +108,22 @@ fn service_param(query: Option<&str>) -> Option<Service> {
 impl Grasp {
     /// Routes a request to this node: [`route_in`] with its origin and repositories.
     pub fn route(&self, head: &RequestHead<'_>) -> Route {
+        if let Some(access) = self.access() {
+            // A private service asks for a member's credential before it looks for the
+            // repository, so nobody learns which repositories exist.
+            let repo = self.origin().strip_base(head.path).and_then(parse_repo_request).map(|(repo, _)| repo);
+            if let Some(repo) = repo {
+                if head.method != Method::OPTIONS && !access.admits_git(head.authorization, &repo) {
+                    return Route::Refused(unauthorized(&access.realm()));
+                }
+            }
+        }
         match route_in(self.origin(), |repo| self.serving_path(repo).is_some(), head) {
-            // Served on its own listener (`metrics_bind_address`), not to the public.
-            Route::Metrics if self.config().metrics_bind_address.is_some() => Route::Refused(not_found()),
+            // Served on its own listener (`metrics_bind_address`), not to the public; a
+            // private service never shows them on the public listener.
+            Route::Metrics if self.config().metrics_bind_address.is_some() || self.access().is_some() => {
+                Route::Refused(not_found())
+            }
             route => route,
         }
     }
@@ -208,7 +230,10 @@ mod tests {
     #[test]
     fn routes_the_root_metrics_and_preflight() {
         let at = |method: Method, path: &str, accept: Option<&str>, websocket: bool| {
-            route(|_: &RepoRef| false, &RequestHead { method, path, query: None, accept, websocket })
+            route(
+                |_: &RepoRef| false,
+                &RequestHead { method, path, query: None, accept, websocket, authorization: None },
+            )
         };
         assert!(matches!(at(Method::GET, "/", None, true), Route::Relay));
         assert!(matches!(at(Method::GET, "/", Some("application/nostr+json"), false), Route::Nip11));
