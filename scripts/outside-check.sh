@@ -4,10 +4,12 @@
 # data paths), runs the GRASP conformance suite grasp-audit against it and prints the
 # summary; with --ngit it also walks through ngit as a user would (init, push, clone over
 # nostr://, send a PR, list PRs, plain git clone, invite a co-maintainer whose push is
-# refused until they accept), then again against a second server under a base path
-# (inline only). --frontend proxy runs grasp-proxy in front
-# of nginx + fcgiwrap + git http-backend started for the check. Not part of scripts/test.sh:
-# it needs the two tools, which it installs into $QA_TOOLS (default ~/.cache/qa-tools).
+# refused until they accept), then again against a second server under a base path, and
+# a private run against a third server in private mode (GRASP-08: a member inits and
+# pushes, another member clones, a non-member is refused; inline only). --frontend proxy
+# runs grasp-proxy in front of nginx + fcgiwrap + git http-backend started for the check.
+# Not part of scripts/test.sh: it needs the two tools, which it installs into $QA_TOOLS
+# (default ~/.cache/qa-tools).
 #
 #   scripts/outside-check.sh [--frontend inline|proxy] [--ngit] [--no-build] [--spec SPEC]
 #                            [--mode shared|isolated] [--keep-logs DIR] [--server-arg ARG]...
@@ -20,8 +22,9 @@
 # into DIR before the temporary directory is removed.
 #
 # Everything talks to 127.0.0.1 only: relay sync and hunting are off on the server, and
-# ngit's default relays and grasp servers are pointed at it. Exit status: 0 when every
-# check passed. See docs/how-to/outside-check.md.
+# ngit's default relays and grasp servers are pointed at it (in the private run, at a plain
+# relay started for it). Exit status: 0 when every check passed. See
+# docs/how-to/outside-check.md.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -46,7 +49,7 @@ while [ $# -gt 0 ]; do
         --spec) SPEC=$2; shift ;;
         --mode) MODE=$2; shift ;;
         --server-arg) EXTRA_SERVER_ARGS+=("$2"); shift ;;
-        -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -89,12 +92,25 @@ install_grasp_audit
 
 # --- server ------------------------------------------------------------------------------
 
+# The private walkthrough (--ngit, inline) also needs an ordinary relay: the workspace's
+# relay-builder-baseline (bench/), nostr-relay-builder with no write policy.
+PLAIN_RELAY_BIN=$CARGO_TARGET_DIR/debug/relay-builder-baseline
+NEED_PLAIN_RELAY=0
+[ "$WITH_NGIT" = 1 ] && [ "$FRONTEND" = inline ] && NEED_PLAIN_RELAY=1
 if [ "$BUILD" = 1 ]; then
     echo "== building $SERVER"
     (cd "$ROOT" && cargo build --quiet -p "$SERVER" --bin "$SERVER")
+    if [ "$NEED_PLAIN_RELAY" = 1 ]; then
+        echo "== building relay-builder-baseline (an ordinary relay for the private walkthrough)"
+        (cd "$ROOT" && cargo build --quiet -p grasp-bench --bin relay-builder-baseline)
+    fi
 fi
 SERVER_BIN=$CARGO_TARGET_DIR/debug/$SERVER
 [ -x "$SERVER_BIN" ] || { echo "$SERVER_BIN missing (drop --no-build)" >&2; exit 1; }
+if [ "$NEED_PLAIN_RELAY" = 1 ] && [ ! -x "$PLAIN_RELAY_BIN" ]; then
+    echo "$PLAIN_RELAY_BIN missing (drop --no-build)" >&2
+    exit 1
+fi
 
 WORK=$(mktemp -d -t grasp-outside-XXXXXX)
 # Process groups started here (server; with --frontend proxy also nginx and fcgiwrap). Each
@@ -394,6 +410,113 @@ ngit_walkthrough() {
         test "$(git ls-remote "$plain" refs/heads/main | cut -f1)" = "$(git -C "$dir/carol" rev-parse HEAD)"
 }
 
+# user_env DIR: the environment of a user of their own (home and XDG directories in DIR), one
+# assignment a line, for the env in front of a client command.
+user_env() {
+    mkdir -p "$1"
+    printf '%s\n' HOME="$1" XDG_CONFIG_HOME="$1/.config" XDG_CACHE_HOME="$1/.cache" \
+        XDG_DATA_HOME="$1/.local/share"
+}
+
+# start_plain_relay DIR: starts an ordinary relay (the workspace's relay-builder-baseline:
+# nostr-relay-builder on LMDB, no write policy, it keeps every event) on a free port on
+# 127.0.0.1 with its data in DIR and sets PLAIN_RELAY to its ws:// URL.
+start_plain_relay() {
+    local dir=$1 port pid
+    mkdir -p "$dir"
+    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    setsid "$PLAIN_RELAY_BIN" "$dir/lmdb" "$port" </dev/null >"$dir/relay.log" 2>&1 &
+    pid=$!
+    STARTED_GROUPS+=("$pid")
+    for _ in $(seq 300); do
+        grep -q '^listening on' "$dir/relay.log" && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    grep -q '^listening on' "$dir/relay.log" || { echo "the plain relay did not start:" >&2; cat "$dir/relay.log" >&2; return 1; }
+    PLAIN_RELAY=ws://127.0.0.1:$port
+}
+
+# ngit_private_walkthrough: GRASP-08. Starts a server in private mode with Alice and Dave as
+# members and walks through ngit: Alice runs `ngit init --private` and pushes, Dave clones,
+# Eve (no member) is refused. Each user has a home of their own, so ngit's cache cannot hand
+# one user what another fetched. ngit's ordinary relays are a plain relay, as a member's
+# public relays would be (ngit's own GRASP-08 test does the same): `ngit init --private`
+# publishes the member's encrypted list of private servers (kind 10318, no tags) to them and
+# fails when none keeps it. A public GRASP server refuses it (it names no repository). The
+# private server itself cannot be one of them either: ngit asks its ordinary relays for the
+# user's profile before it knows the server is private and declines the relay's AUTH
+# challenge; when nostr-sdk 0.45 has reported that refusal before the CLOSED auth-required
+# arrives, the query waits for an authentication that never comes, ngit gives up on the
+# relay for the rest of the command (after about 7 s) and the 10318 fails with "relay not
+# connected" (about 1 run in 4).
+ngit_private_walkthrough() {
+    local dir="$WORK/ngit-private"
+    local alice dave eve alice_npub
+    alice=$(random_key)
+    dave=$(random_key)
+    eve=$(random_key)
+    alice_npub=$(npub_of "$alice")
+    start_plain_relay "$WORK/plain-relay" || { STATUS=1; return 1; }
+    echo "== plain relay (standing in for public relays) on $PLAIN_RELAY"
+    start_server "$WORK/private" "$WORK/private.log" "${SERVER_ARGS[@]}" --private-mode \
+        --private-members="$alice_npub,$(npub_of "$dave")" --relay-owner-nsec="$(random_key)"
+    local service=$ADDR
+    echo "== $SERVER listening on http://$service (private mode, members Alice and Dave)"
+    echo "== ngit $NGIT_VERSION private walkthrough (GRASP-08: http://$service)"
+    mkdir -p "$dir"
+    local relay=$PLAIN_RELAY
+    local -a NG=("${CLEAN_ENV[@]}"
+        NGIT_RELAY_DEFAULT_SET="$relay" NGIT_RELAY_ANNOUNCEMENT_INDEXER_SET="$relay"
+        NGIT_RELAY_BLASTER_SET="$relay" NGIT_RELAY_SIGNER_FALLBACK_SET="$relay"
+        NGIT_GRASP_DEFAULT_SET="http://$service"
+        GIT_AUTHOR_NAME=Alice GIT_AUTHOR_EMAIL=alice@example.invalid
+        GIT_COMMITTER_NAME=Alice GIT_COMMITTER_EMAIL=alice@example.invalid)
+    local -a ALICE DAVE EVE
+    mapfile -t ALICE < <(user_env "$dir/home-alice")
+    mapfile -t DAVE < <(user_env "$dir/home-dave")
+    mapfile -t EVE < <(user_env "$dir/home-eve")
+    ALICE=("${NG[@]}" "${ALICE[@]}" timeout 180)
+    DAVE=("${NG[@]}" "${DAVE[@]}" timeout 180)
+    EVE=("${NG[@]}" "${EVE[@]}" timeout 180)
+
+    step "NIP-11 lists GRASP-08" bash -c \
+        'curl -sf -H "Accept: application/nostr+json" "$1" | grep -q "\"GRASP-08\""' _ "http://$service"
+    git init -q -b main "$dir/alice"
+    echo private >"$dir/alice/README"
+    "${ALICE[@]}" git -C "$dir/alice" add README
+    "${ALICE[@]}" git -C "$dir/alice" commit -qm init
+    step "ngit init --private (Alice, a member; grasp server http://$service only) publishes and pushes" \
+        bash -c 'cd "$1" && shift && "$@"' _ "$dir/alice" "${ALICE[@]}" ngit --nsec "$alice" init \
+        --name outside-check-private --identifier outside-check-private \
+        --description "outside check, private" --grasp-server "http://$service" --private -d || return
+    "${ALICE[@]}" git -C "$dir/alice" config nostr.nsec "$alice"
+    local url
+    url=$(git -C "$dir/alice" remote get-url origin)
+    echo "         clone URL: $url"
+    echo more >>"$dir/alice/README"
+    "${ALICE[@]}" git -C "$dir/alice" commit -qam second
+    step "git push to the private nostr:// remote (NIP-42 on the relay, NIP-98 on git)" \
+        "${ALICE[@]}" git -C "$dir/alice" push origin main || return
+    step "the private server's repository has Alice's commit" \
+        test "$(git --git-dir "$WORK/private/data/repos/$alice_npub/outside-check-private.git" \
+            rev-parse refs/heads/main 2>&1)" = "$(git -C "$dir/alice" rev-parse HEAD)"
+    step "git clone $url (Dave, a member)" \
+        "${DAVE[@]}" git clone -q -c nostr.nsec="$dave" "$url" "$dir/dave" || return
+    step "Dave's clone has Alice's commit" \
+        test "$(git -C "$dir/dave" rev-parse HEAD)" = "$(git -C "$dir/alice" rev-parse HEAD)"
+    # The relay answers Eve's NIP-42 AUTH with restricted: and hangs up; ngit reports either.
+    step "git clone $url (Eve, no member) is refused by the relay" \
+        bash -c 'if out=$("$@" 2>&1); then echo "the clone succeeded"; exit 1; fi
+            grep -q "authentication failed\|relay disconnected" <<<"$out" || { printf "%s\n" "$out"; exit 1; }' \
+        _ "${EVE[@]}" git clone -q -c nostr.nsec="$eve" "$url" "$dir/eve"
+    local plain="http://$service/$alice_npub/outside-check-private.git"
+    step "git clone $plain without NIP-98 gets 401" bash -c \
+        'code=$(curl -s -o /dev/null -w "%{http_code}" "$1/info/refs?service=git-upload-pack")
+         [ "$code" = 401 ] || { echo "HTTP $code"; exit 1; }
+         ! git clone -q "$1" "$2"' _ "$plain" "$dir/plain"
+}
+
 if [ "$WITH_NGIT" = 1 ]; then
     ngit_walkthrough "$ADDR" root || true
     if [ "$FRONTEND" = inline ]; then
@@ -401,13 +524,19 @@ if [ "$WITH_NGIT" = 1 ]; then
         start_server "$WORK/mounted" "$WORK/mounted.log" "${SERVER_ARGS[@]}" --base-path /services/grasp
         echo "== $SERVER listening on http://$ADDR/services/grasp (base_path)"
         ngit_walkthrough "$ADDR/services/grasp" base-path || true
+        # GRASP-08: a third server, in private mode.
+        ngit_private_walkthrough || true
     else
-        echo "== base_path walkthrough: inline frontend only (run without --frontend proxy)"
+        echo "== base_path and private walkthroughs: inline frontend only (run without --frontend proxy)"
     fi
 fi
 
 echo "-- server warnings and errors:"
 grep -E ' (WARN|ERROR) ' "$LOG" | tail -n 20 || echo "   none"
+if [ -f "$WORK/private.log" ]; then
+    echo "-- private server warnings and errors:"
+    grep -E ' (WARN|ERROR) ' "$WORK/private.log" | tail -n 20 || echo "   none"
+fi
 if [ -n "${UPSTREAM_DIR:-}" ]; then
     # Evidence the git traffic went through the stock backend (a push the proxy refused
     # never reaches it).
