@@ -27,6 +27,7 @@ use crate::policy::{EventPolicy, EventSource, Prefix, Verdict};
 use crate::purgatory::bounds::CapExceeded;
 use crate::purgatory::{HeldEvent, HeldKind, HoldOutcome, PurgatoryError};
 use crate::store::StoreError;
+use crate::sync::plus::EligibleAuthors;
 
 /// Why the policy could not decide (answered `error:`).
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +55,7 @@ pub struct Ingest {
     curation: Arc<Curation>,
     archive: Arc<Selectors>,
     access: Option<Arc<PrivateAccess>>,
+    followed: EligibleAuthors,
 }
 
 fn malformed(e: impl std::fmt::Display) -> Verdict {
@@ -75,7 +77,15 @@ impl Ingest {
             curation: Arc::new(Curation::default()),
             archive: Arc::new(Selectors::default()),
             access: None,
+            followed: EligibleAuthors::default(),
         }
+    }
+
+    /// Takes the profiles (kind 0) and relay lists (kind 10002) of the people Sync Plus
+    /// follows: nothing else makes those kinds relevant here.
+    pub fn with_followed(mut self, followed: EligibleAuthors) -> Self {
+        self.followed = followed;
+        self
     }
 
     /// On a private service (GRASP-08), takes announcements only from members.
@@ -122,6 +132,9 @@ impl Ingest {
         }
         let member = self.access.as_ref().map(|access| access.is_member(&event.pubkey));
         if let Some(verdict) = decide::private_service(event.kind.as_u16(), member) {
+            return Ok(verdict);
+        }
+        if let Some(verdict) = decide::identity(event.kind.as_u16(), self.followed.contains(&event.pubkey)) {
             return Ok(verdict);
         }
         match event.kind.as_u16() {

@@ -111,13 +111,22 @@ fn start_sync(
     hosting: &Arc<Hosting>,
     metrics: &Metrics,
     outbound: &Arc<outbound::OutboundPolicy>,
+    followed: sync::plus::EligibleAuthors,
 ) {
     if !config.sync {
         tracing::info!("relay sync is off: events arrive only from clients");
         return;
     }
     let own = sync::peers::OwnUrls::new(origin.clone(), config.bind_address);
-    sync::start(relay.clone(), hosting.clone(), own, config.sync_settings(), metrics, outbound.clone());
+    sync::start(
+        relay.clone(),
+        hosting.clone(),
+        own,
+        config.sync_settings(),
+        metrics,
+        outbound.clone(),
+        followed,
+    );
 }
 
 /// Why a server could not start.
@@ -366,6 +375,8 @@ impl Grasp {
             true => Some(Arc::new(prepare_prs(&config).await?)),
             false => None,
         };
+        // The people Sync Plus follows: their profiles and relay lists are stored.
+        let followed = sync::plus::EligibleAuthors::default();
         let access = config.private_access(&origin).map(Arc::new);
         let private_peers = access.as_ref().map(|_| Arc::new(access::PrivatePeers::new(config.owner_keys())));
         if access.is_some() && config.owner_keys().is_none() {
@@ -383,7 +394,8 @@ impl Grasp {
                         .with_prs_hosting(config.prs_hosting)
                         .with_curation(curation.clone())
                         .with_archive(archive.clone())
-                        .with_access(access.clone()),
+                        .with_access(access.clone())
+                        .with_followed(followed.clone()),
                 )
             }
             config::EventPolicyChoice::AcceptAll => {
@@ -398,7 +410,7 @@ impl Grasp {
         let relay = Arc::new(relay);
         tokio::spawn(hosting.clone().run_expiry());
         tokio::spawn(watch_store_fill(store.clone(), metrics.clone()));
-        start_sync(&config, &origin, &relay, &hosting, &metrics, &outbound);
+        start_sync(&config, &origin, &relay, &hosting, &metrics, &outbound, followed);
         if let (Some(access), Some(peers)) = (&access, &private_peers) {
             mirrors::start(
                 hosting.clone(),

@@ -33,6 +33,9 @@ pub fn supported_grasps(config: &Config) -> Vec<&'static str> {
     if config.sync && config.hunting {
         grasps.push("GRASP-02");
     }
+    if config.sync && config.sync_plus {
+        grasps.push("GRASP-03");
+    }
     if !config.archive.is_empty() {
         grasps.push("GRASP-05");
     }
@@ -164,10 +167,10 @@ mod tests {
     fn omits_curation_and_optional_fields_when_unset() {
         let origin = ServiceOrigin::parse("127.0.0.1:1").unwrap();
         let doc = document(&Config::default(), &origin, &CurationLists::default());
-        assert_eq!(doc["supported_grasps"], json!(["GRASP-01", "GRASP-02", "GRASP-06"]));
+        assert_eq!(doc["supported_grasps"], json!(["GRASP-01", "GRASP-02", "GRASP-03", "GRASP-06"]));
         let off =
             document(&Config { prs_hosting: false, ..Config::default() }, &origin, &CurationLists::default());
-        assert_eq!(off["supported_grasps"], json!(["GRASP-01", "GRASP-02"]));
+        assert_eq!(off["supported_grasps"], json!(["GRASP-01", "GRASP-02", "GRASP-03"]));
         assert!(!off["repo_acceptance_criteria"].as_str().unwrap().contains("/prs/"));
         assert!(doc.get("curation").is_none());
         assert!(doc.get("pubkey").is_none());
@@ -180,7 +183,7 @@ mod tests {
         let origin = ServiceOrigin::parse("127.0.0.1:1").unwrap();
         let config = Config { private_mode: true, prs_hosting: false, ..Config::default() };
         let doc = document(&config, &origin, &CurationLists::default());
-        assert_eq!(doc["supported_grasps"], json!(["GRASP-01", "GRASP-02", "GRASP-08"]));
+        assert_eq!(doc["supported_grasps"], json!(["GRASP-01", "GRASP-02", "GRASP-03", "GRASP-08"]));
         assert_eq!(doc["supported_nips"], json!([1, 9, 11, 34, 42, 45, 77, 98]));
         assert_eq!(doc["limitation"]["auth_required"], true);
         assert!(doc["repo_acceptance_criteria"].as_str().unwrap().starts_with("Private service"));
@@ -189,12 +192,20 @@ mod tests {
     #[test]
     fn grasp_02_needs_relay_sync_and_hunting() {
         let origin = ServiceOrigin::parse("127.0.0.1:1").unwrap();
-        let base = Config { prs_hosting: false, ..Config::default() };
+        let base = Config { prs_hosting: false, sync_plus: false, ..Config::default() };
         let lists = CurationLists::default();
         assert_eq!(document(&base, &origin, &lists)["supported_grasps"], json!(["GRASP-01", "GRASP-02"]));
         for config in [Config { sync: false, ..base.clone() }, Config { hunting: false, ..base.clone() }] {
             assert_eq!(document(&config, &origin, &lists)["supported_grasps"], json!(["GRASP-01"]));
         }
+        // GRASP-03 (Sync Plus) while it runs: with relay sync.
+        let plus = Config { sync_plus: true, ..base.clone() };
+        assert_eq!(
+            document(&plus, &origin, &lists)["supported_grasps"],
+            json!(["GRASP-01", "GRASP-02", "GRASP-03"])
+        );
+        let no_sync = Config { sync: false, ..plus };
+        assert_eq!(document(&no_sync, &origin, &lists)["supported_grasps"], json!(["GRASP-01"]));
     }
 
     #[test]
@@ -228,7 +239,10 @@ mod tests {
         assert!(criteria.contains("allow list: 1 pubkey") && criteria.contains("deny list"), "{criteria}");
         let archive = Config { archive: vec!["*".into()], ..Config::default() };
         let doc = document(&archive, &origin, &CurationLists::default());
-        assert_eq!(doc["supported_grasps"], json!(["GRASP-01", "GRASP-02", "GRASP-05", "GRASP-06"]));
+        assert_eq!(
+            doc["supported_grasps"],
+            json!(["GRASP-01", "GRASP-02", "GRASP-03", "GRASP-05", "GRASP-06"])
+        );
         assert!(doc["curation"].as_str().unwrap().contains("archive (GRASP-05)"));
         assert!(doc["repo_acceptance_criteria"].as_str().unwrap().contains("archived read-only"));
     }

@@ -17,6 +17,7 @@ pub mod poll;
 pub mod process;
 pub mod procfs;
 pub mod raw;
+pub mod relays;
 pub mod remotes;
 pub mod served;
 pub mod server;

@@ -296,6 +296,23 @@ pub struct ConfigArgs {
     #[arg(long, env = "GRASP_SYNC_BOOTSTRAP_RELAYS", value_delimiter = ',')]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sync_bootstrap_relays: Option<Vec<String>>,
+    /// GRASP-03 Sync Plus: also ask the relays the people of hosted repositories use (NIP-65), with relay sync
+    #[arg(long, env = "GRASP_SYNC_PLUS", value_parser = BoolishValueParser::new(),
+          num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync_plus: Option<bool>,
+    /// Relays asked for people's relay lists, comma-separated [default: public indexers; none in test mode]
+    #[arg(long, env = "GRASP_USER_INDEX_RELAYS", value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_index_relays: Option<Vec<String>>,
+    /// Relays for people without a relay list, comma-separated; empty: off [default: big public relays; none in test mode]
+    #[arg(long, env = "GRASP_SYNC_PLUS_FALLBACK_RELAYS", value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync_plus_fallback_relays: Option<Vec<String>>,
+    /// Most relays Sync Plus asks at once
+    #[arg(long, env = "GRASP_SYNC_PLUS_MAX_RELAYS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync_plus_max_relays: Option<usize>,
     /// Use NIP-77 negentropy with peers that support it (false: always page with REQ)
     #[arg(long, env = "GRASP_SYNC_NEGENTROPY", value_parser = BoolishValueParser::new(),
           num_args = 0..=1, default_missing_value = "true")]
@@ -560,6 +577,9 @@ pub const NGIT_ENV_ALIASES: &[(&str, &str)] = &[
     ("prs_hosting", "NGIT_GRASP06_ENABLE"),
     ("allow_non_global_targets", "NGIT_SYNC_ALLOW_NON_GLOBAL_TARGETS"),
     ("private_mode", "NGIT_PRIVATE_MODE"),
+    ("sync_plus", "NGIT_SYNC_PLUS_ENABLED"),
+    ("user_index_relays", "NGIT_USER_INDEX_RELAYS"),
+    ("sync_plus_fallback_relays", "NGIT_SYNC_PLUS_FALLBACK_RELAYS"),
     ("private_members", "NGIT_PRIVATE_MEMBERS"),
     ("private_public_origin", "NGIT_PRIVATE_PUBLIC_ORIGIN"),
 ];

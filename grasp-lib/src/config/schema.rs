@@ -162,6 +162,16 @@ pub struct Config {
     pub sync_bootstrap_relays: Vec<String>,
     /// Use NIP-77 negentropy with peers that support it (`false`: always REQ pages).
     pub sync_negentropy: bool,
+    /// GRASP-03 Sync Plus: also ask the relays the people of hosted repositories use
+    /// (NIP-65), when relay sync is on.
+    pub sync_plus: bool,
+    /// Relays asked for people's relay lists (default: public indexers; none in test mode).
+    pub user_index_relays: Option<Vec<String>>,
+    /// Relays used for people without a relay list (default: big public relays; none in
+    /// test mode; empty: off).
+    pub sync_plus_fallback_relays: Option<Vec<String>>,
+    /// Most relays Sync Plus asks at once.
+    pub sync_plus_max_relays: usize,
     /// Most peers synced with at once.
     pub sync_max_peers: usize,
     /// Milliseconds before the first reconnect; doubles per failure (default 5000; 200 in
@@ -383,6 +393,10 @@ impl Default for Config {
             local_api_group: None,
             sync: true,
             sync_bootstrap_relays: Vec::new(),
+            sync_plus: sync.plus.enabled,
+            user_index_relays: None,
+            sync_plus_fallback_relays: None,
+            sync_plus_max_relays: sync.plus.max_relays,
             sync_negentropy: true,
             sync_max_peers: sync.max_peers,
             sync_reconnect_min_ms: None,

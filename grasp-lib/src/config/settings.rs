@@ -28,6 +28,7 @@ use crate::sync::peer::PeerSettings;
 use crate::sync::peers::PeerUrl;
 use crate::sync::rejected::MemoryLimits;
 use crate::sync::remote::RemoteTimeouts;
+
 use crate::sync::SyncSettings;
 
 fn secs(value: Option<u64>) -> Option<Duration> {
@@ -79,6 +80,38 @@ impl Config {
         Some(origin.with_base_path(crate::origin::parse_base_path(&self.base_path).ok()?))
     }
 
+    /// The user-index relays in force: configured, or public indexers (none in test mode).
+    pub fn user_index_relays(&self) -> Vec<String> {
+        match &self.user_index_relays {
+            Some(relays) => relays.iter().filter(|r| !r.trim().is_empty()).cloned().collect(),
+            None if self.test_mode => Vec::new(),
+            None => crate::sync::plus::DEFAULT_USER_INDEX_RELAYS.iter().map(|r| (*r).to_owned()).collect(),
+        }
+    }
+
+    /// The Sync Plus fallback relays in force: configured, or big public relays (none in
+    /// test mode).
+    pub fn sync_plus_fallback_relays(&self) -> Vec<String> {
+        match &self.sync_plus_fallback_relays {
+            Some(relays) => relays.iter().filter(|r| !r.trim().is_empty()).cloned().collect(),
+            None if self.test_mode => Vec::new(),
+            None => crate::sync::plus::DEFAULT_FALLBACK_RELAYS.iter().map(|r| (*r).to_owned()).collect(),
+        }
+    }
+
+    /// Sync Plus, from the options over `defaults`.
+    fn plus_settings(&self, defaults: &crate::sync::plus::PlusSettings) -> crate::sync::plus::PlusSettings {
+        let parse = |relays: Vec<String>| relays.iter().filter_map(|r| PeerUrl::parse(r).ok()).collect();
+        crate::sync::plus::PlusSettings {
+            enabled: self.sync_plus,
+            index: parse(self.user_index_relays()),
+            fallback: parse(self.sync_plus_fallback_relays()),
+            max_relays: self.sync_plus_max_relays,
+            private: self.private_mode,
+            ..defaults.clone()
+        }
+    }
+
     /// GRASP-08: who may use the service at `origin`, when it is private.
     pub fn private_access(
         &self,
@@ -114,9 +147,14 @@ impl Config {
         let mut policy = crate::outbound::OutboundPolicy::new(origin)
             .allow_non_global(self.allow_non_global_targets)
             .with_own_addresses(own)
-            .with_trusted(self.sync_bootstrap_relays.iter().map(|r| {
-                crate::sync::peers::PeerUrl::parse(r).map(|p| p.to_string()).unwrap_or_else(|_| r.clone())
-            }));
+            .with_trusted(
+                self.sync_bootstrap_relays
+                    .iter()
+                    .cloned()
+                    .chain(self.user_index_relays())
+                    .chain(self.sync_plus_fallback_relays())
+                    .map(|r| crate::sync::peers::PeerUrl::parse(&r).map(|p| p.to_string()).unwrap_or(r)),
+            );
         if !self.test_resolve.is_empty() {
             let table = crate::outbound::TableResolver::parse(&self.test_resolve).unwrap_or_default();
             policy = policy.with_resolver(std::sync::Arc::new(table));
@@ -258,6 +296,7 @@ impl Config {
             debounce: millis(self.sync_debounce_ms).unwrap_or(d.debounce),
             refresh: d.refresh,
             // A private server mirrors with other private servers, which ask who it is.
+            plus: self.plus_settings(&d.plus),
             identity: if self.private_mode { self.owner_keys() } else { None },
         }
     }

@@ -193,13 +193,20 @@ impl Config {
 
     fn validate_sync(&self) -> Result<(), ConfigError> {
         let invalid = |option, reason: String| Err(ConfigError::Invalid { option, reason });
-        for relay in &self.sync_bootstrap_relays {
-            if let Err(e) = crate::sync::peers::PeerUrl::parse(relay) {
-                return invalid("sync_bootstrap_relays", e.to_string());
+        for (option, relays) in [
+            ("sync_bootstrap_relays", self.sync_bootstrap_relays.clone()),
+            ("user_index_relays", self.user_index_relays()),
+            ("sync_plus_fallback_relays", self.sync_plus_fallback_relays()),
+        ] {
+            for relay in &relays {
+                if let Err(e) = crate::sync::peers::PeerUrl::parse(relay) {
+                    return invalid(option, e.to_string());
+                }
             }
         }
         for (option, value) in [
             ("sync_max_peers", self.sync_max_peers),
+            ("sync_plus_max_relays", self.sync_plus_max_relays),
             ("sync_page_size", self.sync_page_size),
             ("sync_filter_batch_size", self.sync_filter_batch_size),
             ("sync_filters_per_req", self.sync_filters_per_req),

@@ -77,6 +77,13 @@ pub fn private_service(kind: u16, member: Option<bool>) -> Option<Verdict> {
     }
 }
 
+/// Profiles (kind 0) and relay lists (kind 10002) are taken only from people Sync Plus
+/// follows (`followed`): the owners, maintainers and conversation participants of hosted
+/// repositories, whose relay lists say where to look for their replies.
+pub fn identity(kind: u16, followed: bool) -> Option<Verdict> {
+    (followed && matches!(kind, 0 | 10002)).then_some(Verdict::Accept)
+}
+
 /// Which of the two tags of an announcement point at this server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListsService {

@@ -140,6 +140,8 @@ pub struct FilterPlan {
     pub batch: usize,
     /// Layers broadened to fit.
     pub broadened: Broadened,
+    /// A Sync Plus plan for someone's inbox or outbox: no announcements, never broadened.
+    pub mailbox: bool,
 }
 
 fn tag(c: char) -> SingleLetterTag {
@@ -313,7 +315,7 @@ impl FilterPlan {
             if fits || done {
                 let filters = build(&scope, batch, broadened, true);
                 let subscriptions = pack(&filters, limits);
-                return Self { scope, filters, subscriptions, batch, broadened };
+                return Self { scope, filters, subscriptions, batch, broadened, mailbox: false };
             }
             if batch < limits.max_batch {
                 batch = (batch * 2).min(limits.max_batch);
@@ -327,6 +329,40 @@ impl FilterPlan {
             } else {
                 broadened.states = true;
             }
+        }
+    }
+
+    /// Plans the scope of a Sync Plus relay (someone's inbox or outbox, usually a busy public
+    /// relay): only the tag filters of `scope`, no announcements, and never broadened to
+    /// kinds (that would ask a public relay for every issue and comment it has). Batches grow
+    /// to fit `limits`; what still does not fit is synced from history but not followed
+    /// live, so the relay never gets more live subscriptions than the limits allow.
+    pub fn mailbox(scope: SyncScope, limits: &FilterLimits) -> Self {
+        let broadened = Broadened::default();
+        let mut batch = limits.batch.max(1);
+        while batch < limits.max_batch
+            && requests_needed(&shape(&scope, batch, broadened), limits) > limits.max_subscriptions.max(1)
+        {
+            batch = (batch * 2).min(limits.max_batch);
+        }
+        let filters = build(&scope, batch, broadened, false);
+        let mut subscriptions = pack(&filters, limits);
+        if subscriptions.len() > limits.max_subscriptions.max(1) {
+            tracing::debug!(
+                wanted = subscriptions.len(),
+                "sync plus: a relay's scope does not fit its subscriptions; the rest waits"
+            );
+            subscriptions.truncate(limits.max_subscriptions.max(1));
+        }
+        Self { scope, filters, subscriptions, batch, broadened, mailbox: true }
+    }
+
+    /// This plan's scope planned again within `limits` (a peer that refused the usual ones).
+    pub fn replan(&self, limits: &FilterLimits) -> Self {
+        if self.mailbox {
+            Self::mailbox(self.scope.clone(), limits)
+        } else {
+            Self::new(self.scope.clone(), limits)
         }
     }
 

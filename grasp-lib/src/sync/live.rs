@@ -95,7 +95,10 @@ pub enum ClosedAction {
 pub fn on_closed(message: &str) -> ClosedAction {
     let lower = message.to_ascii_lowercase();
     let rate_limited = is_rate_limit(message);
-    if lower.contains("subscription") && (rate_limited || lower.contains("too many")) {
+    // "too many subscriptions", "max subscriptions reached", "too many REQs", "too many
+    // concurrent REQs": all say the same.
+    let about_subscriptions = lower.contains("subscription") || lower.contains("reqs");
+    if about_subscriptions && (rate_limited || lower.contains("too many") || lower.contains("max")) {
         ClosedAction::FewerSubscriptions { cool_down: rate_limited }
     } else if rate_limited {
         ClosedAction::CoolDown
@@ -146,6 +149,15 @@ mod tests {
         assert_eq!(
             on_closed("rate-limited: too many open subscriptions (at most 1); CLOSE one first"),
             ClosedAction::FewerSubscriptions { cool_down: true }
+        );
+        // rust-nostr's relay builder and strfry name REQs, not subscriptions.
+        assert_eq!(
+            on_closed("rate-limited: too many REQs"),
+            ClosedAction::FewerSubscriptions { cool_down: true }
+        );
+        assert_eq!(
+            on_closed("too many concurrent REQs"),
+            ClosedAction::FewerSubscriptions { cool_down: false }
         );
         assert_eq!(on_closed("rate-limited: slow down"), ClosedAction::CoolDown);
         assert_eq!(on_closed("invalid: too many filters (12, at most 10)"), ClosedAction::FewerFilters);

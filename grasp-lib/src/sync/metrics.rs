@@ -63,6 +63,22 @@ pub struct SyncMetrics {
     pub rejected_cold_expired: IntCounterVec,
     /// Refused events evaluated again because what they depended on arrived, by kind.
     pub rejected_invalidated: IntCounterVec,
+    /// Sync Plus lookups of people's relay lists, by result (`found`, `none`: per person;
+    /// `error`: per failed query).
+    pub plus_lookups: IntCounterVec,
+    /// People Sync Plus follows.
+    pub plus_authors: IntGauge,
+    /// Relays Sync Plus asks (besides GRASP-02 peers).
+    pub plus_relays: IntGauge,
+    /// People covered through the fallback relays.
+    pub plus_fallback_authors: IntGauge,
+    /// Events newly accepted from Sync Plus relays, by the relay's purpose.
+    pub plus_events: IntCounterVec,
+    /// Refusals a relay sent because we asked too much (subscriptions, filters, rate), by
+    /// who asked (`peer`: GRASP-02, `sync_plus`).
+    pub budget_refusals: IntCounterVec,
+    /// Sync Plus relays and their purpose.
+    plus_purposes: Arc<Mutex<HashMap<String, &'static str>>>,
     /// Peers whose URL may be a label value (the operator's bootstrap relays).
     labelled: Arc<HashSet<String>>,
     /// Every peer's last reported state, and events it brought that were accepted.
@@ -181,9 +197,41 @@ impl SyncMetrics {
                 "Refused synced events evaluated again because what they depended on arrived",
                 &["event_type"],
             ),
+            plus_lookups: counter_vec(
+                "grasp_sync_plus_lookups_total",
+                "Sync Plus relay-list lookups: people found, people without a list, failed queries",
+                &["result"],
+            ),
+            plus_authors: gauge("grasp_sync_plus_authors", "People Sync Plus follows"),
+            plus_relays: gauge("grasp_sync_plus_relays", "Relays Sync Plus asks besides GRASP-02 peers"),
+            plus_fallback_authors: gauge(
+                "grasp_sync_plus_fallback_authors",
+                "People without a relay list, covered through the fallback relays",
+            ),
+            plus_events: counter_vec(
+                "grasp_sync_plus_events_total",
+                "Events newly accepted from Sync Plus relays, by the relay's purpose",
+                &["purpose"],
+            ),
+            budget_refusals: counter_vec(
+                "grasp_sync_budget_refusals_total",
+                "Refusals relays sent because sync asked too much, by who asked",
+                &["source"],
+            ),
+            plus_purposes: Arc::default(),
             labelled: Arc::default(),
             peers: Arc::default(),
         }
+    }
+
+    /// Sets the Sync Plus relays and their purposes (for [`SyncMetrics::plus_events`]).
+    pub fn set_plus_purposes(&self, purposes: HashMap<String, &'static str>) {
+        *self.plus_purposes.lock().expect("purposes poisoned") = purposes;
+    }
+
+    /// True when `relay` is a Sync Plus relay.
+    pub fn is_plus_relay(&self, relay: &str) -> bool {
+        self.plus_purposes.lock().expect("purposes poisoned").contains_key(relay)
     }
 
     /// The same metrics naming `peers` (operator-configured relays) in their labels.
@@ -222,6 +270,9 @@ impl SyncMetrics {
         if newly_accepted {
             self.peers.lock().expect("peer reports poisoned").entry(peer.to_owned()).or_default().accepted +=
                 1;
+            if let Some(purpose) = self.plus_purposes.lock().expect("purposes poisoned").get(peer) {
+                self.plus_events.with_label_values(&[purpose]).inc();
+            }
         }
         self.peer_events.with_label_values(&[self.label(peer), outcome]).inc();
     }

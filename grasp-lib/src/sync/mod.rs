@@ -14,6 +14,7 @@
 //! | [`ingest`] | synced events into the relay's acceptance policy |
 //! | [`rejected`] | the bounded memory of refused events (and decision 10) |
 //! | [`metrics`] | `ngit_sync_*` / `grasp_sync_*` metrics |
+//! | [`plus`] | GRASP-03 Sync Plus: the relays people use (NIP-65), followed as more peers |
 //!
 //! Sync only pulls. Every event a peer sends goes through the same acceptance policy as a
 //! client's EVENT; duplicates are not stored or broadcast again, so two servers hosting the
@@ -29,11 +30,12 @@ pub mod metrics;
 mod mock;
 pub mod peer;
 pub mod peers;
+pub mod plus;
 pub mod rejected;
 pub mod remote;
 pub mod scope;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -73,6 +75,8 @@ pub struct SyncSettings {
     pub debounce: Duration,
     /// Re-read the scope at least this often.
     pub refresh: Duration,
+    /// GRASP-03 Sync Plus.
+    pub plus: plus::PlusSettings,
     /// The key this server answers peers' NIP-42 challenges with (its owner key): private
     /// servers (GRASP-08) serve only members. `None`: challenges go unanswered.
     pub identity: Option<nostr::Keys>,
@@ -100,6 +104,7 @@ impl SyncSettings {
             timeouts: remote::RemoteTimeouts::for_mode(test_mode),
             debounce: Duration::from_millis(debounce),
             refresh: Duration::from_secs(refresh),
+            plus: plus::PlusSettings::for_mode(test_mode),
             identity: None,
         }
     }
@@ -151,8 +156,17 @@ struct PeerTask {
 ///     ..SyncSettings::for_mode(true)
 /// };
 /// let policy = std::sync::Arc::new(grasp_lib::outbound::OutboundPolicy::new(grasp.origin().clone()));
-/// let handle =
-///     sync::start(grasp.relay().clone(), grasp.hosting().clone(), own, settings, grasp.metrics(), policy);
+/// // Sync Plus fills this with the people it follows; the acceptance policy may read it.
+/// let followed = sync::plus::EligibleAuthors::default();
+/// let handle = sync::start(
+///     grasp.relay().clone(),
+///     grasp.hosting().clone(),
+///     own,
+///     settings,
+///     grasp.metrics(),
+///     policy,
+///     followed,
+/// );
 /// handle.stop();
 /// # });
 /// ```
@@ -163,10 +177,20 @@ pub fn start(
     settings: SyncSettings,
     metrics: &Metrics,
     outbound: Arc<crate::outbound::OutboundPolicy>,
+    followed: plus::EligibleAuthors,
 ) -> SyncHandle {
     let stop = CancellationToken::new();
     let metrics = SyncMetrics::register(metrics.registry())
         .with_labelled(settings.bootstrap.iter().map(|p| p.as_str().to_owned()));
+    for purpose in plus::coverage::Purpose::ALL {
+        metrics.plus_events.with_label_values(&[purpose.as_str()]);
+    }
+    for result in ["found", "none", "error"] {
+        metrics.plus_lookups.with_label_values(&[result]);
+    }
+    for source in ["peer", "sync_plus"] {
+        metrics.budget_refusals.with_label_values(&[source]);
+    }
     let (refetch_tx, refetch_rx) = mpsc::unbounded_channel();
     let ingest = Arc::new(
         SyncIngest::new(relay.clone(), hosting.clone(), settings.memory, metrics.clone(), refetch_tx)
@@ -179,12 +203,24 @@ pub fn start(
         relay.subscribe_live_with(budget),
         ingest.clone(),
         dirty.clone(),
+        settings.plus.enabled,
         stop.clone(),
     ));
     tokio::spawn(follow_expired(hosting.expired_events(), ingest.clone(), dirty.clone(), stop.clone()));
     tokio::spawn(follow_purgatory(hosting.clone(), dirty.clone(), stop.clone()));
-    let supervisor =
-        Supervisor { hosting, own, settings, metrics, ingest, dirty, peers: HashMap::new(), outbound };
+    let supervisor = Supervisor {
+        hosting,
+        own,
+        settings,
+        metrics,
+        ingest,
+        dirty,
+        peers: HashMap::new(),
+        outbound,
+        mailboxes: HashMap::new(),
+        followed,
+        identities: Arc::default(),
+    };
     tokio::spawn(supervisor.run(refetch_rx, stop.clone()));
     SyncHandle { stop }
 }
@@ -195,6 +231,7 @@ async fn follow_stored(
     mut live: crate::store::LiveReceiver,
     ingest: Arc<SyncIngest>,
     dirty: Arc<Notify>,
+    plus: bool,
     stop: CancellationToken,
 ) {
     loop {
@@ -206,6 +243,9 @@ async fn follow_stored(
             Ok(live) => {
                 let kind = live.event.kind.as_u16();
                 if kind == kinds::REPO_ANNOUNCEMENT || kind == kinds::DELETION || ROOT_KINDS.contains(&kind) {
+                    dirty.notify_one();
+                } else if plus && (kind == plus::RELAY_LIST || replies(&live.event)) {
+                    // Sync Plus follows people's relay lists and thread participants.
                     dirty.notify_one();
                 }
                 if !live.event.kind.is_ephemeral() {
@@ -220,6 +260,12 @@ async fn follow_stored(
             Err(broadcast::error::RecvError::Closed) => return,
         }
     }
+}
+
+/// True when `event` references an event by id (`e`, `E`, `q`): it may take part in a
+/// thread Sync Plus follows.
+fn replies(event: &nostr::Event) -> bool {
+    event.tags.iter().any(|t| matches!(t.as_slice().first().map(String::as_str), Some("e" | "E" | "q")))
 }
 
 /// Held events that expired: their synced copies are refused for a while (decision 10).
@@ -271,6 +317,12 @@ struct Supervisor {
     dirty: Arc<Notify>,
     peers: HashMap<PeerUrl, PeerTask>,
     outbound: Arc<crate::outbound::OutboundPolicy>,
+    /// Sync Plus relays: a session each, with a plan of its own.
+    mailboxes: HashMap<PeerUrl, (PeerTask, watch::Sender<Arc<FilterPlan>>)>,
+    /// The people Sync Plus follows (shared with the acceptance policy).
+    followed: plus::EligibleAuthors,
+    /// Who was looked up on the index relays, and with what result.
+    identities: Arc<plus::identity::IdentityBook>,
 }
 
 impl Supervisor {
@@ -288,6 +340,17 @@ impl Supervisor {
             }
             None => builder.opts(ClientOptions::new().automatic_authentication(false)).build(),
         };
+        if self.settings.plus.enabled {
+            tokio::spawn(plus::identity::run(
+                client.clone(),
+                self.settings.plus.clone(),
+                self.followed.clone(),
+                self.identities.clone(),
+                self.dirty.clone(),
+                self.metrics.clone(),
+                stop.child_token(),
+            ));
+        }
         let (plans, _) =
             watch::channel(Arc::new(FilterPlan::new(SyncScope::default(), &self.settings.peer.limits)));
         let mut next_refresh = Instant::now();
@@ -305,7 +368,8 @@ impl Supervisor {
                         break;
                     }
                     Some((peer, ids)) = refetch.recv() => {
-                        if let Some(task) = self.peers.get(&peer) {
+                        let task = self.peers.get(&peer).or_else(|| self.mailboxes.get(&peer).map(|(t, _)| t));
+                        if let Some(task) = task {
                             let _ = task.commands.send(PeerCommand::Refetch(ids));
                         }
                     }
@@ -321,6 +385,9 @@ impl Supervisor {
             }
         }
         for (_, task) in self.peers.drain() {
+            task.stop.cancel();
+        }
+        for (_, (task, _)) in self.mailboxes.drain() {
             task.stop.cancel();
         }
         client.shutdown().await;
@@ -356,32 +423,135 @@ impl Supervisor {
         for url in gone {
             if let Some(task) = self.peers.remove(&url) {
                 tracing::info!(url = %url, "relay sync: no longer a peer");
-                task.stop.cancel();
-                let client = client.clone();
-                tokio::spawn(async move {
-                    // Let the session close its subscriptions first.
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    let _ = client.pool().force_remove_relay(url.relay_url()).await;
-                });
+                self.retire(client, url, task);
             }
         }
-        for url in wanted {
-            if self.peers.contains_key(&url) {
+        for url in &wanted {
+            if self.peers.contains_key(url) {
                 continue;
             }
-            if let Err(e) = self.start_peer(client, &url, plans.subscribe(), stop).await {
-                tracing::warn!(url = %url, error = %e, "relay sync cannot use this peer");
+            // A Sync Plus relay that became a peer: the peer's session covers everything.
+            if let Some((task, _)) = self.mailboxes.remove(url) {
+                task.stop.cancel();
+            }
+            match self.spawn_session(client, url, plans.subscribe(), stop).await {
+                Ok(task) => {
+                    tracing::info!(url = %url, "relay sync: new peer");
+                    self.peers.insert(url.clone(), task);
+                }
+                Err(e) => tracing::warn!(url = %url, error = %e, "relay sync cannot use this peer"),
+            }
+        }
+        if self.settings.plus.enabled {
+            self.rescan_plus(client, stop).await;
+        }
+    }
+
+    /// Stops a session and, once it has closed its subscriptions, drops the connection.
+    fn retire(&self, client: &Client, url: PeerUrl, task: PeerTask) {
+        task.stop.cancel();
+        let client = client.clone();
+        tokio::spawn(async move {
+            // Let the session close its subscriptions first.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let _ = client.pool().force_remove_relay(url.relay_url()).await;
+        });
+    }
+
+    /// Works out who Sync Plus follows and what each of their relays is asked for, and
+    /// starts, updates or stops those sessions.
+    async fn rescan_plus(&mut self, client: &Client, stop: &CancellationToken) {
+        let inventory = match plus::inventory::gather(self.hosting.store()).await {
+            Ok(inventory) => inventory,
+            Err(e) => {
+                tracing::warn!(error = %e, "sync plus could not read who to follow");
+                return;
+            }
+        };
+        let followed: HashSet<nostr::PublicKey> = inventory.authors().into_iter().collect();
+        self.metrics.plus_authors.set(followed.len() as i64);
+        self.followed.set(followed.clone());
+        let lists = match self.relay_lists(&followed).await {
+            Ok(lists) => lists,
+            Err(e) => {
+                tracing::warn!(error = %e, "sync plus could not read relay lists");
+                return;
+            }
+        };
+        let plus = &self.settings.plus;
+        let coverage = plus::coverage::plan(
+            &inventory,
+            &lists,
+            &self.identities.missing(),
+            &plus.fallback,
+            plus.private,
+            |relay| self.peers.contains_key(relay) || self.own.is_own(relay),
+            plus.max_relays,
+        );
+        self.metrics.plus_relays.set(coverage.scopes.len() as i64);
+        self.metrics.plus_fallback_authors.set(coverage.fallback_authors as i64);
+        self.metrics.set_plus_purposes(
+            coverage
+                .purposes
+                .iter()
+                .map(|(relay, purpose)| (relay.as_str().to_owned(), purpose.as_str()))
+                .collect(),
+        );
+        let gone: Vec<PeerUrl> =
+            self.mailboxes.keys().filter(|relay| !coverage.scopes.contains_key(*relay)).cloned().collect();
+        for url in gone {
+            if let Some((task, _)) = self.mailboxes.remove(&url) {
+                tracing::info!(url = %url, "sync plus: no longer asked");
+                self.retire(client, url, task);
+            }
+        }
+        let limits = plus_limits(&self.settings.peer.limits);
+        for (url, scope) in coverage.scopes {
+            if let Some((_, plans)) = self.mailboxes.get(&url) {
+                if plans.borrow().scope != scope {
+                    plans.send_replace(Arc::new(FilterPlan::mailbox(scope, &limits)));
+                }
+                continue;
+            }
+            let (plans, plans_rx) = watch::channel(Arc::new(FilterPlan::mailbox(scope, &limits)));
+            match self.spawn_session(client, &url, plans_rx, stop).await {
+                Ok(task) => {
+                    tracing::info!(url = %url, "sync plus: asking a relay people use");
+                    self.mailboxes.insert(url, (task, plans));
+                }
+                Err(e) => tracing::warn!(url = %url, error = %e, "sync plus cannot use this relay"),
             }
         }
     }
 
-    async fn start_peer(
-        &mut self,
+    /// The relay lists (kind 10002) stored for `people`, read as inbox and mailbox relays
+    /// that the outbound policy's URL checks let through.
+    async fn relay_lists(
+        &self,
+        people: &HashSet<nostr::PublicKey>,
+    ) -> Result<HashMap<nostr::PublicKey, plus::relay_list::RelayList>, crate::store::StoreError> {
+        let mut lists = HashMap::new();
+        let people: Vec<nostr::PublicKey> = people.iter().copied().collect();
+        for chunk in people.chunks(500) {
+            let filter = nostr::Filter::new().kind(nostr::Kind::RelayList).authors(chunk.iter().copied());
+            for event in self.hosting.store().query(filter).await? {
+                let list = plus::relay_list::RelayList::parse(&event, |relay| {
+                    self.outbound.check(crate::outbound::TargetKind::Relay, relay.as_str()).is_ok()
+                });
+                lists.insert(event.pubkey, list);
+            }
+        }
+        Ok(lists)
+    }
+
+    /// Starts a session with `url` following `plans`.
+    async fn spawn_session(
+        &self,
         client: &Client,
         url: &PeerUrl,
         plans: watch::Receiver<Arc<FilterPlan>>,
         stop: &CancellationToken,
-    ) -> Result<(), nostr_sdk::pool::pool::Error> {
+    ) -> Result<PeerTask, nostr_sdk::pool::pool::Error> {
         // Read-only: nostr-sdk refuses to send an EVENT on this connection. Reconnects are
         // ours (see `health`), not the library's.
         let options = RelayOptions::new().write(false).reconnect(false).ping(true);
@@ -400,8 +570,13 @@ impl Supervisor {
         );
         let peer_stop = stop.child_token();
         tokio::spawn(session.run(peer_stop.clone()));
-        tracing::info!(url = %url, "relay sync: new peer");
-        self.peers.insert(url.clone(), PeerTask { stop: peer_stop, commands });
-        Ok(())
+        Ok(PeerTask { stop: peer_stop, commands })
     }
+}
+
+/// A Sync Plus relay is usually a busy public relay that allows about 20 subscriptions per
+/// connection (negentropy sessions and one-off requests included): its live subscriptions
+/// stay well below that.
+fn plus_limits(peer: &filters::FilterLimits) -> filters::FilterLimits {
+    filters::FilterLimits { max_subscriptions: peer.max_subscriptions.min(6), ..*peer }
 }

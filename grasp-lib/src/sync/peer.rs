@@ -167,6 +167,7 @@ impl<R: Remote> PeerSession<R> {
                 End::Shutdown => break,
                 End::RateLimited => {
                     tracing::warn!(url = %self.url, "sync peer rate-limited us; cooling down");
+                    self.budget_refused();
                     self.health.rate_limited(now);
                 }
                 End::Disconnected => tracing::info!(url = %self.url, "sync peer disconnected"),
@@ -177,12 +178,18 @@ impl<R: Remote> PeerSession<R> {
         self.metrics.forget_relay(self.url.as_str());
     }
 
+    /// Counts a refusal that made us ask less (fewer subscriptions or filters, a cool-down).
+    fn budget_refused(&self) {
+        let source = if self.metrics.is_plus_relay(self.url.as_str()) { "sync_plus" } else { "peer" };
+        self.metrics.budget_refusals.with_label_values(&[source]).inc();
+    }
+
     fn plan(&self) -> Arc<FilterPlan> {
         let shared = self.plans.borrow().clone();
         if self.limits == self.settings.limits {
             shared
         } else {
-            Arc::new(FilterPlan::new(shared.scope.clone(), &self.limits))
+            Arc::new(shared.replan(&self.limits))
         }
     }
 
@@ -273,6 +280,9 @@ impl<R: Remote> PeerSession<R> {
                             ClosedAction::CoolDown => return End::RateLimited,
                             ClosedAction::FewerSubscriptions { cool_down } => {
                                 self.limits.max_subscriptions = (self.live.len() / 2).max(1);
+                                if !cool_down {
+                                    self.budget_refused();
+                                }
                                 if cool_down {
                                     return End::RateLimited;
                                 }
@@ -283,6 +293,7 @@ impl<R: Remote> PeerSession<R> {
                             }
                             ClosedAction::FewerFilters if self.limits.filters_per_req > 1 => {
                                 self.limits.filters_per_req /= 2;
+                                self.budget_refused();
                                 self.live.close_all(&self.remote).await;
                                 plan = self.plan();
                                 if let Err(e) = self.live.apply(&self.remote, &plan.subscriptions).await {
