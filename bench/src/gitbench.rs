@@ -21,7 +21,7 @@ use crate::report::{Report, Row};
 use crate::stats::{mib, secs, Samples};
 
 /// Runs git; fails with its stderr.
-fn run_git(dir: &Path, args: &[&str]) -> anyhow::Result<Duration> {
+pub(crate) fn run_git(dir: &Path, args: &[&str]) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let out =
         Command::new("git").current_dir(dir).args(args).env("GIT_CONFIG_GLOBAL", "/dev/null").output()?;
@@ -39,7 +39,7 @@ fn reset_peak(pid: u32) {
 }
 
 /// Publishes an announcement and a state for `corpus`'s main, and pushes it.
-async fn host_corpus(server: &TestServer, corpus: &Path) -> anyhow::Result<String> {
+pub(crate) async fn host_corpus(server: &TestServer, corpus: &Path) -> anyhow::Result<String> {
     let client = server.client().await;
     let owner = Keys::generate();
     publish(&client, &events::announcement(&owner, "corpus", &server.addr, &[]))

@@ -2,7 +2,7 @@
 //! with absolute figures and machine facts. Run it through `bench/run.sh`, which builds the
 //! release binaries and installs nginx and fcgiwrap.
 //!
-//! Scenarios: `clone`, `push`, `memory`, `proxy`, `relay`, `purgatory`, `placeholders`,
+//! Scenarios: `clone`, `storm`, `push`, `memory`, `proxy`, `relay`, `purgatory`, `placeholders`,
 //! `hook` (default: all), and `soak` (10 minutes of mixed traffic; only when asked for). `--quick` shrinks
 //! every size for a smoke run; its numbers are not the reference ones.
 
@@ -17,6 +17,7 @@ mod relaybench;
 mod report;
 mod soakbench;
 mod stats;
+mod stormbench;
 
 use std::path::PathBuf;
 
@@ -25,7 +26,7 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(name = "grasp-bench")]
 struct Args {
-    /// Scenarios to run (clone, push, memory, proxy, relay, purgatory, placeholders, hook); all when empty
+    /// Scenarios to run (clone, storm, push, memory, proxy, relay, purgatory, placeholders, hook); all when empty
     scenarios: Vec<String>,
     /// Small sizes for a fast smoke run
     #[arg(long)]
@@ -59,7 +60,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let all = ["clone", "push", "memory", "proxy", "relay", "purgatory", "placeholders", "hook"];
+    let all = ["clone", "storm", "push", "memory", "proxy", "relay", "purgatory", "placeholders", "hook"];
     let wanted: Vec<&str> = if args.scenarios.is_empty() {
         all.to_vec()
     } else {
@@ -79,7 +80,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut report = report::Report::default();
     let mut soak_series = None;
     let q = args.quick;
-    let needs_corpus = wanted.iter().any(|s| matches!(*s, "clone" | "memory" | "proxy"));
+    let needs_corpus = wanted.iter().any(|s| matches!(*s, "clone" | "storm" | "memory" | "proxy"));
     let corpus = if needs_corpus { Some(corpus::ensure(&cache)?) } else { None };
     for scenario in wanted {
         eprintln!("\n== {scenario}");
@@ -89,6 +90,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 gitbench::clone(&mut report, path, *bytes, if q { 2 } else { args.repeat }).await?;
             }
             "push" => gitbench::push(&mut report, if q { 10 } else { 50 }).await?,
+            "storm" => {
+                let (path, bytes) = corpus.as_ref().expect("corpus prepared");
+                stormbench::storm(&mut report, path, *bytes, if q { 5 } else { 20 }).await?;
+            }
             "memory" => {
                 let (path, _) = corpus.as_ref().expect("corpus prepared");
                 let size = if q { 64 << 20 } else { 1 << 30 };

@@ -72,18 +72,22 @@ impl Grasp {
         let idle = std::time::Duration::from_secs(self.config().body_idle_timeout_secs);
         let stalls = self.metrics().timeouts.clone();
         let on_stall = move |stalled: &'static str| stalls.with_label_values(&[stalled]).inc();
-        let output = match smart_http::upload_pack(&path, git_protocol, body, limit, idle, on_stall).await {
-            Ok(output) => output,
-            Err(e) => {
-                let status = if matches!(e, GitError::BadRequest(_)) {
-                    OperationStatus::BadRequest
-                } else {
-                    OperationStatus::Error
-                };
-                meter.lock().expect("meter poisoned").finish(status);
-                return Err(e);
-            }
-        };
+        let hook = self.config().pack_objects_hook_command();
+        let output =
+            match smart_http::upload_pack(&path, git_protocol, hook.as_deref(), body, limit, idle, on_stall)
+                .await
+            {
+                Ok(output) => output,
+                Err(e) => {
+                    let status = if matches!(e, GitError::BadRequest(_)) {
+                        OperationStatus::BadRequest
+                    } else {
+                        OperationStatus::Error
+                    };
+                    meter.lock().expect("meter poisoned").finish(status);
+                    return Err(e);
+                }
+            };
         let on_chunk = meter.clone();
         let metered = output.map(move |chunk| {
             let mut meter = on_chunk.lock().expect("meter poisoned");

@@ -310,6 +310,9 @@ impl Grasp {
         let metrics = Metrics::new();
         Metrics::prime(&metrics.push_refused, authorization::PushBound::ALL.iter().map(|b| b.as_str()));
         Metrics::prime(&metrics.git_busy, ["total", "per_client"]);
+        if let Some(cache) = config.pack_cache_settings() {
+            git::pack_cache::open_for_serving(&cache, metrics.registry());
+        }
         let outbound = Arc::new(
             config
                 .outbound_policy(origin.clone())

@@ -82,12 +82,30 @@ impl TestServerBuilder {
             Frontend::Proxy => {
                 let repos = data.path().join("repos");
                 std::fs::create_dir_all(&repos).expect("repos dir");
-                Some(NginxGit::start(&repos).unwrap_or_else(|e| panic!("the proxy's upstream: {e:#}")))
+                // grasp-proxy's pack cache, as the proxy itself says to set it up.
+                let hook = pack_cache_hook(&self.args, data.path());
+                Some(
+                    NginxGit::start_with(&repos, hook.as_deref())
+                        .unwrap_or_else(|e| panic!("the proxy's upstream: {e:#}")),
+                )
             }
         };
         let (child, addr) = TestServer::spawn(&self, data.path(), upstream.as_ref(), &[]);
         TestServer { child, addr, upstream, data, builder: self }
     }
+}
+
+/// What `grasp-proxy pack-cache-hook` prints for a proxy started with `args` and its data
+/// in `data` (`None` when the pack cache is off).
+fn pack_cache_hook(args: &[String], data: &Path) -> Option<String> {
+    let out = Command::new(binary("grasp-proxy"))
+        .arg(format!("--relay-data-path={}", data.join("relay").display()))
+        .args(args)
+        .arg("pack-cache-hook")
+        .stdin(Stdio::null())
+        .output()
+        .expect("grasp-proxy pack-cache-hook runs");
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 /// A running server with its own data directory; killed (with everything it spawned, and

@@ -44,11 +44,31 @@ fn running_as_root() -> bool {
 /// The `access_log` line format: enough to tell which git requests reached nginx.
 pub const ACCESS_LOG_FORMAT: &str = "$request_method $uri $status $request_length";
 
-/// The `server` block that serves every repository under `root` with `git http-backend`
-/// through fcgiwrap on `socket`, listening on `listen`. The how-to
-/// (`docs/how-to/proxy-in-front-of-git-http-backend.md`) shows it verbatim.
-pub fn git_server_block(listen: &str, root: &Path, socket: &Path, backend: &Path) -> String {
+/// The lines that make `git http-backend`'s upload-pack run grasp-proxy's pack cache:
+/// `hook` is the command (`CacheSettings::hook_command`), passed as command-line config
+/// (the only place git takes a program from besides system and global config).
+pub fn pack_cache_params(hook: &str) -> String {
     format!(
+        r#"        # The pack cache: upload-pack runs grasp-proxy's pack-objects-hook.
+        fastcgi_param GIT_CONFIG_COUNT 1;
+        fastcgi_param GIT_CONFIG_KEY_0 uploadpack.packObjectsHook;
+        fastcgi_param GIT_CONFIG_VALUE_0 "{hook}";
+"#
+    )
+}
+
+/// The `server` block that serves every repository under `root` with `git http-backend`
+/// through fcgiwrap on `socket`, listening on `listen`, with the pack cache's `hook` when
+/// given. The how-to (`docs/how-to/proxy-in-front-of-git-http-backend.md`) shows it
+/// verbatim.
+pub fn git_server_block(
+    listen: &str,
+    root: &Path,
+    socket: &Path,
+    backend: &Path,
+    hook: Option<&str>,
+) -> String {
+    let block = format!(
         r#"server {{
     # Only grasp-proxy may talk to this server: it authorizes every push.
     listen {listen};
@@ -79,15 +99,26 @@ pub fn git_server_block(listen: &str, root: &Path, socket: &Path, backend: &Path
         socket = socket.display(),
         backend = backend.display(),
         root = root.display(),
-    )
+    );
+    match hook {
+        Some(hook) => block.replacen("    }\n}\n", &format!("{}    }}\n}}\n", pack_cache_params(hook)), 1),
+        None => block,
+    }
 }
 
 /// A complete nginx configuration for tests: [`git_server_block`] on `127.0.0.1:port`, with
 /// everything nginx writes (pid, logs, temporary files) under `dir`.
-pub fn nginx_config(dir: &Path, root: &Path, socket: &Path, backend: &Path, port: u16) -> String {
+pub fn nginx_config(
+    dir: &Path,
+    root: &Path,
+    socket: &Path,
+    backend: &Path,
+    port: u16,
+    hook: Option<&str>,
+) -> String {
     let d = dir.display();
     let user = if running_as_root() { "user root;\n" } else { "" };
-    let server = git_server_block(&format!("127.0.0.1:{port}"), root, socket, backend);
+    let server = git_server_block(&format!("127.0.0.1:{port}"), root, socket, backend, hook);
     let server: String = server.lines().map(|l| format!("    {l}\n")).collect();
     format!(
         r#"{user}worker_processes 1;
@@ -122,6 +153,11 @@ pub struct NginxGit {
 impl NginxGit {
     /// Serves the repositories under `root` (which must exist).
     pub fn start(root: &Path) -> anyhow::Result<Self> {
+        Self::start_with(root, None)
+    }
+
+    /// [`NginxGit::start`] with grasp-proxy's pack cache `hook` in front of pack-objects.
+    pub fn start_with(root: &Path, hook: Option<&str>) -> anyhow::Result<Self> {
         let nginx_bin = find_program("nginx")?;
         let fcgiwrap_bin = find_program("fcgiwrap")?;
         let exec_path = Command::new("git").arg("--exec-path").output()?;
@@ -144,7 +180,7 @@ impl NginxGit {
         for _ in 0..5 {
             let port = free_port();
             let conf = dir.path().join("nginx.conf");
-            std::fs::write(&conf, nginx_config(dir.path(), root, &socket, &backend, port))?;
+            std::fs::write(&conf, nginx_config(dir.path(), root, &socket, &backend, port, hook))?;
             let _ = std::fs::remove_file(dir.path().join("nginx.pid"));
             let mut nginx = ProcessGroup::spawn(
                 Command::new(&nginx_bin)
@@ -196,6 +232,12 @@ impl NginxGit {
     pub fn pid(&self) -> u32 {
         self.nginx.id()
     }
+
+    /// The process groups serving git: nginx's and fcgiwrap's (with the git http-backend,
+    /// upload-pack and pack-objects processes they start).
+    pub fn process_groups(&self) -> [u32; 2] {
+        [self.nginx.id(), self._fcgiwrap.id()]
+    }
 }
 
 /// Waits until nginx has written its pid file (its sockets are bound then) and answers on
@@ -227,7 +269,12 @@ mod tests {
             Path::new("/srv/git"),
             Path::new("/run/fcgiwrap.socket"),
             Path::new("/usr/lib/git-core/git-http-backend"),
+            None,
         );
         assert!(how_to.contains(&block), "the how-to must show this block verbatim:\n{block}");
+        let cache = pack_cache_params(
+            "'/usr/local/bin/grasp-proxy' pack-objects-hook --dir '/var/lib/grasp/pack-cache' --max-age-secs 300 --max-bytes 1073741824 --min-free-bytes 1073741824 --max-generating 4",
+        );
+        assert!(how_to.contains(&cache), "the how-to must show the pack cache lines verbatim:\n{cache}");
     }
 }

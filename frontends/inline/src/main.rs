@@ -69,8 +69,16 @@ fn fail(reason: impl std::fmt::Display) -> ExitCode {
     grasp_lib::cli::fail("grasp-server", reason)
 }
 
+fn main() -> ExitCode {
+    // upload-pack runs this binary as its pack-objects (the pack cache), once per fetch.
+    if let Some(exit) = grasp_lib::git::pack_cache::hook::run_if_invoked() {
+        return exit;
+    }
+    serve()
+}
+
 #[tokio::main]
-async fn main() -> ExitCode {
+async fn serve() -> ExitCode {
     // ngit's test harness asks before anything else runs (grasp_lib::web::test_listener).
     if test_listener::is_probe() {
         println!("{}", test_listener::PROBE_ANSWER);
@@ -81,10 +89,12 @@ async fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(exit) => return exit,
     };
-    let config = match Config::load(&cli.config) {
+    let mut config = match Config::load(&cli.config) {
         Ok(config) => config,
         Err(e) => return fail(e),
     };
+    // This binary answers `pack-objects-hook`, so it can serve the pack cache.
+    config.pack_objects_hook = std::env::current_exe().ok();
     if let Some(Command::Purgatory { action: PurgatoryAction::List { json } }) = cli.command {
         return list_purgatory(&config, json);
     }

@@ -19,7 +19,7 @@ mod upstream;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use grasp_lib::config::{Config, ConfigArgs};
 use grasp_lib::limits::Admission;
 use grasp_lib::Grasp;
@@ -33,8 +33,17 @@ use crate::upstream::Upstream;
 #[derive(Debug, Parser)]
 #[command(name = "grasp-proxy", version)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     #[command(flatten)]
     config: ConfigArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the `uploadpack.packObjectsHook` value that makes the upstream's git
+    /// http-backend use this proxy's pack cache (for GIT_CONFIG_VALUE_0 in nginx)
+    PackCacheHook,
 }
 
 /// Bad configuration ends the process with one line on stderr and exit code 2.
@@ -42,16 +51,35 @@ fn fail(reason: impl std::fmt::Display) -> ExitCode {
     grasp_lib::cli::fail("grasp-proxy", reason)
 }
 
+fn main() -> ExitCode {
+    // upload-pack runs this binary as its pack-objects (the pack cache), once per fetch.
+    if let Some(exit) = grasp_lib::git::pack_cache::hook::run_if_invoked() {
+        return exit;
+    }
+    serve()
+}
+
 #[tokio::main]
-async fn main() -> ExitCode {
+async fn serve() -> ExitCode {
     let cli: Cli = match grasp_lib::cli::parse("grasp-proxy", &[]) {
         Ok(cli) => cli,
         Err(exit) => return exit,
     };
-    let config = match Config::load(&cli.config) {
+    let mut config = match Config::load(&cli.config) {
         Ok(config) => config,
         Err(e) => return fail(e),
     };
+    // This binary answers `pack-objects-hook`, so it can serve the pack cache.
+    config.pack_objects_hook = std::env::current_exe().ok();
+    if let Some(Command::PackCacheHook) = cli.command {
+        return match config.pack_objects_hook_command() {
+            Some(hook) => {
+                println!("{hook}");
+                ExitCode::SUCCESS
+            }
+            None => fail("the pack cache is off (pack_cache = false)"),
+        };
+    }
     let upstream = match Upstream::from_config(&config) {
         Ok(upstream) => upstream,
         Err(e) => return fail(format!("bad configuration: upstream: {e}")),

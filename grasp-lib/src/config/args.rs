@@ -172,6 +172,31 @@ pub struct ConfigArgs {
     #[arg(long, env = "GRASP_MAX_PUSH_SIZE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_push_size: Option<u64>,
+    /// Cache git pack-objects output for repeated fetches (clone storms)
+    #[arg(long, env = "GRASP_PACK_CACHE", value_parser = BoolishValueParser::new(),
+          num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pack_cache: Option<bool>,
+    /// Directory of the pack cache, on this node's local disk [default: <relay_data_path>/pack-cache]
+    #[arg(long, env = "GRASP_PACK_CACHE_PATH")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pack_cache_path: Option<PathBuf>,
+    /// Seconds a cached pack is served after it was written [default: 300]
+    #[arg(long, env = "GRASP_PACK_CACHE_MAX_AGE_SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pack_cache_max_age_secs: Option<u64>,
+    /// Most bytes the pack cache may take [default: 1 GiB]
+    #[arg(long, env = "GRASP_PACK_CACHE_MAX_BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pack_cache_max_bytes: Option<u64>,
+    /// No pack is cached while the disk has less free space than this [default: 1 GiB]
+    #[arg(long, env = "GRASP_PACK_CACHE_MIN_FREE_BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pack_cache_min_free_bytes: Option<u64>,
+    /// Most git pack-objects run at once for fetches [default: number of CPUs]
+    #[arg(long, env = "GRASP_PACK_CACHE_MAX_GENERATING")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pack_cache_max_generating: Option<usize>,
     /// Seconds a held event waits for its git data [default: 1800, or 60 in test mode]
     #[arg(long, env = "GRASP_PURGATORY_EXPIRY_SECS")]
     #[serde(skip_serializing_if = "Option::is_none")]

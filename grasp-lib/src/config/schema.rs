@@ -91,6 +91,23 @@ pub struct Config {
     pub abuser_connection_threshold: usize,
     /// Largest push (request body after decompression) accepted, in bytes.
     pub max_push_size: u64,
+    /// Cache `git pack-objects` output for repeated fetches ([`crate::git::pack_cache`]).
+    pub pack_cache: bool,
+    /// Directory of the pack cache, on this node's local disk (default
+    /// `<relay_data_path>/pack-cache`).
+    pub pack_cache_path: Option<PathBuf>,
+    /// Seconds a cached pack is served after it was written.
+    pub pack_cache_max_age_secs: u64,
+    /// Most bytes the pack cache may take.
+    pub pack_cache_max_bytes: u64,
+    /// No pack is cached while the disk has less free space than this.
+    pub pack_cache_min_free_bytes: u64,
+    /// Most `git pack-objects` run at once for fetches (default: the number of CPUs).
+    pub pack_cache_max_generating: Option<usize>,
+    /// The program whose `pack-objects-hook` subcommand serves the cache: set by the
+    /// frontends (their own binary), never read from configuration. `None`: no cache.
+    #[serde(skip)]
+    pub pack_objects_hook: Option<PathBuf>,
     /// Seconds a held event waits for its git data (default 1800; 60 in test mode).
     pub purgatory_expiry_secs: Option<u64>,
     /// Seconds an unmatched `refs/nostr/<id>` ref waits for its event (default 1200; 40 in
@@ -363,6 +380,13 @@ impl Default for Config {
             sync_accepts_per_minute: None,
             abuser_connection_threshold: relay.abuser_connection_threshold,
             max_push_size: 2 * 1024 * 1024 * 1024,
+            pack_cache: true,
+            pack_cache_path: None,
+            pack_cache_max_age_secs: crate::git::pack_cache::DEFAULT_MAX_AGE_SECS,
+            pack_cache_max_bytes: crate::git::pack_cache::DEFAULT_MAX_BYTES,
+            pack_cache_min_free_bytes: crate::git::pack_cache::DEFAULT_MIN_FREE_BYTES,
+            pack_cache_max_generating: None,
+            pack_objects_hook: None,
             purgatory_expiry_secs: None,
             pr_ref_expiry_secs: None,
             push_extension_secs: None,

@@ -45,6 +45,27 @@ impl Config {
         self.upstream.as_deref().and_then(|u| parse_upstream(u).ok())
     }
 
+    /// The pack cache's settings, when it is on and the frontend serves its hook.
+    pub fn pack_cache_settings(&self) -> Option<crate::git::pack_cache::CacheSettings> {
+        if !self.pack_cache || self.pack_objects_hook.is_none() {
+            return None;
+        }
+        let cpus = std::thread::available_parallelism().map_or(2, usize::from);
+        Some(crate::git::pack_cache::CacheSettings {
+            dir: self.pack_cache_path.clone().unwrap_or_else(|| self.relay_data_path.join("pack-cache")),
+            max_age_secs: self.pack_cache_max_age_secs,
+            max_bytes: self.pack_cache_max_bytes,
+            min_free_bytes: self.pack_cache_min_free_bytes,
+            max_generating: self.pack_cache_max_generating.unwrap_or(cpus).max(1),
+        })
+    }
+
+    /// The `uploadpack.packObjectsHook` command for git, when the pack cache is on.
+    pub fn pack_objects_hook_command(&self) -> Option<String> {
+        let program = self.pack_objects_hook.as_deref()?;
+        Some(self.pack_cache_settings()?.hook_command(program))
+    }
+
     /// Purgatory timers: the configured values, or the defaults (short ones in test mode).
     pub fn purgatory_timers(&self) -> PurgatoryTimers {
         let d = PurgatoryTimers::for_mode(self.test_mode);

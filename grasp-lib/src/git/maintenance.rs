@@ -6,7 +6,9 @@
 //! it rolls small packs and loose objects together, leaves large packs alone, and writes a
 //! multi-pack bitmap, then packs the refs (a repository with thousands of loose refs, such
 //! as pull request refs waiting for their event, reads every one of them per
-//! advertisement). One repack runs at a time per server, and a repository waiting for one
+//! advertisement), and writes the commit-graph (`--reachable --split`, added to in layers),
+//! which pack-objects and negotiation use to walk history without parsing every commit.
+//! The same runs after a hunted fetch. One repack runs at a time per server, and a repository waiting for one
 //! is not queued twice.
 //!
 //! The repack waits for a quiet period after the repository's last push: a burst of pushes
@@ -95,6 +97,10 @@ impl Maintenance {
                     .await;
             if matches!(&output, Ok(out) if out.status.success()) {
                 output = timed(git(&["pack-refs", "--all", "--prune"])).await;
+            }
+            if matches!(&output, Ok(out) if out.status.success()) {
+                output =
+                    timed(git(&["commit-graph", "write", "--reachable", "--split", "--no-progress"])).await;
             }
             match output {
                 Ok(out) if out.status.success() => {

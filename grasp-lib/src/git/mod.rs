@@ -12,6 +12,7 @@ pub mod maintenance;
 pub mod metering;
 pub mod observe;
 pub mod oid;
+pub mod pack_cache;
 pub mod pktline;
 pub mod process;
 pub mod prs;

@@ -185,8 +185,24 @@ fn is_protocol_v2(git_protocol: Option<&str>) -> bool {
 /// The `git` command for `service` on the repository at `path`, with the serving settings
 /// (refs waiting for their event hidden, pushed objects checked).
 pub fn command(service: Service, path: &Path, git_protocol: Option<&str>, advertise: bool) -> Command {
+    command_with(service, path, git_protocol, advertise, None)
+}
+
+/// [`command`] with one more `-c key=value` setting: a setting that names a program
+/// (`uploadpack.packObjectsHook`) counts only on git's command line (or in system and
+/// global config), never in a repository's own config.
+fn command_with(
+    service: Service,
+    path: &Path,
+    git_protocol: Option<&str>,
+    advertise: bool,
+    extra: Option<(&str, &str)>,
+) -> Command {
     let mut cmd = Command::new("git");
     super::dies_with_server(&mut cmd);
+    if let Some((key, value)) = extra {
+        cmd.arg("-c").arg(format!("{key}={value}"));
+    }
     // Also in every repository's own config, for stock servers; passed here so
     // repositories created before that still serve GRASP clients.
     let section = match service {
@@ -275,16 +291,19 @@ pub async fn pipe_body(
 /// Both directions have an idle limit of `idle`: a request body that stops arriving, or a
 /// client that stops reading the pack, ends git and the stream (`on_stall` is called with
 /// `body_idle` or `response_idle`, for metrics). A client that goes away ends git too.
+/// `pack_objects_hook` is the pack cache's command ([`super::pack_cache`]), when it is on.
 pub async fn upload_pack(
     path: &Path,
     git_protocol: Option<&str>,
+    pack_objects_hook: Option<&str>,
     body: Body,
     max_request: u64,
     idle: Duration,
     on_stall: impl FnOnce(&'static str) + Send + 'static,
 ) -> Result<BoxStream<'static, std::io::Result<Bytes>>, GitError> {
     let mut body: Body = Box::pin(IdleTimeout::new(body, idle));
-    let mut child = command(Service::UploadPack, path, git_protocol, false)
+    let hook = pack_objects_hook.map(|hook| (super::pack_cache::HOOK_SETTING, hook));
+    let mut child = command_with(Service::UploadPack, path, git_protocol, false, hook)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -510,7 +529,7 @@ mod tests {
             let _ = stalled_tx.send(what);
         };
         let path = dir.path().join(".git");
-        let mut stream = upload_pack(&path, None, body, 1 << 20, Duration::from_secs(1), on_stall)
+        let mut stream = upload_pack(&path, None, None, body, 1 << 20, Duration::from_secs(1), on_stall)
             .await
             .expect("upload-pack starts");
         // The client reads one chunk and then nothing.
