@@ -8,11 +8,13 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::StreamExt;
-use tokio::io::{AsyncRead, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
+use crate::git::advertise::{self, AnsweredBy};
 use crate::git::smart_http::{self, Body, Service};
-use crate::git::{Direction, OperationStatus, UploadPackMeter};
+use crate::git::{Advertisement, Direction, OperationStatus, UploadPackMeter};
 use crate::git::{GitError, RepoRef};
+use crate::limits::{is_idle_timeout, IdleTimeout};
 use crate::Grasp;
 
 /// A request body that shows every byte read to the meter.
@@ -43,21 +45,26 @@ impl Grasp {
         self.serving_path(repo).unwrap_or_else(|| self.repositories().path(repo))
     }
 
-    /// The body of `GET info/refs?service=…` for `repo`: git's advertisement (the refs
-    /// still waiting for their event are not in the served namespace).
+    /// The body of `GET info/refs?service=…` for `repo`: git's advertisement, made
+    /// in-process when it can be ([`advertise`]) (the refs still waiting for their event
+    /// are not in the served namespace).
     pub async fn advertise_refs(
         &self,
         repo: &RepoRef,
         service: Service,
         git_protocol: Option<&str>,
     ) -> Result<Vec<u8>, GitError> {
-        let body = smart_http::advertisement(&self.read_path(repo), service, git_protocol).await?;
+        let (body, answered_by) =
+            advertise::advertisement(&self.read_path(repo), service, git_protocol).await?;
+        self.metrics().count_advertisement(Advertisement::InfoRefs, answered_by);
         self.metrics().count_git_bytes(repo, Direction::Out, body.len() as u64);
         Ok(body)
     }
 
     /// Serves `POST git-upload-pack` for an existing repository (or a `/prs/` path nobody
-    /// pushed to, as an empty repository): git's answer as a stream.
+    /// pushed to, as an empty repository): git's answer as a stream. A protocol v2
+    /// `ls-refs` is answered in-process when it can be answered exactly as git would
+    /// ([`advertise`]); everything else goes to git, the bytes read to tell replayed first.
     /// `Err(GitError::BadRequest)` means git refused the request (answer 400).
     pub async fn upload_pack(
         &self,
@@ -66,11 +73,36 @@ impl Grasp {
         body: Body,
     ) -> Result<BoxStream<'static, std::io::Result<Bytes>>, GitError> {
         let meter = Arc::new(Mutex::new(UploadPackMeter::new(self.metrics().clone(), repo.clone())));
-        let body: Body = Box::pin(MeteredBody { inner: body, meter: meter.clone() });
+        let mut body: Body = Box::pin(MeteredBody { inner: body, meter: meter.clone() });
         let path = self.read_path(repo);
         let limit = self.config().max_push_size;
         let idle = std::time::Duration::from_secs(self.config().body_idle_timeout_secs);
         let stalls = self.metrics().timeouts.clone();
+        if advertise::protocol_version(git_protocol) == 2 {
+            let mut sniffed: Body = Box::pin(IdleTimeout::new(body, idle));
+            let (read, ls_refs) = match advertise::read_ls_refs(&mut sniffed).await {
+                Ok(read) => read,
+                Err(e) => {
+                    if is_idle_timeout(&e) {
+                        stalls.with_label_values(&["body_idle"]).inc();
+                    }
+                    meter.lock().expect("meter poisoned").finish(OperationStatus::BadRequest);
+                    return Err(GitError::BadRequest(e.to_string()));
+                }
+            };
+            if let Some(request) = ls_refs {
+                let answer = advertise::ls_refs(&path, &request).await;
+                let answered_by = if answer.is_some() { AnsweredBy::Grasp } else { AnsweredBy::Git };
+                self.metrics().count_advertisement(Advertisement::LsRefs, answered_by);
+                if let Some(answer) = answer {
+                    let mut meter = meter.lock().expect("meter poisoned");
+                    meter.on_response(&answer);
+                    meter.finish(OperationStatus::Success);
+                    return Ok(futures::stream::once(futures::future::ready(Ok(Bytes::from(answer)))).boxed());
+                }
+            }
+            body = Box::pin(std::io::Cursor::new(read).chain(sniffed));
+        }
         let on_stall = move |stalled: &'static str| stalls.with_label_values(&[stalled]).inc();
         let hook = self.config().pack_objects_hook_command();
         let output =

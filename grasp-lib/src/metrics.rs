@@ -91,6 +91,8 @@ pub struct Metrics {
     pub git_bytes: IntCounterVec,
     /// Push authorization decisions (`accepted`, `rejected`).
     pub push_authorizations: IntCounterVec,
+    /// Ref advertisements (`info_refs`, `ls_refs`) by who made them (`grasp`, `git`).
+    pub git_advertisements: IntCounterVec,
     /// Bytes of the busiest repositories, refreshed when rendered.
     top_repos_bytes: IntGaugeVec,
     /// Git traffic per repository, the source of `top_repos_bytes`.
@@ -297,6 +299,12 @@ impl Metrics {
                 "ngit_git_push_authorization_total",
                 "Push authorization decisions",
                 &["result"],
+            ),
+            git_advertisements: counter_vec(
+                &r,
+                "grasp_git_advertisements_total",
+                "Ref advertisements (info/refs, protocol v2 ls-refs) by who made them (grasp in-process, or git)",
+                &["request", "answered_by"],
             ),
             top_repos_bytes: gauge_vec(
                 &r,

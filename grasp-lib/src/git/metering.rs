@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::advertise::AnsweredBy;
 use super::observe::{GitOperation, UploadPackObserver};
 use super::repo::RepoRef;
 use crate::metrics::Metrics;
@@ -59,6 +60,27 @@ impl OperationStatus {
 /// The results `ngit_git_push_authorization_total` counts.
 pub const AUTHORIZATION_RESULTS: [&str; 2] = ["accepted", "rejected"];
 
+/// The ref advertisements `grasp_git_advertisements_total` counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Advertisement {
+    /// `GET info/refs?service=…`, either service, any protocol version.
+    InfoRefs,
+    /// A protocol v2 `ls-refs` command (`POST git-upload-pack`).
+    LsRefs,
+}
+
+impl Advertisement {
+    /// Both kinds.
+    pub const ALL: [Self; 2] = [Self::InfoRefs, Self::LsRefs];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::InfoRefs => "info_refs",
+            Self::LsRefs => "ls_refs",
+        }
+    }
+}
+
 /// Creates the series of every fixed git label combination at zero, so a dashboard shows
 /// 0 (and `rate()` works) before the first occurrence.
 pub fn prime(metrics: &Metrics) {
@@ -78,6 +100,16 @@ impl Metrics {
         for result in AUTHORIZATION_RESULTS {
             self.push_authorizations.with_label_values(&[result]);
         }
+        for request in Advertisement::ALL {
+            for by in AnsweredBy::ALL {
+                self.git_advertisements.with_label_values(&[request.as_str(), by.as_str()]);
+            }
+        }
+    }
+
+    /// Counts one ref advertisement and who made it.
+    pub fn count_advertisement(&self, request: Advertisement, by: AnsweredBy) {
+        self.git_advertisements.with_label_values(&[request.as_str(), by.as_str()]).inc();
     }
 
     /// Counts one git operation on a repository.

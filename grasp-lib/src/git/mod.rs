@@ -5,8 +5,10 @@
 //! ([`prs`]), the identifier stored verbatim (it is validated to be a single safe path
 //! component; `prs` cannot clash with an npub directory, which starts with `npub1`). Ref
 //! reads and updates, object checks and HEAD go through `git2`; the wire protocol is served
-//! by spawning `git` itself ([`smart_http`]).
+//! by spawning `git` itself ([`smart_http`]), except ref advertisements, which are made
+//! in-process exactly as git makes them whenever that can be done ([`advertise`]).
 
+pub mod advertise;
 pub mod error;
 pub mod maintenance;
 pub mod metering;
@@ -22,7 +24,7 @@ pub mod repositories;
 pub mod smart_http;
 
 pub use error::{GitError, RepoPathError};
-pub use metering::{Direction, OperationStatus, UploadPackMeter};
+pub use metering::{Advertisement, Direction, OperationStatus, UploadPackMeter};
 pub use oid::{is_zero_oid, ZERO_OID};
 pub use process::dies_with_server;
 pub use repo::{Namespace, RepoRef};

@@ -238,13 +238,19 @@ pub async fn advertisement(
             stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
         });
     }
-    let mut body = Vec::with_capacity(output.stdout.len() + 64);
+    Ok(advertisement_body(service, git_protocol, output.stdout))
+}
+
+/// What `git <service> --advertise-refs` printed, as the body of `GET info/refs`: behind
+/// the service header for protocol v0/v1.
+pub fn advertisement_body(service: Service, git_protocol: Option<&str>, advertised: Vec<u8>) -> Vec<u8> {
+    let mut body = Vec::with_capacity(advertised.len() + 64);
     if !is_protocol_v2(git_protocol) {
         body.extend(pktline::encode(format!("# service=git-{}\n", service.command()).as_bytes()));
         body.extend_from_slice(pktline::FLUSH);
     }
-    body.extend(output.stdout);
-    Ok(body)
+    body.extend(advertised);
+    body
 }
 
 /// How piping a request body into git ended.
