@@ -128,3 +128,26 @@ pub fn ref_at(path: &Path, name: &str) -> String {
 pub fn waiting_ref(id: &str) -> String {
     format!("refs/grasp/waiting/{id}")
 }
+
+/// The body of a plain protocol v0 clone request for `tip` (no capabilities).
+pub fn v0_clone_body(tip: &str) -> String {
+    format!("0032want {tip}\n00000009done\n")
+}
+
+/// Sends `body` as `POST <url>/git-upload-pack` to `server` (`127.0.0.1:<port>`), reads the
+/// start of the answer and resets the connection: a client hanging up mid-clone. Returns
+/// the start it read.
+pub async fn hang_up_mid_upload_pack(server: &str, path: &str, body: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let request = format!(
+        "POST {path}/git-upload-pack HTTP/1.1\r\nHost: {server}\r\n\
+         Content-Type: application/x-git-upload-pack-request\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = tokio::net::TcpStream::connect(server).await.expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut start = [0u8; 4096];
+    let n = stream.read(&mut start).await.expect("read");
+    stream.set_zero_linger().expect("linger");
+    String::from_utf8_lossy(&start[..n]).into_owned()
+}

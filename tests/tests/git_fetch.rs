@@ -5,12 +5,11 @@
 use std::time::Duration;
 
 use grasp_tests::events;
-use grasp_tests::git::{git, Workdir};
+use grasp_tests::git::{git, hang_up_mid_upload_pack, v0_clone_body, Workdir};
 use grasp_tests::memory::write_random_file;
 use grasp_tests::poll::wait_until;
 use grasp_tests::{frontend_tests, publish, Frontend, TestServer};
 use nostr_sdk::prelude::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const D: &str = "repo";
 
@@ -149,21 +148,8 @@ async fn a_client_hanging_up_mid_clone_logs_no_error(frontend: Frontend) {
     // A protocol v0 clone request; the client reads the start of the answer and resets the
     // connection.
     let path = url.strip_prefix(&server.http_url()).unwrap();
-    let body = format!("0032want {tip}\n00000009done\n");
-    let request = format!(
-        "POST {path}/git-upload-pack HTTP/1.1\r\nHost: {}\r\n\
-         Content-Type: application/x-git-upload-pack-request\r\nContent-Length: {}\r\n\r\n{body}",
-        server.addr,
-        body.len()
-    );
-    let mut stream = tokio::net::TcpStream::connect(&server.addr).await.unwrap();
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut start = [0u8; 4096];
-    let n = stream.read(&mut start).await.unwrap();
-    let start = String::from_utf8_lossy(&start[..n]);
+    let start = hang_up_mid_upload_pack(&server.addr, path, &v0_clone_body(&tip)).await;
     assert!(start.starts_with("HTTP/1.1 200"), "{start}");
-    stream.set_zero_linger().unwrap();
-    drop(stream);
 
     // The server is done with the exchange once it has counted it.
     let counted = wait_until("the broken-off clone counted", Duration::from_secs(60), || async {

@@ -10,13 +10,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use grasp_tests::events;
-use grasp_tests::git::Workdir;
+use grasp_tests::git::{hang_up_mid_upload_pack, v0_clone_body, Workdir};
 use grasp_tests::memory::write_random_file;
 use grasp_tests::poll::wait_until;
 use grasp_tests::sync::metric_sum;
 use grasp_tests::{frontend_tests, publish, Frontend, TestServer};
 use nostr_sdk::prelude::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const D: &str = "cached";
 
@@ -158,7 +157,7 @@ async fn a_client_hanging_up_mid_pack_leaves_a_good_entry(frontend: Frontend) {
     // A plain protocol v0 request (no capabilities): first sighting, then the one that
     // writes the entry, whose client reads the start and resets the connection.
     let path = url.strip_prefix(&server.http_url()).unwrap();
-    let body = format!("0032want {tip}\n00000009done\n");
+    let body = v0_clone_body(&tip);
     let fetch = || {
         std::process::Command::new("curl")
             .args([
@@ -173,19 +172,8 @@ async fn a_client_hanging_up_mid_pack_leaves_a_good_entry(frontend: Frontend) {
             .unwrap()
     };
     assert!(fetch().status.success());
-    let request = format!(
-        "POST {path}/git-upload-pack HTTP/1.1\r\nHost: {}\r\n\
-         Content-Type: application/x-git-upload-pack-request\r\nContent-Length: {}\r\n\r\n{body}",
-        server.addr,
-        body.len()
-    );
-    let mut stream = tokio::net::TcpStream::connect(&server.addr).await.unwrap();
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut start = [0u8; 4096];
-    let n = stream.read(&mut start).await.unwrap();
-    assert!(String::from_utf8_lossy(&start[..n]).starts_with("HTTP/1.1 200"));
-    stream.set_zero_linger().unwrap();
-    drop(stream);
+    let start = hang_up_mid_upload_pack(&server.addr, path, &body).await;
+    assert!(start.starts_with("HTTP/1.1 200"), "{start}");
     // The writer finishes the entry for the next client.
     wait_until("the entry is complete", Duration::from_secs(60), || async {
         let c = counters(&server).await;
