@@ -52,10 +52,11 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     // Every server runs in its own process group, out of reach of the terminal's Ctrl-C.
-    // Dropping the run on Ctrl-C drops their handles, which kill the groups.
+    // Dropping the run on Ctrl-C or SIGTERM (`timeout`, `kill`) drops their handles, which
+    // kill the groups.
     tokio::select! {
         finished = run(args) => finished,
-        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; every server it started is stopped"),
+        _ = grasp_lib::cli::shutdown_signal() => anyhow::bail!("interrupted; every server it started is stopped"),
     }
 }
 
