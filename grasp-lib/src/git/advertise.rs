@@ -551,6 +551,22 @@ fn read_head(path: &Path) -> Exact<HeadFile> {
     Ok(HeadFile::Detached(parse_oid(line)?))
 }
 
+/// HEAD (its target or object id) and every ref with its object id, read as the
+/// advertisement reads them (loose over packed, in name order), hidden refs included: what
+/// the refs say, not how they are stored. `None` when the repository holds anything git
+/// would have to interpret (the pack cache then leaves that repository uncached).
+pub(crate) fn ref_values(path: &Path) -> Option<Vec<(String, String)>> {
+    let head = match read_head(&path.join("HEAD")).ok()? {
+        HeadFile::Detached(oid) => oid.to_string(),
+        HeadFile::Symbolic(target) => format!("ref: {target}"),
+    };
+    let refs = read_refs(path).ok()?;
+    let mut values = Vec::with_capacity(refs.len() + 1);
+    values.push(("HEAD".to_owned(), head));
+    values.extend(refs.into_iter().map(|(name, stored)| (name, stored.oid.to_string())));
+    Some(values)
+}
+
 /// A ref as stored: its object, and the peeled value git takes from packed-refs instead
 /// of the object database when that file records it (`Some(None)`: not a tag).
 #[derive(Debug, Clone, Copy)]

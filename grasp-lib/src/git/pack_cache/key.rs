@@ -5,7 +5,6 @@
 //! (`--progress` left out: it only changes stderr) and its whole input (wants, `--not`,
 //! haves, `--shallow` lines; a filter arrives as an argument).
 
-use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io;
 use std::path::Path;
@@ -48,63 +47,16 @@ fn field(engine: &mut sha256::HashEngine, bytes: &[u8]) {
     engine.input(bytes);
 }
 
-/// HEAD and every ref with its value, loose refs over packed ones, in name order: what the
-/// refs say, not how they are stored, so `git pack-refs` in the background changes nothing.
+/// HEAD and every ref with its value, read as the ref advertisement reads them
+/// ([`crate::git::advertise::ref_values`]): what the refs say, not how they are stored, so
+/// `git pack-refs` in the background changes nothing. A repository whose refs git would
+/// have to interpret gets no key (and no cache).
 fn ref_snapshot(repo: &Path, engine: &mut sha256::HashEngine) -> io::Result<()> {
-    let mut refs: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-    match std::fs::read(repo.join("packed-refs")) {
-        Ok(packed) => {
-            for line in packed.split(|b| *b == b'\n') {
-                // Comments and peeled lines (`^<oid>`) follow from the refs themselves.
-                if line.is_empty() || line[0] == b'#' || line[0] == b'^' {
-                    continue;
-                }
-                if let Some(space) = line.iter().position(|b| *b == b' ') {
-                    let name = String::from_utf8_lossy(&line[space + 1..]).into_owned();
-                    refs.insert(name, line[..space].to_vec());
-                }
-            }
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    collect_loose(&repo.join("refs"), "refs", &mut refs)?;
-    match std::fs::read(repo.join("HEAD")) {
-        Ok(head) => {
-            refs.insert("HEAD".to_owned(), head.trim_ascii().to_vec());
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    for (name, value) in refs {
+    let values = crate::git::advertise::ref_values(repo)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "refs not read exactly"))?;
+    for (name, value) in values {
         field(engine, name.as_bytes());
-        field(engine, &value);
-    }
-    Ok(())
-}
-
-fn collect_loose(dir: &Path, prefix: &str, out: &mut BTreeMap<String, Vec<u8>>) -> io::Result<()> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    for entry in entries {
-        let entry = entry?;
-        let file_name = entry.file_name().to_string_lossy().into_owned();
-        let name = format!("{prefix}/{file_name}");
-        if entry.file_type()?.is_dir() {
-            collect_loose(&entry.path(), &name, out)?;
-        } else if !file_name.ends_with(".lock") {
-            // A ref being written (`<ref>.lock`) is not a ref yet; one deleted meanwhile is gone.
-            match std::fs::read(entry.path()) {
-                Ok(content) => {
-                    out.insert(name, content.trim_ascii().to_vec());
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
-        }
+        field(engine, value.as_bytes());
     }
     Ok(())
 }

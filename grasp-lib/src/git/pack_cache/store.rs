@@ -264,7 +264,7 @@ mod tests {
                 std::thread::spawn(move || first_sighting(&seen, Duration::from_secs(300)))
             })
             .collect();
-        let firsts = threads.into_iter().filter(|_| true).map(|t| t.join().unwrap()).filter(|f| *f).count();
+        let firsts = threads.into_iter().map(|t| t.join().unwrap()).filter(|f| *f).count();
         assert_eq!(firsts, 1);
         File::options()
             .write(true)
