@@ -19,6 +19,9 @@ use super::pktline::{self, PushCommands};
 use super::GitError;
 use crate::limits::{is_idle_timeout, IdleTimeout};
 
+/// The git setting that makes upload-pack run a program of ours instead of pack-objects.
+pub const PACK_OBJECTS_HOOK: &str = "uploadpack.packObjectsHook";
+
 /// Bytes read from git per response chunk.
 const PACK_CHUNK: usize = 256 * 1024;
 
@@ -297,7 +300,8 @@ pub async fn pipe_body(
 /// Both directions have an idle limit of `idle`: a request body that stops arriving, or a
 /// client that stops reading the pack, ends git and the stream (`on_stall` is called with
 /// `body_idle` or `response_idle`, for metrics). A client that goes away ends git too.
-/// `pack_objects_hook` is the pack cache's command ([`super::pack_cache`]), when it is on.
+/// `pack_objects_hook` is the pack cache's command, when it is on: upload-pack runs it
+/// instead of `git pack-objects` ([`PACK_OBJECTS_HOOK`]).
 pub async fn upload_pack(
     path: &Path,
     git_protocol: Option<&str>,
@@ -308,7 +312,7 @@ pub async fn upload_pack(
     on_stall: impl FnOnce(&'static str) + Send + 'static,
 ) -> Result<BoxStream<'static, std::io::Result<Bytes>>, GitError> {
     let mut body: Body = Box::pin(IdleTimeout::new(body, idle));
-    let hook = pack_objects_hook.map(|hook| (super::pack_cache::HOOK_SETTING, hook));
+    let hook = pack_objects_hook.map(|hook| (PACK_OBJECTS_HOOK, hook));
     let mut child = command_with(Service::UploadPack, path, git_protocol, false, hook)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

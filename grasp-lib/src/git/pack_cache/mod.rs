@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The git setting that makes upload-pack run the cache instead of pack-objects.
-pub const HOOK_SETTING: &str = "uploadpack.packObjectsHook";
+pub const HOOK_SETTING: &str = super::smart_http::PACK_OBJECTS_HOOK;
 
 /// Default seconds an entry is served.
 pub const DEFAULT_MAX_AGE_SECS: u64 = 300;
