@@ -293,6 +293,8 @@ pub struct Grasp {
     prs_empty: Option<Arc<git::prs::EmptyRepository>>,
     git_slots: limits::GitSlots,
     access: Option<Arc<access::PrivateAccess>>,
+    /// Whole upload-pack answers kept for repeated fetches (with the pack cache).
+    responses: Option<Arc<git::pack_cache::response::ResponseCache>>,
 }
 
 impl Grasp {
@@ -310,9 +312,10 @@ impl Grasp {
         let metrics = Metrics::new();
         Metrics::prime(&metrics.push_refused, authorization::PushBound::ALL.iter().map(|b| b.as_str()));
         Metrics::prime(&metrics.git_busy, ["total", "per_client"]);
-        if let Some(cache) = config.pack_cache_settings() {
+        let responses = config.pack_cache_settings().and_then(|cache| {
             git::pack_cache::open_for_serving(&cache, metrics.registry());
-        }
+            git::pack_cache::response::ResponseCache::open(cache)
+        });
         let outbound = Arc::new(
             config
                 .outbound_policy(origin.clone())
@@ -441,7 +444,13 @@ impl Grasp {
             prs_empty,
             git_slots,
             access,
+            responses,
         })
+    }
+
+    /// The cache of whole upload-pack answers, when the pack cache is on.
+    pub(crate) fn responses(&self) -> Option<&Arc<git::pack_cache::response::ResponseCache>> {
+        self.responses.as_ref()
     }
 
     /// Who may use this service, when it is private (GRASP-08).

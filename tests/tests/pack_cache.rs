@@ -253,6 +253,81 @@ async fn a_push_leaves_a_bitmap_and_a_commit_graph() {
     grasp_tests::git::git_ok(&repo, &["commit-graph", "verify", "--no-progress"]);
 }
 
+/// Clients of different git versions send different requests (their `agent`), so each
+/// answer is computed anew, but the pack-objects hook sees the same wants and serves the
+/// pack from its entry.
+async fn requests_that_differ_only_in_their_agent_share_one_pack(frontend: Frontend) {
+    let server = frontend.start();
+    let (url, work, _) = hosted(&server, 256 << 10).await;
+    let before = counters(&server).await;
+    for agent in ["git/first", "git/second", "git/third"] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("git")
+            .env("GIT_USER_AGENT", agent)
+            .args(["clone", "-q", "--bare", &url, "c.git"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let clone = dir.path().join("c.git");
+        grasp_tests::git::git_ok(&clone, &["fsck", "--no-progress"]);
+        assert_eq!(grasp_tests::git::git_ok(&clone, &["rev-parse", "main"]), work.rev("HEAD"));
+    }
+    let after = counters(&server).await;
+    assert_eq!(after.hits - before.hits, 1.0, "the third clone's pack came from the hook: {before:?} -> {after:?}");
+    assert_eq!(after.misses - before.misses, 2.0, "{before:?} -> {after:?}");
+}
+
+/// grasp-server keeps upload-pack's whole answer: a repeated clone runs no git at all, so
+/// it is served even while the repository's objects are out of git's reach.
+#[tokio::test]
+async fn grasp_server_answers_a_repeated_clone_without_running_git() {
+    let server = TestServer::start();
+    let (url, work, owner) = hosted(&server, 256 << 10).await;
+    thrice(&server, &url, &["--no-checkout"]).await;
+    // Only the annotated tag stays readable (the advertisement peels it); the commits and
+    // blobs upload-pack would need go away (once the push's background repack is done).
+    let repo = server.repo_path(&owner.public_key(), D);
+    wait_until("the push's repack", Duration::from_secs(60), || async {
+        let files = walk(&repo.join("objects"));
+        files.iter().any(|p| p.extension().is_some_and(|e| e == "bitmap")).then_some(())
+    })
+    .await;
+    let tag = grasp_tests::git::git_ok(&repo, &["cat-file", "tag", "v1"]);
+    let objects = repo.join("objects");
+    let away = server.data_dir().join("objects-away");
+    std::fs::rename(&objects, &away).unwrap();
+    std::fs::create_dir_all(objects.join("pack")).unwrap();
+    let written = std::process::Command::new("git")
+        .current_dir(&repo)
+        .args(["hash-object", "-t", "tag", "-w", "--stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(format!("{tag}\n").as_bytes())?;
+            child.wait()
+        })
+        .unwrap();
+    assert!(written.success());
+    let before = counters(&server).await;
+    let clone = Workdir::clone_from(&url, &["--no-checkout"]);
+    let after = counters(&server).await;
+    // Another request (a different key) needs git, which cannot read the objects.
+    let other = std::process::Command::new("git")
+        .args(["clone", "-q", "--depth=1", "--no-checkout", &url])
+        .arg(server.data_dir().join("shallow"))
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&objects).unwrap();
+    std::fs::rename(&away, &objects).unwrap();
+    assert!(!other.status.success(), "git really could not read the objects");
+    clone.ok(&["fsck", "--no-progress"]);
+    assert_eq!(clone.rev("HEAD"), work.rev("HEAD"));
+    assert_eq!(after.hits - before.hits, 1.0, "{before:?} -> {after:?}");
+}
+
 /// With the cache off nothing is written and no metrics are shown.
 #[tokio::test]
 async fn the_cache_can_be_switched_off() {
@@ -280,6 +355,7 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 }
 
 frontend_tests!(
+    requests_that_differ_only_in_their_agent_share_one_pack,
     every_kind_of_clone_is_served_from_the_cache_and_correct,
     a_push_makes_the_next_clone_fresh,
     concurrent_identical_clones_share_one_generation,

@@ -10,6 +10,7 @@
 use std::net::IpAddr;
 
 use bytes::Bytes;
+use futures::stream::BoxStream;
 use futures::StreamExt;
 use grasp_lib::git::smart_http::{self, Body, Service};
 use grasp_lib::git::RepoRef;
@@ -76,29 +77,38 @@ pub async fn rpc(
         }
         Service::UploadPack => {
             let (_, output) = tokio::join!(feed(session, chunks), grasp.upload_pack(repo, protocol, body));
-            let mut output = match output {
-                Ok(output) => output,
-                Err(e) => return respond::send(session, web::upload_pack_failed(repo, e)).await,
-            };
-            let (parts, _) = web::git_answer(service.result_content_type(), Bytes::new()).into_parts();
-            session.write_response_header(Box::new(respond::header(&parts, None)?), false).await?;
-            while let Some(chunk) = output.next().await {
-                match chunk {
-                    Ok(chunk) => session.write_response_body(Some(chunk), false).await?,
-                    Err(e) => {
-                        // The answer breaks off; the client sees an incomplete pack.
-                        tracing::warn!(repo = %repo, error = %e, "upload-pack output failed");
-                        return Err(pingora::Error::because(
-                            pingora::ErrorType::InternalError,
-                            "upload-pack output",
-                            e,
-                        ));
-                    }
-                }
+            match output {
+                Ok(output) => send_upload_pack_answer(session, repo, output).await,
+                Err(e) => respond::send(session, web::upload_pack_failed(repo, e)).await,
             }
-            session.write_response_body(None, true).await
         }
     }
+}
+
+/// Streams an upload-pack answer made in this process to the client.
+pub async fn send_upload_pack_answer(
+    session: &mut Session,
+    repo: &RepoRef,
+    mut output: BoxStream<'static, std::io::Result<Bytes>>,
+) -> pingora::Result<()> {
+    let content_type = Service::UploadPack.result_content_type();
+    let (parts, _) = web::git_answer(content_type, Bytes::new()).into_parts();
+    session.write_response_header(Box::new(respond::header(&parts, None)?), false).await?;
+    while let Some(chunk) = output.next().await {
+        match chunk {
+            Ok(chunk) => session.write_response_body(Some(chunk), false).await?,
+            Err(e) => {
+                // The answer breaks off; the client sees an incomplete pack.
+                tracing::warn!(repo = %repo, error = %e, "upload-pack output failed");
+                return Err(pingora::Error::because(
+                    pingora::ErrorType::InternalError,
+                    "upload-pack output",
+                    e,
+                ));
+            }
+        }
+    }
+    session.write_response_body(None, true).await
 }
 
 /// Passes the client's request body to the library until it ends or the library stops

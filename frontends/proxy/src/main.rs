@@ -6,6 +6,7 @@
 //! listener; `docs/explanation/proxy.md` explains the design.
 
 mod app;
+mod cached_fetch;
 mod client;
 mod in_process;
 mod listener;

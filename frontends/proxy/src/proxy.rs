@@ -23,7 +23,7 @@ use crate::client::client_of;
 use crate::listener::HeadersArrived;
 use crate::meter::{Forwarded, UploadPackTap};
 use crate::upstream::failure_response;
-use crate::{in_process, push, relay, respond};
+use crate::{cached_fetch, in_process, push, relay, respond};
 
 /// The pingora application around [`GraspProxy`].
 pub fn http_app(proxy: GraspProxy) -> HttpProxy<GraspProxy> {
@@ -130,6 +130,9 @@ impl ProxyHttp for GraspProxy {
                 return Ok(false);
             }
             Route::Rpc(repo, Service::UploadPack) => {
+                if cached_fetch::answer(grasp, session, &repo).await? {
+                    return Ok(true);
+                }
                 let encoding =
                     session.req_header().headers.get(CONTENT_ENCODING).and_then(|v| v.to_str().ok());
                 let tap = UploadPackTap::new(grasp.metrics().clone(), repo, encoding);

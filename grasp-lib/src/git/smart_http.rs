@@ -311,6 +311,24 @@ pub async fn upload_pack(
     idle: Duration,
     on_stall: impl FnOnce(&'static str) + Send + 'static,
 ) -> Result<BoxStream<'static, std::io::Result<Bytes>>, GitError> {
+    let (exited, _) = tokio::sync::oneshot::channel();
+    upload_pack_reporting(path, git_protocol, pack_objects_hook, body, max_request, idle, on_stall, exited).await
+}
+
+/// [`upload_pack`] for a caller that must know whether git finished well (the response
+/// cache keeps only complete answers): `exited` gets `true` once git's whole output was
+/// handed over and git exited successfully, `false` otherwise.
+#[allow(clippy::too_many_arguments)]
+pub async fn upload_pack_reporting(
+    path: &Path,
+    git_protocol: Option<&str>,
+    pack_objects_hook: Option<&str>,
+    body: Body,
+    max_request: u64,
+    idle: Duration,
+    on_stall: impl FnOnce(&'static str) + Send + 'static,
+    exited: tokio::sync::oneshot::Sender<bool>,
+) -> Result<BoxStream<'static, std::io::Result<Bytes>>, GitError> {
     let mut body: Body = Box::pin(IdleTimeout::new(body, idle));
     let hook = pack_objects_hook.map(|hook| (PACK_OBJECTS_HOOK, hook));
     let mut child = command_with(Service::UploadPack, path, git_protocol, false, hook)
@@ -341,6 +359,7 @@ pub async fn upload_pack(
                 return Err(e.into());
             }
             if status.success() {
+                let _ = exited.send(true);
                 return Ok(stream::empty().boxed());
             }
             // A readable repository means git choked on the request, not on our data.
@@ -354,6 +373,11 @@ pub async fn upload_pack(
     // reading (the hand-over waits longer than `idle`) or goes away (the receiver is
     // dropped), git is ended and the response stops.
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(1);
+    // git's messages (progress without side-band) are read and dropped: a closed pipe
+    // would end git with SIGPIPE.
+    tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await;
+    });
     tokio::spawn(async move {
         let mut next = Some(Ok(first));
         let mut ended_early = false;
@@ -372,14 +396,15 @@ pub async fn upload_pack(
         if ended_early {
             terminate(&mut child).await;
         }
-        let _ = child.wait().await;
+        let status = child.wait().await;
         stdin_task.abort();
+        let _ = exited.send(!ended_early && status.is_ok_and(|s| s.success()));
     });
     Ok(tokio_stream_from(rx))
 }
 
 /// The receiver as a stream of chunks.
-fn tokio_stream_from(
+pub(crate) fn tokio_stream_from(
     mut rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
 ) -> BoxStream<'static, std::io::Result<Bytes>> {
     stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()

@@ -28,16 +28,30 @@ const OUTPUT_NEUTRAL: [&str; 2] = ["--progress", "--quiet"];
 /// The key of running `command` (`git [opts] pack-objects …`) in the repository at `repo`
 /// with `input` on stdin.
 pub fn compute(repo: &Path, command: &[OsString], input: &[u8]) -> io::Result<Key> {
+    let args = command.iter().filter(|a| !OUTPUT_NEUTRAL.iter().any(|n| a.as_os_str() == *n));
+    let mut fields: Vec<&[u8]> = args.map(|a| a.as_encoded_bytes()).collect();
+    fields.extend([b"stdin".as_slice(), input]);
+    hash(b"grasp pack cache 1", repo, &fields)
+}
+
+/// The key of a whole upload-pack answer ([`super::response`]): the repository, its refs,
+/// the `Git-Protocol` the client asked for and the request body (wants, haves, shallow
+/// lines, filter and capabilities such as `no-progress` and `side-band-64k`).
+pub fn compute_response(repo: &Path, git_protocol: Option<&str>, request: &[u8]) -> io::Result<Key> {
+    let protocol = git_protocol.unwrap_or_default().as_bytes();
+    hash(b"grasp upload-pack response 1", repo, &[protocol, b"request", request])
+}
+
+/// The hash of `domain`, the repository at `repo` with its ref snapshot, and `fields`.
+fn hash(domain: &[u8], repo: &Path, fields: &[&[u8]]) -> io::Result<Key> {
     let repo = repo.canonicalize()?;
     let mut engine = sha256::HashEngine::default();
-    field(&mut engine, b"grasp pack cache 1");
+    field(&mut engine, domain);
     field(&mut engine, repo.as_os_str().as_encoded_bytes());
     ref_snapshot(&repo, &mut engine)?;
-    for arg in command.iter().filter(|a| !OUTPUT_NEUTRAL.iter().any(|n| a.as_os_str() == *n)) {
-        field(&mut engine, arg.as_encoded_bytes());
+    for bytes in fields {
+        field(&mut engine, bytes);
     }
-    field(&mut engine, b"stdin");
-    field(&mut engine, input);
     Ok(Key(hex::encode(sha256::Hash::from_engine(engine).to_byte_array())))
 }
 
@@ -113,6 +127,17 @@ mod tests {
         git(dir.path(), &["tag", "v1"]);
         assert_ne!(b, compute(&git_dir, &base, b"want\n").unwrap(), "a new tag");
         assert_eq!(compute(&git_dir, &base, b"want\n").unwrap().as_str().len(), 64);
+    }
+
+    #[test]
+    fn a_response_key_follows_the_protocol_and_the_request_and_differs_from_a_pack_key() {
+        let dir = repo();
+        let git_dir = dir.path().join(".git");
+        let a = compute_response(&git_dir, None, b"want x\n").unwrap();
+        assert_eq!(a, compute_response(&git_dir, None, b"want x\n").unwrap());
+        assert_ne!(a, compute_response(&git_dir, Some("version=2"), b"want x\n").unwrap());
+        assert_ne!(a, compute_response(&git_dir, None, b"want y\n").unwrap());
+        assert_ne!(a, compute(&git_dir, &[], b"want x\n").unwrap(), "another domain");
     }
 
     #[test]

@@ -23,9 +23,11 @@
 //! | [`store`] | entries on disk: lookup, generation lock, partial files, expiry, budget, slots |
 //! | [`stats`] | counters shared by the hook processes, and their Prometheus collector |
 //! | [`hook`] | the `pack-objects-hook` program upload-pack runs |
+//! | [`response`] | whole upload-pack answers, cached by the serving process itself |
 
 pub mod hook;
 pub mod key;
+pub mod response;
 pub mod stats;
 pub mod store;
 
