@@ -274,7 +274,11 @@ async fn requests_that_differ_only_in_their_agent_share_one_pack(frontend: Front
         assert_eq!(grasp_tests::git::git_ok(&clone, &["rev-parse", "main"]), work.rev("HEAD"));
     }
     let after = counters(&server).await;
-    assert_eq!(after.hits - before.hits, 1.0, "the third clone's pack came from the hook: {before:?} -> {after:?}");
+    assert_eq!(
+        after.hits - before.hits,
+        1.0,
+        "the third clone's pack came from the hook: {before:?} -> {after:?}"
+    );
     assert_eq!(after.misses - before.misses, 2.0, "{before:?} -> {after:?}");
 }
 

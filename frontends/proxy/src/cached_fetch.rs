@@ -31,13 +31,16 @@ pub async fn answer(grasp: &Grasp, session: &mut Session, repo: &RepoRef) -> pin
     }
     let headers = &session.req_header().headers;
     let length = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-    if !length.is_some_and(|length| length <= MAX_REQUEST.min(RETRY_BUFFER)) {
+    if length.is_none_or(|length| length > MAX_REQUEST.min(RETRY_BUFFER)) {
         return Ok(false);
     }
     let encoding = headers.get(CONTENT_ENCODING).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let protocol =
         smart_http::sanitize_git_protocol(headers.get("git-protocol").and_then(|v| v.to_str().ok()));
-    if headers.get(EXPECT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
+    if headers
+        .get(EXPECT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
     {
         session.write_continue_response().await?;
     }

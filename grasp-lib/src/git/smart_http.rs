@@ -312,7 +312,8 @@ pub async fn upload_pack(
     on_stall: impl FnOnce(&'static str) + Send + 'static,
 ) -> Result<BoxStream<'static, std::io::Result<Bytes>>, GitError> {
     let (exited, _) = tokio::sync::oneshot::channel();
-    upload_pack_reporting(path, git_protocol, pack_objects_hook, body, max_request, idle, on_stall, exited).await
+    upload_pack_reporting(path, git_protocol, pack_objects_hook, body, max_request, idle, on_stall, exited)
+        .await
 }
 
 /// [`upload_pack`] for a caller that must know whether git finished well (the response

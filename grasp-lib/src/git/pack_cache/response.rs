@@ -118,10 +118,11 @@ impl ResponseCache {
             return None;
         }
         let (repo, protocol, body) = (repo.to_owned(), git_protocol.map(str::to_owned), request.to_vec());
-        let key = tokio::task::spawn_blocking(move || key::compute_response(&repo, protocol.as_deref(), &body))
-            .await
-            .ok()?
-            .ok()?;
+        let key =
+            tokio::task::spawn_blocking(move || key::compute_response(&repo, protocol.as_deref(), &body))
+                .await
+                .ok()?
+                .ok()?;
         let paths = self.dir.paths(&key).ok()?;
         let (file, mut written, started) = match self.look_up(&key, &paths, generate)? {
             Found::Complete(file) => {
@@ -348,5 +349,23 @@ impl Generation {
             })
         })
         .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mapped_stretch_is_the_bytes_at_any_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("entry");
+        let bytes: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &bytes).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        for (offset, len) in [(0, 10), (1, 4095), (4095, 2), (4096, 4096), (12_345, 37_655)] {
+            let mapped = map(&file, offset as u64, len).unwrap();
+            assert_eq!(&mapped[..], &bytes[offset..offset + len], "{offset}+{len}");
+        }
     }
 }
