@@ -139,10 +139,10 @@ pub enum OpenError {
     #[error("bad configuration: domain: must be set to the public host[:port] of this server")]
     MissingDomain,
     /// The event store could not be opened.
-    #[error("cannot open the event store at {path}: {source}")]
+    #[error("cannot open the event store {location}: {source}")]
     Store {
-        /// Where the store lives.
-        path: std::path::PathBuf,
+        /// Where the store lives (`at <relay_data_path>`, or `in PostgreSQL`).
+        location: String,
         /// The store error.
         source: StoreError,
     },
@@ -195,7 +195,9 @@ fn start_hunting(
         .with_url_caps(settings.urls)
         .with_private_peers(private_peers),
     );
-    let status_path = (config.database_backend == StoreBackend::Lmdb)
+    let status_path = config
+        .database_backend
+        .keeps_local_files()
         .then(|| hunt::status::HuntStatus::path(&config.relay_data_path));
     let status = status_path.as_deref().map(hunt::status::HuntStatus::read).transpose().unwrap_or_else(|e| {
         tracing::warn!(error = %e, "the hunt status is unreadable; starting afresh");
@@ -259,7 +261,7 @@ async fn recover_in_background(hosting: Arc<Hosting>) {
 /// repositories left over from a crash.
 async fn prepare_prs(config: &Config) -> Result<git::prs::EmptyRepository, OpenError> {
     let root = config.git_data_path.clone();
-    let store_dir = (config.database_backend == StoreBackend::Lmdb).then(|| config.relay_data_path.clone());
+    let store_dir = config.database_backend.keeps_local_files().then(|| config.relay_data_path.clone());
     let prepared = tokio::task::spawn_blocking(move || {
         let empty = match &store_dir {
             Some(dir) => git::prs::EmptyRepository::in_dir(dir)?,
@@ -304,9 +306,20 @@ impl Grasp {
         config.domain.as_deref().ok_or(OpenError::MissingDomain)?;
         rate_limit::set_ipv6_client_prefix(config.ipv6_client_prefix);
         let origin: ServiceOrigin = config.service_origin().expect("validated domain and base path");
-        let store =
-            EventStore::open_sized(config.database_backend, &config.relay_data_path, config.lmdb_map_size)
-                .map_err(|source| OpenError::Store { path: config.relay_data_path.clone(), source })?;
+        let store = EventStore::open_backend(
+            config.database_backend,
+            &config.relay_data_path,
+            config.lmdb_map_size,
+            config.postgres(),
+        )
+        .await
+        .map_err(|source| OpenError::Store {
+            location: match config.database_backend {
+                StoreBackend::Postgres => "in PostgreSQL".to_owned(),
+                _ => format!("at {}", config.relay_data_path.display()),
+            },
+            source,
+        })?;
         let metrics = Metrics::new();
         Metrics::prime(&metrics.push_refused, authorization::PushBound::ALL.iter().map(|b| b.as_str()));
         Metrics::prime(&metrics.git_busy, ["total", "per_client"]);
@@ -326,7 +339,9 @@ impl Grasp {
         let timers = config.purgatory_timers();
         let purgatory = match config.database_backend {
             StoreBackend::Memory => Purgatory::in_memory(timers),
-            StoreBackend::Lmdb => {
+            // With PostgreSQL, purgatory stays in node-local files for now (shared node
+            // state is a later step of the scale-out work).
+            StoreBackend::Lmdb | StoreBackend::Postgres => {
                 let dir = Purgatory::directory(&config.relay_data_path);
                 Purgatory::open(&dir, timers).map_err(|source| OpenError::Purgatory { path: dir, source })?
             }
