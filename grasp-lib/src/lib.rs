@@ -139,12 +139,12 @@ pub enum OpenError {
     #[error("bad configuration: domain: must be set to the public host[:port] of this server")]
     MissingDomain,
     /// The event store could not be opened.
-    #[error("cannot open the event store {location}: {source}")]
+    #[error("cannot open the event store {location}: {error}")]
     Store {
         /// Where the store lives (`at <relay_data_path>`, or `in PostgreSQL`).
         location: String,
-        /// The store error.
-        source: StoreError,
+        /// The store error (in the message, not repeated as a source).
+        error: StoreError,
     },
     /// The `/prs/` directory could not be prepared.
     #[error("cannot prepare the /prs/ repositories: {0}")]
@@ -313,12 +313,12 @@ impl Grasp {
             config.postgres(),
         )
         .await
-        .map_err(|source| OpenError::Store {
+        .map_err(|error| OpenError::Store {
             location: match config.database_backend {
                 StoreBackend::Postgres => "in PostgreSQL".to_owned(),
                 _ => format!("at {}", config.relay_data_path.display()),
             },
-            source,
+            error,
         })?;
         let metrics = Metrics::new();
         Metrics::prime(&metrics.push_refused, authorization::PushBound::ALL.iter().map(|b| b.as_str()));

@@ -47,7 +47,8 @@ impl Config {
                 return invalid(
                     "database_url",
                     format!(
-                        "is only read by database_backend = \"postgres\", but the backend is {backend:?}"
+                        "is only read by database_backend = \"postgres\", but the backend is {}",
+                        backend.as_str()
                     ),
                 );
             }

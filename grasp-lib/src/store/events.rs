@@ -27,9 +27,18 @@ pub enum StoreBackend {
 }
 
 impl StoreBackend {
-    /// True when the server keeps its node-local state (purgatory, hunt status, the `/prs/`
-    /// template) in files under the relay data path; false for the memory store, which keeps
-    /// everything in memory.
+    /// The configuration value (`lmdb`, `memory`, `postgres`). The server keeps its
+    /// node-local state (purgatory, hunt status, the `/prs/` template) in files under the
+    /// relay data path with every backend but memory ([`StoreBackend::keeps_local_files`]).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreBackend::Lmdb => "lmdb",
+            StoreBackend::Memory => "memory",
+            StoreBackend::Postgres => "postgres",
+        }
+    }
+
+    /// True when the server keeps its node-local state in files (see above).
     pub fn keeps_local_files(self) -> bool {
         !matches!(self, StoreBackend::Memory)
     }
@@ -42,7 +51,7 @@ pub enum StoreError {
     #[error("event store: {0}")]
     Database(#[from] DatabaseError),
     /// The PostgreSQL store could not be opened.
-    #[error("event store: {0}")]
+    #[error(transparent)]
     Postgres(#[from] super::postgres::PostgresError),
     /// The backend needs settings that were not given.
     #[error("event store: {0}")]

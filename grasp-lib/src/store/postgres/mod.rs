@@ -35,12 +35,13 @@ pub enum PostgresError {
     #[error("database_url is not a valid PostgreSQL URL: {0}")]
     Url(#[source] tokio_postgres::Error),
     /// No connection could be made.
-    #[error("cannot connect to PostgreSQL at {target}: {source}")]
+    #[error("cannot connect to PostgreSQL at {target}: {reason}")]
     Connect {
         /// Host, port and database (never the password).
         target: String,
-        /// Why the pool has no connection.
-        source: deadpool_postgres::PoolError,
+        /// Why the pool has no connection: the innermost cause (refused, timed out, the
+        /// server's own message such as a failed password).
+        reason: String,
     },
     /// A statement failed.
     #[error("PostgreSQL: {0}")]
@@ -61,6 +62,16 @@ impl std::fmt::Debug for PostgresDatabase {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PostgresDatabase").field("target", &self.target).finish_non_exhaustive()
     }
+}
+
+/// The innermost cause of a pool error, which says what went wrong (the outer layers only
+/// say "creating a connection failed").
+fn root_cause(error: &deadpool_postgres::PoolError) -> String {
+    let mut cause: &dyn std::error::Error = error;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    cause.to_string()
 }
 
 /// Where a config connects, without its password, for logs and errors.
@@ -99,11 +110,10 @@ impl PostgresDatabase {
             .build()
             .map_err(|e| PostgresError::Pool(e.to_string()))?;
         let db = Self { pool, target };
-        let _checked = db
-            .pool
-            .get()
-            .await
-            .map_err(|source| PostgresError::Connect { target: db.target.clone(), source })?;
+        let _checked = db.pool.get().await.map_err(|source| PostgresError::Connect {
+            target: db.target.clone(),
+            reason: root_cause(&source),
+        })?;
         Ok(db)
     }
 
@@ -129,7 +139,10 @@ impl PostgresDatabase {
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, PostgresError> {
-        self.pool.get().await.map_err(|source| PostgresError::Connect { target: self.target.clone(), source })
+        self.pool.get().await.map_err(|source| PostgresError::Connect {
+            target: self.target.clone(),
+            reason: root_cause(&source),
+        })
     }
 
     /// `SELECT <columns> <filter SQL>` rows, or none when the filter cannot match.
