@@ -153,7 +153,7 @@ impl PostgresDatabase {
     ) -> Result<Vec<tokio_postgres::Row>, PostgresError> {
         let Some(sql) = query::filter_sql(filter) else { return Ok(Vec::new()) };
         let client = self.client().await?;
-        let statement = format!("SELECT {columns} {}", sql.from);
+        let statement = client.prepare_cached(&format!("SELECT {columns} {}", sql.from)).await?;
         Ok(client.query(&statement, &sql.refs()).await?)
     }
 }
@@ -185,14 +185,14 @@ impl NostrDatabase for PostgresDatabase {
         Box::pin(async move {
             let client = self.client().await.map_err(backend_error)?;
             let id = event_id.as_bytes().as_slice();
-            let row = client
-                .query_one(
+            let statement = client
+                .prepare_cached(
                     "SELECT EXISTS (SELECT 1 FROM deleted_ids WHERE id = $1), \
                             EXISTS (SELECT 1 FROM events WHERE id = $1)",
-                    &[&id],
                 )
                 .await
                 .map_err(DatabaseError::backend)?;
+            let row = client.query_one(&statement, &[&id]).await.map_err(DatabaseError::backend)?;
             Ok(match (row.get::<_, bool>(0), row.get::<_, bool>(1)) {
                 (true, _) => DatabaseEventStatus::Deleted,
                 (false, true) => DatabaseEventStatus::Saved,
@@ -208,10 +208,11 @@ impl NostrDatabase for PostgresDatabase {
         Box::pin(async move {
             let client = self.client().await.map_err(backend_error)?;
             let id = event_id.as_bytes().as_slice();
-            let row = client
-                .query_opt("SELECT json FROM events WHERE id = $1", &[&id])
+            let statement = client
+                .prepare_cached("SELECT json FROM events WHERE id = $1")
                 .await
                 .map_err(DatabaseError::backend)?;
+            let row = client.query_opt(&statement, &[&id]).await.map_err(DatabaseError::backend)?;
             row.map(|row| Event::from_json(row.get::<_, &str>(0)).map_err(DatabaseError::backend)).transpose()
         })
     }
@@ -220,7 +221,10 @@ impl NostrDatabase for PostgresDatabase {
         Box::pin(async move {
             let Some(sql) = query::filter_sql(&filter) else { return Ok(0) };
             let client = self.client().await.map_err(backend_error)?;
-            let statement = format!("SELECT count(*) FROM (SELECT 1 {}) AS matching", sql.from);
+            let statement = client
+                .prepare_cached(&format!("SELECT count(*) FROM (SELECT 1 {}) AS matching", sql.from))
+                .await
+                .map_err(DatabaseError::backend)?;
             let count: i64 =
                 client.query_one(&statement, &sql.refs()).await.map_err(DatabaseError::backend)?.get(0);
             Ok(count as usize)

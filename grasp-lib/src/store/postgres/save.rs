@@ -9,10 +9,12 @@
 
 use std::collections::BTreeSet;
 
+use deadpool_postgres::{ClientWrapper, Transaction};
 use nostr::hashes::{sha256, Hash};
 use nostr::{Event, EventId, JsonUtil, Kind, PublicKey};
 use nostr_database::{RejectedReason, SaveEventStatus};
-use tokio_postgres::{Client, Transaction};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
 
 /// Advisory lock key of a string: its SHA-256's first eight bytes. The same on every node
 /// and build, as the lock must be.
@@ -53,8 +55,41 @@ fn deletable_address(event: &Event) -> Option<&str> {
     }
 }
 
+// Every statement here is prepared once per connection (deadpool's statement cache), so a
+// save costs one round trip per statement, not two.
+
+async fn query_opt(
+    tx: &Transaction<'_>,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Option<Row>, tokio_postgres::Error> {
+    let statement = tx.prepare_cached(sql).await?;
+    tx.query_opt(&statement, params).await
+}
+
+async fn query(
+    tx: &Transaction<'_>,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<Row>, tokio_postgres::Error> {
+    let statement = tx.prepare_cached(sql).await?;
+    tx.query(&statement, params).await
+}
+
+async fn execute(
+    tx: &Transaction<'_>,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<u64, tokio_postgres::Error> {
+    let statement = tx.prepare_cached(sql).await?;
+    tx.execute(&statement, params).await
+}
+
 /// Saves `event` (already verified) with NIP-01 replacement and NIP-09 deletion.
-pub async fn save(client: &mut Client, event: &Event) -> Result<SaveEventStatus, tokio_postgres::Error> {
+pub async fn save(
+    client: &mut ClientWrapper,
+    event: &Event,
+) -> Result<SaveEventStatus, tokio_postgres::Error> {
     if event.kind.is_ephemeral() {
         return Ok(SaveEventStatus::Rejected(RejectedReason::Ephemeral));
     }
@@ -80,7 +115,7 @@ async fn lock(tx: &Transaction<'_>, event: &Event) -> Result<(), tokio_postgres:
         keys.extend(event.tags.coordinates().map(|c| address_lock(c.kind, &c.public_key, &c.identifier)));
     }
     for key in keys {
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key]).await?;
+        execute(tx, "SELECT pg_advisory_xact_lock($1)", &[&key]).await?;
     }
     Ok(())
 }
@@ -91,32 +126,32 @@ async fn checked_save(tx: &Transaction<'_>, event: &Event) -> Result<SaveEventSt
     let author = author.as_slice();
     let kind = i32::from(event.kind.as_u16());
     let created_at = event.created_at.as_secs() as i64;
-    if tx.query_opt("SELECT 1 FROM events WHERE id = $1", &[&id]).await?.is_some() {
+    if query_opt(tx, "SELECT 1 FROM events WHERE id = $1", &[&id]).await?.is_some() {
         return Ok(SaveEventStatus::Rejected(RejectedReason::Duplicate));
     }
-    if tx.query_opt("SELECT 1 FROM deleted_ids WHERE id = $1", &[&id]).await?.is_some() {
+    if query_opt(tx, "SELECT 1 FROM deleted_ids WHERE id = $1", &[&id]).await?.is_some() {
         return Ok(SaveEventStatus::Rejected(RejectedReason::Deleted));
     }
     let address = address_of(event);
     if let Some(identifier) = deletable_address(event) {
-        let deleted = tx
-            .query_opt(
-                "SELECT until FROM deleted_coordinates WHERE pubkey = $1 AND kind = $2 AND identifier = $3",
-                &[&author, &kind, &identifier],
-            )
-            .await?;
+        let deleted = query_opt(
+            tx,
+            "SELECT until FROM deleted_coordinates WHERE pubkey = $1 AND kind = $2 AND identifier = $3",
+            &[&author, &kind, &identifier],
+        )
+        .await?;
         if deleted.is_some_and(|row| created_at <= row.get::<_, i64>(0)) {
             return Ok(SaveEventStatus::Rejected(RejectedReason::Deleted));
         }
     }
     if let Some(identifier) = address {
-        let stored = tx
-            .query(
-                "SELECT id, created_at FROM events \
+        let stored = query(
+            tx,
+            "SELECT id, created_at FROM events \
                  WHERE pubkey = $1 AND kind = $2 AND identifier IS NOT DISTINCT FROM $3",
-                &[&author, &kind, &identifier],
-            )
-            .await?;
+            &[&author, &kind, &identifier],
+        )
+        .await?;
         // NIP-01: the newer version stays; of two signed in the same second, the lower id.
         let newer_stored = stored.iter().any(|row| {
             let (stored_id, stored_at): (&[u8], i64) = (row.get(0), row.get(1));
@@ -125,7 +160,8 @@ async fn checked_save(tx: &Transaction<'_>, event: &Event) -> Result<SaveEventSt
         if newer_stored {
             return Ok(SaveEventStatus::Rejected(RejectedReason::Replaced));
         }
-        tx.execute(
+        execute(
+            tx,
             "DELETE FROM events WHERE pubkey = $1 AND kind = $2 AND identifier IS NOT DISTINCT FROM $3",
             &[&author, &kind, &identifier],
         )
@@ -148,7 +184,7 @@ async fn apply_deletion(tx: &Transaction<'_>, event: &Event) -> Result<bool, tok
     let mut targets: Vec<&[u8]> = Vec::new();
     for id in event.tags.event_ids() {
         let id = id.as_bytes().as_slice();
-        if let Some(row) = tx.query_opt("SELECT pubkey FROM events WHERE id = $1", &[&id]).await? {
+        if let Some(row) = query_opt(tx, "SELECT pubkey FROM events WHERE id = $1", &[&id]).await? {
             if row.get::<_, &[u8]>(0) != author {
                 return Ok(false);
             }
@@ -159,13 +195,14 @@ async fn apply_deletion(tx: &Transaction<'_>, event: &Event) -> Result<bool, tok
         return Ok(false);
     }
     for id in targets {
-        tx.execute("INSERT INTO deleted_ids (id) VALUES ($1) ON CONFLICT DO NOTHING", &[&id]).await?;
-        tx.execute("DELETE FROM events WHERE id = $1", &[&id]).await?;
+        execute(tx, "INSERT INTO deleted_ids (id) VALUES ($1) ON CONFLICT DO NOTHING", &[&id]).await?;
+        execute(tx, "DELETE FROM events WHERE id = $1", &[&id]).await?;
     }
     for coordinate in event.tags.coordinates() {
         let kind = i32::from(coordinate.kind.as_u16());
         let identifier = coordinate.identifier.as_str();
-        tx.execute(
+        execute(
+            tx,
             "INSERT INTO deleted_coordinates (pubkey, kind, identifier, until) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (pubkey, kind, identifier) \
              DO UPDATE SET until = GREATEST(deleted_coordinates.until, EXCLUDED.until)",
@@ -174,7 +211,8 @@ async fn apply_deletion(tx: &Transaction<'_>, event: &Event) -> Result<bool, tok
         .await?;
         let stored_identifier = coordinate.kind.is_addressable().then_some(identifier);
         if coordinate.kind.is_replaceable() || coordinate.kind.is_addressable() {
-            tx.execute(
+            execute(
+                tx,
                 "DELETE FROM events WHERE pubkey = $1 AND kind = $2 \
                  AND identifier IS NOT DISTINCT FROM $3 AND created_at <= $4",
                 &[&author, &kind, &stored_identifier, &created_at],
@@ -193,7 +231,8 @@ async fn insert(
 ) -> Result<(), tokio_postgres::Error> {
     let id = event.id.as_bytes().as_slice();
     let author = event.pubkey.to_bytes();
-    tx.execute(
+    execute(
+        tx,
         "INSERT INTO events (id, pubkey, created_at, kind, identifier, content, json) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
         &[
@@ -216,7 +255,8 @@ async fn insert(
         return Ok(());
     }
     let (names, values): (Vec<String>, Vec<String>) = tags.into_iter().unzip();
-    tx.execute(
+    execute(
+        tx,
         "INSERT INTO event_tags (event_id, name, value) \
          SELECT $1, n, v FROM UNNEST($2::text[], $3::text[]) AS t (n, v) ON CONFLICT DO NOTHING",
         &[&id, &names, &values],
