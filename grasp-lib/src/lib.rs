@@ -15,7 +15,7 @@
 //! | [`curation`] | the operator's allow / deny lists, reloaded while the server runs |
 //! | [`maintainers`] | the confirmed maintainer set (maintainer model v3) |
 //! | [`origin`] | this server's public origin and URL matching |
-//! | [`store`] | the event store (LMDB or memory) |
+//! | [`store`] | the event store (LMDB, PostgreSQL or memory) |
 //! | [`git`] | bare repositories, pkt-lines, smart HTTP by spawning git |
 //! | [`authorization`] | may this push land? (state events, `refs/nostr`) |
 //! | [`alignment`] | the ref changes that make a repository follow a state |
@@ -349,6 +349,11 @@ impl Grasp {
         .with_caps(config.purgatory_caps());
         let limits = config.relay_limits();
         let publisher = Publisher::new(store.clone(), metrics.clone(), limits.queue_budget());
+        if let Some(db) = store.postgres() {
+            // Events other nodes store reach this node's live subscribers too.
+            let local = publisher.clone();
+            store::postgres::fanout::start(db.clone(), move |event| local.broadcast(event)).await;
+        }
         let repositories = Repositories::new(&config.git_data_path);
         match repositories.migrate_prs_layout() {
             Ok(0) => {}

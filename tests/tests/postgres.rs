@@ -1,14 +1,16 @@
 //! The PostgreSQL backend as an operator meets it: `grasp-server migrate`, a clear failure
 //! when the database cannot be reached, and two nodes on one database serving each other's
-//! events. (The whole suite also runs on PostgreSQL: `GRASP_TEST_BACKEND=postgres`.)
+//! events, live included. (The whole suite also runs on PostgreSQL: `GRASP_TEST_BACKEND=postgres`.)
 
 use std::process::Command;
+use std::time::Duration;
 
 use grasp_tests::events;
 use grasp_tests::postgres::{admin_url, TestDatabase};
 use grasp_tests::server::binary;
-use grasp_tests::{fetch, host_repository, publish, TestServer};
+use grasp_tests::{fetch, host_repository, publish, RawClient, TestServer};
 use nostr_sdk::prelude::*;
+use serde_json::json;
 
 fn grasp_server(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(binary("grasp-server"))
@@ -102,4 +104,56 @@ async fn two_nodes_on_one_database_serve_each_others_events() {
     let mut expected = vec![issue.id, second.id];
     expected.sort();
     assert_eq!(ids, expected, "A serves what B stored");
+}
+
+/// Live delivery across nodes: every subscriber gets every event exactly once, whichever
+/// node stored it. Events go A, A, B, A: on each node, a copy of its own event coming back
+/// through PostgreSQL would arrive before the next event the other node stored, so
+/// collecting until all four have arrived catches a duplicate.
+#[tokio::test]
+async fn a_live_subscriber_on_one_node_gets_what_another_node_stored_exactly_once() {
+    let test = "a_live_subscriber_on_one_node_gets_what_another_node_stored_exactly_once";
+    let Some(admin) = admin_url(test) else { return };
+    let db = TestDatabase::create(&admin);
+    let node = || {
+        TestServer::builder()
+            .arg("--database-backend=postgres")
+            .arg(format!("--database-url={}", db.url))
+            .arg("--event-policy=accept-all")
+            .start()
+    };
+    let (a, b) = (node(), node());
+    let mut subscribers = Vec::new();
+    for server in [&a, &b] {
+        let mut raw = RawClient::connect(&server.ws_url()).await;
+        assert_eq!(raw.req("live", &[json!({"kinds": [1], "limit": 0})]).await, Ok(vec![]));
+        subscribers.push(raw);
+    }
+    let (mut to_a, mut to_b) = (RawClient::connect(&a.ws_url()).await, RawClient::connect(&b.ws_url()).await);
+    let keys = Keys::generate();
+    let mut sent = Vec::new();
+    for (i, via_a) in [true, true, false, true].into_iter().enumerate() {
+        let note = EventBuilder::text_note(format!("note {i}")).sign_with_keys(&keys).unwrap();
+        let publisher = if via_a { &mut to_a } else { &mut to_b };
+        assert!(publisher.publish(&events::json(&note)).await.0, "note {i} accepted");
+        sent.push(note.id.to_hex());
+    }
+    for (name, subscriber) in ["A", "B"].into_iter().zip(subscribers.iter_mut()) {
+        let mut received: Vec<String> = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !sent.iter().all(|id| received.contains(id)) {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let message = subscriber
+                .try_recv(left)
+                .await
+                .unwrap_or_else(|| panic!("subscriber on {name} got only {received:?} of {sent:?}"));
+            if message[0] == "EVENT" {
+                received.push(message[2]["id"].as_str().unwrap().to_owned());
+            }
+        }
+        let mut unique = received.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), received.len(), "subscriber on {name} got a duplicate: {received:?}");
+    }
 }

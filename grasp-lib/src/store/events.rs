@@ -112,6 +112,8 @@ pub struct EventStore {
     /// replacement tie-break happens in the database's save transaction, which holds across
     /// processes, instead of under [`EventStore::replacing`].
     in_database: bool,
+    /// The PostgreSQL store, for live delivery across nodes (none for LMDB and memory).
+    postgres: Option<super::postgres::PostgresDatabase>,
 }
 
 impl EventStore {
@@ -122,6 +124,11 @@ impl EventStore {
         let mut store = Self::with_database(Arc::new(db));
         store.lmdb = Some((dir.join("data.mdb"), map_size));
         Ok(store)
+    }
+
+    /// The PostgreSQL store behind this one, if that is the backend.
+    pub fn postgres(&self) -> Option<&super::postgres::PostgresDatabase> {
+        self.postgres.as_ref()
     }
 
     /// `(bytes used, map size)` of an LMDB store (its data file grows as it fills).
@@ -144,6 +151,7 @@ impl EventStore {
             client_readers: Arc::new(tokio::sync::Semaphore::new(CLIENT_READERS)),
             lmdb: None,
             in_database: false,
+            postgres: None,
         }
     }
 
@@ -151,8 +159,9 @@ impl EventStore {
     /// pending schema migrations.
     pub async fn open_postgres(url: &str, pool_size: usize) -> Result<Self, StoreError> {
         let db = super::postgres::PostgresDatabase::open(url, pool_size).await?;
-        let mut store = Self::with_database(Arc::new(db));
+        let mut store = Self::with_database(Arc::new(db.clone()));
         store.in_database = true;
+        store.postgres = Some(db);
         Ok(store)
     }
 

@@ -6,7 +6,11 @@
 //! - [`save`]: one transaction per save: NIP-01 replacement with the lower-id tie-break and
 //!   NIP-09 deletions, under advisory locks that hold across nodes.
 //! - [`query`]: a filter as SQL, shared by query, count, negentropy items and delete.
+//! - [`notify`] and [`fanout`]: live delivery of events other nodes stored (NOTIFY from the
+//!   save, LISTEN on every node).
 
+pub mod fanout;
+pub mod notify;
 pub mod query;
 pub mod save;
 pub mod schema;
@@ -56,12 +60,27 @@ pub enum PostgresError {
 pub struct PostgresDatabase {
     pool: Pool,
     target: String,
+    /// For the live-delivery listener's own connection (holds the password: never logged).
+    config: tokio_postgres::Config,
+    /// This process's name in change notifications, so it skips its own.
+    node: String,
 }
 
 impl std::fmt::Debug for PostgresDatabase {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PostgresDatabase").field("target", &self.target).finish_non_exhaustive()
     }
+}
+
+/// A name for this process no other node picks: 64 random bits (std's per-process random
+/// hasher keys), with the process id and the clock.
+fn node_name() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    hasher.write_u128(now.as_nanos());
+    format!("{:016x}", hasher.finish())
 }
 
 /// The innermost cause of a pool error, which says what went wrong (the outer layers only
@@ -100,8 +119,11 @@ impl PostgresDatabase {
             config.application_name("grasp-server");
         }
         let target = describe(&config);
-        let manager =
-            Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+        );
         let pool = Pool::builder(manager)
             .max_size(pool_size.max(1))
             .runtime(Runtime::Tokio1)
@@ -109,7 +131,7 @@ impl PostgresDatabase {
             .create_timeout(Some(CONNECT_TIMEOUT))
             .build()
             .map_err(|e| PostgresError::Pool(e.to_string()))?;
-        let db = Self { pool, target };
+        let db = Self { pool, target, config, node: node_name() };
         let _checked = db.pool.get().await.map_err(|source| PostgresError::Connect {
             target: db.target.clone(),
             reason: root_cause(&source),
@@ -174,7 +196,7 @@ impl NostrDatabase for PostgresDatabase {
     fn save_event<'a>(&'a self, event: &'a Event) -> BoxedFuture<'a, Result<SaveEventStatus, DatabaseError>> {
         Box::pin(async move {
             let mut client = self.client().await.map_err(backend_error)?;
-            save::save(&mut client, event).await.map_err(DatabaseError::backend)
+            save::save(&mut client, event, &self.node).await.map_err(DatabaseError::backend)
         })
     }
 

@@ -86,9 +86,11 @@ async fn execute(
 }
 
 /// Saves `event` (already verified) with NIP-01 replacement and NIP-09 deletion.
+/// A stored event is announced to the other nodes as saved by `node` ([`super::notify`]).
 pub async fn save(
     client: &mut ClientWrapper,
     event: &Event,
+    node: &str,
 ) -> Result<SaveEventStatus, tokio_postgres::Error> {
     if event.kind.is_ephemeral() {
         return Ok(SaveEventStatus::Rejected(RejectedReason::Ephemeral));
@@ -97,6 +99,9 @@ pub async fn save(
     lock(&tx, event).await?;
     let status = checked_save(&tx, event).await?;
     if status.is_success() {
+        // Delivered to listeners when (and only if) the transaction commits.
+        let payload = super::notify::payload(node, &event.id);
+        execute(&tx, "SELECT pg_notify($1, $2)", &[&super::notify::CHANNEL, &payload]).await?;
         tx.commit().await?;
     } else {
         tx.rollback().await?;
