@@ -59,6 +59,44 @@ pub fn fail(binary: &str, reason: impl Display) -> ExitCode {
     ExitCode::from(2)
 }
 
+/// `migrate`: applies pending PostgreSQL schema migrations of the configured database and
+/// exits (servers apply them at start too; this is for operators who want the step
+/// explicit). Prints what it did on stdout; failures as [`fail`] does.
+pub async fn migrate(binary: &str, config: &config::Config) -> ExitCode {
+    if let Err(e) = config.validate() {
+        return fail(binary, e);
+    }
+    let Some((url, pool_size)) = config.postgres() else {
+        return fail(
+            binary,
+            format!(
+                "migrate: the schema migrations are PostgreSQL's, but database_backend is {} (set database_backend = \"postgres\" and database_url)",
+                config.database_backend.as_str()
+            ),
+        );
+    };
+    let store = match crate::store::postgres::PostgresDatabase::connect(url, pool_size.min(2)).await {
+        Ok(store) => store,
+        Err(e) => return fail(binary, format!("migrate: {e}")),
+    };
+    match store.migrate().await {
+        Ok(applied) if applied.is_empty() => {
+            println!(
+                "{}: schema is up to date (version {})",
+                store.target(),
+                crate::store::postgres::schema::latest_version()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(applied) => {
+            let versions: Vec<String> = applied.iter().map(|v| v.to_string()).collect();
+            println!("{}: applied schema migrations {}", store.target(), versions.join(", "));
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(binary, format!("migrate: {e}")),
+    }
+}
+
 /// Resolves when the process is asked to stop (Ctrl-C or SIGTERM): the moment a frontend
 /// stops accepting connections.
 pub async fn shutdown_signal() {

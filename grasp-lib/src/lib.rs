@@ -15,7 +15,7 @@
 //! | [`curation`] | the operator's allow / deny lists, reloaded while the server runs |
 //! | [`maintainers`] | the confirmed maintainer set (maintainer model v3) |
 //! | [`origin`] | this server's public origin and URL matching |
-//! | [`store`] | the event store (LMDB or memory) |
+//! | [`store`] | the event store (LMDB, PostgreSQL or memory) |
 //! | [`git`] | bare repositories, pkt-lines, smart HTTP by spawning git |
 //! | [`authorization`] | may this push land? (state events, `refs/nostr`) |
 //! | [`alignment`] | the ref changes that make a repository follow a state |
@@ -139,12 +139,12 @@ pub enum OpenError {
     #[error("bad configuration: domain: must be set to the public host[:port] of this server")]
     MissingDomain,
     /// The event store could not be opened.
-    #[error("cannot open the event store at {path}: {source}")]
+    #[error("cannot open the event store {location}: {error}")]
     Store {
-        /// Where the store lives.
-        path: std::path::PathBuf,
-        /// The store error.
-        source: StoreError,
+        /// Where the store lives (`at <relay_data_path>`, or `in PostgreSQL`).
+        location: String,
+        /// The store error (in the message, not repeated as a source).
+        error: StoreError,
     },
     /// The `/prs/` directory could not be prepared.
     #[error("cannot prepare the /prs/ repositories: {0}")]
@@ -195,7 +195,9 @@ fn start_hunting(
         .with_url_caps(settings.urls)
         .with_private_peers(private_peers),
     );
-    let status_path = (config.database_backend == StoreBackend::Lmdb)
+    let status_path = config
+        .database_backend
+        .keeps_local_files()
         .then(|| hunt::status::HuntStatus::path(&config.relay_data_path));
     let status = status_path.as_deref().map(hunt::status::HuntStatus::read).transpose().unwrap_or_else(|e| {
         tracing::warn!(error = %e, "the hunt status is unreadable; starting afresh");
@@ -259,7 +261,7 @@ async fn recover_in_background(hosting: Arc<Hosting>) {
 /// repositories left over from a crash.
 async fn prepare_prs(config: &Config) -> Result<git::prs::EmptyRepository, OpenError> {
     let root = config.git_data_path.clone();
-    let store_dir = (config.database_backend == StoreBackend::Lmdb).then(|| config.relay_data_path.clone());
+    let store_dir = config.database_backend.keeps_local_files().then(|| config.relay_data_path.clone());
     let prepared = tokio::task::spawn_blocking(move || {
         let empty = match &store_dir {
             Some(dir) => git::prs::EmptyRepository::in_dir(dir)?,
@@ -306,9 +308,20 @@ impl Grasp {
         config.domain.as_deref().ok_or(OpenError::MissingDomain)?;
         rate_limit::set_ipv6_client_prefix(config.ipv6_client_prefix);
         let origin: ServiceOrigin = config.service_origin().expect("validated domain and base path");
-        let store =
-            EventStore::open_sized(config.database_backend, &config.relay_data_path, config.lmdb_map_size)
-                .map_err(|source| OpenError::Store { path: config.relay_data_path.clone(), source })?;
+        let store = EventStore::open_backend(
+            config.database_backend,
+            &config.relay_data_path,
+            config.lmdb_map_size,
+            config.postgres(),
+        )
+        .await
+        .map_err(|error| OpenError::Store {
+            location: match config.database_backend {
+                StoreBackend::Postgres => "in PostgreSQL".to_owned(),
+                _ => format!("at {}", config.relay_data_path.display()),
+            },
+            error,
+        })?;
         let metrics = Metrics::new();
         Metrics::prime(&metrics.push_refused, authorization::PushBound::ALL.iter().map(|b| b.as_str()));
         Metrics::prime(&metrics.git_busy, ["total", "per_client"]);
@@ -329,7 +342,9 @@ impl Grasp {
         let timers = config.purgatory_timers();
         let purgatory = match config.database_backend {
             StoreBackend::Memory => Purgatory::in_memory(timers),
-            StoreBackend::Lmdb => {
+            // With PostgreSQL, purgatory stays in node-local files for now (shared node
+            // state is a later step of the scale-out work).
+            StoreBackend::Lmdb | StoreBackend::Postgres => {
                 let dir = Purgatory::directory(&config.relay_data_path);
                 Purgatory::open(&dir, timers).map_err(|source| OpenError::Purgatory { path: dir, source })?
             }
@@ -337,6 +352,11 @@ impl Grasp {
         .with_caps(config.purgatory_caps());
         let limits = config.relay_limits();
         let publisher = Publisher::new(store.clone(), metrics.clone(), limits.queue_budget());
+        if let Some(db) = store.postgres() {
+            // Events other nodes store reach this node's live subscribers too.
+            let local = publisher.clone();
+            store::postgres::fanout::start(db.clone(), move |event| local.broadcast(event)).await;
+        }
         let repositories = Repositories::new(&config.git_data_path);
         match repositories.migrate_prs_layout() {
             Ok(0) => {}

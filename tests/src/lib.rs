@@ -14,6 +14,7 @@ pub mod layering;
 pub mod memory;
 pub mod metrics;
 pub mod poll;
+pub mod postgres;
 pub mod process;
 pub mod procfs;
 pub mod raw;

@@ -73,9 +73,26 @@ impl TestServerBuilder {
         self
     }
 
+    /// True when the test chose the event store itself (a flag or an environment name).
+    fn chose_backend(&self) -> bool {
+        self.args.iter().any(|a| a.starts_with("--database-backend"))
+            || self.env.iter().any(|(k, _)| k == "GRASP_DATABASE_BACKEND" || k == "NGIT_DATABASE_BACKEND")
+    }
+
     /// Starts the server with fresh temporary data directories (and, for the proxy, its
-    /// upstream serving `repos/` there).
-    pub fn start(self) -> TestServer {
+    /// upstream serving `repos/` there). With `GRASP_TEST_BACKEND=postgres` the server
+    /// stores events in a fresh PostgreSQL database of its own (dropped with the server),
+    /// unless the test chose a backend.
+    pub fn start(mut self) -> TestServer {
+        let database = (crate::postgres::suite_on_postgres() && !self.chose_backend()).then(|| {
+            let admin = crate::postgres::admin_url("GRASP_TEST_BACKEND=postgres")
+                .expect("GRASP_TEST_BACKEND=postgres needs GRASP_TEST_DATABASE_URL");
+            crate::postgres::TestDatabase::create(&admin)
+        });
+        if let Some(db) = &database {
+            self.args.push("--database-backend=postgres".to_owned());
+            self.args.push(format!("--database-url={}", db.url));
+        }
         let data = tempfile::tempdir().expect("temp dir");
         let upstream = match self.frontend {
             Frontend::Inline => None,
@@ -91,7 +108,7 @@ impl TestServerBuilder {
             }
         };
         let (child, addr) = TestServer::spawn(&self, data.path(), upstream.as_ref(), &[]);
-        TestServer { child, addr, upstream, data, builder: self }
+        TestServer { child, addr, upstream, _database: database, data, builder: self }
     }
 }
 
@@ -116,6 +133,9 @@ pub struct TestServer {
     /// `127.0.0.1:<port>`
     pub addr: String,
     upstream: Option<NginxGit>,
+    /// The PostgreSQL database of a `GRASP_TEST_BACKEND=postgres` run (dropped after the
+    /// server is killed).
+    _database: Option<crate::postgres::TestDatabase>,
     data: TempDir,
     builder: TestServerBuilder,
 }

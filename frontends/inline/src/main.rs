@@ -34,6 +34,9 @@ enum Command {
         #[command(subcommand)]
         action: PurgatoryAction,
     },
+    /// Apply pending PostgreSQL schema migrations (database_backend = "postgres") and exit;
+    /// the server also applies them at start
+    Migrate,
 }
 
 #[derive(Debug, Subcommand)]
@@ -95,8 +98,12 @@ async fn serve() -> ExitCode {
     };
     // This binary answers `pack-objects-hook`, so it can serve the pack cache.
     config.pack_objects_hook = std::env::current_exe().ok();
-    if let Some(Command::Purgatory { action: PurgatoryAction::List { json } }) = cli.command {
-        return list_purgatory(&config, json);
+    match cli.command {
+        Some(Command::Purgatory { action: PurgatoryAction::List { json } }) => {
+            return list_purgatory(&config, json)
+        }
+        Some(Command::Migrate) => return grasp_lib::cli::migrate("grasp-server", &config).await,
+        None => {}
     }
     grasp_lib::logging::init(&config.log_level);
     // Test hook: FAILPOINTS=<name>=<actions> makes the server crash at named points (see

@@ -74,10 +74,18 @@ pub struct ConfigArgs {
     #[arg(long, env = "GRASP_RELAY_DATA_PATH")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub relay_data_path: Option<PathBuf>,
-    /// Event store backend: lmdb or memory
+    /// Event store backend: lmdb, postgres or memory
     #[arg(long, env = "GRASP_DATABASE_BACKEND", value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database_backend: Option<StoreBackend>,
+    /// PostgreSQL URL for the postgres backend (postgres://user:password@host:port/database)
+    #[arg(long, env = "GRASP_DATABASE_URL", hide_env_values = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    /// Most PostgreSQL connections this node keeps open
+    #[arg(long, env = "GRASP_DATABASE_POOL_SIZE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_pool_size: Option<usize>,
     /// Relay name in NIP-11
     #[arg(long, env = "GRASP_RELAY_NAME")]
     #[serde(skip_serializing_if = "Option::is_none")]

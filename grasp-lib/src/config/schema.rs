@@ -39,8 +39,14 @@ pub struct Config {
     pub git_data_path: PathBuf,
     /// Directory of the LMDB event store.
     pub relay_data_path: PathBuf,
-    /// `lmdb` (persistent) or `memory`.
+    /// `lmdb` (persistent, the default), `postgres` (several nodes on one database) or
+    /// `memory`.
     pub database_backend: StoreBackend,
+    /// PostgreSQL URL (`postgres://user:password@host:port/database`) for the `postgres`
+    /// backend.
+    pub database_url: Option<Secret>,
+    /// Most PostgreSQL connections this node keeps open.
+    pub database_pool_size: usize,
     /// NIP-11 `name`.
     pub relay_name: String,
     /// NIP-11 `description`.
@@ -356,6 +362,8 @@ impl Default for Config {
             git_data_path: PathBuf::from("./data/repos"),
             relay_data_path: PathBuf::from("./data/relay"),
             database_backend: StoreBackend::Lmdb,
+            database_url: None,
+            database_pool_size: crate::store::postgres::DEFAULT_POOL_SIZE,
             relay_name: "grasp-server".to_owned(),
             relay_description: "A GRASP server: git repositories authorized by signed Nostr events"
                 .to_owned(),

@@ -337,6 +337,17 @@ impl Config {
         self.relay_owner_nsec.as_ref().and_then(owner_keys)
     }
 
+    /// `(database_url, database_pool_size)` for the PostgreSQL backend (none for the
+    /// others).
+    pub fn postgres(&self) -> Option<(&str, usize)> {
+        match self.database_backend {
+            crate::store::StoreBackend::Postgres => {
+                self.database_url.as_ref().map(|url| (url.0.as_str(), self.database_pool_size))
+            }
+            _ => None,
+        }
+    }
+
     /// The relay's limits (`max_message_size`, `max_subscriptions`, ...).
     pub fn relay_limits(&self) -> RelayLimits {
         RelayLimits {

@@ -4,6 +4,7 @@ use url::Url;
 
 use super::schema::{Config, ConfigError, Secret};
 use crate::origin::ServiceOrigin;
+use crate::store::StoreBackend;
 
 impl Config {
     /// Checks values that parse but cannot work.
@@ -28,6 +29,33 @@ impl Config {
         }
         if self.hunt_max_concurrent_fetches == 0 {
             return invalid("hunt_max_concurrent_fetches", "must be at least 1".to_owned());
+        }
+        match (self.database_backend, &self.database_url) {
+            (StoreBackend::Postgres, None) => {
+                return invalid(
+                    "database_url",
+                    "is required with database_backend = \"postgres\" (postgres://user:password@host:port/database)"
+                        .to_owned(),
+                );
+            }
+            (StoreBackend::Postgres, Some(url)) => {
+                if let Err(e) = url.0.parse::<tokio_postgres::Config>() {
+                    return invalid("database_url", format!("not a valid PostgreSQL URL: {e}"));
+                }
+            }
+            (backend, Some(_)) => {
+                return invalid(
+                    "database_url",
+                    format!(
+                        "is only read by database_backend = \"postgres\", but the backend is {}",
+                        backend.as_str()
+                    ),
+                );
+            }
+            (_, None) => {}
+        }
+        if self.database_pool_size == 0 {
+            return invalid("database_pool_size", "must be at least 1".to_owned());
         }
         if let Some(secret) = &self.relay_owner_nsec {
             if owner_keys(secret).is_none() {

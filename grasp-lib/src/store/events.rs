@@ -1,6 +1,7 @@
 //! The event store itself. A thin wrapper over `nostr-database` that (1) runs the synchronous LMDB read path on the
-//! blocking pool so a large query never stalls the async workers, and (2) offers the few
-//! lookups the acceptance policy needs, named after what they answer.
+//! blocking pool so a large query never stalls the async workers (PostgreSQL reads are
+//! awaited directly), and (2) offers the few lookups the acceptance policy needs, named
+//! after what they answer.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -21,6 +22,26 @@ pub enum StoreBackend {
     Lmdb,
     /// In memory only (tests, throw-away instances).
     Memory,
+    /// PostgreSQL at `database_url`: several nodes may share it.
+    Postgres,
+}
+
+impl StoreBackend {
+    /// The configuration value (`lmdb`, `memory`, `postgres`). The server keeps its
+    /// node-local state (purgatory, hunt status, the `/prs/` template) in files under the
+    /// relay data path with every backend but memory ([`StoreBackend::keeps_local_files`]).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreBackend::Lmdb => "lmdb",
+            StoreBackend::Memory => "memory",
+            StoreBackend::Postgres => "postgres",
+        }
+    }
+
+    /// True when the server keeps its node-local state in files (see above).
+    pub fn keeps_local_files(self) -> bool {
+        !matches!(self, StoreBackend::Memory)
+    }
 }
 
 /// Errors from the underlying database.
@@ -29,6 +50,12 @@ pub enum StoreError {
     /// The database reported an error.
     #[error("event store: {0}")]
     Database(#[from] DatabaseError),
+    /// The PostgreSQL store could not be opened.
+    #[error(transparent)]
+    Postgres(#[from] super::postgres::PostgresError),
+    /// The backend needs settings that were not given.
+    #[error("event store: {0}")]
+    Config(&'static str),
     /// A blocking task panicked or was cancelled.
     #[error("event store task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
@@ -81,6 +108,12 @@ pub struct EventStore {
     client_readers: Arc<tokio::sync::Semaphore>,
     /// LMDB's data file and map size, for the fill gauge (none for memory).
     lmdb: Option<(std::path::PathBuf, u64)>,
+    /// True for PostgreSQL: reads are awaited (not run on the blocking pool), and the
+    /// replacement tie-break happens in the database's save transaction, which holds across
+    /// processes, instead of under [`EventStore::replacing`].
+    in_database: bool,
+    /// The PostgreSQL store, for live delivery across nodes (none for LMDB and memory).
+    postgres: Option<super::postgres::PostgresDatabase>,
 }
 
 impl EventStore {
@@ -91,6 +124,11 @@ impl EventStore {
         let mut store = Self::with_database(Arc::new(db));
         store.lmdb = Some((dir.join("data.mdb"), map_size));
         Ok(store)
+    }
+
+    /// The PostgreSQL store behind this one, if that is the backend.
+    pub fn postgres(&self) -> Option<&super::postgres::PostgresDatabase> {
+        self.postgres.as_ref()
     }
 
     /// `(bytes used, map size)` of an LMDB store (its data file grows as it fills).
@@ -112,6 +150,36 @@ impl EventStore {
             readers: Arc::new(tokio::sync::Semaphore::new(READERS)),
             client_readers: Arc::new(tokio::sync::Semaphore::new(CLIENT_READERS)),
             lmdb: None,
+            in_database: false,
+            postgres: None,
+        }
+    }
+
+    /// Connects to PostgreSQL at `url` with up to `pool_size` connections and applies
+    /// pending schema migrations.
+    pub async fn open_postgres(url: &str, pool_size: usize) -> Result<Self, StoreError> {
+        let db = super::postgres::PostgresDatabase::open(url, pool_size).await?;
+        let mut store = Self::with_database(Arc::new(db.clone()));
+        store.in_database = true;
+        store.postgres = Some(db);
+        Ok(store)
+    }
+
+    /// Opens the configured backend: LMDB in `dir` (up to `map_size` bytes), memory, or
+    /// PostgreSQL at `postgres`'s `(url, pool size)`.
+    pub async fn open_backend(
+        backend: StoreBackend,
+        dir: &Path,
+        map_size: u64,
+        postgres: Option<(&str, usize)>,
+    ) -> Result<Self, StoreError> {
+        match backend {
+            StoreBackend::Postgres => {
+                let (url, pool_size) =
+                    postgres.ok_or(StoreError::Config("the postgres backend needs database_url"))?;
+                Self::open_postgres(url, pool_size).await
+            }
+            other => Self::open_sized(other, dir, map_size),
         }
     }
 
@@ -120,11 +188,15 @@ impl EventStore {
         Self::open_sized(backend, dir, DEFAULT_MAP_SIZE)
     }
 
-    /// Opens the configured backend; LMDB may grow to `map_size` bytes.
+    /// Opens the configured backend; LMDB may grow to `map_size` bytes. PostgreSQL needs a
+    /// URL and an async start: [`EventStore::open_backend`].
     pub fn open_sized(backend: StoreBackend, dir: &Path, map_size: u64) -> Result<Self, StoreError> {
         match backend {
             StoreBackend::Lmdb => Self::open_lmdb(dir, map_size),
             StoreBackend::Memory => Ok(Self::memory()),
+            StoreBackend::Postgres => {
+                Err(StoreError::Config("the postgres backend opens with EventStore::open_backend"))
+            }
         }
     }
 
@@ -133,7 +205,7 @@ impl EventStore {
     /// holds whatever the backend: of two versions signed in the same second, the lower id
     /// stays, in whichever order they arrive.
     pub async fn save(&self, event: &Event) -> Result<SaveEventStatus, StoreError> {
-        if !(event.kind.is_replaceable() || event.kind.is_addressable()) {
+        if self.in_database || !(event.kind.is_replaceable() || event.kind.is_addressable()) {
             return Ok(self.db.save_event(event).await?);
         }
         let _one_at_a_time = self.replacing.lock().await;
@@ -165,14 +237,20 @@ impl EventStore {
         Ok(self.db.event_by_id(id).await?)
     }
 
-    /// Runs one blocking read in a read slot.
+    /// Runs one read in a read slot: for LMDB on the blocking pool (its reads are
+    /// synchronous), for PostgreSQL awaited here (its reads only wait on the network).
     async fn read<T: Send + 'static>(
         &self,
-        read: impl FnOnce(Arc<dyn NostrDatabase>) -> Result<T, DatabaseError> + Send + 'static,
+        read: impl FnOnce(Arc<dyn NostrDatabase>) -> futures::future::BoxFuture<'static, Result<T, DatabaseError>>
+            + Send
+            + 'static,
     ) -> Result<T, StoreError> {
         let _slot = self.readers.acquire().await.expect("never closed");
         let db = self.db.clone();
-        Ok(tokio::task::spawn_blocking(move || read(db)).await??)
+        if self.in_database {
+            return Ok(read(db).await?);
+        }
+        Ok(tokio::task::spawn_blocking(move || futures::executor::block_on(read(db))).await??)
     }
 
     /// A client query slot, or [`StoreError::Busy`] when none frees up in time.
@@ -185,8 +263,7 @@ impl EventStore {
 
     /// Events matching the filter, newest first.
     pub async fn query(&self, filter: Filter) -> Result<Vec<Event>, StoreError> {
-        self.read(move |db| futures::executor::block_on(db.query(filter)).map(|e| e.into_iter().collect()))
-            .await
+        self.read(move |db| Box::pin(async move { Ok(db.query(filter).await?.into_iter().collect()) })).await
     }
 
     /// [`EventStore::query`] for a client's REQ: in a client query slot.
@@ -197,12 +274,12 @@ impl EventStore {
 
     /// Number of events matching the filter.
     pub async fn count(&self, filter: Filter) -> Result<usize, StoreError> {
-        self.read(move |db| futures::executor::block_on(db.count(filter))).await
+        self.read(move |db| Box::pin(async move { db.count(filter).await })).await
     }
 
     /// `(id, created_at)` of every event matching the filter, for negentropy.
     pub async fn negentropy_items(&self, filter: Filter) -> Result<Vec<(EventId, Timestamp)>, StoreError> {
-        self.read(move |db| futures::executor::block_on(db.negentropy_items(filter))).await
+        self.read(move |db| Box::pin(async move { db.negentropy_items(filter).await })).await
     }
 
     /// [`EventStore::negentropy_items`] for a client's COUNT or NEG-OPEN: in a client query
@@ -210,6 +287,16 @@ impl EventStore {
     pub async fn items_for_client(&self, filter: Filter) -> Result<Vec<(EventId, Timestamp)>, StoreError> {
         let _slot = self.client_slot().await?;
         self.negentropy_items(filter).await
+    }
+
+    /// Removes every stored event matching the filter (nothing is remembered as deleted).
+    pub async fn delete(&self, filter: Filter) -> Result<(), StoreError> {
+        Ok(self.db.delete(filter).await?)
+    }
+
+    /// Removes everything: events and the memory of deletions.
+    pub async fn wipe(&self) -> Result<(), StoreError> {
+        Ok(self.db.wipe().await?)
     }
 
     /// Every stored announcement (30617) with identifier `d`, from any author.

@@ -1,0 +1,3 @@
+//! Helpers shared by grasp-lib's integration tests.
+
+pub mod postgres;
