@@ -156,19 +156,25 @@ impl Grasp {
     ) -> Option<BoxStream<'static, std::io::Result<Bytes>>> {
         let cache = self.responses()?;
         let path = self.read_path(repo);
-        let mut meter = UploadPackMeter::new(self.metrics().clone(), repo.clone());
-        meter.on_request(request);
+        // Metered only once answered here: a forwarded request is metered by the frontend
+        // (a meter dropped unfinished would count a failed fetch).
+        let meter = || {
+            let mut meter = UploadPackMeter::new(self.metrics().clone(), repo.clone());
+            meter.on_request(request);
+            meter
+        };
         if advertise::protocol_version(git_protocol) == 2 {
             // `ls-refs` is answered in-process, as grasp-server answers it.
             if let Ok((_, Some(ls_refs))) = advertise::read_ls_refs(&mut &request[..]).await {
                 let answer = self.answer_ls_refs(&path, &ls_refs).await?;
+                let mut meter = meter();
                 meter.on_response(&answer);
                 meter.finish(OperationStatus::Success);
                 return Some(futures::stream::once(futures::future::ready(Ok(Bytes::from(answer)))).boxed());
             }
         }
         let answer = self.cached_answer(cache, &path, git_protocol, request).await?;
-        Some(metered(answer, Arc::new(Mutex::new(meter))))
+        Some(metered(answer, Arc::new(Mutex::new(meter()))))
     }
 
     /// A protocol v2 `ls-refs` answered in-process, when it can be exactly as git would.
