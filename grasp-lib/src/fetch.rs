@@ -186,7 +186,8 @@ impl Grasp {
     }
 
     /// The response cache's answer to `request` for the repository at `path`
-    /// ([`response::ResponseCache::answer`]).
+    /// ([`response::ResponseCache::answer`], which also declines bodies over
+    /// [`response::MAX_REQUEST`]).
     async fn cached_answer(
         &self,
         cache: &Arc<response::ResponseCache>,
@@ -194,9 +195,6 @@ impl Grasp {
         git_protocol: Option<&str>,
         request: &[u8],
     ) -> Option<BoxStream<'static, std::io::Result<Bytes>>> {
-        if request.len() > response::MAX_REQUEST {
-            return None;
-        }
         let limit = self.config().max_push_size;
         let idle = std::time::Duration::from_secs(self.config().body_idle_timeout_secs);
         let generate = generation(path, git_protocol, request, limit, idle);
