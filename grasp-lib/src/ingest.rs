@@ -127,6 +127,8 @@ impl Ingest {
         if let Some(verdict) = curate::denied(&lists, &event.pubkey, &curate::repositories_of(event)) {
             return Ok(verdict);
         }
+        // On a cluster, what other nodes hold counts too.
+        self.hosting.catch_up().await;
         if self.hosting.purgatory().contains(&event.id) {
             return Ok(Verdict::Hold { message: DUPLICATE_HELD_MESSAGE.to_owned() });
         }

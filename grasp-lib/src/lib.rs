@@ -58,6 +58,7 @@ pub mod access;
 pub mod alignment;
 pub mod authorization;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod crash;
 pub mod curation;
@@ -82,6 +83,7 @@ pub mod policy;
 pub mod purgatory;
 pub mod push;
 pub mod rate_limit;
+pub mod readiness;
 pub mod recovery;
 pub mod relay;
 pub mod store;
@@ -168,6 +170,8 @@ pub enum OpenError {
 }
 
 /// Starts the hunter for `hosting` (when `hunting` is on), resuming what purgatory holds.
+/// On a cluster the leader hunts for every node: the others forward their requests to it
+/// ([`cluster_hunting`]).
 fn start_hunting(
     config: &Config,
     hosting: &Arc<Hosting>,
@@ -199,20 +203,119 @@ fn start_hunting(
         .database_backend
         .keeps_local_files()
         .then(|| hunt::status::HuntStatus::path(&config.relay_data_path));
-    let status = status_path.as_deref().map(hunt::status::HuntStatus::read).transpose().unwrap_or_else(|e| {
-        tracing::warn!(error = %e, "the hunt status is unreadable; starting afresh");
-        None
-    });
-    let mut held: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
-    for entry in
-        hosting.purgatory().all_held().into_iter().filter(|e| e.kind != purgatory::HeldKind::Dependent)
-    {
-        let at = held.entry(entry.identifier).or_default();
-        *at = (*at).max(entry.received_at);
+    let start = {
+        let hosting = hosting.clone();
+        move || {
+            let status =
+                status_path.as_deref().map(hunt::status::HuntStatus::read).transpose().unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "the hunt status is unreadable; starting afresh");
+                    None
+                });
+            let mut held: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+            for entry in hosting
+                .purgatory()
+                .all_held()
+                .into_iter()
+                .filter(|e| e.kind != purgatory::HeldKind::Dependent)
+            {
+                let at = held.entry(entry.identifier).or_default();
+                *at = (*at).max(entry.received_at);
+            }
+            let resume =
+                hunt::Resume { held: held.into_iter().collect(), status: status.unwrap_or_default() };
+            hunt::Hunter::start(remote.clone(), settings, resume, status_path.clone(), hunt_metrics.clone())
+        }
+    };
+    match hosting.store().postgres() {
+        Some(db) => cluster_hunting(db.clone(), hosting.clone(), start),
+        None => start(),
     }
-    let resume = hunt::Resume { held: held.into_iter().collect(), status: status.unwrap_or_default() };
-    hunt::Hunter::start(remote, settings, resume, status_path, hunt_metrics)
 }
+
+/// The channel hunting requests travel on between the nodes of a cluster (payload:
+/// `<source>\t<identifier>`).
+const HUNT_CHANNEL: &str = "grasp_hunt";
+
+/// Hunting on a cluster: every node's requests go to [`HUNT_CHANNEL`]; the node that holds
+/// the leader lease runs the hunter (started by `start`, resuming from the shared
+/// purgatory) and feeds it what arrives there. A new leader resumes everything held, so a
+/// request in flight when the leader changed is not lost.
+fn cluster_hunting(
+    db: store::postgres::PostgresDatabase,
+    hosting: Arc<Hosting>,
+    start: impl Fn() -> hunt::HuntRequests + Send + 'static,
+) -> hunt::HuntRequests {
+    let (requests, mut outgoing) = hunt::HuntRequests::forwarding();
+    let sender = db.clone();
+    tokio::spawn(async move {
+        while let Some((identifier, source)) = outgoing.recv().await {
+            let payload = format!("{}\t{identifier}", source.as_str());
+            if let Err(e) = sender.notify(HUNT_CHANNEL, &payload).await {
+                tracing::warn!(error = %e, identifier, "forwarding a hunt request failed");
+            }
+        }
+    });
+    let hunter: Arc<std::sync::Mutex<Option<hunt::HuntRequests>>> = Arc::default();
+    let feed = hunter.clone();
+    tokio::spawn(store::postgres::listen::listen(db, HUNT_CHANNEL, move |payload| {
+        let feed = feed.clone();
+        async move {
+            let Some((source, identifier)) = payload.split_once('\t') else { return };
+            let source =
+                if source == "sync" { policy::EventSource::Sync } else { policy::EventSource::Client(None) };
+            if let Some(hunter) = feed.lock().expect("hunter slot poisoned").as_ref() {
+                hunter.enqueue(identifier, source);
+            }
+        }
+    }));
+    tokio::spawn(async move {
+        let leadership = hosting.leadership().clone();
+        loop {
+            leadership.acquired().await;
+            hosting.catch_up().await;
+            *hunter.lock().expect("hunter slot poisoned") = Some(start());
+            tracing::info!("hunting for the cluster");
+            leadership.lost().await;
+            // Dropping the last request handle ends the hunter.
+            hunter.lock().expect("hunter slot poisoned").take();
+        }
+    });
+    requests
+}
+
+/// Moves what a node's purgatory journal held (from before purgatory was shared in
+/// PostgreSQL) into the shared purgatory, once: the journal is renamed afterwards.
+async fn import_local_purgatory(purgatory: &Purgatory, relay_data_path: &std::path::Path) {
+    let dir = Purgatory::directory(relay_data_path);
+    let Ok((held, placeholders)) = Purgatory::read(&dir) else { return };
+    if held.is_empty() && placeholders.is_empty() {
+        return;
+    }
+    let (events, waiting) = (held.len(), placeholders.len());
+    for entry in held {
+        if let Err(e) = purgatory.hold(entry).await {
+            tracing::warn!(error = %e, "importing the local purgatory journal failed; it stays for the next start");
+            return;
+        }
+    }
+    if let Err(e) = purgatory.add_placeholders(placeholders).await {
+        tracing::warn!(error = %e, "importing the local purgatory journal failed; it stays for the next start");
+        return;
+    }
+    let journal = dir.join("purgatory.jsonl");
+    if let Err(e) = std::fs::rename(&journal, journal.with_extension("jsonl.imported")) {
+        tracing::warn!(error = %e, "renaming the imported purgatory journal failed");
+    }
+    tracing::info!(
+        held = events,
+        placeholders = waiting,
+        "moved the local purgatory journal into the shared purgatory"
+    );
+}
+
+/// How often a node catches up with a shared purgatory without being told to (a missed
+/// notification costs at most this much delay in what it shows; decisions catch up first).
+const SHARED_PURGATORY_REFRESH: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Share of the LMDB map at which the fill is logged as a warning.
 const STORE_FILL_WARNING: f64 = 0.8;
@@ -322,7 +425,9 @@ impl Grasp {
             },
             error,
         })?;
+        let node = cluster::node::set(config.node_id.as_deref());
         let metrics = Metrics::new();
+        metrics.node_info.with_label_values(&[node]).set(1);
         Metrics::prime(&metrics.push_refused, authorization::PushBound::ALL.iter().map(|b| b.as_str()));
         Metrics::prime(&metrics.git_busy, ["total", "per_client"]);
         let responses = config.pack_cache_settings().and_then(|cache| {
@@ -340,16 +445,23 @@ impl Grasp {
             );
         }
         let timers = config.purgatory_timers();
-        let purgatory = match config.database_backend {
-            StoreBackend::Memory => Purgatory::in_memory(timers),
-            // With PostgreSQL, purgatory stays in node-local files for now (shared node
-            // state is a later step of the scale-out work).
-            StoreBackend::Lmdb | StoreBackend::Postgres => {
+        let purgatory = match (config.database_backend, store.postgres()) {
+            (StoreBackend::Memory, _) => Purgatory::in_memory(timers),
+            // Every node sharing the database shares purgatory too.
+            (_, Some(db)) => Purgatory::shared(db.clone(), timers)
+                .await
+                .map_err(|source| OpenError::Purgatory { path: db.target().into(), source })?,
+            _ => {
                 let dir = Purgatory::directory(&config.relay_data_path);
                 Purgatory::open(&dir, timers).map_err(|source| OpenError::Purgatory { path: dir, source })?
             }
         }
         .with_caps(config.purgatory_caps());
+        let purgatory = Arc::new(purgatory);
+        if store.postgres().is_some() {
+            import_local_purgatory(&purgatory, &config.relay_data_path).await;
+        }
+        purgatory.clone().follow_other_nodes(SHARED_PURGATORY_REFRESH).await;
         let limits = config.relay_limits();
         let publisher = Publisher::new(store.clone(), metrics.clone(), limits.queue_budget());
         if let Some(db) = store.postgres() {
@@ -368,7 +480,7 @@ impl Grasp {
         let hosting = Arc::new(
             Hosting::new(
                 store.clone(),
-                Arc::new(purgatory),
+                purgatory,
                 repositories.with_metrics(metrics.clone()),
                 publisher.clone(),
                 origin.clone(),
@@ -376,6 +488,18 @@ impl Grasp {
             )
             .with_maintainer_model(config.maintainer_model()),
         );
+        let hosting = match store.postgres() {
+            Some(db) => {
+                let leadership =
+                    cluster::Leadership::compete(db.clone(), node.to_owned(), config.leader_lease_term());
+                Arc::new(
+                    Arc::try_unwrap(hosting)
+                        .expect("not shared yet")
+                        .in_cluster(cluster::ClusterLocks::new(Some(db.clone())), leadership),
+                )
+            }
+            None => hosting,
+        };
         if let Some(keys) = config.owner_keys() {
             for event in identity::events(&keys, &origin, &config.relay_name) {
                 if let Err(e) = publisher.publish(&event).await {
@@ -436,7 +560,22 @@ impl Grasp {
         let relay = Arc::new(relay);
         tokio::spawn(hosting.clone().run_expiry());
         tokio::spawn(watch_store_fill(store.clone(), metrics.clone()));
-        start_sync(&config, &origin, &relay, &hosting, &metrics, &outbound, followed);
+        {
+            // On a cluster, the leader syncs for everyone.
+            let (config, origin, relay, hosting, metrics, outbound) = (
+                config.clone(),
+                origin.clone(),
+                relay.clone(),
+                hosting.clone(),
+                metrics.clone(),
+                outbound.clone(),
+            );
+            let leadership = hosting.leadership().clone();
+            tokio::spawn(async move {
+                leadership.acquired().await;
+                start_sync(&config, &origin, &relay, &hosting, &metrics, &outbound, followed);
+            });
+        }
         if let (Some(access), Some(peers)) = (&access, &private_peers) {
             mirrors::start(
                 hosting.clone(),

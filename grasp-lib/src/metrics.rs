@@ -119,6 +119,8 @@ pub struct Metrics {
     pub purgatory_refused: IntCounterVec,
     /// Pushes refused by an abuse bound, by bound.
     pub push_refused: IntCounterVec,
+    /// 1, labelled with this node's id (which node of a cluster a scrape came from).
+    pub node_info: IntGaugeVec,
     /// Git requests refused because no git process slot was free, by cap.
     pub git_busy: IntCounterVec,
     /// Local API requests (git hooks), by result.
@@ -366,6 +368,7 @@ impl Metrics {
                 "Pushes refused by an abuse bound (rate, placeholders, disk, quota), by bound",
                 &["bound"],
             ),
+            node_info: gauge_vec(&r, "grasp_node_info", "1, labelled with this node's id (node_id)", &["node"]),
             git_busy: counter_vec(
                 &r,
                 "grasp_git_busy_total",

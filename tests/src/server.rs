@@ -278,13 +278,19 @@ impl TestServer {
 
     /// `grasp-server purgatory list --json` on this server's data directory.
     pub fn purgatory_list(&self) -> Vec<serde_json::Value> {
-        purgatory_list_in(&self.data.path().join("relay"))
+        purgatory_list_in(&self.data.path().join("relay"), &self.database_args())
+    }
+
+    /// The options naming this server's event store (purgatory lives there on PostgreSQL).
+    pub fn database_args(&self) -> Vec<String> {
+        self.builder.args.iter().filter(|a| a.starts_with("--database-")).cloned().collect()
     }
 
     /// `grasp-server purgatory list` (the human table).
     pub fn purgatory_table(&self) -> String {
         let out = Command::new(binary("grasp-server"))
             .arg(format!("--relay-data-path={}", self.data.path().join("relay").display()))
+            .args(self.database_args())
             .args(["purgatory", "list"])
             .output()
             .expect("run grasp-server purgatory list");
@@ -373,10 +379,12 @@ impl TestServer {
     }
 }
 
-/// `grasp-server purgatory list --json` for the relay data directory `relay`.
-pub fn purgatory_list_in(relay: &Path) -> Vec<serde_json::Value> {
+/// `grasp-server purgatory list --json` for the relay data directory `relay` (and the
+/// options `database` naming the event store, when it is not there).
+pub fn purgatory_list_in(relay: &Path, database: &[String]) -> Vec<serde_json::Value> {
     let out = Command::new(binary("grasp-server"))
         .arg(format!("--relay-data-path={}", relay.display()))
+        .args(database)
         .args(["purgatory", "list", "--json"])
         .env_remove("GRASP_LOG_LEVEL")
         .output()

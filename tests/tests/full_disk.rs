@@ -145,8 +145,10 @@ async fn a_full_disk_refuses_writes_cleanly_and_recovers_by_itself() {
         .iter()
         .map(|e| e["id"].as_str().unwrap().to_owned())
         .collect();
-    let held: Vec<String> =
-        purgatory_list_in(&relay).iter().map(|e| e["event_id"].as_str().unwrap().to_owned()).collect();
+    let held: Vec<String> = purgatory_list_in(&relay, &server.database_args())
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap().to_owned())
+        .collect();
     for event in &refused {
         let id = event.id.to_hex();
         assert!(!served.contains(&id) && !held.contains(&id), "refused event {id} is served or held");

@@ -34,10 +34,10 @@ fn migrate_applies_the_schema_once() {
     let url = format!("--database-url={}", db.url);
     let (code, stdout, stderr) = grasp_server(&["migrate", "--database-backend=postgres", &url]);
     assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.contains("applied schema migrations 1"), "{stdout}");
+    assert!(stdout.contains("applied schema migrations 1, 2"), "{stdout}");
     let (code, stdout, stderr) = grasp_server(&["migrate", "--database-backend=postgres", &url]);
     assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.contains("schema is up to date (version 1)"), "second run: {stdout}");
+    assert!(stdout.contains("schema is up to date (version 2)"), "second run: {stdout}");
 }
 
 #[test]

@@ -88,6 +88,7 @@ async fn dispatch(
         Route::Nip11 => reply(web::nip11(&grasp)),
         Route::Landing => reply(web::landing(&grasp)),
         Route::Metrics => reply(web::metrics(&grasp)),
+        Route::Ready => reply(web::ready(&grasp).await),
         Route::Nip05 => reply(web::nip05(&grasp)),
         Route::RepoPage(repo) => reply(web::repository(&grasp, &repo).await),
         Route::Advertise(repo, service) => {

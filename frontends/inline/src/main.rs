@@ -50,14 +50,12 @@ enum PurgatoryAction {
     },
 }
 
-/// `grasp-server purgatory list`: reads the journal of the configured data path.
-fn list_purgatory(config: &Config, json: bool) -> ExitCode {
-    let entries = match listing::read(&config.relay_data_path) {
+/// `grasp-server purgatory list`: reads the journal of the configured data path (or the
+/// purgatory shared in PostgreSQL).
+async fn list_purgatory(config: &Config, json: bool) -> ExitCode {
+    let entries = match listing::read_configured(config).await {
         Ok(entries) => entries,
-        Err(e) => {
-            let dir = grasp_lib::purgatory::Purgatory::directory(&config.relay_data_path);
-            return fail(format!("cannot read purgatory in {}: {e}", dir.display()));
-        }
+        Err(e) => return fail(e),
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&entries).expect("listing serializes"));
@@ -100,12 +98,12 @@ async fn serve() -> ExitCode {
     config.pack_objects_hook = std::env::current_exe().ok();
     match cli.command {
         Some(Command::Purgatory { action: PurgatoryAction::List { json } }) => {
-            return list_purgatory(&config, json)
+            return list_purgatory(&config, json).await
         }
         Some(Command::Migrate) => return grasp_lib::cli::migrate("grasp-server", &config).await,
         None => {}
     }
-    grasp_lib::logging::init(&config.log_level);
+    grasp_lib::logging::init(&config.log_level, config.cluster_node_id());
     // Test hook: FAILPOINTS=<name>=<actions> makes the server crash at named points (see
     // docs/explanation/limits.md); unset in production, where every point is a no-op.
     let _failpoints = fail::FailScenario::setup();

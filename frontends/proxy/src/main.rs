@@ -89,7 +89,7 @@ async fn serve() -> ExitCode {
         Ok(tls) => tls,
         Err(e) => return fail(format!("bad configuration: tls_certificate_path: {e}")),
     };
-    grasp_lib::logging::init(&config.log_level);
+    grasp_lib::logging::init(&config.log_level, config.cluster_node_id());
     match run(config, upstream, tls).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(format!("{e:#}")),

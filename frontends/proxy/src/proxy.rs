@@ -151,6 +151,7 @@ impl ProxyHttp for GraspProxy {
             Route::Nip11 => web::nip11(grasp),
             Route::Landing => web::landing(grasp),
             Route::Metrics => web::metrics(grasp),
+            Route::Ready => web::ready(grasp).await,
             Route::Nip05 => web::nip05(grasp),
             Route::RepoPage(repo) => web::repository(grasp, &repo).await,
             Route::Refused(response) => response,

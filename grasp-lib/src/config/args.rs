@@ -86,6 +86,10 @@ pub struct ConfigArgs {
     #[arg(long, env = "GRASP_DATABASE_POOL_SIZE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database_pool_size: Option<usize>,
+    /// This node's name in logs, metrics and leases (default: host name and a random suffix)
+    #[arg(long, env = "GRASP_NODE_ID")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
     /// Relay name in NIP-11
     #[arg(long, env = "GRASP_RELAY_NAME")]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -47,6 +47,9 @@ pub struct Config {
     pub database_url: Option<Secret>,
     /// Most PostgreSQL connections this node keeps open.
     pub database_pool_size: usize,
+    /// This node's name in logs, metrics and leases (default: the host name and a random
+    /// suffix, unique per process).
+    pub node_id: Option<String>,
     /// NIP-11 `name`.
     pub relay_name: String,
     /// NIP-11 `description`.
@@ -364,6 +367,7 @@ impl Default for Config {
             database_backend: StoreBackend::Lmdb,
             database_url: None,
             database_pool_size: crate::store::postgres::DEFAULT_POOL_SIZE,
+            node_id: None,
             relay_name: "grasp-server".to_owned(),
             relay_description: "A GRASP server: git repositories authorized by signed Nostr events"
                 .to_owned(),

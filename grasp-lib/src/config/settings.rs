@@ -348,6 +348,20 @@ impl Config {
         }
     }
 
+    /// This node's id when it is one node of a cluster (the postgres backend) or was given
+    /// one (`node_id`): what its log lines start with. Sets the process's id.
+    pub fn cluster_node_id(&self) -> Option<&'static str> {
+        let clustered =
+            self.database_backend == crate::store::StoreBackend::Postgres || self.node_id.is_some();
+        clustered.then(|| crate::cluster::node::set(self.node_id.as_deref()))
+    }
+
+    /// How long the leader lease lasts without renewal: a dead leader's jobs move to another
+    /// node within this time (15 s; 3 s in test mode).
+    pub fn leader_lease_term(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(if self.test_mode { 3 } else { 15 })
+    }
+
     /// The relay's limits (`max_message_size`, `max_subscriptions`, ...).
     pub fn relay_limits(&self) -> RelayLimits {
         RelayLimits {

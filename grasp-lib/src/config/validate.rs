@@ -57,6 +57,15 @@ impl Config {
         if self.database_pool_size == 0 {
             return invalid("database_pool_size", "must be at least 1".to_owned());
         }
+        if let Some(node) = &self.node_id {
+            let printable = node.chars().all(|c| c.is_ascii_graphic());
+            if node.is_empty() || node.len() > 64 || !printable {
+                return invalid(
+                    "node_id",
+                    "must be 1 to 64 printable ASCII characters without spaces".to_owned(),
+                );
+            }
+        }
         if let Some(secret) = &self.relay_owner_nsec {
             if owner_keys(secret).is_none() {
                 return invalid("relay_owner_nsec", "not a valid nsec or hex secret key".to_owned());

@@ -25,6 +25,7 @@ use tokio::time::Instant;
 
 use tokio::sync::Semaphore;
 
+use crate::cluster::ClusterLocks;
 use crate::metrics::Metrics;
 
 /// Background repository housekeeping.
@@ -35,6 +36,8 @@ pub struct Maintenance {
     pending: Arc<Mutex<HashMap<PathBuf, Instant>>>,
     quiet_period: Duration,
     metrics: Metrics,
+    /// On a cluster: so one node repacks a repository at a time.
+    cluster: Option<ClusterLocks>,
 }
 
 /// Longest a background repack may run; a repack that takes longer is killed (the
@@ -48,6 +51,12 @@ const REPACK_WINDOW_MEMORY: &str = "pack.windowMemory=256m";
 pub const QUIET_PERIOD: Duration = Duration::from_secs(2);
 
 impl Maintenance {
+    /// The same housekeeping on one node of a cluster (see [`ClusterLocks`]).
+    pub fn with_cluster(mut self, locks: ClusterLocks) -> Self {
+        self.cluster = Some(locks);
+        self
+    }
+
     /// Housekeeping that runs at most one repack at a time.
     pub fn new(metrics: Metrics) -> Self {
         Self {
@@ -55,6 +64,7 @@ impl Maintenance {
             pending: Arc::default(),
             quiet_period: QUIET_PERIOD,
             metrics,
+            cluster: None,
         }
     }
 
@@ -69,6 +79,18 @@ impl Maintenance {
         tokio::spawn(async move {
             this.wait_until_quiet(&path).await;
             let _slot = this.slots.acquire().await.expect("semaphore never closed");
+            // Another node repacking it now covers this push too.
+            let _repacking = match &this.cluster {
+                Some(locks) => match locks.try_lock(&format!("repack:{}", path.display())).await {
+                    Ok(Some(guard)) => Some(guard),
+                    Ok(None) => return,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "repacking without the cluster lock");
+                        None
+                    }
+                },
+                None => None,
+            };
             let git = |args: &[&str]| {
                 let mut cmd = tokio::process::Command::new("git");
                 super::dies_with_server(&mut cmd)

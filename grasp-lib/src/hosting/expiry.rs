@@ -161,8 +161,11 @@ impl Hosting {
     }
 
     /// Runs [`Hosting::sweep`] at every deadline, for as long as the server runs.
+    /// On a cluster, only the leader sweeps (each entry is taken out by one node anyway:
+    /// [`Purgatory::take_expired`] decides under the cluster-wide lock).
     pub async fn run_expiry(self: Arc<Self>) {
         loop {
+            self.leadership.acquired().await;
             let now = now_ms();
             match self.purgatory.next_deadline() {
                 Some(deadline) if deadline <= now => self.sweep().await,

@@ -48,6 +48,8 @@ impl Hosting {
     /// ```
     pub async fn process(&self, identifier: &RepoIdentifier, arrival: Arrival<'_>) -> ProcessReport {
         let _guard = self.locks.lock(identifier).await;
+        let _cluster = self.cluster_lock(&format!("git-data:{identifier}")).await;
+        self.catch_up().await;
         let d = identifier.as_str();
         let mut report = ProcessReport::default();
         let arrived = match arrival {

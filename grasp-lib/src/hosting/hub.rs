@@ -8,6 +8,7 @@ use std::sync::Arc;
 use nostr::{Event, EventId, PublicKey};
 
 use super::align::{IdentifierLocks, ProcessReport};
+use crate::cluster::{ClusterGuard, ClusterLocks, Leadership};
 use crate::git::maintenance::Maintenance;
 use crate::git::refs;
 use crate::git::{prs, GitError, RepoRef, Repositories};
@@ -71,6 +72,10 @@ pub struct Hosting {
     /// Held events whose data is here but which the store refused to take (full, broken):
     /// kept past their deadline and released again at the next sweep.
     pub(super) release_failed: std::sync::Mutex<HashMap<EventId, String>>,
+    /// Locks shared with the other nodes of a PostgreSQL cluster (none on a single node).
+    pub(super) cluster: Option<ClusterLocks>,
+    /// Whether this node runs the cluster's singleton jobs (always, on a single node).
+    pub(super) leadership: Leadership,
 }
 
 /// Marks an identifier as having a hunted fetch running (see
@@ -127,6 +132,8 @@ impl Hosting {
             maintainer_model: MaintainerModel::default(),
             fetching: Arc::default(),
             release_failed: std::sync::Mutex::default(),
+            cluster: None,
+            leadership: Leadership::single(),
         };
         hosting.update_gauges();
         hosting
@@ -136,6 +143,42 @@ impl Hosting {
     pub fn with_maintainer_model(mut self, model: MaintainerModel) -> Self {
         self.maintainer_model = model;
         self
+    }
+
+    /// The same hosting as one node of a cluster: `locks` are shared with the other nodes
+    /// and `leadership` says when this node runs the singleton jobs.
+    pub fn in_cluster(mut self, locks: ClusterLocks, leadership: Leadership) -> Self {
+        self.maintenance = self.maintenance.with_cluster(locks.clone());
+        self.cluster = Some(locks);
+        self.leadership = leadership;
+        self
+    }
+
+    /// Whether this node runs the cluster's singleton jobs.
+    pub fn leadership(&self) -> &Leadership {
+        &self.leadership
+    }
+
+    /// The cross-node lock `name`, on a cluster (`None` on a single node, whose local locks
+    /// suffice). An unreachable database is logged, and the caller goes on without it: its
+    /// own queries fail the same way.
+    pub async fn cluster_lock(&self, name: &str) -> Option<ClusterGuard> {
+        let locks = self.cluster.as_ref()?;
+        match locks.lock(name).await {
+            Ok(guard) => Some(guard),
+            Err(e) => {
+                tracing::warn!(lock = name, error = %e, "going on without the cluster lock");
+                None
+            }
+        }
+    }
+
+    /// Catches up with what other nodes changed in a shared purgatory (see
+    /// [`Purgatory::refresh`]); a failure is logged and the view stays as it was.
+    pub async fn catch_up(&self) {
+        if let Err(e) = self.purgatory.refresh().await {
+            tracing::warn!(error = %e, "catching up with the shared purgatory failed");
+        }
     }
 
     /// The maintainer rule every decision of this server applies.

@@ -92,6 +92,13 @@ impl HuntRequests {
         Self { tx: None }
     }
 
+    /// Requests that arrive on the returned receiver instead of at a hunter here (a cluster
+    /// node forwards them to the node that hunts).
+    pub fn forwarding() -> (Self, mpsc::UnboundedReceiver<(String, EventSource)>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Self { tx: Some(tx) }, rx)
+    }
+
     /// An event of `identifier` that came from `source` is held: hunt for its data after
     /// the source's delay.
     pub fn enqueue(&self, identifier: &str, source: EventSource) {

@@ -49,7 +49,7 @@ pub(super) struct Journal {
     records: usize,
 }
 
-fn apply(replayed: &mut Replayed, record: Record) {
+pub(super) fn apply(replayed: &mut Replayed, record: Record) {
     match record {
         Record::Hold { entry } => {
             replayed.held.insert(entry.event.id, *entry);

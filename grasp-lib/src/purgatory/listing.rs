@@ -91,6 +91,23 @@ pub fn read(relay_data_path: &Path) -> Result<Vec<ListingEntry>, PurgatoryError>
     Ok(listing(&held, &placeholders, &hunt))
 }
 
+/// What the purgatory `config` describes holds now: the journal in its data path, or the
+/// log shared in PostgreSQL (read without taking part in changes; safe while servers run).
+/// The error names where it looked.
+pub async fn read_configured(config: &crate::config::Config) -> Result<Vec<ListingEntry>, String> {
+    let Some((url, _)) = config.postgres() else {
+        let dir = Purgatory::directory(&config.relay_data_path);
+        return read(&config.relay_data_path)
+            .map_err(|e| format!("cannot read purgatory in {}: {e}", dir.display()));
+    };
+    let db = crate::store::postgres::PostgresDatabase::connect(url, 1).await.map_err(|e| e.to_string())?;
+    let (held, placeholders) = Purgatory::read_shared(&db)
+        .await
+        .map_err(|e| format!("cannot read purgatory in {}: {e}", db.target()))?;
+    let hunt = HuntStatus::read(&HuntStatus::path(&config.relay_data_path)).unwrap_or_default();
+    Ok(listing(&held, &placeholders, &hunt))
+}
+
 /// Builds the listing of `held` and `placeholders`, soonest deadline first, with the
 /// hunting status of each held event's repository (dependents follow the event they wait
 /// for, so they show none).

@@ -16,6 +16,7 @@ pub mod bounds;
 pub mod entries;
 mod journal;
 pub mod listing;
+mod shared_log;
 
 pub use entries::{
     now_ms, HeldEvent, HeldKind, HoldOutcome, Placeholder, PurgatoryCounts, PurgatoryError, PurgatoryTimers,
@@ -31,6 +32,7 @@ use nostr::{Event, EventId};
 
 use crate::git::RepoRef;
 use crate::nip34::RepoState;
+use crate::store::postgres::PostgresDatabase;
 
 use bounds::{CapExceeded, HeldCaps, HeldUsage, PlaceholderUsage};
 use entries::held_bytes;
@@ -138,6 +140,35 @@ impl Index {
         self.placeholder_usage.sub(placeholder.repo(), placeholder.client);
         Some(placeholder)
     }
+
+    /// Applies a record another node wrote.
+    fn apply(&mut self, record: Record) {
+        match record {
+            Record::Hold { entry } => self.insert(*entry),
+            Record::Drop { id } => {
+                self.remove(&id);
+            }
+            Record::Placeholder { placeholder } => self.insert_placeholder(placeholder),
+            Record::DropPlaceholder { id } => {
+                self.remove_placeholder(&id);
+            }
+        }
+    }
+
+    /// Applies what reading the shared log brought; true when anything changed.
+    fn catch_up(&mut self, news: shared_log::News) -> bool {
+        match news {
+            shared_log::News::Since(records) if records.is_empty() => false,
+            shared_log::News::Since(records) => {
+                records.into_iter().for_each(|r| self.apply(r));
+                true
+            }
+            shared_log::News::All(replayed) => {
+                *self = Index::from_replayed(replayed);
+                true
+            }
+        }
+    }
 }
 
 /// The purgatory of one server. Reads are in memory; changes are journaled first.
@@ -172,7 +203,10 @@ pub struct Purgatory {
 #[derive(Debug)]
 struct Shared {
     index: Mutex<Index>,
+    /// Where changes are made durable: a journal file, a log in PostgreSQL shared with
+    /// other nodes, or nowhere (memory).
     journal: Option<Mutex<Journal>>,
+    log: Option<shared_log::SharedLog>,
 }
 
 impl Shared {
@@ -184,7 +218,7 @@ impl Shared {
 impl Purgatory {
     /// A purgatory that forgets everything on exit (memory store, tests).
     pub fn in_memory(timers: PurgatoryTimers) -> Self {
-        let shared = Arc::new(Shared { index: Mutex::default(), journal: None });
+        let shared = Arc::new(Shared { index: Mutex::default(), journal: None, log: None });
         Self { shared, timers, caps: HeldCaps::default(), changed: tokio::sync::Notify::new() }
     }
 
@@ -196,8 +230,106 @@ impl Purgatory {
         }
         let index = Index::from_replayed(replayed);
         tracing::info!(held = index.held.len(), placeholders = index.placeholders.len(), "purgatory loaded");
-        let shared = Arc::new(Shared { index: Mutex::new(index), journal: Some(Mutex::new(journal)) });
+        let shared =
+            Arc::new(Shared { index: Mutex::new(index), journal: Some(Mutex::new(journal)), log: None });
         Ok(Self { shared, timers, caps: HeldCaps::default(), changed: tokio::sync::Notify::new() })
+    }
+
+    /// The purgatory every node sharing `db` shares (see [`shared_log`]), with what it holds.
+    pub async fn shared(db: PostgresDatabase, timers: PurgatoryTimers) -> Result<Self, PurgatoryError> {
+        let log = shared_log::SharedLog::new(db);
+        let shared = Arc::new(Shared { index: Mutex::default(), journal: None, log: Some(log) });
+        let purgatory =
+            Self { shared, timers, caps: HeldCaps::default(), changed: tokio::sync::Notify::new() };
+        purgatory.refresh().await?;
+        let index = purgatory.index();
+        tracing::info!(
+            held = index.held.len(),
+            placeholders = index.placeholders.len(),
+            "shared purgatory loaded"
+        );
+        drop(index);
+        Ok(purgatory)
+    }
+
+    /// Keeps a [shared](Purgatory::shared) purgatory current: catches up whenever another
+    /// node announces a change, and every `every` in case an announcement was missed.
+    pub async fn follow_other_nodes(self: Arc<Self>, every: Duration) {
+        let Some(log) = &self.shared.log else { return };
+        let (db, own) = (log.db().clone(), log.db().node().to_owned());
+        let notified = self.clone();
+        crate::store::postgres::listen::listen(db, shared_log::CHANNEL, move |node| {
+            let (purgatory, own) = (notified.clone(), own.clone());
+            async move {
+                if node != own {
+                    if let Err(e) = purgatory.refresh().await {
+                        tracing::warn!(error = %e, "catching up with the shared purgatory failed");
+                    }
+                }
+            }
+        })
+        .await;
+        let weak = Arc::downgrade(&self);
+        drop(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(purgatory) = weak.upgrade() else { return };
+                if let Err(e) = purgatory.refresh().await {
+                    tracing::warn!(error = %e, "catching up with the shared purgatory failed");
+                }
+            }
+        });
+    }
+
+    /// Catches up with changes other nodes made to a [shared](Purgatory::shared) purgatory
+    /// (nothing to do for one in a file or in memory). Decisions that must see what every
+    /// node holds call it first.
+    pub async fn refresh(&self) -> Result<(), PurgatoryError> {
+        let Some(log) = &self.shared.log else { return Ok(()) };
+        let mut cursor = log.cursor().await;
+        let client = log.client().await?;
+        let news = shared_log::SharedLog::news(&client, &mut cursor).await?;
+        if self.index().catch_up(news) {
+            self.changed.notify_waiters();
+        }
+        Ok(())
+    }
+
+    /// [`Purgatory::change`] for a shared purgatory: in one transaction under the
+    /// cluster-wide lock, catch up, decide, append.
+    async fn change_shared<T, F>(&self, log: &shared_log::SharedLog, change: F) -> Result<T, PurgatoryError>
+    where
+        F: FnOnce(&mut Index) -> (T, Vec<Record>),
+    {
+        let mut cursor = log.cursor().await;
+        let mut client = log.client().await?;
+        let result = async {
+            let tx = client.transaction().await.map_err(std::io::Error::other)?;
+            shared_log::SharedLog::lock(&tx).await?;
+            let news = shared_log::SharedLog::news(&tx, &mut cursor).await?;
+            self.index().catch_up(news);
+            let (out, records) = change(&mut self.index());
+            if !records.is_empty() {
+                let live = {
+                    let index = self.index();
+                    index.held.len() + index.placeholders.len()
+                };
+                let last = log.append(&tx, &records, live).await?;
+                tx.commit().await.map_err(std::io::Error::other)?;
+                *cursor = Some(last);
+            }
+            Ok::<T, std::io::Error>(out)
+        }
+        .await;
+        if result.is_err() {
+            // The index may hold a change that was never committed: rebuild it next time.
+            *cursor = None;
+            if let Ok(news) = shared_log::SharedLog::news(&client, &mut cursor).await {
+                self.index().catch_up(news);
+            }
+        }
+        Ok(result?)
     }
 
     /// The same purgatory with these caps on what it holds (default: [`HeldCaps::default`]).
@@ -215,6 +347,14 @@ impl Purgatory {
     /// Where the journal of a store in `relay_data_path` lives.
     pub fn directory(relay_data_path: &Path) -> PathBuf {
         relay_data_path.join("purgatory")
+    }
+
+    /// Reads what the purgatory shared in `db` holds (operator tools; safe while servers run).
+    pub async fn read_shared(
+        db: &PostgresDatabase,
+    ) -> Result<(Vec<HeldEvent>, Vec<Placeholder>), PurgatoryError> {
+        let replayed = shared_log::SharedLog::read_all(db).await?;
+        Ok((replayed.held.into_values().collect(), replayed.placeholders.into_values().collect()))
     }
 
     /// Reads what a journal directory holds, without opening it for writing (operator tools;
@@ -241,6 +381,11 @@ impl Purgatory {
         F: FnOnce(&mut Index) -> (T, Vec<Record>) + Send + 'static,
         T: Send + 'static,
     {
+        if let Some(log) = &self.shared.log {
+            let out = self.change_shared(log, change).await;
+            self.changed.notify_waiters();
+            return out;
+        }
         let shared = self.shared.clone();
         let apply = move || -> Result<T, PurgatoryError> {
             let Some(journal) = &shared.journal else {

@@ -100,6 +100,8 @@ impl Grasp {
         updates: &[RefUpdate],
         client: Option<IpAddr>,
     ) -> Result<PushDecision, AuthorizationError> {
+        // On a cluster, held events other nodes took count too.
+        self.hosting().catch_up().await;
         let decision = match self.push_bounds(repo, updates, client).await {
             Some(refusal) => refusal,
             None => self.authorize_push(repo, updates, client).await?,

@@ -19,6 +19,7 @@ use tokio::io::AsyncRead;
 
 use super::answers::{drain_allowance, read_push_commands, rejection, too_large, ReceivePackError};
 use crate::authorization::PushDecision;
+use crate::cluster::ClusterGuard;
 use crate::git::pktline::{PushCommands, RefUpdate};
 use crate::git::{OperationStatus, RepoRef};
 use crate::hosting::ProcessReport;
@@ -45,6 +46,9 @@ pub struct PushLifecycle {
     status: OperationStatus,
     bytes_in: u64,
     bytes_out: u64,
+    /// On a cluster: this repository's write lock, from the decision until the git-data
+    /// step ran (so no other node decides against the same held state meanwhile).
+    write_lock: Option<ClusterGuard>,
 }
 
 impl Grasp {
@@ -60,6 +64,7 @@ impl Grasp {
             status: OperationStatus::Error,
             bytes_in: 0,
             bytes_out: 0,
+            write_lock: None,
         }
     }
 }
@@ -108,6 +113,7 @@ impl PushLifecycle {
 
     /// Decides about the push ([`Grasp::admit_push`]).
     pub async fn admit(&mut self, commands: &PushCommands) -> Result<Admitted, ReceivePackError> {
+        self.write_lock = self.grasp.hosting().cluster_lock(&format!("push:{}", self.repo)).await;
         match self.grasp.admit_push(&self.repo, &commands.updates, Some(self.client)).await {
             Ok(PushDecision::Authorized { .. }) => Ok(Admitted::Go),
             Ok(PushDecision::Rejected { reason, .. }) => {

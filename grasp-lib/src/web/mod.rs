@@ -255,6 +255,17 @@ pub fn metrics(grasp: &Grasp) -> WebResponse {
     respond(StatusCode::OK, "text/plain; version=0.0.4", grasp.metrics().render())
 }
 
+/// `GET /ready`: 200 when this node can serve, 503 with what is wrong otherwise (JSON:
+/// [`crate::readiness::Readiness`]).
+pub async fn ready(grasp: &Grasp) -> WebResponse {
+    let readiness = grasp.readiness().await;
+    let status = if readiness.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let mut response =
+        respond(status, "application/json", serde_json::to_string(&readiness).expect("readiness serializes"));
+    response.headers_mut().insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
 /// `GET /` in a browser.
 pub fn landing(grasp: &Grasp) -> WebResponse {
     html(StatusCode::OK, pages::landing(grasp))

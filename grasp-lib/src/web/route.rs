@@ -53,6 +53,8 @@ pub enum Route {
     Landing,
     /// `GET /metrics` ([`super::metrics`]).
     Metrics,
+    /// `GET /ready`: readiness for a load balancer ([`super::ready`]).
+    Ready,
     /// `GET /.well-known/nostr.json` at the root mount ([`super::nip05`]).
     Nip05,
     /// `GET /<npub>/<id>.git` in a browser ([`super::repository`]).
@@ -157,8 +159,9 @@ pub fn route(served: impl Fn(&RepoRef) -> bool, head: &RequestHead<'_>) -> Route
         "/" if is_get && wants_nip11(head.accept) => Route::Nip11,
         "/" if is_get => Route::Landing,
         "/metrics" if is_get => Route::Metrics,
+        "/ready" if is_get => Route::Ready,
         NIP05_PATH if is_get => Route::Nip05,
-        "/" | "/metrics" => Route::Refused(method_not_allowed()),
+        "/" | "/metrics" | "/ready" => Route::Refused(method_not_allowed()),
         path => {
             let Some((repo, action)) = parse_repo_request(path) else {
                 return Route::Refused(not_found());

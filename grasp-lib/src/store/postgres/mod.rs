@@ -10,6 +10,7 @@
 //!   save, LISTEN on every node).
 
 pub mod fanout;
+pub mod listen;
 pub mod notify;
 pub mod query;
 pub mod save;
@@ -59,6 +60,9 @@ pub enum PostgresError {
 #[derive(Clone)]
 pub struct PostgresDatabase {
     pool: Pool,
+    /// Connections that hold cross-node locks ([`crate::cluster::locks`]), apart from the
+    /// pool queries use, so waiting for a lock never starves the queries its holder makes.
+    lock_pool: Pool,
     target: String,
     /// For the live-delivery listener's own connection (holds the password: never logged).
     config: tokio_postgres::Config,
@@ -119,19 +123,23 @@ impl PostgresDatabase {
             config.application_name("grasp-server");
         }
         let target = describe(&config);
-        let manager = Manager::from_config(
-            config.clone(),
-            NoTls,
-            ManagerConfig { recycling_method: RecyclingMethod::Fast },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(pool_size.max(1))
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(POOL_WAIT))
-            .create_timeout(Some(CONNECT_TIMEOUT))
-            .build()
-            .map_err(|e| PostgresError::Pool(e.to_string()))?;
-        let db = Self { pool, target, config, node: node_name() };
+        let build = |size: usize| {
+            let manager = Manager::from_config(
+                config.clone(),
+                NoTls,
+                ManagerConfig { recycling_method: RecyclingMethod::Fast },
+            );
+            Pool::builder(manager)
+                .max_size(size.max(1))
+                .runtime(Runtime::Tokio1)
+                .wait_timeout(Some(POOL_WAIT))
+                .create_timeout(Some(CONNECT_TIMEOUT))
+                .build()
+                .map_err(|e| PostgresError::Pool(e.to_string()))
+        };
+        let pool = build(pool_size)?;
+        let lock_pool = build((pool_size / 2).max(2))?;
+        let db = Self { pool, lock_pool, target, config, node: node_name() };
         let _checked = db.pool.get().await.map_err(|source| PostgresError::Connect {
             target: db.target.clone(),
             reason: root_cause(&source),
@@ -155,12 +163,40 @@ impl PostgresDatabase {
         Ok(schema::migrate(&mut client).await?)
     }
 
+    /// This process's name in the notifications it sends (random per process), so it can
+    /// skip its own.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
     /// Where this store connects (host, port, database; never the password).
     pub fn target(&self) -> &str {
         &self.target
     }
 
-    async fn client(&self) -> Result<deadpool_postgres::Object, PostgresError> {
+    /// One round trip to the database (readiness checks).
+    pub async fn ping(&self) -> Result<(), PostgresError> {
+        self.client().await?.batch_execute("SELECT 1").await?;
+        Ok(())
+    }
+
+    /// Sends `payload` on `channel` to every node listening.
+    pub async fn notify(&self, channel: &str, payload: &str) -> Result<(), PostgresError> {
+        let client = self.client().await?;
+        client.execute("SELECT pg_notify($1, $2)", &[&channel, &payload]).await?;
+        Ok(())
+    }
+
+    /// A connection of the lock pool.
+    pub(crate) async fn lock_client(&self) -> Result<deadpool_postgres::Object, PostgresError> {
+        self.lock_pool.get().await.map_err(|source| PostgresError::Connect {
+            target: self.target.clone(),
+            reason: root_cause(&source),
+        })
+    }
+
+    /// A pooled connection.
+    pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object, PostgresError> {
         self.pool.get().await.map_err(|source| PostgresError::Connect {
             target: self.target.clone(),
             reason: root_cause(&source),

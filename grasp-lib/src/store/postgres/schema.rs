@@ -12,9 +12,10 @@ const MIGRATION_LOCK: i64 = 0x6772_6173_7020_6d67;
 
 /// `(version, SQL)` of every migration, oldest first. Applied ones are never edited: a
 /// change is a new version.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    r#"
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        r#"
     CREATE TABLE events (
         id          BYTEA PRIMARY KEY,
         pubkey      BYTEA NOT NULL,
@@ -54,7 +55,37 @@ const MIGRATIONS: &[(i32, &str)] = &[(
         PRIMARY KEY (pubkey, kind, identifier)
     );
     "#,
-)];
+    ),
+    (
+        2,
+        r#"
+    -- Purgatory, shared by every node: an append-only log of changes (a held event, a
+    -- placeholder, or the removal of one), replayed by each node into its in-memory index.
+    -- `key` names what a record is about, so compaction can drop superseded records.
+    CREATE TABLE grasp_purgatory_log (
+        seq     BIGSERIAL PRIMARY KEY,
+        key     TEXT NOT NULL,
+        -- False for a removal: such records are dropped by compaction.
+        live    BOOLEAN NOT NULL,
+        record  TEXT NOT NULL
+    );
+    CREATE INDEX grasp_purgatory_log_by_key ON grasp_purgatory_log (key, seq);
+    -- How far the log was compacted: a node that last read an older record reloads it all.
+    CREATE TABLE grasp_purgatory_meta (
+        one                 BOOLEAN PRIMARY KEY DEFAULT true CHECK (one),
+        compacted_through   BIGINT NOT NULL
+    );
+    INSERT INTO grasp_purgatory_meta (compacted_through) VALUES (0);
+
+    -- Leases of the jobs that run on one node of the cluster at a time.
+    CREATE TABLE grasp_leases (
+        name        TEXT PRIMARY KEY,
+        holder      TEXT NOT NULL,
+        expires_at  TIMESTAMPTZ NOT NULL
+    );
+    "#,
+    ),
+];
 
 /// The newest schema version this build knows.
 pub fn latest_version() -> i32 {

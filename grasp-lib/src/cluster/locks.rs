@@ -1,0 +1,153 @@
+//! Cross-node locks: a key's lock is a local mutex (so one node's waiters queue in memory)
+//! and, on PostgreSQL, a session-level advisory lock on a connection of the lock pool,
+//! held until the guard drops. A node that dies loses its connections, and PostgreSQL
+//! releases its locks with them: a crashed push never blocks the repository.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::store::postgres::PostgresDatabase;
+
+/// How long a caller waits for another node's hold on a lock before giving up.
+const LOCK_WAIT: Duration = Duration::from_secs(120);
+
+/// Locks by name, shared across the nodes of one database.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterLocks {
+    db: Option<PostgresDatabase>,
+    local: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+/// A held lock; released when dropped.
+#[derive(Debug)]
+pub struct ClusterGuard {
+    _local: Option<tokio::sync::OwnedMutexGuard<()>>,
+    remote: Option<(deadpool_postgres::Object, i64)>,
+    name: String,
+    locks: ClusterLocks,
+}
+
+impl Drop for ClusterGuard {
+    fn drop(&mut self) {
+        if let Some((client, key)) = self.remote.take() {
+            // Unlock before the connection goes back to the pool; a connection whose unlock
+            // failed is closed instead (closing releases the lock too).
+            tokio::spawn(async move {
+                let unlocked = client.execute("SELECT pg_advisory_unlock($1)", &[&key]).await;
+                if unlocked.is_err() {
+                    drop(deadpool_postgres::Object::take(client));
+                }
+            });
+        }
+        self._local.take();
+        let mut map = self.locks.map();
+        if map.get(&self.name).is_some_and(|lock| Arc::strong_count(lock) == 1) {
+            map.remove(&self.name);
+        }
+    }
+}
+
+/// Why a lock could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// The database is unreachable.
+    #[error("cluster lock: {0}")]
+    Database(String),
+    /// Another node held it for longer than the wait allows.
+    #[error("cluster lock {0}: another node held it for too long")]
+    Timeout(String),
+}
+
+/// The advisory lock key of `name`: a stable 64-bit hash.
+pub fn key(name: &str) -> i64 {
+    // FNV-1a: stable across processes and builds, unlike std's hasher.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in name.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash as i64
+}
+
+impl ClusterLocks {
+    /// Locks shared through `db` (local only when `None`).
+    pub fn new(db: Option<PostgresDatabase>) -> Self {
+        Self { db, local: Arc::default() }
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<()>>>> {
+        self.local.lock().expect("lock map poisoned")
+    }
+
+    fn local(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.map().entry(name.to_owned()).or_default().clone()
+    }
+
+    /// Waits for the lock `name` (on this node, then across nodes).
+    pub async fn lock(&self, name: &str) -> Result<ClusterGuard, LockError> {
+        let local = self.local(name).lock_owned().await;
+        let mut guard =
+            ClusterGuard { _local: Some(local), remote: None, name: name.to_owned(), locks: self.clone() };
+        let Some(db) = &self.db else { return Ok(guard) };
+        let client = db.lock_client().await.map_err(|e| LockError::Database(e.to_string()))?;
+        let key = key(name);
+        // `lock_timeout` bounds the wait; the setting lasts for this statement only.
+        let timeout = format!("SET lock_timeout = '{}ms'", LOCK_WAIT.as_millis());
+        client.batch_execute(&timeout).await.map_err(|e| LockError::Database(e.to_string()))?;
+        let locked = client.execute("SELECT pg_advisory_lock($1)", &[&key]).await;
+        let _ = client.batch_execute("RESET lock_timeout").await;
+        match locked {
+            Ok(_) => {
+                guard.remote = Some((client, key));
+                Ok(guard)
+            }
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
+                Err(LockError::Timeout(name.to_owned()))
+            }
+            Err(e) => Err(LockError::Database(e.to_string())),
+        }
+    }
+
+    /// Takes the lock `name` when nobody holds it, anywhere; `None` when someone does.
+    pub async fn try_lock(&self, name: &str) -> Result<Option<ClusterGuard>, LockError> {
+        let Ok(local) = self.local(name).try_lock_owned() else { return Ok(None) };
+        let mut guard =
+            ClusterGuard { _local: Some(local), remote: None, name: name.to_owned(), locks: self.clone() };
+        let Some(db) = &self.db else { return Ok(Some(guard)) };
+        let client = db.lock_client().await.map_err(|e| LockError::Database(e.to_string()))?;
+        let key = key(name);
+        let row = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+            .await
+            .map_err(|e| LockError::Database(e.to_string()))?;
+        if !row.get::<_, bool>(0) {
+            return Ok(None);
+        }
+        guard.remote = Some((client, key));
+        Ok(Some(guard))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_stable_and_distinct() {
+        assert_eq!(key("repo:a"), key("repo:a"));
+        assert_ne!(key("repo:a"), key("repo:b"));
+        assert_eq!(key(""), 0xcbf2_9ce4_8422_2325_u64 as i64);
+    }
+
+    #[tokio::test]
+    async fn a_local_lock_excludes_until_dropped_and_is_forgotten() {
+        let locks = ClusterLocks::new(None);
+        let held = locks.lock("r").await.unwrap();
+        assert!(locks.try_lock("r").await.unwrap().is_none(), "held: a second taker is refused");
+        assert!(locks.try_lock("other").await.unwrap().is_some(), "other names are free");
+        drop(held);
+        assert!(locks.try_lock("r").await.unwrap().is_some());
+        assert!(locks.map().is_empty(), "nothing kept once nobody holds or waits");
+    }
+}
