@@ -71,7 +71,7 @@ step "black-box tests again, every server on PostgreSQL"
 # - layering reads the source tree and postgres picks its databases itself: neither
 #   depends on the backend, and both ran above.
 GRASP_TEST_BACKEND=postgres cargo nextest run -p grasp-tests --locked --no-fail-fast -E \
-    'not (test(a_release_the_store_refuses_keeps_the_event_held_until_it_can_be_stored) | binary(layering) | binary(postgres))'
+    'not (test(a_release_the_store_refuses_keeps_the_event_held_until_it_can_be_stored) | binary(layering) | binary(postgres) | binary(cluster))'
 
 step "doc tests"
 cargo test --workspace --doc --locked
