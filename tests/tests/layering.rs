@@ -17,6 +17,7 @@ const LAYERS: &[(&str, u8, &str)] = &[
     ("metrics", 1, "vocabulary"),
     ("crash", 1, "vocabulary"),
     ("store", 2, "plumbing"),
+    ("cluster", 2, "plumbing"),
     ("git", 2, "plumbing"),
     ("limits", 2, "plumbing"),
     ("curation", 2, "plumbing"),

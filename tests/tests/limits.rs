@@ -225,17 +225,20 @@ async fn a_websocket_that_stops_reading_is_dropped_while_others_keep_receiving(f
         .arg("--websocket-ping-interval-secs=1")
         .arg("--websocket-missed-pongs=3")
         .start();
-    let mut stuck = RawClient::connect(&server.ws_url()).await;
-    assert_eq!(stuck.req("live", &[json!({"kinds": [1]})]).await, Ok(vec![]));
-    let mut reading = RawClient::connect(&server.ws_url()).await;
-    assert_eq!(reading.req("live", &[json!({"kinds": [1]})]).await, Ok(vec![]));
-    let rss_before = memory::rss(server.pid());
+    // Signed before the websockets open: signing 24 MB takes seconds in a debug build on a
+    // busy machine, and the reading client (on this test's one thread) could not answer the
+    // server's pings meanwhile, so the server would rightly drop it as silent.
     let keys = Keys::generate();
     let events: Vec<Event> = (0..120)
         .map(|i| {
             EventBuilder::text_note(format!("{i} {}", "x".repeat(200_000))).sign_with_keys(&keys).unwrap()
         })
         .collect();
+    let mut stuck = RawClient::connect(&server.ws_url()).await;
+    assert_eq!(stuck.req("live", &[json!({"kinds": [1]})]).await, Ok(vec![]));
+    let mut reading = RawClient::connect(&server.ws_url()).await;
+    assert_eq!(reading.req("live", &[json!({"kinds": [1]})]).await, Ok(vec![]));
+    let rss_before = memory::rss(server.pid());
     let sent: Vec<String> = events.iter().map(|e| e.id.to_hex()).collect();
     let expected = sent.len();
     let reader = tokio::spawn(async move {
