@@ -287,9 +287,16 @@ impl Purgatory {
     /// node holds call it first.
     pub async fn refresh(&self) -> Result<(), PurgatoryError> {
         let Some(log) = &self.shared.log else { return Ok(()) };
+        let asked = std::time::Instant::now();
         let mut cursor = log.cursor().await;
+        // Concurrent callers share one catch-up: one that began while they waited covers them.
+        if log.caught_up_since(asked) {
+            return Ok(());
+        }
+        let began = std::time::Instant::now();
         let client = log.client().await?;
         let news = shared_log::SharedLog::news(&client, &mut cursor).await?;
+        log.caught_up_at(Some(began));
         if self.index().catch_up(news) {
             self.changed.notify_waiters();
         }
@@ -307,7 +314,9 @@ impl Purgatory {
         let result = async {
             let tx = client.transaction().await.map_err(std::io::Error::other)?;
             shared_log::SharedLog::lock(&tx).await?;
+            let began = std::time::Instant::now();
             let news = shared_log::SharedLog::news(&tx, &mut cursor).await?;
+            log.caught_up_at(Some(began));
             self.index().catch_up(news);
             let (out, records) = change(&mut self.index());
             if !records.is_empty() {
@@ -325,6 +334,7 @@ impl Purgatory {
         if result.is_err() {
             // The index may hold a change that was never committed: rebuild it next time.
             *cursor = None;
+            log.caught_up_at(None);
             if let Ok(news) = shared_log::SharedLog::news(&client, &mut cursor).await {
                 self.index().catch_up(news);
             }

@@ -50,6 +50,9 @@ pub(super) struct SharedLog {
     cursor: tokio::sync::Mutex<Option<i64>>,
     /// Records this node appended since it last compacted.
     appended: std::sync::atomic::AtomicUsize,
+    /// When the last successful catch-up began (set while the cursor is locked): callers
+    /// that asked before that need no catch-up of their own.
+    caught_up: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 /// What reading the log brought.
@@ -62,7 +65,24 @@ pub(super) enum News {
 
 impl SharedLog {
     pub(super) fn new(db: PostgresDatabase) -> Self {
-        Self { db, cursor: tokio::sync::Mutex::new(None), appended: Default::default() }
+        Self {
+            db,
+            cursor: tokio::sync::Mutex::new(None),
+            appended: Default::default(),
+            caught_up: Default::default(),
+        }
+    }
+
+    /// True when a catch-up that began at or after `asked` has finished: it read everything
+    /// committed before `asked`. Call with the cursor locked.
+    pub(super) fn caught_up_since(&self, asked: std::time::Instant) -> bool {
+        self.caught_up.lock().expect("catch-up time poisoned").is_some_and(|began| began >= asked)
+    }
+
+    /// Records a successful catch-up that began at `began` (`None`: the index may be off;
+    /// the next caller must read). Call with the cursor locked.
+    pub(super) fn caught_up_at(&self, began: Option<std::time::Instant>) {
+        *self.caught_up.lock().expect("catch-up time poisoned") = began;
     }
 
     /// The database it lives in.
