@@ -12,6 +12,7 @@
 //! until shared purgatory lands, so the announcement and state a push needs are published
 //! to the node the push goes through.
 
+use anyhow::Context;
 use grasp_tests::events;
 use grasp_tests::git::Workdir;
 use grasp_tests::postgres::TestDatabase;
@@ -19,8 +20,6 @@ use grasp_tests::{host_repository, RawClient, TestServer};
 use nostr_sdk::prelude::*;
 use serde_json::Value;
 use tempfile::TempDir;
-
-use anyhow::Context;
 
 use crate::gitbench::run_git;
 use crate::pg::Postgres;
