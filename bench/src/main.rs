@@ -1,15 +1,18 @@
 //! `grasp-bench`: measures grasp-server against real baselines in one run and prints ratios
 //! with absolute figures and machine facts. Run it through `bench/run.sh`, which builds the
-//! release binaries and installs nginx and fcgiwrap.
+//! release binaries and installs nginx, fcgiwrap and PostgreSQL when missing.
 //!
 //! Scenarios: `clone`, `storm`, `push`, `memory`, `proxy`, `relay`, `purgatory`, `placeholders`,
-//! `hook` (default: all), and `soak` (10 minutes of mixed traffic; only when asked for). `--quick` shrinks
-//! every size for a smoke run; its numbers are not the reference ones.
+//! `hook`, `nodes` (PostgreSQL store and several nodes on it; starts its own PostgreSQL)
+//! (default: all), and `soak` (10 minutes of mixed traffic; only when asked for). `--quick`
+//! shrinks every size for a smoke run; its numbers are not the reference ones.
 
 mod corpus;
 mod gitbench;
 mod hookbench;
 mod machine;
+mod nodesbench;
+mod pg;
 mod placeholderbench;
 mod procs;
 mod purgatorybench;
@@ -26,7 +29,8 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(name = "grasp-bench")]
 struct Args {
-    /// Scenarios to run (clone, storm, push, memory, proxy, relay, purgatory, placeholders, hook); all when empty
+    /// Scenarios to run (clone, storm, push, memory, proxy, relay, purgatory, placeholders, hook, nodes); all
+    /// when empty; soak only when named
     scenarios: Vec<String>,
     /// Small sizes for a fast smoke run
     #[arg(long)]
@@ -61,7 +65,8 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let all = ["clone", "storm", "push", "memory", "proxy", "relay", "purgatory", "placeholders", "hook"];
+    let all =
+        ["clone", "storm", "push", "memory", "proxy", "relay", "purgatory", "placeholders", "hook", "nodes"];
     let wanted: Vec<&str> = if args.scenarios.is_empty() {
         all.to_vec()
     } else {
@@ -119,6 +124,24 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 placeholderbench::placeholders(&mut report, most, runs).await?;
             }
             "hook" => hookbench::hook(&mut report, if q { 10 } else { 50 }).await?,
+            "nodes" => {
+                let plan = if q {
+                    nodesbench::NodesPlan {
+                        ingest_events: 2_000,
+                        store_events: 5_000,
+                        queries: 50,
+                        pushes: 10,
+                    }
+                } else {
+                    nodesbench::NodesPlan {
+                        ingest_events: 20_000,
+                        store_events: 100_000,
+                        queries: 300,
+                        pushes: 50,
+                    }
+                };
+                nodesbench::nodes(&mut report, plan).await?;
+            }
             "soak" => {
                 let plan = soakbench::SoakPlan {
                     duration: std::time::Duration::from_secs(if q { 60 } else { args.soak_secs }),

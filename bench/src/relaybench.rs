@@ -20,18 +20,25 @@ use crate::report::{Report, Row};
 use crate::stats::{secs, Samples};
 
 /// Concurrent publishing clients.
-const CLIENTS: usize = 8;
+pub(crate) const CLIENTS: usize = 8;
 /// EVENTs in flight per client.
 const WINDOW: usize = 64;
 /// Repositories the events tag.
-const REPOS: usize = 10;
+pub(crate) const REPOS: usize = 10;
 
 /// Publishes `events` over `CLIENTS` connections; returns (elapsed, accepted).
 pub async fn ingest(url: &str, events: &[Arc<String>]) -> anyhow::Result<(Duration, usize)> {
+    ingest_spread(&[url.to_owned()], events).await
+}
+
+/// [`ingest`] with the `CLIENTS` connections spread round-robin over the relays at `urls`
+/// (the nodes of one deployment).
+pub async fn ingest_spread(urls: &[String], events: &[Arc<String>]) -> anyhow::Result<(Duration, usize)> {
     let chunks: Vec<Vec<Arc<String>>> =
         events.chunks(events.len().div_ceil(CLIENTS)).map(|c| c.to_vec()).collect();
     let mut sockets = Vec::new();
-    for _ in &chunks {
+    for (i, _) in chunks.iter().enumerate() {
+        let url = &urls[i % urls.len()];
         let (ws, _) =
             tokio_tungstenite::connect_async_with_config(url, None, true).await.context("connect")?;
         sockets.push(ws);
@@ -109,7 +116,7 @@ async fn req_once(ws: &mut Socket, sub: &str, coordinate: &str) -> anyhow::Resul
 }
 
 /// REQ latencies on every target, queries interleaved so drift and noise hit all alike.
-async fn req_latency(
+pub(crate) async fn req_latency(
     urls: &[String],
     coordinates: &[String],
     queries: usize,
@@ -128,7 +135,8 @@ async fn req_latency(
     Ok(samples)
 }
 
-fn sign_issues(coordinates: &[String], total: usize) -> Vec<Arc<String>> {
+/// `total` issues, each tagging one of `coordinates` (in turn), signed by 16 authors.
+pub(crate) fn sign_issues(coordinates: &[String], total: usize) -> Vec<Arc<String>> {
     let authors: Vec<Keys> = (0..16).map(|_| Keys::generate()).collect();
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
     let per = total.div_ceil(threads);
