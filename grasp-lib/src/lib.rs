@@ -313,6 +313,18 @@ async fn import_local_purgatory(purgatory: &Purgatory, relay_data_path: &std::pa
     );
 }
 
+/// The channel a node that reloads its curation lists tells the others on (payload: the
+/// node's notification name).
+const CURATION_CHANNEL: &str = "grasp_curation";
+
+/// Re-reads the curation file off the async threads; the lists in force stay when it does
+/// not parse.
+async fn reload_curation_file(curation: Arc<curation::Curation>) -> curation::Reload {
+    tokio::task::spawn_blocking(move || curation.reload_and_log())
+        .await
+        .unwrap_or(curation::Reload::Unchanged)
+}
+
 /// How often a node catches up with a shared purgatory without being told to (a missed
 /// notification costs at most this much delay in what it shows; decisions catch up first).
 const SHARED_PURGATORY_REFRESH: std::time::Duration = std::time::Duration::from_secs(2);
@@ -588,6 +600,19 @@ impl Grasp {
         }
         tokio::spawn(recover_in_background(hosting.clone()));
         tokio::spawn(curation.clone().watch(config.curation_reload_interval()));
+        if let Some(db) = store.postgres() {
+            // Another node was asked to reload (SIGHUP): this one re-reads its file too.
+            let (own, curation) = (db.node().to_owned(), curation.clone());
+            store::postgres::listen::listen(db.clone(), CURATION_CHANNEL, move |node| {
+                let reload = (node != own).then(|| reload_curation_file(curation.clone()));
+                async move {
+                    if let Some(reload) = reload {
+                        reload.await;
+                    }
+                }
+            })
+            .await;
+        }
         let git_slots = limits::GitSlots::new(config.git_slot_limits());
         Ok(Self {
             config: Arc::new(config),
@@ -694,11 +719,14 @@ impl Grasp {
 
     /// Re-reads the curation file now (what a frontend does on `SIGHUP`); the lists in force
     /// stay when it does not parse. Blocking file I/O runs off the async threads.
+    /// On a cluster, the other nodes are told to re-read theirs too ([`CURATION_CHANNEL`]).
     pub async fn reload_curation(&self) -> curation::Reload {
-        let curation = self.curation.clone();
-        tokio::task::spawn_blocking(move || curation.reload_and_log())
-            .await
-            .unwrap_or(curation::Reload::Unchanged)
+        if let Some(db) = self.store.postgres() {
+            if let Err(e) = db.notify(CURATION_CHANNEL, db.node()).await {
+                tracing::warn!(error = %e, "telling the other nodes to reload curation failed");
+            }
+        }
+        reload_curation_file(self.curation.clone()).await
     }
 
     /// Pushes to `/prs/` per client address (`prs_pushes_per_minute`).

@@ -300,3 +300,36 @@ async fn the_cluster_hunts_and_expires_each_held_event_once() {
         "expired once"
     );
 }
+
+#[tokio::test]
+async fn a_curation_reload_on_one_node_reloads_every_node() {
+    let test = "a_curation_reload_on_one_node_reloads_every_node";
+    let Some(admin) = admin_url(test) else { return };
+    let db = TestDatabase::create(&admin);
+    let lists = tempfile::NamedTempFile::new().unwrap();
+    let file = format!("--curation-file={}", lists.path().display());
+    // A reload interval far beyond the test: only the signal can bring the change in.
+    let cluster = Cluster::start(&db, &[&file, "--curation-reload-secs=3600"], &[]);
+    let mallory = Keys::generate();
+    let domain = cluster.nodes[0].addr.clone();
+    let counter = std::sync::atomic::AtomicUsize::new(0);
+    // A new repository announcement each time (one listing the cluster is taken and held).
+    let note = || {
+        let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        events::announcement(&mallory, &format!("repo-{n}"), &domain, &[])
+    };
+    for node in &cluster.nodes {
+        assert!(publish(node, &note()).await.0, "accepted before the list names mallory");
+    }
+    std::fs::write(lists.path(), format!("deny = [\"{}\"]\n", mallory.public_key().to_bech32().unwrap()))
+        .unwrap();
+    let hup = std::process::Command::new("kill").args(["-HUP", &cluster.nodes[0].pid().to_string()]).status();
+    assert!(hup.unwrap().success());
+    for (name, node) in ["A", "B", "C"].into_iter().zip(&cluster.nodes) {
+        wait_until(&format!("{name} blocks mallory"), LONG, || async {
+            let (ok, message) = publish(node, &note()).await;
+            (!ok && message.starts_with("blocked:")).then_some(())
+        })
+        .await;
+    }
+}

@@ -100,7 +100,7 @@ pub async fn save(
     let status = checked_save(&tx, event).await?;
     if status.is_success() {
         // Delivered to listeners when (and only if) the transaction commits.
-        let payload = super::notify::payload(node, &event.id);
+        let payload = super::notify::payload(node, event);
         execute(&tx, "SELECT pg_notify($1, $2)", &[&super::notify::CHANNEL, &payload]).await?;
         tx.commit().await?;
     } else {
