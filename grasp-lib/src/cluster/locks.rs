@@ -31,14 +31,7 @@ pub struct ClusterGuard {
 impl Drop for ClusterGuard {
     fn drop(&mut self) {
         if let Some((client, key)) = self.remote.take() {
-            // Unlock before the connection goes back to the pool; a connection whose unlock
-            // failed is closed instead (closing releases the lock too).
-            tokio::spawn(async move {
-                let unlocked = client.execute("SELECT pg_advisory_unlock($1)", &[&key]).await;
-                if unlocked.is_err() {
-                    drop(deadpool_postgres::Object::take(client));
-                }
-            });
+            tokio::spawn(release(client, key));
         }
         self._local.take();
         let mut map = self.locks.map();
@@ -90,23 +83,9 @@ impl ClusterLocks {
         let mut guard =
             ClusterGuard { _local: Some(local), remote: None, name: name.to_owned(), locks: self.clone() };
         let Some(db) = &self.db else { return Ok(guard) };
-        let client = db.lock_client().await.map_err(|e| LockError::Database(e.to_string()))?;
-        let key = key(name);
-        // `lock_timeout` bounds the wait; the setting lasts for this statement only.
-        let timeout = format!("SET lock_timeout = '{}ms'", LOCK_WAIT.as_millis());
-        client.batch_execute(&timeout).await.map_err(|e| LockError::Database(e.to_string()))?;
-        let locked = client.execute("SELECT pg_advisory_lock($1)", &[&key]).await;
-        let _ = client.batch_execute("RESET lock_timeout").await;
-        match locked {
-            Ok(_) => {
-                guard.remote = Some((client, key));
-                Ok(guard)
-            }
-            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
-                Err(LockError::Timeout(name.to_owned()))
-            }
-            Err(e) => Err(LockError::Database(e.to_string())),
-        }
+        guard.remote =
+            Some(remote_lock(db, name, true).await?.ok_or_else(|| LockError::Timeout(name.to_owned()))?);
+        Ok(guard)
     }
 
     /// Takes the lock `name` when nobody holds it, anywhere; `None` when someone does.
@@ -115,17 +94,72 @@ impl ClusterLocks {
         let mut guard =
             ClusterGuard { _local: Some(local), remote: None, name: name.to_owned(), locks: self.clone() };
         let Some(db) = &self.db else { return Ok(Some(guard)) };
-        let client = db.lock_client().await.map_err(|e| LockError::Database(e.to_string()))?;
-        let key = key(name);
-        let row = client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
-            .await
-            .map_err(|e| LockError::Database(e.to_string()))?;
-        if !row.get::<_, bool>(0) {
-            return Ok(None);
+        match remote_lock(db, name, false).await? {
+            Some(remote) => {
+                guard.remote = Some(remote);
+                Ok(Some(guard))
+            }
+            None => Ok(None),
         }
-        guard.remote = Some((client, key));
-        Ok(Some(guard))
+    }
+}
+
+/// Takes the advisory lock of `name` on a lock-pool connection (waiting up to [`LOCK_WAIT`]
+/// when `wait`); `None` when it is held elsewhere (and not waited for, or not freed in time).
+///
+/// The statement runs in a task of its own: a caller that gives up (a client hanging up
+/// while its push waits) drops only the answer, and a lock granted after that is released
+/// at once instead of staying with a pooled connection forever.
+async fn remote_lock(
+    db: &PostgresDatabase,
+    name: &str,
+    wait: bool,
+) -> Result<Option<(deadpool_postgres::Object, i64)>, LockError> {
+    let client = db.lock_client().await.map_err(|e| LockError::Database(e.to_string()))?;
+    let key = key(name);
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let taken = take(&client, key, wait).await;
+        let outcome = match taken {
+            Ok(true) => Ok(Some((client, key))),
+            Ok(false) => Ok(None),
+            Err(e) => {
+                // The connection's state is unknown: close it rather than pool it.
+                drop(deadpool_postgres::Object::take(client));
+                Err(e)
+            }
+        };
+        if let Err(Ok(Some((client, key)))) = answer.send(outcome) {
+            release(client, key).await;
+        }
+    });
+    answered.await.map_err(|_| LockError::Database("the lock task ended".to_owned()))?
+}
+
+/// `pg_advisory_lock` (bounded by `lock_timeout`) or `pg_try_advisory_lock`; true when taken.
+async fn take(client: &deadpool_postgres::Object, key: i64, wait: bool) -> Result<bool, LockError> {
+    let database = |e: tokio_postgres::Error| LockError::Database(e.to_string());
+    if !wait {
+        let row = client.query_one("SELECT pg_try_advisory_lock($1)", &[&key]).await.map_err(database)?;
+        return Ok(row.get::<_, bool>(0));
+    }
+    // `lock_timeout` bounds the wait; it is reset right after.
+    let timeout = format!("SET lock_timeout = '{}ms'", LOCK_WAIT.as_millis());
+    client.batch_execute(&timeout).await.map_err(database)?;
+    let locked = client.execute("SELECT pg_advisory_lock($1)", &[&key]).await;
+    client.batch_execute("RESET lock_timeout").await.map_err(database)?;
+    match locked {
+        Ok(_) => Ok(true),
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => Ok(false),
+        Err(e) => Err(database(e)),
+    }
+}
+
+/// Releases a lock and returns its connection to the pool; a connection whose unlock failed
+/// is closed instead (closing releases the lock too).
+async fn release(client: deadpool_postgres::Object, key: i64) {
+    if client.execute("SELECT pg_advisory_unlock($1)", &[&key]).await.is_err() {
+        drop(deadpool_postgres::Object::take(client));
     }
 }
 
