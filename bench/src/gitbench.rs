@@ -20,6 +20,12 @@ use crate::procs::{grasp_proxy, grasp_server};
 use crate::report::{Report, Row};
 use crate::stats::{mib, secs, Samples};
 
+/// The state a benchmark publishes before a push: `main` at `commit`, HEAD on `main`,
+/// signed at `at` (seconds; distinct times order the states).
+pub(crate) fn main_state(owner: &Keys, identifier: &str, commit: &str, at: u64) -> Event {
+    events::state_at(owner, identifier, &[("refs/heads/main", commit)], Some("main"), Timestamp::from(at))
+}
+
 /// Runs git; fails with its stderr.
 pub(crate) fn run_git(dir: &Path, args: &[&str]) -> anyhow::Result<Duration> {
     let started = Instant::now();
@@ -153,13 +159,7 @@ async fn push_latencies(
     let base = Timestamp::now().as_secs();
     for i in 0..=pushes {
         let commit = ours_work.commit("file.txt", format!("change {i}\n").as_bytes());
-        let state = events::state_at(
-            &owner,
-            "small",
-            &[("refs/heads/main", &commit)],
-            Some("main"),
-            Timestamp::from(base + i as u64 + 1),
-        );
+        let state = main_state(&owner, "small", &commit, base + i as u64 + 1);
         let (ok, msg) = raw.publish(&events::json(&state)).await;
         anyhow::ensure!(ok, "state refused: {msg}");
         let t = run_git(ours_work.path(), &["push", "-q", &url, "main"])?;

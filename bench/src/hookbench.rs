@@ -15,6 +15,7 @@ use grasp_tests::stock::{grasp_hook, GitDaemon};
 use grasp_tests::{publish, RawClient};
 use nostr_sdk::prelude::*;
 
+use crate::gitbench::main_state;
 use crate::procs::grasp_server;
 use crate::report::{Report, Row};
 use crate::stats::{secs, Samples};
@@ -83,13 +84,7 @@ pub async fn hook(report: &mut Report, pushes: usize) -> anyhow::Result<()> {
     let base = Timestamp::now().as_secs();
     for i in 0..=pushes {
         let commit = hooked_work.commit("file.txt", format!("change {i}\n").as_bytes());
-        let state = events::state_at(
-            &owner,
-            "hooked",
-            &[("refs/heads/main", &commit)],
-            Some("main"),
-            Timestamp::from(base + i as u64 + 1),
-        );
+        let state = main_state(&owner, "hooked", &commit, base + i as u64 + 1);
         let (accepted, msg) = raw.publish(&events::json(&state)).await;
         anyhow::ensure!(accepted, "state refused: {msg}");
         // The hook alone, for the pushed update (before the push, so it is still pending).

@@ -21,7 +21,7 @@ use nostr_sdk::prelude::*;
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::gitbench::run_git;
+use crate::gitbench::{main_state, run_git};
 use crate::pg::Postgres;
 use crate::procs::grasp_server;
 use crate::relaybench::{ingest, ingest_spread, req_latency, sign_issues, CLIENTS, REPOS};
@@ -226,13 +226,7 @@ impl Cluster {
                     .with_context(|| format!("announcement to node {k}"))?;
             }
             let commit = work.commit("file.txt", format!("change {i}\n").as_bytes());
-            let state = events::state_at(
-                &owner,
-                "small",
-                &[("refs/heads/main", &commit)],
-                Some("main"),
-                Timestamp::from(base + i as u64 + 1),
-            );
+            let state = main_state(&owner, "small", &commit, base + i as u64 + 1);
             publish_ok(&mut clients[k], &events::json(&state))
                 .await
                 .with_context(|| format!("state {i} to node {k}"))?;

@@ -17,6 +17,7 @@ use grasp_tests::memory::rss;
 use nostr_sdk::prelude::*;
 use serde_json::json;
 
+use crate::gitbench::main_state;
 use crate::procs::grasp_server;
 use crate::relaybench::ingest;
 use crate::report::{Report, Row};
@@ -98,13 +99,7 @@ pub async fn authorization_latency(report: &mut Report, states: usize, calls: us
     session.handle(&publish(&ann)).await;
     let base = Timestamp::now().as_secs() - states as u64;
     for i in 0..states {
-        let state = events::state_at(
-            &owner,
-            "many",
-            &[("refs/heads/main", &oid(i))],
-            Some("main"),
-            Timestamp::from(base + i as u64),
-        );
+        let state = main_state(&owner, "many", &oid(i), base + i as u64);
         let replies = session.handle(&publish(&state)).await;
         anyhow::ensure!(replies[0].contains("purgatory"), "state {i} not held: {replies:?}");
     }

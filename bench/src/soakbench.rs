@@ -19,12 +19,13 @@ use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use grasp_tests::git::{git, Workdir};
+use grasp_tests::host_repository;
 use grasp_tests::memory::{rss, status_field};
 use grasp_tests::procfs::open_fds;
-use grasp_tests::{events, host_repository};
 use nostr_sdk::prelude::*;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::gitbench::main_state;
 use crate::procs::grasp_server;
 use crate::report::{Report, Row};
 use crate::stats::{mib, secs, Samples};
@@ -250,13 +251,7 @@ pub async fn soak(report: &mut Report, plan: SoakPlan) -> anyhow::Result<String>
                 let (owner, identifier, _, url, work) = &repos[n % repos.len()];
                 let commit = work.commit("soak.txt", format!("push {n}").as_bytes());
                 clock += 1;
-                let state = events::state_at(
-                    owner,
-                    identifier,
-                    &[("refs/heads/main", &commit)],
-                    Some("main"),
-                    Timestamp::from(clock.max(Timestamp::now().as_secs())),
-                );
+                let state = main_state(owner, identifier, &commit, clock.max(Timestamp::now().as_secs()));
                 let t = Instant::now();
                 let accepted = async {
                     let (mut ws, _) = tokio_tungstenite::connect_async(&ws_url).await.ok()?;

@@ -489,29 +489,23 @@ impl Grasp {
                 tracing::warn!(error = %e, "moving /prs/ repositories to their hex-pubkey directories failed")
             }
         }
-        let hosting = Arc::new(
-            Hosting::new(
-                store.clone(),
-                purgatory,
-                repositories.with_metrics(metrics.clone()),
-                publisher.clone(),
-                origin.clone(),
-                metrics.clone(),
-            )
-            .with_maintainer_model(config.maintainer_model()),
-        );
-        let hosting = match store.postgres() {
+        let hosting = Hosting::new(
+            store.clone(),
+            purgatory,
+            repositories.with_metrics(metrics.clone()),
+            publisher.clone(),
+            origin.clone(),
+            metrics.clone(),
+        )
+        .with_maintainer_model(config.maintainer_model());
+        let hosting = Arc::new(match store.postgres() {
             Some(db) => {
                 let leadership =
                     cluster::Leadership::compete(db.clone(), node.to_owned(), config.leader_lease_term());
-                Arc::new(
-                    Arc::try_unwrap(hosting)
-                        .expect("not shared yet")
-                        .in_cluster(cluster::ClusterLocks::new(Some(db.clone())), leadership),
-                )
+                hosting.in_cluster(cluster::ClusterLocks::new(Some(db.clone())), leadership)
             }
             None => hosting,
-        };
+        });
         if let Some(keys) = config.owner_keys() {
             for event in identity::events(&keys, &origin, &config.relay_name) {
                 if let Err(e) = publisher.publish(&event).await {

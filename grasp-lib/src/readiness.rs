@@ -38,9 +38,10 @@ impl Grasp {
         };
         let root = self.repositories().root().to_path_buf();
         let limits = self.config().storage_limits();
-        let probe = root.join(format!(".grasp-ready-{}", crate::cluster::node::id()));
         let storage = tokio::task::spawn_blocking(move || {
-            if let Err(e) = std::fs::write(&probe, b"").and_then(|()| std::fs::remove_file(&probe)) {
+            // A name of its own (nodes on shared storage check at once), removed on drop.
+            let probe = tempfile::Builder::new().prefix(".grasp-ready-").tempfile_in(&root);
+            if let Err(e) = probe.and_then(|file| file.close()) {
                 return format!("cannot write in {}: {e}", root.display());
             }
             match crate::limits::storage::below_floor(&limits, crate::limits::storage::free_bytes(&root)) {

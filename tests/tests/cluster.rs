@@ -25,13 +25,17 @@ const LONG: Duration = Duration::from_secs(60);
 /// address, A's (what a load balancer in front would be): announcements list it, and each
 /// node takes it as its own.
 struct Cluster {
+    // Fields drop in order: the nodes go before their repositories and their database.
     nodes: Vec<TestServer>,
     repos: tempfile::TempDir,
+    _db: TestDatabase,
 }
 
 impl Cluster {
-    /// Starts the nodes with `extra` options each, and A with `a_env` in its environment.
-    fn start(db: &TestDatabase, extra: &[&str], a_env: &[(&str, &str)]) -> Self {
+    /// Starts the nodes of `test` on a database of their own, with `extra` options each and
+    /// A with `a_env` in its environment (`None`, after saying why, without PostgreSQL).
+    fn start(test: &str, extra: &[&str], a_env: &[(&str, &str)]) -> Option<Self> {
+        let db = TestDatabase::create(&admin_url(test)?);
         let repos = tempfile::tempdir().expect("shared repository directory");
         let node = |domain: Option<&str>, env: &[(&str, &str)]| {
             let mut builder = TestServer::builder()
@@ -52,11 +56,16 @@ impl Cluster {
         let a = node(None, a_env);
         let domain = a.addr.clone();
         let (b, c) = (node(Some(&domain), &[]), node(Some(&domain), &[]));
-        Self { nodes: vec![a, b, c], repos }
+        Some(Self { nodes: vec![a, b, c], repos, _db: db })
     }
 
     fn repo(&self, owner: &PublicKey) -> PathBuf {
         self.repos.path().join(owner.to_bech32().unwrap()).join(format!("{D}.git"))
+    }
+
+    /// The ids `purgatory list` on `node` shows held.
+    fn held_ids(node: &TestServer) -> Vec<String> {
+        node.purgatory_list().iter().map(|e| e["event_id"].as_str().unwrap().to_owned()).collect()
     }
 
     /// The sum of a metric's samples over every node still running.
@@ -85,10 +94,9 @@ fn fsck(repo: &Path) {
 
 #[tokio::test]
 async fn three_nodes_serve_one_repository_and_its_events() {
-    let test = "three_nodes_serve_one_repository_and_its_events";
-    let Some(admin) = admin_url(test) else { return };
-    let db = TestDatabase::create(&admin);
-    let cluster = Cluster::start(&db, &[], &[]);
+    let Some(cluster) = Cluster::start("three_nodes_serve_one_repository_and_its_events", &[], &[]) else {
+        return;
+    };
     let [a, b, c] = [&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]];
     let owner = Keys::generate();
 
@@ -103,8 +111,7 @@ async fn three_nodes_serve_one_repository_and_its_events() {
     let c1 = work.commit("README", b"one");
     let s1 = state(&owner, &[("refs/heads/main", &c1)], 0);
     assert_eq!(publish(a, &s1).await, (true, HELD.to_owned()), "held on A");
-    let listed: Vec<String> =
-        b.purgatory_list().iter().map(|e| e["event_id"].as_str().unwrap().to_owned()).collect();
+    let listed = Cluster::held_ids(b);
     assert!(listed.contains(&s1.id.to_hex()), "B's view of purgatory holds it too: {listed:?}");
     work.ok(&["push", &b.clone_url(&owner.public_key(), D), "main"]);
 
@@ -152,10 +159,10 @@ async fn three_nodes_serve_one_repository_and_its_events() {
 
 #[tokio::test]
 async fn conflicting_pushes_through_two_nodes_leave_one_winner() {
-    let test = "conflicting_pushes_through_two_nodes_leave_one_winner";
-    let Some(admin) = admin_url(test) else { return };
-    let db = TestDatabase::create(&admin);
-    let cluster = Cluster::start(&db, &[], &[]);
+    let Some(cluster) = Cluster::start("conflicting_pushes_through_two_nodes_leave_one_winner", &[], &[])
+    else {
+        return;
+    };
     let [a, b] = [&cluster.nodes[0], &cluster.nodes[1]];
     // Alice owns the repository and Bob maintains it with her (both announce, listing each
     // other); each publishes a state with a different `main`.
@@ -196,11 +203,14 @@ async fn conflicting_pushes_through_two_nodes_leave_one_winner() {
 
 #[tokio::test]
 async fn a_node_killed_mid_push_loses_nothing_and_another_node_finishes_the_job() {
-    let test = "a_node_killed_mid_push_loses_nothing_and_another_node_finishes_the_job";
-    let Some(admin) = admin_url(test) else { return };
-    let db = TestDatabase::create(&admin);
     // A dies the first time a push gets to the end of receive-pack (as SIGKILL kills).
-    let mut cluster = Cluster::start(&db, &[], &[("FAILPOINTS", "push-while-receiving=return")]);
+    let Some(mut cluster) = Cluster::start(
+        "a_node_killed_mid_push_loses_nothing_and_another_node_finishes_the_job",
+        &[],
+        &[("FAILPOINTS", "push-while-receiving=return")],
+    ) else {
+        return;
+    };
     let owner = Keys::generate();
     let ann = events::announcement(&owner, D, &cluster.nodes[0].addr, &[]);
     assert!(publish(&cluster.nodes[0], &ann).await.0);
@@ -222,8 +232,7 @@ async fn a_node_killed_mid_push_loses_nothing_and_another_node_finishes_the_job(
     // What A acknowledged is held (the announcement waits for its data, the issue for the
     // announcement) in the purgatory the other nodes share.
     let [b, c] = [&cluster.nodes[1], &cluster.nodes[2]];
-    let held: Vec<String> =
-        c.purgatory_list().iter().map(|e| e["event_id"].as_str().unwrap().to_owned()).collect();
+    let held = Cluster::held_ids(c);
     for event in [&ann, &issue, &s1] {
         assert!(held.contains(&event.id.to_hex()), "held events survive A: {held:?}");
     }
@@ -245,10 +254,13 @@ async fn a_node_killed_mid_push_loses_nothing_and_another_node_finishes_the_job(
 
 #[tokio::test]
 async fn the_cluster_hunts_and_expires_each_held_event_once() {
-    let test = "the_cluster_hunts_and_expires_each_held_event_once";
-    let Some(admin) = admin_url(test) else { return };
-    let db = TestDatabase::create(&admin);
-    let cluster = Cluster::start(&db, &["--purgatory-expiry-secs=4"], &[]);
+    let Some(cluster) = Cluster::start(
+        "the_cluster_hunts_and_expires_each_held_event_once",
+        &["--purgatory-expiry-secs=4"],
+        &[],
+    ) else {
+        return;
+    };
     let nodes = &cluster.nodes;
     // The data is elsewhere: a server of its own, listed in the announcement too.
     let elsewhere = TestServer::start();
@@ -286,8 +298,7 @@ async fn the_cluster_hunts_and_expires_each_held_event_once() {
     let s2 = state(&owner, &[("refs/heads/main", &"e".repeat(40))], 5);
     assert_eq!(publish(&nodes[1], &s2).await, (true, HELD.to_owned()));
     wait_until("the state expires", LONG, || async {
-        let held = nodes[2].purgatory_list();
-        held.iter().all(|e| e["event_id"] != s2.id.to_hex()).then_some(())
+        (!Cluster::held_ids(&nodes[2]).contains(&s2.id.to_hex())).then_some(())
     })
     .await;
     wait_until("the expiry is counted", LONG, || async {
@@ -303,13 +314,16 @@ async fn the_cluster_hunts_and_expires_each_held_event_once() {
 
 #[tokio::test]
 async fn a_curation_reload_on_one_node_reloads_every_node() {
-    let test = "a_curation_reload_on_one_node_reloads_every_node";
-    let Some(admin) = admin_url(test) else { return };
-    let db = TestDatabase::create(&admin);
     let lists = tempfile::NamedTempFile::new().unwrap();
     let file = format!("--curation-file={}", lists.path().display());
     // A reload interval far beyond the test: only the signal can bring the change in.
-    let cluster = Cluster::start(&db, &[&file, "--curation-reload-secs=3600"], &[]);
+    let Some(cluster) = Cluster::start(
+        "a_curation_reload_on_one_node_reloads_every_node",
+        &[&file, "--curation-reload-secs=3600"],
+        &[],
+    ) else {
+        return;
+    };
     let mallory = Keys::generate();
     let domain = cluster.nodes[0].addr.clone();
     let counter = std::sync::atomic::AtomicUsize::new(0);

@@ -22,7 +22,7 @@ pub struct ClusterLocks {
 /// A held lock; released when dropped.
 #[derive(Debug)]
 pub struct ClusterGuard {
-    _local: Option<tokio::sync::OwnedMutexGuard<()>>,
+    local: Option<tokio::sync::OwnedMutexGuard<()>>,
     remote: Option<(deadpool_postgres::Object, i64)>,
     name: String,
     locks: ClusterLocks,
@@ -33,7 +33,7 @@ impl Drop for ClusterGuard {
         if let Some((client, key)) = self.remote.take() {
             tokio::spawn(release(client, key));
         }
-        self._local.take();
+        self.local.take();
         let mut map = self.locks.map();
         if map.get(&self.name).is_some_and(|lock| Arc::strong_count(lock) == 1) {
             map.remove(&self.name);
@@ -81,7 +81,7 @@ impl ClusterLocks {
     pub async fn lock(&self, name: &str) -> Result<ClusterGuard, LockError> {
         let local = self.local(name).lock_owned().await;
         let mut guard =
-            ClusterGuard { _local: Some(local), remote: None, name: name.to_owned(), locks: self.clone() };
+            ClusterGuard { local: Some(local), remote: None, name: name.to_owned(), locks: self.clone() };
         let Some(db) = &self.db else { return Ok(guard) };
         guard.remote =
             Some(remote_lock(db, name, true).await?.ok_or_else(|| LockError::Timeout(name.to_owned()))?);
@@ -92,7 +92,7 @@ impl ClusterLocks {
     pub async fn try_lock(&self, name: &str) -> Result<Option<ClusterGuard>, LockError> {
         let Ok(local) = self.local(name).try_lock_owned() else { return Ok(None) };
         let mut guard =
-            ClusterGuard { _local: Some(local), remote: None, name: name.to_owned(), locks: self.clone() };
+            ClusterGuard { local: Some(local), remote: None, name: name.to_owned(), locks: self.clone() };
         let Some(db) = &self.db else { return Ok(Some(guard)) };
         match remote_lock(db, name, false).await? {
             Some(remote) => {

@@ -19,13 +19,21 @@ pub fn id() -> &'static str {
 }
 
 fn generated() -> String {
-    use std::hash::{BuildHasher, Hasher};
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "node".to_owned());
+    format!("{host}-{}", &random_hex()[..6])
+}
+
+/// 64 random bits in hex (std's per-process random hasher keys, with the process id and
+/// the clock): a name no other process picks.
+pub fn random_hex() -> String {
+    use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u32(std::process::id());
-    format!("{host}-{:06x}", hasher.finish() & 0xff_ffff)
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    hasher.write_u128(now.as_nanos());
+    format!("{:016x}", hasher.finish())
 }

@@ -76,17 +76,6 @@ impl std::fmt::Debug for PostgresDatabase {
     }
 }
 
-/// A name for this process no other node picks: 64 random bits (std's per-process random
-/// hasher keys), with the process id and the clock.
-fn node_name() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u32(std::process::id());
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    hasher.write_u128(now.as_nanos());
-    format!("{:016x}", hasher.finish())
-}
-
 /// The innermost cause of a pool error, which says what went wrong (the outer layers only
 /// say "creating a connection failed").
 fn root_cause(error: &deadpool_postgres::PoolError) -> String {
@@ -139,7 +128,7 @@ impl PostgresDatabase {
         };
         let pool = build(pool_size)?;
         let lock_pool = build((pool_size / 2).max(2))?;
-        let db = Self { pool, lock_pool, target, config, node: node_name() };
+        let db = Self { pool, lock_pool, target, config, node: crate::cluster::node::random_hex() };
         let _checked = db.pool.get().await.map_err(|source| PostgresError::Connect {
             target: db.target.clone(),
             reason: root_cause(&source),
