@@ -2,7 +2,7 @@
 //! that is down does not slow the others, a peer that rate-limits us is left alone for a
 //! while, dead peers are marked, this server is never its own peer, and sync can be off.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use grasp_tests::events;
 use grasp_tests::sync::{
@@ -91,29 +91,51 @@ async fn a_peer_that_is_down_does_not_slow_the_others() {
 /// A allows one subscription per connection. B's live subscription takes it, so the REQ
 /// that fetches what negentropy found missing is refused with `rate-limited:`: B
 /// disconnects and does not try A again while it cools down.
+/// A allows one subscription, so B's live subscriptions are refused as rate-limited. B must
+/// not connect to A while the cool-down lasts, and must come back after it.
+///
+/// B may be rate-limited again right after each reconnect, so "cooling down" seen twice can
+/// span a whole cycle. What the test relies on instead: the cool-down seen first began
+/// after the last snapshot that showed no cool-down, so every snapshot read before that
+/// moment plus the cool-down falls inside it.
 #[tokio::test]
 async fn a_peer_that_rate_limits_us_is_left_alone_for_the_cool_down() {
+    const COOL_DOWN: Duration = Duration::from_secs(5);
     let (a_port, b_port) = (free_port(), free_port());
     let a = not_syncing(a_port).arg("--max-subscriptions=1").start();
     Repo::new("anything", &[addr(a_port)]).host_on(&a).await;
-    let b = syncing(b_port, &[a.ws_url()]).arg("--sync-rate-limit-cooldown-secs=3").start();
+    let mut not_cooling_at = Instant::now();
+    let b = syncing(b_port, &[a.ws_url()])
+        .arg(format!("--sync-rate-limit-cooldown-secs={}", COOL_DOWN.as_secs()))
+        .start();
     let label = relay_label(a_port);
     let status = |m: &str| metric_sum(m, "ngit_sync_relay_status", &[&label]);
     let successes =
         |m: &str| metric_sum(m, "ngit_sync_connection_attempts_total", &[&label, "result=\"success\""]);
-    let cooling = wait_metrics(&b, "B cooling down after A rate-limited it", |m| status(m) == 5.0).await;
-    let attempts_then = successes(&cooling);
-    // While B reports the cool-down it does not connect to A.
-    let reconnected = wait_until("B tries A again after the cool-down", PATIENCE, || async {
+    let deadline = Instant::now() + PATIENCE;
+    let attempts_then = loop {
+        let asked = Instant::now();
         let m = b.metrics().await;
         if status(&m) == 5.0 {
+            break successes(&m);
+        }
+        not_cooling_at = asked;
+        assert!(Instant::now() < deadline, "B never cooled down after A rate-limited it: {m}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    let cooling_until = not_cooling_at + COOL_DOWN;
+    let checked_inside = std::cell::Cell::new(0);
+    let reconnected = wait_until("B tries A again after the cool-down", PATIENCE, || async {
+        let m = b.metrics().await;
+        if Instant::now() < cooling_until {
             assert_eq!(successes(&m), attempts_then, "connected during the cool-down: {m}");
-            return None;
+            checked_inside.set(checked_inside.get() + 1);
         }
         (successes(&m) > attempts_then).then_some(m)
     })
     .await;
     assert!(successes(&reconnected) > attempts_then);
+    assert!(checked_inside.get() > 0, "no snapshot fell inside the cool-down; the test proved nothing");
 }
 
 #[tokio::test]
