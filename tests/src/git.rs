@@ -103,6 +103,26 @@ impl Workdir {
     pub fn rev(&self, rev: &str) -> String {
         self.ok(&["rev-parse", rev])
     }
+
+    /// The pack of everything `new` reaches that `old` does not (what `git push` sends for
+    /// `new` on top of `old`).
+    pub fn pack(&self, old: &str, new: &str) -> Vec<u8> {
+        let mut child = std::process::Command::new("git")
+            .current_dir(self.path())
+            .args(["pack-objects", "--stdout", "--revs", "-q"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("git pack-objects");
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().expect("stdin");
+            writeln!(stdin, "{new}\n^{old}").expect("write revisions");
+        }
+        let out = child.wait_with_output().expect("git pack-objects");
+        assert!(out.status.success(), "git pack-objects failed");
+        out.stdout
+    }
 }
 
 /// Reads refs and HEAD of a bare repository on the server's disk.

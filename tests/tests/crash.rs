@@ -27,6 +27,8 @@ use ::rand::rngs::StdRng;
 use ::rand::{Rng, SeedableRng};
 use grasp_tests::events;
 use grasp_tests::git::{bare_refs, git, Workdir};
+use grasp_tests::process::ProcessGroup;
+use grasp_tests::procfs::{self, working_in};
 use grasp_tests::{host_repository, wait_until, RawClient, TestServer};
 use nostr_sdk::prelude::*;
 use serde_json::{json, Value};
@@ -471,4 +473,68 @@ async fn crashes_at_random_moments_lose_nothing_acknowledged() {
             world.context(rounds)
         );
     }
+}
+
+/// A killed server takes every git process it started with it, git's own children
+/// included. Here a push waits in a slow `pre-receive` hook when the server is SIGKILLed:
+/// neither the hook nor receive-pack outlive it (receive-pack would otherwise update the
+/// ref once the hook returned). A signal meant for the server that also reaches its child
+/// guard (`pkill grasp-server` matches both) changes nothing.
+#[tokio::test]
+async fn a_killed_server_takes_its_git_processes_with_it() {
+    let mut server = TestServer::builder().start();
+    let client = server.client().await;
+    let owner = Keys::generate();
+    host_repository(&server, &client, &owner, "slow-hook", &[]).await;
+    let url = server.clone_url(&owner.public_key(), "slow-hook");
+    let repo = server.repo_path(&owner.public_key(), "slow-hook");
+    let guards = procfs::children_named(server.pid(), "grasp-git-guard");
+    assert_eq!(guards.len(), 1, "one child guard: {guards:?}");
+    let guard = guards[0];
+    let stray = std::process::Command::new("kill").args(["-TERM", &guard.to_string()]).status().unwrap();
+    assert!(stray.success());
+
+    let marks = tempfile::tempdir().unwrap();
+    let hook_pid = marks.path().join("hook.pid");
+    let hook = repo.join("hooks/pre-receive");
+    std::fs::write(&hook, format!("#!/bin/sh\necho $$ > '{}'\nexec sleep 300\n", hook_pid.display()))
+        .unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let before = bare_refs(&repo);
+    let work = Workdir::clone_from(&url, &[]);
+    let new = work.commit("note", b"a change");
+    let later = Timestamp::from(Timestamp::now().as_secs() + 1);
+    grasp_tests::publish(
+        &client,
+        &events::state_at(&owner, "slow-hook", &[("refs/heads/main", &new)], Some("main"), later),
+    )
+    .await
+    .expect("state held");
+    let mut push = ProcessGroup::spawn(
+        std::process::Command::new("git")
+            .current_dir(work.path())
+            .args(["push", &url, "main"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    )
+    .unwrap();
+    // Should the guard fail, its group (the hook's) goes when the test ends anyway.
+    push.also_kill_group(guard);
+    let hook: u32 = wait_until("the pre-receive hook runs", Duration::from_secs(60), || async {
+        std::fs::read_to_string(&hook_pid).ok()?.trim().parse().ok()
+    })
+    .await;
+    assert_eq!(procfs::group_of(hook), Some(guard), "git's children are in the guard's group");
+    assert!(procfs::is_running(guard), "the guard ended on a stray SIGTERM");
+
+    server.stop();
+    wait_until("the hook and receive-pack are gone", Duration::from_secs(30), || async {
+        (!procfs::is_running(hook) && working_in(&repo).is_empty()).then_some(())
+    })
+    .await;
+    wait_until("the guard is gone", Duration::from_secs(30), || async {
+        (!procfs::is_running(guard)).then_some(())
+    })
+    .await;
+    assert_eq!(bare_refs(&repo), before);
 }

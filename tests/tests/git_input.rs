@@ -2,10 +2,10 @@
 //! the server keeps serving.
 
 use grasp_tests::events;
-use grasp_tests::git::Workdir;
+use grasp_tests::git::{bare_refs, Workdir};
 use grasp_tests::http::request;
 use grasp_tests::memory::{peak_rss, rss, write_random_file};
-use grasp_tests::{frontend_tests, publish, Frontend, TestServer};
+use grasp_tests::{frontend_tests, host_repository, publish, Frontend, TestServer};
 use nostr_sdk::prelude::*;
 
 const D: &str = "repo";
@@ -178,9 +178,50 @@ async fn push_over_the_size_cap_is_refused_without_memory_growth(frontend: Front
     small.ok(&["push", &url, "main"]);
 }
 
+/// A pack that leaves out objects its commits need (here the new commit's parent, which
+/// the server never had) is refused by git's connectivity check: nothing lands, and the
+/// full push afterwards does.
+async fn a_push_missing_objects_its_commits_need_is_refused(frontend: Frontend) {
+    let server = frontend.start();
+    let client = server.client().await;
+    let owner = Keys::generate();
+    host_repository(&server, &client, &owner, D, &[]).await;
+    let url = server.clone_url(&owner.public_key(), D);
+    let repo = server.repo_path(&owner.public_key(), D);
+    let before = bare_refs(&repo);
+    let work = Workdir::clone_from(&url, &[]);
+    let hosted = work.rev("HEAD");
+    let parent = work.commit("a", b"the parent the server never gets");
+    let tip = work.commit("b", b"the tip");
+    let later = Timestamp::from(Timestamp::now().as_secs() + 1);
+    publish(&client, &events::state_at(&owner, D, &[("refs/heads/main", &tip)], Some("main"), later))
+        .await
+        .unwrap();
+
+    let command = format!("{hosted} {tip} refs/heads/main\0report-status\n");
+    let mut body = format!("{:04x}{command}0000", command.len() + 4).into_bytes();
+    body.extend(work.pack(&parent, &tip));
+    let path = format!("/{}/{D}.git/git-receive-pack", owner.public_key().to_bech32().unwrap());
+    let answer = request(
+        &server.addr,
+        "POST",
+        &path,
+        &[("Content-Type", "application/x-git-receive-pack-request")],
+        &body,
+    )
+    .await;
+    let text = String::from_utf8_lossy(&answer.body);
+    assert!(text.contains("ng refs/heads/main"), "{} {text}", answer.status);
+    assert_eq!(bare_refs(&repo), before, "nothing landed");
+
+    work.ok(&["push", &url, "main"]);
+    assert!(bare_refs(&repo).0.contains(&("refs/heads/main".to_owned(), tip)));
+}
+
 frontend_tests!(
     malformed_receive_pack_bodies_get_400_and_the_server_keeps_serving,
     path_tricks_get_404,
     broken_repository_answers_an_error_with_cors,
     push_over_the_size_cap_is_refused_without_memory_growth,
+    a_push_missing_objects_its_commits_need_is_refused,
 );

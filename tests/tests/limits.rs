@@ -1,7 +1,6 @@
 //! Slow and flooding clients: stalled request headers, a push whose body stalls, silent
 //! websockets and the connection caps. Each test starts its own server with short limits.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use grasp_tests::git::{bare_refs, Workdir};
@@ -122,25 +121,6 @@ fn pkt_line(data: &str) -> Vec<u8> {
     out
 }
 
-/// The pack `git push` would send for `new` on top of `old`.
-fn pack(work: &Workdir, old: &str, new: &str) -> Vec<u8> {
-    let mut child = Command::new("git")
-        .current_dir(work.path())
-        .args(["pack-objects", "--stdout", "--revs", "-q"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("git pack-objects");
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        writeln!(stdin, "{new}\n^{old}").unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    out.stdout
-}
-
 async fn a_push_that_stalls_mid_body_is_aborted_and_lands_nothing(frontend: Frontend) {
     let server = frontend.builder().arg("--body-idle-timeout-secs=2").start();
     let client = server.client().await;
@@ -164,7 +144,7 @@ async fn a_push_that_stalls_mid_body_is_aborted_and_lands_nothing(frontend: Fron
     let mut body =
         pkt_line(&format!("{old} {new} refs/heads/main\0report-status side-band-64k agent=git/2.47\n"));
     body.extend_from_slice(b"0000");
-    let pack = pack(&work, &old, &new);
+    let pack = work.pack(&old, &new);
     let cut = body.len() + pack.len() / 2;
     body.extend_from_slice(&pack);
     let path = format!("/{}/stall.git/git-receive-pack", owner.public_key().to_bech32().unwrap());

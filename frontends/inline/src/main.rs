@@ -75,6 +75,8 @@ fn main() -> ExitCode {
     if let Some(exit) = grasp_lib::git::pack_cache::hook::run_if_invoked() {
         return exit;
     }
+    // While the process has one thread: git children join the guard's process group.
+    grasp_lib::git::start_child_guard();
     serve()
 }
 

@@ -444,8 +444,7 @@ impl Repo {
             }
         }
         // receive-pack advertises the alternates' refs as `.have` lines.
-        if service == Service::ReceivePack && path.join("objects/info/alternates").symlink_metadata().is_ok()
-        {
+        if service == Service::ReceivePack && super::smart_http::has_alternates(path) {
             return leave("the repository has alternates");
         }
         config_is_plain(&path.join("config"))?;

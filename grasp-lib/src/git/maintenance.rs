@@ -93,15 +93,14 @@ impl Maintenance {
             };
             let git = |args: &[&str]| {
                 let mut cmd = tokio::process::Command::new("git");
-                super::dies_with_server(&mut cmd)
+                super::dies_with_server_in_own_group(&mut cmd)
                     .arg("-C")
                     .arg(&path)
                     // Delta search memory is bounded per thread, whatever the objects.
                     .args(["-c", REPACK_WINDOW_MEMORY])
                     .args(args)
                     .env("GIT_TERMINAL_PROMPT", "0")
-                    .kill_on_drop(true)
-                    .process_group(0);
+                    .kill_on_drop(true);
                 cmd
             };
             let timed = |mut cmd: tokio::process::Command| async move {

@@ -26,6 +26,6 @@ pub mod smart_http;
 pub use error::{GitError, RepoPathError};
 pub use metering::{Advertisement, Direction, OperationStatus, UploadPackMeter};
 pub use oid::{is_zero_oid, ZERO_OID};
-pub use process::dies_with_server;
+pub use process::{dies_with_server, dies_with_server_in_own_group, start_child_guard};
 pub use repo::{Namespace, RepoRef};
 pub use repositories::Repositories;

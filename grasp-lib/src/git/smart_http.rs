@@ -215,6 +215,13 @@ fn command_with(
     for (key, value) in super::refs::SERVING_SETTINGS.iter().filter(|(key, _)| key.starts_with(section)) {
         cmd.arg("-c").arg(format!("{key}={value}"));
     }
+    if service == Service::ReceivePack && !advertise && !has_alternates(path) {
+        // After a push, git's connectivity check also lists the refs of every alternate
+        // object store, with one more git process. During a push the repository's own store
+        // is one (git's quarantine) and its refs are the repository's, which the check
+        // already counts: skip that process.
+        cmd.arg("-c").arg("core.alternateRefsCommand=true");
+    }
     cmd.arg(service.command()).arg("--stateless-rpc");
     if advertise {
         cmd.arg("--advertise-refs");
@@ -225,6 +232,11 @@ fn command_with(
         None => cmd.env_remove("GIT_PROTOCOL"),
     };
     cmd
+}
+
+/// True when the repository borrows objects from another store (`objects/info/alternates`).
+pub fn has_alternates(path: &Path) -> bool {
+    path.join("objects/info/alternates").symlink_metadata().is_ok()
 }
 
 /// The body of `GET info/refs?service=…`: the service header (protocol v0/v1 only)

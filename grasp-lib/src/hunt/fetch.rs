@@ -233,7 +233,7 @@ async fn run_git_fetch(
 ) -> Result<(), FetchError> {
     let url = remote.url;
     let mut cmd = tokio::process::Command::new("git");
-    crate::git::dies_with_server(&mut cmd);
+    crate::git::dies_with_server_in_own_group(&mut cmd);
     cmd.arg("-C").arg(quarantine.path());
     for config in GIT_CONFIG {
         cmd.arg("-c").arg(config);
@@ -278,8 +278,7 @@ async fn run_git_fetch(
     .stdin(Stdio::null())
     .stdout(Stdio::null())
     .stderr(Stdio::piped())
-    .kill_on_drop(true)
-    .process_group(0);
+    .kill_on_drop(true);
     // In the environment (after the inherited configuration variables are cleared), so the
     // credential is not on the command line for everyone to see.
     if let Some(authorization) = &remote.authorization {
