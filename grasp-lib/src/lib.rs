@@ -106,29 +106,45 @@ use store::Publisher;
 use store::{EventStore, StoreBackend, StoreError};
 
 /// Starts relay sync (GRASP-02) when it is on.
-fn start_sync(
-    config: &Config,
-    origin: &ServiceOrigin,
-    relay: &Arc<Relay>,
-    hosting: &Arc<Hosting>,
-    metrics: &Metrics,
-    outbound: &Arc<outbound::OutboundPolicy>,
+/// Runs relay sync while this node leads (always, for a single node): on a cluster the
+/// leader syncs for everyone, and a node that loses the lease stops, so two nodes never
+/// sync at once for long.
+async fn sync_while_leading(
+    config: Config,
+    origin: ServiceOrigin,
+    relay: Arc<Relay>,
+    hosting: Arc<Hosting>,
+    metrics: Metrics,
+    outbound: Arc<outbound::OutboundPolicy>,
     followed: sync::plus::EligibleAuthors,
 ) {
     if !config.sync {
         tracing::info!("relay sync is off: events arrive only from clients");
         return;
     }
-    let own = sync::peers::OwnUrls::new(origin.clone(), config.bind_address);
-    sync::start(
-        relay.clone(),
-        hosting.clone(),
-        own,
-        config.sync_settings(),
-        metrics,
-        outbound.clone(),
-        followed,
-    );
+    let leadership = hosting.leadership().clone();
+    let own = sync::peers::OwnUrls::new(origin, config.bind_address);
+    // Registered once, when sync first starts, so a restart reports in the same series.
+    let mut sync_metrics = None;
+    loop {
+        leadership.acquired().await;
+        let settings = config.sync_settings();
+        let registered = sync_metrics
+            .get_or_insert_with(|| sync::metrics::SyncMetrics::for_settings(metrics.registry(), &settings))
+            .clone();
+        let running = sync::start_with_metrics(
+            relay.clone(),
+            hosting.clone(),
+            own.clone(),
+            settings,
+            registered,
+            outbound.clone(),
+            followed.clone(),
+        );
+        leadership.lost().await;
+        tracing::info!("relay sync stopped: this node no longer holds the leader lease");
+        running.stop();
+    }
 }
 
 /// Why a server could not start.
@@ -566,22 +582,15 @@ impl Grasp {
         let relay = Arc::new(relay);
         tokio::spawn(hosting.clone().run_expiry());
         tokio::spawn(watch_store_fill(store.clone(), metrics.clone()));
-        {
-            // On a cluster, the leader syncs for everyone.
-            let (config, origin, relay, hosting, metrics, outbound) = (
-                config.clone(),
-                origin.clone(),
-                relay.clone(),
-                hosting.clone(),
-                metrics.clone(),
-                outbound.clone(),
-            );
-            let leadership = hosting.leadership().clone();
-            tokio::spawn(async move {
-                leadership.acquired().await;
-                start_sync(&config, &origin, &relay, &hosting, &metrics, &outbound, followed);
-            });
-        }
+        tokio::spawn(sync_while_leading(
+            config.clone(),
+            origin.clone(),
+            relay.clone(),
+            hosting.clone(),
+            metrics.clone(),
+            outbound.clone(),
+            followed,
+        ));
         if let (Some(access), Some(peers)) = (&access, &private_peers) {
             mirrors::start(
                 hosting.clone(),

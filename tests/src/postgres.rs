@@ -67,6 +67,13 @@ impl TestDatabase {
     }
 }
 
+impl TestDatabase {
+    /// Runs one SQL statement in this database (as the admin, who owns it).
+    pub fn execute(&self, sql: &str) {
+        admin_sql(&self.url, sql).unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         if let Err(e) =

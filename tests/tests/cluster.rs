@@ -1,8 +1,8 @@
 //! Three grasp-server nodes on one PostgreSQL database and one repository directory, as
 //! behind a load balancer: every node serves what any node took, a state sent to one node
 //! authorizes a push through another, conflicting pushes through two nodes leave one
-//! winner and a clean repository, a node killed mid-push loses nothing acknowledged, and
-//! the cluster hunts and expires each held event once.
+//! winner and a clean repository, a node killed mid-push loses nothing acknowledged, the
+//! cluster hunts and expires each held event once, and only the leader syncs with relays.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -28,7 +28,7 @@ struct Cluster {
     // Fields drop in order: the nodes go before their repositories and their database.
     nodes: Vec<TestServer>,
     repos: tempfile::TempDir,
-    _db: TestDatabase,
+    db: TestDatabase,
 }
 
 impl Cluster {
@@ -56,7 +56,7 @@ impl Cluster {
         let a = node(None, a_env);
         let domain = a.addr.clone();
         let (b, c) = (node(Some(&domain), &[]), node(Some(&domain), &[]));
-        Some(Self { nodes: vec![a, b, c], repos, _db: db })
+        Some(Self { nodes: vec![a, b, c], repos, db })
     }
 
     fn repo(&self, owner: &PublicKey) -> PathBuf {
@@ -346,4 +346,41 @@ async fn a_curation_reload_on_one_node_reloads_every_node() {
         })
         .await;
     }
+}
+
+/// Relay sync is the leader's job: one node syncs from the peer. When it loses the leader
+/// lease (here the lease row is handed to a node that does not exist) it stops, and once
+/// the lease is free again a node takes it and syncs again, reporting in the same series.
+#[tokio::test]
+async fn relay_sync_runs_on_the_leader_only_and_stops_when_the_lease_is_lost() {
+    let peer = TestServer::builder().start();
+    let bootstrap = format!("--sync-bootstrap-relays={}", peer.ws_url());
+    let Some(cluster) = Cluster::start(
+        "relay_sync_runs_on_the_leader_only_and_stops_when_the_lease_is_lost",
+        &["--sync=true", &bootstrap],
+        &[],
+    ) else {
+        return;
+    };
+    let syncing = || async { cluster.total("ngit_sync_relays_connected_total", &[]).await };
+    wait_until("one node syncs from the peer", LONG, || async { (syncing().await == 1.0).then_some(()) })
+        .await;
+
+    cluster
+        .db
+        .execute("UPDATE grasp_leases SET holder = 'elsewhere', expires_at = now() + interval '1 hour'");
+    wait_until("no node syncs once none holds the lease", LONG, || async {
+        (syncing().await == 0.0).then_some(())
+    })
+    .await;
+    assert!(
+        cluster.nodes.iter().any(|n| n.log().contains("relay sync stopped")),
+        "the leader says why it stopped"
+    );
+
+    cluster.db.execute("DELETE FROM grasp_leases");
+    wait_until("a node takes the lease and syncs again", LONG, || async {
+        (syncing().await == 1.0).then_some(())
+    })
+    .await;
 }

@@ -179,18 +179,23 @@ pub fn start(
     outbound: Arc<crate::outbound::OutboundPolicy>,
     followed: plus::EligibleAuthors,
 ) -> SyncHandle {
+    let metrics = SyncMetrics::for_settings(metrics.registry(), &settings);
+    start_with_metrics(relay, hosting, own, settings, metrics, outbound, followed)
+}
+
+/// [`start`] with metrics registered before ([`SyncMetrics::for_settings`]): a node that
+/// stops syncing and starts again (a cluster node that lost the leader lease and took it
+/// back) keeps reporting in the same series.
+pub fn start_with_metrics(
+    relay: Arc<Relay>,
+    hosting: Arc<Hosting>,
+    own: OwnUrls,
+    settings: SyncSettings,
+    metrics: SyncMetrics,
+    outbound: Arc<crate::outbound::OutboundPolicy>,
+    followed: plus::EligibleAuthors,
+) -> SyncHandle {
     let stop = CancellationToken::new();
-    let metrics = SyncMetrics::register(metrics.registry())
-        .with_labelled(settings.bootstrap.iter().map(|p| p.as_str().to_owned()));
-    for purpose in plus::coverage::Purpose::ALL {
-        metrics.plus_events.with_label_values(&[purpose.as_str()]);
-    }
-    for result in ["found", "none", "error"] {
-        metrics.plus_lookups.with_label_values(&[result]);
-    }
-    for source in ["peer", "sync_plus"] {
-        metrics.budget_refusals.with_label_values(&[source]);
-    }
     let (refetch_tx, refetch_rx) = mpsc::unbounded_channel();
     let ingest = Arc::new(
         SyncIngest::new(relay.clone(), hosting.clone(), settings.memory, metrics.clone(), refetch_tx)
