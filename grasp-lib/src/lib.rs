@@ -129,9 +129,8 @@ async fn sync_while_leading(
     loop {
         leadership.acquired().await;
         let settings = config.sync_settings();
-        let registered = sync_metrics
-            .get_or_insert_with(|| sync::metrics::SyncMetrics::for_settings(metrics.registry(), &settings))
-            .clone();
+        let registered =
+            sync_metrics.get_or_insert_with(|| sync::register_metrics(metrics.registry(), &settings)).clone();
         let running = sync::start_with_metrics(
             relay.clone(),
             hosting.clone(),

@@ -108,24 +108,6 @@ impl std::fmt::Debug for SyncMetrics {
 }
 
 impl SyncMetrics {
-    /// Registers the sync metrics in `registry` for a sync with `settings`: its bootstrap
-    /// peers named in labels, and the series of every purpose, lookup result and refusal
-    /// source present from the start.
-    pub fn for_settings(registry: &Registry, settings: &super::SyncSettings) -> Self {
-        let metrics =
-            Self::register(registry).with_labelled(settings.bootstrap.iter().map(|p| p.as_str().to_owned()));
-        for purpose in super::plus::coverage::Purpose::ALL {
-            metrics.plus_events.with_label_values(&[purpose.as_str()]);
-        }
-        for result in ["found", "none", "error"] {
-            metrics.plus_lookups.with_label_values(&[result]);
-        }
-        for source in ["peer", "sync_plus"] {
-            metrics.budget_refusals.with_label_values(&[source]);
-        }
-        metrics
-    }
-
     /// Registers the sync metrics in `registry` (no peer named in labels; see
     /// [`SyncMetrics::with_labelled`]).
     pub fn register(registry: &Registry) -> Self {

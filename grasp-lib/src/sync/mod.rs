@@ -179,11 +179,29 @@ pub fn start(
     outbound: Arc<crate::outbound::OutboundPolicy>,
     followed: plus::EligibleAuthors,
 ) -> SyncHandle {
-    let metrics = SyncMetrics::for_settings(metrics.registry(), &settings);
+    let metrics = register_metrics(metrics.registry(), &settings);
     start_with_metrics(relay, hosting, own, settings, metrics, outbound, followed)
 }
 
-/// [`start`] with metrics registered before ([`SyncMetrics::for_settings`]): a node that
+/// Registers the sync metrics in `registry` for a sync with `settings`: its bootstrap peers
+/// named in labels, and the series of every purpose, lookup result and refusal source
+/// present from the start.
+pub fn register_metrics(registry: &prometheus::Registry, settings: &SyncSettings) -> SyncMetrics {
+    let metrics = SyncMetrics::register(registry)
+        .with_labelled(settings.bootstrap.iter().map(|p| p.as_str().to_owned()));
+    for purpose in plus::coverage::Purpose::ALL {
+        metrics.plus_events.with_label_values(&[purpose.as_str()]);
+    }
+    for result in ["found", "none", "error"] {
+        metrics.plus_lookups.with_label_values(&[result]);
+    }
+    for source in ["peer", "sync_plus"] {
+        metrics.budget_refusals.with_label_values(&[source]);
+    }
+    metrics
+}
+
+/// [`start`] with metrics registered before ([`register_metrics`]): a node that
 /// stops syncing and starts again (a cluster node that lost the leader lease and took it
 /// back) keeps reporting in the same series.
 pub fn start_with_metrics(
