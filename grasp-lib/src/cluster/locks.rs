@@ -52,17 +52,6 @@ pub enum LockError {
     Timeout(String),
 }
 
-/// The advisory lock key of `name`: a stable 64-bit hash.
-pub fn key(name: &str) -> i64 {
-    // FNV-1a: stable across processes and builds, unlike std's hasher.
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in name.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    hash as i64
-}
-
 impl ClusterLocks {
     /// Locks shared through `db` (local only when `None`).
     pub fn new(db: Option<PostgresDatabase>) -> Self {
@@ -116,7 +105,7 @@ async fn remote_lock(
     wait: bool,
 ) -> Result<Option<(deadpool_postgres::Object, i64)>, LockError> {
     let client = db.lock_client().await.map_err(|e| LockError::Database(e.to_string()))?;
-    let key = key(name);
+    let key = crate::store::postgres::save::lock_key(name);
     let (answer, answered) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
         let taken = take(&client, key, wait).await;
@@ -166,13 +155,6 @@ async fn release(client: deadpool_postgres::Object, key: i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn keys_are_stable_and_distinct() {
-        assert_eq!(key("repo:a"), key("repo:a"));
-        assert_ne!(key("repo:a"), key("repo:b"));
-        assert_eq!(key(""), 0xcbf2_9ce4_8422_2325_u64 as i64);
-    }
 
     #[tokio::test]
     async fn a_local_lock_excludes_until_dropped_and_is_forgotten() {

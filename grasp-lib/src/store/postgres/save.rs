@@ -17,8 +17,9 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
 /// Advisory lock key of a string: its SHA-256's first eight bytes. The same on every node
-/// and build, as the lock must be.
-fn lock_key(name: &str) -> i64 {
+/// and build, as the lock must be. The store's locks and the cluster's
+/// ([`crate::cluster::ClusterLocks`]) share it; their names never overlap.
+pub(crate) fn lock_key(name: &str) -> i64 {
     let digest = sha256::Hash::hash(name.as_bytes()).to_byte_array();
     i64::from_be_bytes(digest[..8].try_into().expect("eight bytes"))
 }
